@@ -1,0 +1,15 @@
+//! GPU plumbing: the device (`Gpu`), tensors as views into storage buffers (`Tensor`), and the recorded list of
+//! compute dispatches a training step replays (`Plan`). Nothing here knows about models or losses; `ops/` builds
+//! dispatches from these pieces and `model/` strings them together.
+//!
+//! The rules this module enforces: pipelines are compiled once per (shader, entry point) and cached; buffers, bind
+//! groups and uniform parameter blocks are created when a plan is built, never while it runs; a step is one command
+//! encoder, one compute pass, one submit.
+
+mod context;
+mod plan;
+mod tensor;
+
+pub use context::{Gpu, GpuInfo};
+pub use plan::{grid_1d, Dispatch, Plan, WORKGROUP_1D};
+pub use tensor::{Readback, Tensor, TensorArena, ARENA_ALIGN_ELEMS};

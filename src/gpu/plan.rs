@@ -1,0 +1,124 @@
+//! `Dispatch` and `Plan`: a compute dispatch with everything bound (pipeline, bind group, uniform block, grid), built
+//! once; a `Plan` is an ordered list of them that a step replays into a single compute pass. Because every buffer and
+//! bind group already exists, recording a step costs only `set_pipeline`/`set_bind_group`/`dispatch` calls, and the
+//! number of dispatches per step is simply `plan.len()`.
+//!
+//! WebGPU makes each dispatch its own usage scope, so a dispatch sees the writes of the ones before it. Within one
+//! dispatch a buffer must not be bound both read-only and read-write: kernels bind their inputs read-only and their
+//! outputs read-write, and distinct activations live in distinct buffers.
+
+use wgpu::util::DeviceExt;
+
+use super::{Gpu, Tensor};
+
+/// Threads per workgroup of the 1-D kernels (elementwise ops, per-row ops).
+pub const WORKGROUP_1D: u32 = 256;
+
+/// Grid for `n` threads in workgroups of `wg`: x at most 65535 (WebGPU's per-dimension limit), the rest in y.
+/// WGSL side: `let i = gid.x + gid.y * nwg.x * WG;`.
+pub fn grid_1d(n: usize, wg: u32) -> [u32; 3] {
+    let groups = (n as u64).div_ceil(wg as u64).max(1);
+    if groups <= 65535 {
+        [groups as u32, 1, 1]
+    } else {
+        let y = groups.div_ceil(65535);
+        [groups.div_ceil(y) as u32, y as u32, 1]
+    }
+}
+
+pub struct Dispatch {
+    pub label: &'static str,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    groups: [u32; 3],
+}
+
+impl Dispatch {
+    /// Build a dispatch of `entry` in `shader`. `uniform`, when given, is bound at binding 0 (padded to 16 bytes);
+    /// `bindings` lists the storage buffers by binding index: exactly those the entry point uses.
+    pub fn new(
+        gpu: &Gpu,
+        shader: &'static str,
+        source: &'static str,
+        entry: &'static str,
+        uniform: Option<&[u8]>,
+        bindings: &[(u32, &Tensor)],
+        groups: [u32; 3],
+    ) -> Dispatch {
+        let pipeline = gpu.pipeline(shader, source, entry);
+        let layout = pipeline.get_bind_group_layout(0);
+        let ubuf = uniform.map(|u| {
+            let mut bytes = u.to_vec();
+            bytes.resize(bytes.len().div_ceil(16).max(1) * 16, 0);
+            gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(entry),
+                contents: &bytes,
+                // UNIFORM: read as the kernel's parameter block; it never changes after the plan is built.
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
+        });
+        let mut entries: Vec<wgpu::BindGroupEntry> = Vec::new();
+        if let Some(b) = &ubuf {
+            entries.push(wgpu::BindGroupEntry { binding: 0, resource: b.as_entire_binding() });
+        }
+        for (i, t) in bindings {
+            entries.push(wgpu::BindGroupEntry { binding: *i, resource: t.binding() });
+        }
+        let bind_group =
+            gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(entry), layout: &layout, entries: &entries });
+        Dispatch { label: entry, pipeline, bind_group, groups }
+    }
+
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+    }
+}
+
+/// An ordered list of dispatches, replayed as one compute pass.
+#[derive(Default)]
+pub struct Plan {
+    pub dispatches: Vec<Dispatch>,
+}
+
+impl Plan {
+    pub fn new() -> Plan {
+        Plan { dispatches: Vec::new() }
+    }
+    pub fn push(&mut self, d: Dispatch) {
+        self.dispatches.push(d);
+    }
+    pub fn extend(&mut self, ds: impl IntoIterator<Item = Dispatch>) {
+        self.dispatches.extend(ds);
+    }
+    pub fn append(&mut self, other: Plan) {
+        self.dispatches.extend(other.dispatches);
+    }
+    pub fn len(&self) -> usize {
+        self.dispatches.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.dispatches.is_empty()
+    }
+
+    /// Record every dispatch into `pass`, in order.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for d in &self.dispatches {
+            d.record(pass);
+        }
+    }
+
+    /// Record into a new compute pass of `encoder`.
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("dpo3d"), timestamp_writes: None });
+        self.record(&mut pass);
+    }
+
+    /// One encoder, one pass, one submit. Does not wait.
+    pub fn submit(&self, gpu: &Gpu) {
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        self.encode(&mut enc);
+        gpu.queue.submit([enc.finish()]);
+    }
+}

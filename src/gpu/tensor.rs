@@ -1,0 +1,208 @@
+//! `Tensor`: a view (buffer, byte offset, element count) into a GPU storage buffer of f32 or u32 elements, and
+//! `TensorArena`: many named tensors packed into one buffer (llm.c's "parameters live in one allocation"), so that
+//! AdamW, the gradient norm and zeroing the gradients are one dispatch each over the whole buffer.
+//!
+//! Readback is batched: `Readback` copies any set of tensors into one staging buffer inside the caller's command
+//! encoder, and `fetch` maps it once.
+
+use std::num::NonZeroU64;
+
+use super::Gpu;
+use crate::{Error, Result};
+
+/// Storage-buffer views must start at a multiple of the device's `min_storage_buffer_offset_alignment`; WebGPU
+/// guarantees it is at most 256 bytes, so arenas align every tensor to 256 bytes (64 elements) on every device.
+pub const ARENA_ALIGN_ELEMS: usize = 64;
+
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    pub buffer: wgpu::Buffer,
+    /// Byte offset into `buffer`.
+    pub offset: u64,
+    /// Number of 4-byte elements.
+    pub len: usize,
+}
+
+fn usage() -> wgpu::BufferUsages {
+    // STORAGE: kernels read and write it; COPY_SRC: readback and checkpoints; COPY_DST: uploads and clears.
+    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST
+}
+
+impl Tensor {
+    /// A zero-filled buffer of `len` 4-byte elements.
+    pub fn zeros(gpu: &Gpu, label: &str, len: usize) -> Result<Tensor> {
+        let bytes = (len.max(1) * 4) as u64;
+        gpu.check_binding_size(label, bytes)?;
+        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: usage(),
+            mapped_at_creation: false,
+        });
+        Ok(Tensor { buffer, offset: 0, len })
+    }
+
+    pub fn from_f32(gpu: &Gpu, label: &str, data: &[f32]) -> Result<Tensor> {
+        let t = Tensor::zeros(gpu, label, data.len())?;
+        t.write_f32(gpu, data);
+        Ok(t)
+    }
+
+    pub fn from_u32(gpu: &Gpu, label: &str, data: &[u32]) -> Result<Tensor> {
+        let t = Tensor::zeros(gpu, label, data.len())?;
+        t.write_u32(gpu, data);
+        Ok(t)
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.len as u64 * 4
+    }
+
+    /// A sub-view of `len` elements starting `start` elements in. `start` must keep the 256-byte alignment that
+    /// storage bindings need (checked).
+    pub fn slice(&self, start: usize, len: usize) -> Tensor {
+        assert!(start + len <= self.len, "slice {start}+{len} out of a tensor of {}", self.len);
+        assert!(start % ARENA_ALIGN_ELEMS == 0, "tensor slice start {start} is not 64-element aligned");
+        Tensor { buffer: self.buffer.clone(), offset: self.offset + start as u64 * 4, len }
+    }
+
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset,
+            size: NonZeroU64::new(self.bytes().max(4)),
+        })
+    }
+
+    pub fn write_f32(&self, gpu: &Gpu, data: &[f32]) {
+        assert!(data.len() <= self.len.max(1), "write of {} elements into a tensor of {}", data.len(), self.len);
+        if !data.is_empty() {
+            gpu.queue.write_buffer(&self.buffer, self.offset, bytemuck::cast_slice(data));
+        }
+    }
+
+    pub fn write_u32(&self, gpu: &Gpu, data: &[u32]) {
+        assert!(data.len() <= self.len.max(1), "write of {} elements into a tensor of {}", data.len(), self.len);
+        if !data.is_empty() {
+            gpu.queue.write_buffer(&self.buffer, self.offset, bytemuck::cast_slice(data));
+        }
+    }
+
+    pub async fn read_f32(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        let rb = Readback::new(gpu, &[self]);
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        rb.record(&mut enc);
+        gpu.queue.submit([enc.finish()]);
+        Ok(rb.fetch(gpu).await?.remove(0))
+    }
+
+    pub async fn read_u32(&self, gpu: &Gpu) -> Result<Vec<u32>> {
+        Ok(self.read_f32(gpu).await?.into_iter().map(f32::to_bits).collect())
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn to_vec(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        pollster::block_on(self.read_f32(gpu))
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn to_vec_u32(&self, gpu: &Gpu) -> Result<Vec<u32>> {
+        pollster::block_on(self.read_u32(gpu))
+    }
+}
+
+/// A batched readback: `record` copies every tensor into one staging buffer (inside the caller's encoder, so it
+/// rides along with a training step's single submit); `fetch` maps that buffer once and splits it.
+/// Create it once and reuse it every step.
+pub struct Readback {
+    staging: wgpu::Buffer,
+    parts: Vec<(Tensor, u64)>,
+}
+
+impl Readback {
+    pub fn new(gpu: &Gpu, tensors: &[&Tensor]) -> Readback {
+        let mut parts = Vec::new();
+        let mut off = 0u64;
+        for t in tensors {
+            parts.push(((*t).clone(), off));
+            off += t.bytes();
+        }
+        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback staging"),
+            size: off.max(4),
+            // MAP_READ: the CPU reads it; COPY_DST: tensors are copied into it.
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Readback { staging, parts }
+    }
+
+    pub fn record(&self, encoder: &mut wgpu::CommandEncoder) {
+        for (t, off) in &self.parts {
+            if t.len > 0 {
+                encoder.copy_buffer_to_buffer(&t.buffer, t.offset, &self.staging, *off, t.bytes());
+            }
+        }
+    }
+
+    /// Map the staging buffer (after the submit that recorded the copies) and return one Vec per tensor.
+    pub async fn fetch(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        let slice = self.staging.slice(..);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        gpu.wait();
+        rx.await
+            .map_err(|_| Error::Gpu("readback channel closed (device lost?)".into()))?
+            .map_err(|e| Error::Gpu(format!("readback map failed: {e}")))?;
+        let out = {
+            let view = slice.get_mapped_range().map_err(|e| Error::Gpu(format!("readback: {e:?}")))?;
+            let all: &[f32] = bytemuck::cast_slice(&view);
+            self.parts.iter().map(|(t, off)| all[(*off / 4) as usize..(*off / 4) as usize + t.len].to_vec()).collect()
+        };
+        self.staging.unmap();
+        Ok(out)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn fetch_blocking(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        pollster::block_on(self.fetch(gpu))
+    }
+}
+
+/// Named tensors packed into one buffer, each starting on a 64-element boundary (padding is zero and stays zero
+/// under AdamW because its gradient is zero).
+pub struct TensorArena {
+    pub all: Tensor,
+    pub tensors: Vec<(String, Tensor)>,
+}
+
+impl TensorArena {
+    /// Offsets for a list of (name, len): returns (offsets, total elements), the same on every device.
+    pub fn layout(parts: &[(String, usize)]) -> (Vec<usize>, usize) {
+        let mut offs = Vec::with_capacity(parts.len());
+        let mut total = 0usize;
+        for (_, len) in parts {
+            offs.push(total);
+            total += len.div_ceil(ARENA_ALIGN_ELEMS) * ARENA_ALIGN_ELEMS;
+        }
+        (offs, total)
+    }
+
+    pub fn new(gpu: &Gpu, label: &str, parts: &[(String, usize)]) -> Result<TensorArena> {
+        let (offs, total) = Self::layout(parts);
+        let all = Tensor::zeros(gpu, label, total)?;
+        let tensors = parts.iter().zip(&offs).map(|((n, len), off)| (n.clone(), all.slice(*off, *len))).collect();
+        Ok(TensorArena { all, tensors })
+    }
+
+    pub fn get(&self, name: &str) -> &Tensor {
+        &self.tensors.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no tensor named {name}")).1
+    }
+
+    /// Upload a packed host copy (as laid out by `layout`).
+    pub fn write_packed(&self, gpu: &Gpu, data: &[f32]) {
+        self.all.write_f32(gpu, data);
+    }
+}
