@@ -11,5 +11,5 @@ mod plan;
 mod tensor;
 
 pub use context::{Gpu, GpuInfo};
-pub use plan::{grid_1d, Dispatch, Plan, WORKGROUP_1D};
+pub use plan::{dispatch_count, encode_all, grid_1d, submit_all, Dispatch, Plan, WORKGROUP_1D};
 pub use tensor::{Readback, Tensor, TensorArena, ARENA_ALIGN_ELEMS};

@@ -76,15 +76,21 @@ impl Dispatch {
     }
 }
 
-/// An ordered list of dispatches, replayed as one compute pass.
+/// An ordered list of dispatches, replayed as one compute pass, plus the buffers to zero before that pass
+/// (gradients: `clear_buffer` is a transfer command, cheaper than a fill dispatch per buffer).
 #[derive(Default)]
 pub struct Plan {
+    pub clears: Vec<Tensor>,
     pub dispatches: Vec<Dispatch>,
 }
 
 impl Plan {
     pub fn new() -> Plan {
-        Plan { dispatches: Vec::new() }
+        Plan { clears: Vec::new(), dispatches: Vec::new() }
+    }
+    /// Zero `t` at the start of the step (before any dispatch of any plan encoded with it).
+    pub fn clear(&mut self, t: &Tensor) {
+        self.clears.push(t.clone());
     }
     pub fn push(&mut self, d: Dispatch) {
         self.dispatches.push(d);
@@ -93,6 +99,7 @@ impl Plan {
         self.dispatches.extend(ds);
     }
     pub fn append(&mut self, other: Plan) {
+        self.clears.extend(other.clears);
         self.dispatches.extend(other.dispatches);
     }
     pub fn len(&self) -> usize {
@@ -109,16 +116,38 @@ impl Plan {
         }
     }
 
-    /// Record into a new compute pass of `encoder`.
+    /// Clears, then one compute pass recording every dispatch.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("dpo3d"), timestamp_writes: None });
-        self.record(&mut pass);
+        encode_all(encoder, &[self]);
     }
 
     /// One encoder, one pass, one submit. Does not wait.
     pub fn submit(&self, gpu: &Gpu) {
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        self.encode(&mut enc);
-        gpu.queue.submit([enc.finish()]);
+        submit_all(gpu, &[self]);
     }
+}
+
+/// Encode several plans as one step: all their clears first, then one compute pass with every dispatch in order.
+pub fn encode_all(encoder: &mut wgpu::CommandEncoder, plans: &[&Plan]) {
+    for p in plans {
+        for t in &p.clears {
+            encoder.clear_buffer(&t.buffer, t.offset, Some(t.bytes()));
+        }
+    }
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("dpo3d step"), timestamp_writes: None });
+    for p in plans {
+        p.record(&mut pass);
+    }
+}
+
+/// One encoder, one pass, one submit for several plans. Does not wait.
+pub fn submit_all(gpu: &Gpu, plans: &[&Plan]) {
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    encode_all(&mut enc, plans);
+    gpu.queue.submit([enc.finish()]);
+}
+
+/// Total dispatches of a step made of `plans`.
+pub fn dispatch_count(plans: &[&Plan]) -> usize {
+    plans.iter().map(|p| p.len()).sum()
 }

@@ -201,8 +201,37 @@ impl TensorArena {
         &self.tensors.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no tensor named {name}")).1
     }
 
-    /// Upload a packed host copy (as laid out by `layout`).
-    pub fn write_packed(&self, gpu: &Gpu, data: &[f32]) {
-        self.all.write_f32(gpu, data);
+    /// Contiguous host tensors (each part back to back, no padding) -> the arena's padded layout.
+    pub fn pad(parts: &[(String, usize)], contiguous: &[f32]) -> Vec<f32> {
+        let (offs, total) = Self::layout(parts);
+        let mut out = vec![0.0; total];
+        let mut src = 0;
+        for ((_, len), off) in parts.iter().zip(offs) {
+            out[off..off + len].copy_from_slice(&contiguous[src..src + len]);
+            src += len;
+        }
+        out
+    }
+
+    /// The arena's padded layout -> contiguous host tensors.
+    pub fn unpad(parts: &[(String, usize)], padded: &[f32]) -> Vec<f32> {
+        let (offs, _) = Self::layout(parts);
+        let mut out = Vec::with_capacity(parts.iter().map(|p| p.1).sum());
+        for ((_, len), off) in parts.iter().zip(offs) {
+            out.extend_from_slice(&padded[off..off + len]);
+        }
+        out
+    }
+
+    /// Upload contiguous host tensors (each part back to back, in `parts` order).
+    pub fn upload_contiguous(&self, gpu: &Gpu, contiguous: &[f32]) {
+        let parts: Vec<(String, usize)> = self.tensors.iter().map(|(n, t)| (n.clone(), t.len)).collect();
+        self.all.write_f32(gpu, &Self::pad(&parts, contiguous));
+    }
+
+    /// Download as contiguous host tensors.
+    pub async fn download_contiguous(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        let parts: Vec<(String, usize)> = self.tensors.iter().map(|(n, t)| (n.clone(), t.len)).collect();
+        Ok(Self::unpad(&parts, &self.all.read_f32(gpu).await?))
     }
 }

@@ -2,9 +2,23 @@
 //! its parameter block filled, ready to be pushed onto a `Plan`; nothing here runs anything by itself.
 //! The CPU mirror of each family lives under the same name in `crate::reference`.
 
+pub mod attention;
 pub mod elementwise;
+pub mod layernorm;
+pub mod encoder;
+pub mod matmul;
+pub mod logprobs;
+pub mod adamw;
+pub mod preference;
 
 /// Every WGSL source of the crate, by file name: the naga validation test and the pipeline cache use this list.
 pub const SHADERS: &[(&str, &str)] = &[
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
+    ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
+    ("encoder", include_str!("../../shaders/encoder.wgsl")),
+    ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("logprobs", include_str!("../../shaders/logprobs.wgsl")),
+    ("adamw", include_str!("../../shaders/adamw.wgsl")),
+    ("attention", include_str!("../../shaders/attention.wgsl")),
+    ("preference", include_str!("../../shaders/preference.wgsl")),
 ];

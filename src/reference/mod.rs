@@ -2,4 +2,13 @@
 //! reference models built from them. The tests compare every GPU kernel and model against this code, and check
 //! the reference models' gradients by finite differences. Nothing in the training path calls it.
 
+pub mod attention;
 pub mod elementwise;
+pub mod layernorm;
+pub mod encoder;
+pub mod matmul;
+pub mod logprobs;
+pub mod adamw;
+pub mod preference;
+pub mod gpt;
+pub mod mlp;

@@ -1,1 +1,25 @@
-//! (filled in below)
+//! Training: optimizers and the loops that string a policy's forward plan, an objective's plan, the backward plan
+//! and the optimizer's plan into one command encoder and one submit per step.
+
+pub mod optim;
+pub mod sft;
+
+pub use optim::{OptimConfig, Optimizer, OptimizerKind};
+
+use crate::gpu::{encode_all, Gpu, Plan, Readback};
+use crate::Result;
+
+/// Record `plans` (clears first, then one compute pass) and `readback`'s copies into one encoder, submit once, and
+/// fetch the readback if there is one.
+pub async fn run_step(gpu: &Gpu, plans: &[&Plan], readback: Option<&Readback>) -> Result<Option<Vec<Vec<f32>>>> {
+    let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("dpo3d step") });
+    encode_all(&mut enc, plans);
+    if let Some(rb) = readback {
+        rb.record(&mut enc);
+    }
+    gpu.queue.submit([enc.finish()]);
+    match readback {
+        Some(rb) => Ok(Some(rb.fetch(gpu).await?)),
+        None => Ok(None),
+    }
+}

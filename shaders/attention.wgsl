@@ -1,0 +1,226 @@
+// Attention op family: causal multi-head self-attention (llm.c's attention_forward / attention_backward), forward and
+// backward side by side. Every kernel is a gather: each output element is written by exactly one invocation (or one
+// workgroup), so results are deterministic and race-free. The backward ACCUMULATES into dinp (+=); its datt and
+// dpreatt are scratch it overwrites.
+//
+// Layouts: inp (B, T, 3C) = q | k | v per position (q channels [0, C), k [C, 2C), v [2C, 3C)); head h owns channels
+// h*HS..(h+1)*HS of each, HS = C / NH. preatt, att, datt, dpreatt (B, NH, T, T); entries t2 > t are written as 0.
+//
+// Dispatch order. Forward: attention_scores, attention_softmax, attention_values.
+// Backward: attention_datt, attention_softmax_backward, attention_dqkv.
+// Element-wise entry points: workgroup 256, 1-D grid folded into (x, y) by `grid_1d`; i = gid.x + gid.y * nwg.x * 256.
+// Per-row entry points (softmax, softmax backward): one workgroup of 64 per (b, h, t) row; row = wid.x + wid.y * nwg.x.
+
+struct Params {
+    b: u32,       // batch
+    t: u32,       // sequence length
+    c: u32,       // channels
+    nh: u32,      // heads
+    hs: u32,      // head size C / NH
+    n: u32,       // number of work items of this dispatch (elements or rows)
+    scale: f32,   // 1 / sqrt(HS)
+    _p0: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 256u;
+}
+
+const ROW_WG: u32 = 64u;
+var<workgroup> red: array<f32, 64>;
+
+// Tree reduction of red[0..64) within one workgroup (max if is_max, else sum); every invocation gets the result.
+fn reduce_row(lid: u32, is_max: bool) -> f32 {
+    for (var s = ROW_WG / 2u; s > 0u; s = s >> 1u) {
+        workgroupBarrier();
+        if (lid < s) {
+            if (is_max) {
+                red[lid] = max(red[lid], red[lid + s]);
+            } else {
+                red[lid] = red[lid] + red[lid + s];
+            }
+        }
+    }
+    workgroupBarrier();
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+// attention_scores: preatt[b, h, t, t2] = q[b, t, h] . k[b, t2, h] * scale for t2 <= t, else 0.
+// bindings: 1 inp (B, T, 3C) read, 2 preatt (B, NH, T, T) write. grid: grid_1d(B*NH*T*T, 256).
+@group(0) @binding(1) var<storage, read> sc_inp: array<f32>;
+@group(0) @binding(2) var<storage, read_write> sc_preatt: array<f32>;
+
+@compute @workgroup_size(256)
+fn attention_scores(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    let t2 = i % p.t;
+    let t = (i / p.t) % p.t;
+    let h = (i / (p.t * p.t)) % p.nh;
+    let b = i / (p.t * p.t * p.nh);
+    var val = 0.0;
+    if (t2 <= t) {
+        let c3 = 3u * p.c;
+        let q = b * p.t * c3 + t * c3 + h * p.hs;
+        let k = b * p.t * c3 + t2 * c3 + h * p.hs + p.c;
+        for (var j = 0u; j < p.hs; j++) {
+            val += sc_inp[q + j] * sc_inp[k + j];
+        }
+        val *= p.scale;
+    }
+    sc_preatt[i] = val;
+}
+
+// attention_softmax: att[row, t2] = exp(preatt[row, t2] - max) / sum over t2 <= t, else 0; row = (b, h, t).
+// bindings: 3 preatt (B, NH, T, T) read, 4 att (B, NH, T, T) write. grid: grid_1d(B*NH*T, 1), workgroup 64 per row.
+@group(0) @binding(3) var<storage, read> sm_preatt: array<f32>;
+@group(0) @binding(4) var<storage, read_write> sm_att: array<f32>;
+
+@compute @workgroup_size(64)
+fn attention_softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+                     @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = wid.x + wid.y * nwg.x;
+    if (r >= p.n) { return; } // uniform per workgroup, so the barriers below stay uniform
+    let t = r % p.t;
+    let row = r * p.t;
+    var m = sm_preatt[row];
+    for (var t2 = lid; t2 <= t; t2 += ROW_WG) {
+        m = max(m, sm_preatt[row + t2]);
+    }
+    red[lid] = m;
+    let maxval = reduce_row(lid, true);
+    var s = 0.0;
+    for (var t2 = lid; t2 <= t; t2 += ROW_WG) {
+        s += exp(sm_preatt[row + t2] - maxval);
+    }
+    red[lid] = s;
+    let expsum_inv = 1.0 / reduce_row(lid, false);
+    for (var t2 = lid; t2 < p.t; t2 += ROW_WG) {
+        var a = 0.0;
+        if (t2 <= t) {
+            a = exp(sm_preatt[row + t2] - maxval) * expsum_inv;
+        }
+        sm_att[row + t2] = a;
+    }
+}
+
+// attention_values: out[b, t, h*HS + j] = sum over t2 <= t of att[b, h, t, t2] * v[b, t2, h*HS + j].
+// bindings: 5 inp (B, T, 3C) read, 6 att (B, NH, T, T) read, 7 out (B, T, C) write. grid: grid_1d(B*T*C, 256).
+@group(0) @binding(5) var<storage, read> va_inp: array<f32>;
+@group(0) @binding(6) var<storage, read> va_att: array<f32>;
+@group(0) @binding(7) var<storage, read_write> va_out: array<f32>;
+
+@compute @workgroup_size(256)
+fn attention_values(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    let ch = i % p.c;
+    let t = (i / p.c) % p.t;
+    let b = i / (p.c * p.t);
+    let h = ch / p.hs;
+    let c3 = 3u * p.c;
+    let row = b * p.nh * p.t * p.t + h * p.t * p.t + t * p.t;
+    var acc = 0.0;
+    for (var t2 = 0u; t2 <= t; t2++) {
+        acc += va_att[row + t2] * va_inp[b * p.t * c3 + t2 * c3 + 2u * p.c + ch];
+    }
+    va_out[i] = acc;
+}
+
+// attention_datt: datt[b, h, t, t2] = dout[b, t, h] . v[b, t2, h] for t2 <= t, else 0 (overwrites).
+// bindings: 8 inp (B, T, 3C) read, 9 dout (B, T, C) read, 10 datt (B, NH, T, T) write. grid: grid_1d(B*NH*T*T, 256).
+@group(0) @binding(8) var<storage, read> da_inp: array<f32>;
+@group(0) @binding(9) var<storage, read> da_dout: array<f32>;
+@group(0) @binding(10) var<storage, read_write> da_datt: array<f32>;
+
+@compute @workgroup_size(256)
+fn attention_datt(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    let t2 = i % p.t;
+    let t = (i / p.t) % p.t;
+    let h = (i / (p.t * p.t)) % p.nh;
+    let b = i / (p.t * p.t * p.nh);
+    var val = 0.0;
+    if (t2 <= t) {
+        let c3 = 3u * p.c;
+        let o = b * p.t * p.c + t * p.c + h * p.hs;
+        let v = b * p.t * c3 + t2 * c3 + h * p.hs + 2u * p.c;
+        for (var j = 0u; j < p.hs; j++) {
+            val += da_dout[o + j] * da_inp[v + j];
+        }
+    }
+    da_datt[i] = val;
+}
+
+// attention_softmax_backward: dpreatt[row, t2] = att[row, t2] * (datt[row, t2] - sum_j att[row, j] datt[row, j])
+// for t2 <= t, else 0 (overwrites); row = (b, h, t).
+// bindings: 11 att (B, NH, T, T) read, 12 datt (B, NH, T, T) read, 13 dpreatt (B, NH, T, T) write.
+// grid: grid_1d(B*NH*T, 1), workgroup 64 per row.
+@group(0) @binding(11) var<storage, read> sb_att: array<f32>;
+@group(0) @binding(12) var<storage, read> sb_datt: array<f32>;
+@group(0) @binding(13) var<storage, read_write> sb_dpreatt: array<f32>;
+
+@compute @workgroup_size(64)
+fn attention_softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+                              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = wid.x + wid.y * nwg.x;
+    if (r >= p.n) { return; } // uniform per workgroup
+    let t = r % p.t;
+    let row = r * p.t;
+    var s = 0.0;
+    for (var t2 = lid; t2 <= t; t2 += ROW_WG) {
+        s += sb_att[row + t2] * sb_datt[row + t2];
+    }
+    red[lid] = s;
+    let dot = reduce_row(lid, false);
+    for (var t2 = lid; t2 < p.t; t2 += ROW_WG) {
+        var d = 0.0;
+        if (t2 <= t) {
+            d = sb_att[row + t2] * (sb_datt[row + t2] - dot);
+        }
+        sb_dpreatt[row + t2] = d;
+    }
+}
+
+// attention_dqkv: one invocation per (b, t, h, j) gathers and accumulates the three gradients of that position:
+//   dq[b, t]  += scale * sum over t2 <= t of dpreatt[b, h, t, t2] * k[b, t2]
+//   dk[b, t]  += scale * sum over t1 >= t of dpreatt[b, h, t1, t] * q[b, t1]
+//   dv[b, t]  +=         sum over t1 >= t of att[b, h, t1, t] * dout[b, t1]
+// bindings: 14 inp (B, T, 3C) read, 15 att (B, NH, T, T) read, 16 dpreatt (B, NH, T, T) read, 17 dout (B, T, C) read,
+// 18 dinp (B, T, 3C) read_write. grid: grid_1d(B*T*C, 256).
+@group(0) @binding(14) var<storage, read> dq_inp: array<f32>;
+@group(0) @binding(15) var<storage, read> dq_att: array<f32>;
+@group(0) @binding(16) var<storage, read> dq_dpreatt: array<f32>;
+@group(0) @binding(17) var<storage, read> dq_dout: array<f32>;
+@group(0) @binding(18) var<storage, read_write> dq_dinp: array<f32>;
+
+@compute @workgroup_size(256)
+fn attention_dqkv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    let ch = i % p.c;
+    let t = (i / p.c) % p.t;
+    let b = i / (p.c * p.t);
+    let h = ch / p.hs;
+    let c3 = 3u * p.c;
+    let head = b * p.nh * p.t * p.t + h * p.t * p.t;
+    var dq = 0.0;
+    for (var t2 = 0u; t2 <= t; t2++) {
+        dq += dq_dpreatt[head + t * p.t + t2] * dq_inp[b * p.t * c3 + t2 * c3 + p.c + ch];
+    }
+    var dk = 0.0;
+    var dv = 0.0;
+    for (var t1 = t; t1 < p.t; t1++) {
+        dk += dq_dpreatt[head + t1 * p.t + t] * dq_inp[b * p.t * c3 + t1 * c3 + ch];
+        dv += dq_att[head + t1 * p.t + t] * dq_dout[b * p.t * p.c + t1 * p.c + ch];
+    }
+    let d = b * p.t * c3 + t * c3 + ch;
+    dq_dinp[d] += dq * p.scale;
+    dq_dinp[d + p.c] += dk * p.scale;
+    dq_dinp[d + 2u * p.c] += dv;
+}

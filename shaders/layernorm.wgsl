@@ -1,0 +1,207 @@
+// LayerNorm op family (GPT-2's, eps 1e-5): the forward, and the backward in two race-free passes.
+// out = (x - mean) * rstd * weight + bias over the last dimension C of an (N, C) input; the forward also saves the
+// per-row mean and rstd = 1 / sqrt(var + eps) for the backward (llm.c's layernorm_forward / layernorm_backward).
+// Backward kernels ACCUMULATE into their d-outputs (+=).
+//
+// Determinism: every output element is written by exactly one invocation and every reduction runs in a fixed order
+// (per-thread strided partial sums, then a fixed tree in workgroup memory), so results are identical run to run.
+// Row kernels use one workgroup of 256 per row (C up to a few thousand: thread lid loops over channels lid, lid + 256,
+// ...); the row is wid.x + wid.y * nwg.x, so N may exceed 65535 (grid from `grid_1d(N, 1)`).
+
+struct Params {
+    n: u32,     // N rows
+    c: u32,     // C channels
+    _p0: u32,
+    _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+const WG: u32 = 256u;
+const EPS: f32 = 1e-5;
+
+// Reduction scratch, 2 x 256 f32 = 2 KiB of workgroup storage.
+var<workgroup> red_a: array<f32, 256>;
+var<workgroup> red_b: array<f32, 256>;
+
+// Sum red_a[0..256) into red_a[0] with a fixed tree. Call from uniform control flow once every thread has written
+// its slot; on return every thread may read red_a[0].
+fn reduce_a(lid: u32) {
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+        if (lid < stride) {
+            red_a[lid] += red_a[lid + stride];
+        }
+        workgroupBarrier();
+    }
+}
+
+// Same as reduce_a, on red_b.
+fn reduce_b(lid: u32) {
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+        if (lid < stride) {
+            red_b[lid] += red_b[lid + stride];
+        }
+        workgroupBarrier();
+    }
+}
+
+// Same as reduce_a, on red_a and red_b together.
+fn reduce_ab(lid: u32) {
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+        if (lid < stride) {
+            red_a[lid] += red_a[lid + stride];
+            red_b[lid] += red_b[lid + stride];
+        }
+        workgroupBarrier();
+    }
+}
+
+// layernorm_forward: mean[n] = sum_c x / C; rstd[n] = 1 / sqrt(sum_c (x - mean)^2 / C + eps);
+//                    out[n, c] = (x - mean) * rstd * weight[c] + bias[c]   (two-pass mean and variance, as llm.c)
+// bindings: 1 inp (N, C) read, 2 weight (C) read, 3 bias (C) read, 4 out (N, C) write, 5 mean (N) write,
+//           6 rstd (N) write.
+// grid: one workgroup of 256 per row, `grid_1d(N, 1)`.
+@group(0) @binding(1) var<storage, read> lnf_inp: array<f32>;
+@group(0) @binding(2) var<storage, read> lnf_weight: array<f32>;
+@group(0) @binding(3) var<storage, read> lnf_bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> lnf_out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> lnf_mean: array<f32>;
+@group(0) @binding(6) var<storage, read_write> lnf_rstd: array<f32>;
+
+@compute @workgroup_size(256)
+fn layernorm_forward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.n) { return; } // uniform: the whole workgroup leaves together
+    let base = row * p.c;
+
+    var s = 0.0;
+    for (var i = lid; i < p.c; i += WG) {
+        s += lnf_inp[base + i];
+    }
+    red_a[lid] = s;
+    reduce_a(lid);
+    let m = red_a[0] / f32(p.c);
+
+    // The variance goes through red_b: red_a[0] must stay readable until every thread has taken the mean.
+    var v = 0.0;
+    for (var i = lid; i < p.c; i += WG) {
+        let d = lnf_inp[base + i] - m;
+        v += d * d;
+    }
+    red_b[lid] = v;
+    reduce_b(lid);
+    let r = 1.0 / sqrt(red_b[0] / f32(p.c) + EPS);
+
+    for (var i = lid; i < p.c; i += WG) {
+        let norm = (lnf_inp[base + i] - m) * r;
+        lnf_out[base + i] = norm * lnf_weight[i] + lnf_bias[i];
+    }
+    if (lid == 0u) {
+        lnf_mean[row] = m;
+        lnf_rstd[row] = r;
+    }
+}
+
+// layernorm_backward_dinp: per row, with norm = (x - mean) * rstd and dnorm = weight * dout,
+//   dinp[n, c] += (dnorm - mean_c(dnorm) - norm * mean_c(dnorm * norm)) * rstd
+// bindings: 7 inp (N, C) read, 8 dout (N, C) read, 9 weight (C) read, 10 mean (N) read, 11 rstd (N) read,
+//           12 dinp (N, C) read_write.
+// grid: one workgroup of 256 per row, `grid_1d(N, 1)`.
+@group(0) @binding(7) var<storage, read> lnd_inp: array<f32>;
+@group(0) @binding(8) var<storage, read> lnd_dout: array<f32>;
+@group(0) @binding(9) var<storage, read> lnd_weight: array<f32>;
+@group(0) @binding(10) var<storage, read> lnd_mean: array<f32>;
+@group(0) @binding(11) var<storage, read> lnd_rstd: array<f32>;
+@group(0) @binding(12) var<storage, read_write> lnd_dinp: array<f32>;
+
+@compute @workgroup_size(256)
+fn layernorm_backward_dinp(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.n) { return; } // uniform: the whole workgroup leaves together
+    let base = row * p.c;
+    let m = lnd_mean[row];
+    let r = lnd_rstd[row];
+
+    var dnorm_sum = 0.0;
+    var dnorm_norm_sum = 0.0;
+    for (var i = lid; i < p.c; i += WG) {
+        let norm = (lnd_inp[base + i] - m) * r;
+        let dnorm = lnd_weight[i] * lnd_dout[base + i];
+        dnorm_sum += dnorm;
+        dnorm_norm_sum += dnorm * norm;
+    }
+    red_a[lid] = dnorm_sum;
+    red_b[lid] = dnorm_norm_sum;
+    reduce_ab(lid);
+    let dnorm_mean = red_a[0] / f32(p.c);
+    let dnorm_norm_mean = red_b[0] / f32(p.c);
+
+    for (var i = lid; i < p.c; i += WG) {
+        let norm = (lnd_inp[base + i] - m) * r;
+        let dnorm = lnd_weight[i] * lnd_dout[base + i];
+        lnd_dinp[base + i] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * r;
+    }
+}
+
+// layernorm_backward_params: dweight[c] += sum_n norm[n, c] * dout[n, c]; dbias[c] += sum_n dout[n, c].
+// Each channel is owned by one workgroup column: a workgroup is 32 channels x 8 row lanes; lane ly sums rows
+// ly, ly + 8, ..., then a fixed tree over the 8 lanes, and lane 0 adds the total into dweight/dbias.
+// bindings: 13 inp (N, C) read, 14 dout (N, C) read, 15 mean (N) read, 16 rstd (N) read, 17 dweight (C) read_write,
+//           18 dbias (C) read_write.
+// grid: `grid_1d(C, 32)` workgroups of (32, 8); channel = (wid.x + wid.y * nwg.x) * 32 + lid.x.
+@group(0) @binding(13) var<storage, read> lnp_inp: array<f32>;
+@group(0) @binding(14) var<storage, read> lnp_dout: array<f32>;
+@group(0) @binding(15) var<storage, read> lnp_mean: array<f32>;
+@group(0) @binding(16) var<storage, read> lnp_rstd: array<f32>;
+@group(0) @binding(17) var<storage, read_write> lnp_dweight: array<f32>;
+@group(0) @binding(18) var<storage, read_write> lnp_dbias: array<f32>;
+
+const PARAM_COLS: u32 = 32u; // channels per workgroup
+const PARAM_LANES: u32 = 8u; // row lanes per channel
+
+@compute @workgroup_size(32, 8)
+fn layernorm_backward_params(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let col = wid.x + wid.y * nwg.x;
+    let ch = col * PARAM_COLS + lid.x;
+    let slot = lid.y * PARAM_COLS + lid.x;
+
+    var dw = 0.0;
+    var db = 0.0;
+    if (ch < p.c) { // no early return: every thread takes part in the barriers below
+        for (var row = lid.y; row < p.n; row += PARAM_LANES) {
+            let d = lnp_dout[row * p.c + ch];
+            let norm = (lnp_inp[row * p.c + ch] - lnp_mean[row]) * lnp_rstd[row];
+            dw += norm * d;
+            db += d;
+        }
+    }
+    red_a[slot] = dw;
+    red_b[slot] = db;
+    workgroupBarrier();
+    for (var stride = PARAM_LANES / 2u; stride > 0u; stride = stride / 2u) {
+        if (lid.y < stride) {
+            red_a[slot] += red_a[slot + stride * PARAM_COLS];
+            red_b[slot] += red_b[slot + stride * PARAM_COLS];
+        }
+        workgroupBarrier();
+    }
+    if (lid.y == 0u && ch < p.c) {
+        lnp_dweight[ch] += red_a[lid.x];
+        lnp_dbias[ch] += red_b[lid.x];
+    }
+}

@@ -1,0 +1,206 @@
+// Log-probability op family: per-token log-probabilities of target tokens (log-softmax + gather), its backward, the
+// full log-softmax over the vocabulary, the masked SFT (cross-entropy) loss and per-sequence sums of log-probs.
+// Everything stays in log space: logsumexp subtracts the row max first, so a target 200 nats below the max gets
+// logp ~ -200 (finite), never log(0) = -inf.
+//
+// Reductions are deterministic: each thread reduces a fixed strided slice, then a fixed tree over workgroup memory;
+// no atomics, no accumulation from several invocations into one address.
+
+struct Params {
+    n: u32,     // rows (N) or sequences (S)
+    v: u32,     // vocabulary (V) or tokens per sequence (T)
+    _p0: u32,
+    _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+const WG: u32 = 256u;
+
+var<workgroup> red_a: array<f32, 256>;
+var<workgroup> red_b: array<f32, 256>;
+
+// Tree reductions over red_a (and red_b) in a fixed order. Must be called by every thread of the workgroup.
+fn tree_max_a(lid: u32) {
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid < s) {
+            red_a[lid] = max(red_a[lid], red_a[lid + s]);
+        }
+        workgroupBarrier();
+    }
+}
+
+fn tree_sum_a(lid: u32) {
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid < s) {
+            red_a[lid] = red_a[lid] + red_a[lid + s];
+        }
+        workgroupBarrier();
+    }
+}
+
+fn tree_sum_ab(lid: u32) {
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid < s) {
+            red_a[lid] = red_a[lid] + red_a[lid + s];
+            red_b[lid] = red_b[lid] + red_b[lid + s];
+        }
+        workgroupBarrier();
+    }
+}
+
+// logprobs_forward: lse[i] = logsumexp(logits[i, :]); logps[i] = logits[i, targets[i]] - lse[i]
+// bindings: 1 logits (N, V) read, 2 targets (N) u32 read, 3 logps (N) write, 4 lse (N) write.
+// grid: one workgroup of 256 per row, rows folded into (x, y) by grid_1d(N, 1); row = wid.x + wid.y * nwg.x.
+// targets[i] must be < V.
+@group(0) @binding(1) var<storage, read> lpf_logits: array<f32>;
+@group(0) @binding(2) var<storage, read> lpf_targets: array<u32>;
+@group(0) @binding(3) var<storage, read_write> lpf_logps: array<f32>;
+@group(0) @binding(4) var<storage, read_write> lpf_lse: array<f32>;
+
+@compute @workgroup_size(256)
+fn logprobs_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.n) { return; }
+    let base = row * p.v;
+    // pass 1: row max
+    var m = -3.4028235e38;
+    for (var j = lid; j < p.v; j = j + WG) {
+        m = max(m, lpf_logits[base + j]);
+    }
+    red_a[lid] = m;
+    workgroupBarrier();
+    tree_max_a(lid);
+    let row_max = red_a[0];
+    workgroupBarrier();
+    // pass 2: sum of exp(x - max)
+    var s = 0.0;
+    for (var j = lid; j < p.v; j = j + WG) {
+        s = s + exp(lpf_logits[base + j] - row_max);
+    }
+    red_a[lid] = s;
+    workgroupBarrier();
+    tree_sum_a(lid);
+    if (lid == 0u) {
+        let lse = row_max + log(red_a[0]);
+        lpf_lse[row] = lse;
+        lpf_logps[row] = lpf_logits[base + lpf_targets[row]] - lse;
+    }
+}
+
+// logprobs_backward: dlogits[i, j] += dlogps[i] * (1[j == targets[i]] - exp(logits[i, j] - lse[i]))
+// bindings: 5 logits (N, V) read, 6 lse (N) read, 7 targets (N) u32 read, 8 dlogps (N) read,
+//   9 dlogits (N, V) read_write.
+// grid: one thread per element of (N, V), workgroup 256, grid_1d(N*V, 256); element = gid.x + gid.y * nwg.x * 256.
+@group(0) @binding(5) var<storage, read> lpb_logits: array<f32>;
+@group(0) @binding(6) var<storage, read> lpb_lse: array<f32>;
+@group(0) @binding(7) var<storage, read> lpb_targets: array<u32>;
+@group(0) @binding(8) var<storage, read> lpb_dlogps: array<f32>;
+@group(0) @binding(9) var<storage, read_write> lpb_dlogits: array<f32>;
+
+@compute @workgroup_size(256)
+fn logprobs_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * nwg.x * WG;
+    if (idx >= p.n * p.v) { return; }
+    let row = idx / p.v;
+    let j = idx - row * p.v;
+    let prob = exp(lpb_logits[idx] - lpb_lse[row]);
+    let indicator = select(0.0, 1.0, j == lpb_targets[row]);
+    lpb_dlogits[idx] += lpb_dlogps[row] * (indicator - prob);
+}
+
+// log_softmax: out[i, j] = logits[i, j] - logsumexp(logits[i, :])
+// bindings: 10 logits (N, V) read, 11 out (N, V) write.
+// grid: one workgroup of 256 per row, rows folded into (x, y) by grid_1d(N, 1); row = wid.x + wid.y * nwg.x.
+@group(0) @binding(10) var<storage, read> lsm_logits: array<f32>;
+@group(0) @binding(11) var<storage, read_write> lsm_out: array<f32>;
+
+@compute @workgroup_size(256)
+fn log_softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.n) { return; }
+    let base = row * p.v;
+    var m = -3.4028235e38;
+    for (var j = lid; j < p.v; j = j + WG) {
+        m = max(m, lsm_logits[base + j]);
+    }
+    red_a[lid] = m;
+    workgroupBarrier();
+    tree_max_a(lid);
+    let row_max = red_a[0];
+    workgroupBarrier();
+    var s = 0.0;
+    for (var j = lid; j < p.v; j = j + WG) {
+        s = s + exp(lsm_logits[base + j] - row_max);
+    }
+    red_a[lid] = s;
+    workgroupBarrier();
+    tree_sum_a(lid);
+    let lse = row_max + log(red_a[0]);
+    for (var j = lid; j < p.v; j = j + WG) {
+        lsm_out[base + j] = lsm_logits[base + j] - lse;
+    }
+}
+
+// sft_loss: masked mean negative log-likelihood.
+//   denom = max(sum(mask), 1); loss[0] = -sum(mask * logps) / denom; dlogps[i] = -mask[i] / denom (overwrites).
+// Positions with mask == 0 contribute nothing, even if their logp is -inf.
+// bindings: 12 logps (N) read, 13 mask (N) read, 14 loss (1) write, 15 dlogps (N) write.
+// grid: a single workgroup of 256 (any N); thread k reduces i = k, k + 256, ... in order, then a fixed tree.
+@group(0) @binding(12) var<storage, read> sft_logps: array<f32>;
+@group(0) @binding(13) var<storage, read> sft_mask: array<f32>;
+@group(0) @binding(14) var<storage, read_write> sft_loss_out: array<f32>;
+@group(0) @binding(15) var<storage, read_write> sft_dlogps: array<f32>;
+
+@compute @workgroup_size(256)
+fn sft_loss(@builtin(local_invocation_index) lid: u32) {
+    var s = 0.0;
+    var c = 0.0;
+    for (var i = lid; i < p.n; i = i + WG) {
+        let m = sft_mask[i];
+        if (m != 0.0) {
+            s = s + m * sft_logps[i];
+            c = c + m;
+        }
+    }
+    red_a[lid] = s;
+    red_b[lid] = c;
+    workgroupBarrier();
+    tree_sum_ab(lid);
+    let denom = max(red_b[0], 1.0);
+    if (lid == 0u) {
+        sft_loss_out[0] = -red_a[0] / denom;
+    }
+    for (var i = lid; i < p.n; i = i + WG) {
+        sft_dlogps[i] = -sft_mask[i] / denom;
+    }
+}
+
+// sequence_logps: per sequence s of S, over its T tokens:
+//   seq_sum[s] = sum_t mask[s, t] * logps[s, t]; seq_mean[s] = seq_sum[s] / max(sum_t mask[s, t], 1)
+// bindings: 16 logps (S, T) read, 17 mask (S, T) read, 18 seq_sum (S) write, 19 seq_mean (S) write.
+// grid: one thread per sequence (sums t = 0..T in order), workgroup 256, grid_1d(S, 256).
+@group(0) @binding(16) var<storage, read> seq_logps_in: array<f32>;
+@group(0) @binding(17) var<storage, read> seq_mask: array<f32>;
+@group(0) @binding(18) var<storage, read_write> seq_sum: array<f32>;
+@group(0) @binding(19) var<storage, read_write> seq_mean: array<f32>;
+
+@compute @workgroup_size(256)
+fn sequence_logps(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let s = gid.x + gid.y * nwg.x * WG;
+    if (s >= p.n) { return; }
+    let base = s * p.v;
+    var total = 0.0;
+    var count = 0.0;
+    for (var t = 0u; t < p.v; t = t + 1u) {
+        let m = seq_mask[base + t];
+        if (m != 0.0) {
+            total = total + m * seq_logps_in[base + t];
+            count = count + m;
+        }
+    }
+    seq_sum[s] = total;
+    seq_mean[s] = total / max(count, 1.0);
+}

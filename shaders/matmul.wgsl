@@ -1,0 +1,264 @@
+// Matmul op family: one batched, strided GEMM in three implementations (naive, 16x16 shared-memory tiled, 64x64
+// register-blocked), plus the column sum that gives a linear layer's bias gradient.
+//
+//   C[b](m, n) = alpha * sum_k A[b](m, k) * B[b](k, n)  + beta * C[b](m, n)  + bias[n]
+//
+// Every matrix is addressed through (offset, row stride, column stride, batch stride) in elements, so A^T or B^T is
+// just a choice of strides and the linear layer's three products (forward, dinp, dweight) are all this one kernel.
+// beta = 0 never reads C (so stale NaNs in an output buffer cannot leak in); beta = 1 accumulates, which is how the
+// backward products honour the `+=` convention. bias (length N) is added only when has_bias = 1; otherwise the bias
+// binding is bound to some read-only input and never read.
+//
+// Summation order is k = 0, 1, ..., K-1 in every kernel (and in the CPU mirror, src/reference/matmul.rs), so the
+// kernels differ from the reference only by rounding (fused multiply-adds).
+
+struct Params {
+    m: u32,         // rows of C and A
+    n: u32,         // columns of C and B
+    k: u32,         // the contracted dimension
+    batch: u32,     // number of independent products (grid z)
+    a_off: u32,     // A[b](m, k) = a[a_off + b * a_bs + m * a_rs + k * a_cs]
+    a_rs: u32,
+    a_cs: u32,
+    a_bs: u32,
+    b_off: u32,     // B[b](k, n) = b[b_off + b * b_bs + k * b_rs + n * b_cs]
+    b_rs: u32,
+    b_cs: u32,
+    b_bs: u32,
+    c_off: u32,     // C[b](m, n) = c[c_off + b * c_bs + m * c_rs + n * c_cs]
+    c_rs: u32,
+    c_cs: u32,
+    c_bs: u32,
+    alpha: f32,
+    beta: f32,
+    has_bias: u32,  // 1: add bias[n]
+    _p0: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// alpha * acc + beta * c_old + bias, the common epilogue (c_old is only meaningful when beta != 0).
+fn epilogue(acc: f32, c_old: f32, bias: f32) -> f32 {
+    var v = p.alpha * acc;
+    if (p.beta != 0.0) {
+        v += p.beta * c_old;
+    }
+    return v + bias;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// gemm_naive: one invocation per output element, K-loop straight from global memory.
+// bindings: 1 a read, 2 b read, 3 c read_write, 4 bias (N) read (read only when has_bias = 1).
+// grid: (ceil(N/16), ceil(M/16), batch), workgroup (16, 16): x runs along n, y along m.
+@group(0) @binding(1) var<storage, read> na_a: array<f32>;
+@group(0) @binding(2) var<storage, read> na_b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> na_c: array<f32>;
+@group(0) @binding(4) var<storage, read> na_bias: array<f32>;
+
+@compute @workgroup_size(16, 16)
+fn gemm_naive(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = gid.x;
+    let m = gid.y;
+    let bt = gid.z;
+    if (m >= p.m || n >= p.n) { return; }
+    var ai = p.a_off + bt * p.a_bs + m * p.a_rs;
+    var bi = p.b_off + bt * p.b_bs + n * p.b_cs;
+    var acc = 0.0;
+    for (var k = 0u; k < p.k; k++) {
+        acc += na_a[ai] * na_b[bi];
+        ai += p.a_cs;
+        bi += p.b_rs;
+    }
+    let ci = p.c_off + bt * p.c_bs + m * p.c_rs + n * p.c_cs;
+    var c_old = 0.0;
+    if (p.beta != 0.0) { c_old = na_c[ci]; }
+    var bias = 0.0;
+    if (p.has_bias == 1u) { bias = na_bias[n]; }
+    na_c[ci] = epilogue(acc, c_old, bias);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// gemm_tiled16: 16x16 output tile per workgroup, one output per invocation; A and B stream through 16x16 tiles of
+// workgroup memory (2 KiB). Loads are arranged so that neighbouring invocations read neighbouring addresses
+// whichever of A's (or B's) strides is the unit one.
+// bindings: 5 a read, 6 b read, 7 c read_write, 8 bias (N) read (read only when has_bias = 1).
+// grid: (ceil(N/16), ceil(M/16), batch), workgroup (16, 16).
+@group(0) @binding(5) var<storage, read> t16_a: array<f32>;
+@group(0) @binding(6) var<storage, read> t16_b: array<f32>;
+@group(0) @binding(7) var<storage, read_write> t16_c: array<f32>;
+@group(0) @binding(8) var<storage, read> t16_bias: array<f32>;
+
+var<workgroup> t16_as: array<f32, 256>; // [m][k] of the current K-tile
+var<workgroup> t16_bs: array<f32, 256>; // [k][n]
+
+fn t16_load_a(base: u32, m: u32, k: u32) -> f32 {
+    if (m < p.m && k < p.k) { return t16_a[base + m * p.a_rs + k * p.a_cs]; }
+    return 0.0;
+}
+
+fn t16_load_b(base: u32, k: u32, n: u32) -> f32 {
+    if (k < p.k && n < p.n) { return t16_b[base + k * p.b_rs + n * p.b_cs]; }
+    return 0.0;
+}
+
+@compute @workgroup_size(16, 16)
+fn gemm_tiled16(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let tx = lid.x;
+    let ty = lid.y;
+    let m0 = wid.y * 16u;
+    let n0 = wid.x * 16u;
+    let bt = wid.z;
+    let a_base = p.a_off + bt * p.a_bs;
+    let b_base = p.b_off + bt * p.b_bs;
+    var acc = 0.0;
+    for (var k0 = 0u; k0 < p.k; k0 += 16u) {
+        if (p.a_cs == 1u) {
+            t16_as[ty * 16u + tx] = t16_load_a(a_base, m0 + ty, k0 + tx);   // x along k: contiguous rows
+        } else {
+            t16_as[tx * 16u + ty] = t16_load_a(a_base, m0 + tx, k0 + ty);   // x along m: A stored transposed
+        }
+        if (p.b_cs == 1u) {
+            t16_bs[ty * 16u + tx] = t16_load_b(b_base, k0 + ty, n0 + tx);   // x along n: contiguous rows
+        } else {
+            t16_bs[tx * 16u + ty] = t16_load_b(b_base, k0 + tx, n0 + ty);   // x along k: B stored transposed
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < 16u; kk++) {
+            acc += t16_as[ty * 16u + kk] * t16_bs[kk * 16u + tx];
+        }
+        workgroupBarrier();
+    }
+    let m = m0 + ty;
+    let n = n0 + tx;
+    if (m >= p.m || n >= p.n) { return; }
+    let ci = p.c_off + bt * p.c_bs + m * p.c_rs + n * p.c_cs;
+    var c_old = 0.0;
+    if (p.beta != 0.0) { c_old = t16_c[ci]; }
+    var bias = 0.0;
+    if (p.has_bias == 1u) { bias = t16_bias[n]; }
+    t16_c[ci] = epilogue(acc, c_old, bias);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// gemm_blocked64: 64x64 output tile per workgroup of 256 invocations, each computing a 4x4 block in registers
+// (rows 4*ty..4*ty+3, columns 4*tx..4*tx+3 of the tile). Per K-tile of 16, A (64x16) and B (16x64) are staged in
+// workgroup memory as vec4s along m and n (8 KiB), so the inner loop is two vec4 loads for 16 multiply-adds.
+// Edges (any M, N, K) are handled by zero-filling out-of-range tile elements and masking the stores.
+// bindings: 9 a read, 10 b read, 11 c read_write, 12 bias (N) read (read only when has_bias = 1).
+// grid: (ceil(N/64), ceil(M/64), batch), workgroup (16, 16).
+@group(0) @binding(9) var<storage, read> b64_a: array<f32>;
+@group(0) @binding(10) var<storage, read> b64_b: array<f32>;
+@group(0) @binding(11) var<storage, read_write> b64_c: array<f32>;
+@group(0) @binding(12) var<storage, read> b64_bias: array<f32>;
+
+var<workgroup> b64_as: array<vec4<f32>, 256>; // [k][m / 4]: 16 x 64 floats
+var<workgroup> b64_bs: array<vec4<f32>, 256>; // [k][n / 4]: 16 x 64 floats
+
+// Store one row (4 columns from n) of a thread's 4x4 block, masked at the matrix edge.
+fn b64_store_row(c_base: u32, m: u32, n: u32, row: vec4<f32>) {
+    if (m >= p.m) { return; }
+    for (var j = 0u; j < 4u; j++) {
+        let nj = n + j;
+        if (nj < p.n) {
+            let ci = c_base + m * p.c_rs + nj * p.c_cs;
+            var c_old = 0.0;
+            if (p.beta != 0.0) { c_old = b64_c[ci]; }
+            var bias = 0.0;
+            if (p.has_bias == 1u) { bias = b64_bias[nj]; }
+            b64_c[ci] = epilogue(row[j], c_old, bias);
+        }
+    }
+}
+
+@compute @workgroup_size(16, 16)
+fn gemm_blocked64(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let tx = lid.x;
+    let ty = lid.y;
+    let m0 = wid.y * 64u;
+    let n0 = wid.x * 64u;
+    let bt = wid.z;
+    let a_base = p.a_off + bt * p.a_bs;
+    let b_base = p.b_off + bt * p.b_bs;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var k0 = 0u; k0 < p.k; k0 += 16u) {
+        // Stage the 64x16 A tile and the 16x64 B tile, 4 elements per invocation each. Consecutive invocations
+        // take consecutive elements along whichever dimension has unit stride in global memory.
+        for (var r = 0u; r < 4u; r++) {
+            let idx = tid + r * 256u;
+            var kk: u32;
+            var mm: u32;
+            if (p.a_cs == 1u) { kk = idx % 16u; mm = idx / 16u; } else { mm = idx % 64u; kk = idx / 64u; }
+            let gm = m0 + mm;
+            let gk = k0 + kk;
+            var v = 0.0;
+            if (gm < p.m && gk < p.k) { v = b64_a[a_base + gm * p.a_rs + gk * p.a_cs]; }
+            b64_as[kk * 16u + mm / 4u][mm % 4u] = v;
+        }
+        for (var r = 0u; r < 4u; r++) {
+            let idx = tid + r * 256u;
+            var kk: u32;
+            var nn: u32;
+            if (p.b_cs == 1u) { nn = idx % 64u; kk = idx / 64u; } else { kk = idx % 16u; nn = idx / 16u; }
+            let gn = n0 + nn;
+            let gk = k0 + kk;
+            var v = 0.0;
+            if (gk < p.k && gn < p.n) { v = b64_b[b_base + gk * p.b_rs + gn * p.b_cs]; }
+            b64_bs[kk * 16u + nn / 4u][nn % 4u] = v;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < 16u; kk++) {
+            let av = b64_as[kk * 16u + ty];
+            let bv = b64_bs[kk * 16u + tx];
+            acc0 += av.x * bv;
+            acc1 += av.y * bv;
+            acc2 += av.z * bv;
+            acc3 += av.w * bv;
+        }
+        workgroupBarrier();
+    }
+    let c_base = p.c_off + bt * p.c_bs;
+    let m = m0 + ty * 4u;
+    let n = n0 + tx * 4u;
+    b64_store_row(c_base, m, n, acc0);
+    b64_store_row(c_base, m + 1u, n, acc1);
+    b64_store_row(c_base, m + 2u, n, acc2);
+    b64_store_row(c_base, m + 3u, n, acc3);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// matmul_dbias: dbias[oc] += sum_bt dout[bt, oc], the bias gradient of a linear layer (uses p.m = BT, p.n = OC).
+// Each workgroup owns 32 columns; its 8 rows of invocations sum rows y, y+8, y+16, ... and the 8 partial sums are
+// added in a fixed order, so the result is the same every run and each dbias element has exactly one writer.
+// bindings: 13 dout (BT, OC) read, 14 dbias (OC) read_write.
+// grid: (ceil(OC/32), 1, 1), workgroup (32, 8).
+@group(0) @binding(13) var<storage, read> db_dout: array<f32>;
+@group(0) @binding(14) var<storage, read_write> db_dbias: array<f32>;
+
+var<workgroup> db_part: array<f32, 256>; // [y][x]
+
+@compute @workgroup_size(32, 8)
+fn matmul_dbias(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let col = wid.x * 32u + lid.x;
+    var s = 0.0;
+    if (col < p.n) {
+        for (var r = lid.y; r < p.m; r += 8u) {
+            s += db_dout[r * p.n + col];
+        }
+    }
+    db_part[lid.y * 32u + lid.x] = s;
+    workgroupBarrier();
+    if (lid.y == 0u && col < p.n) {
+        var t = 0.0;
+        for (var j = 0u; j < 8u; j++) {
+            t += db_part[j * 32u + lid.x];
+        }
+        db_dbias[col] += t;
+    }
+}

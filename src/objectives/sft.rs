@@ -1,0 +1,34 @@
+//! SFT: masked negative log-likelihood of the response tokens, averaged over those tokens.
+//! loss = -sum(mask * logp) / sum(mask); d loss / d logp = -mask / sum(mask).
+
+use crate::gpu::{Gpu, Plan, Tensor};
+use crate::model::Policy;
+use crate::ops::logprobs;
+use crate::Result;
+
+pub struct Sft {
+    /// (B, T) 1.0 where the target is a response token.
+    pub mask: Tensor,
+    /// (1) the loss of the last forward.
+    pub loss: Tensor,
+    pub plan: Plan,
+}
+
+impl Sft {
+    pub fn new(gpu: &Gpu, policy: &dyn Policy) -> Result<Sft> {
+        let n = policy.rows() * policy.seq_len();
+        let mask = Tensor::zeros(gpu, "sft mask", n)?;
+        let loss = Tensor::zeros(gpu, "sft loss", 1)?;
+        let mut plan = Plan::new();
+        plan.push(logprobs::sft_loss(gpu, &loss, policy.dlogps(), policy.logps(), &mask, n));
+        Ok(Sft { mask, loss, plan })
+    }
+
+    pub fn set_mask(&self, gpu: &Gpu, mask: &[f32]) -> Result<()> {
+        if mask.len() != self.mask.len {
+            return Err(crate::Error::config(format!("SFT mask must have {} entries, got {}", self.mask.len, mask.len())));
+        }
+        self.mask.write_f32(gpu, mask);
+        Ok(())
+    }
+}

@@ -1,0 +1,83 @@
+//! Dispatches of `shaders/encoder.wgsl`: the token + position embedding (forward) and its race-free backward
+//! (a gather: each dwte/dwpe element is owned by one invocation). `tokens` is a Tensor of u32.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor, WORKGROUP_1D};
+
+const SHADER: &str = "encoder";
+const SRC: &str = include_str!("../../shaders/encoder.wgsl");
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    b: u32,
+    t: u32,
+    c: u32,
+    v: u32,
+}
+
+fn check(what: &str, t: &Tensor, len: usize) {
+    assert!(t.len >= len, "encoder: {what} has {} elements, needs {len}", t.len);
+}
+
+/// out[b, t, :] = wte[tokens[b, t], :] + wpe[t, :]. Overwrites out. Tokens must be < V.
+#[allow(clippy::too_many_arguments)]
+pub fn encoder_forward(
+    gpu: &Gpu,
+    out: &Tensor,    // (B, T, C)
+    tokens: &Tensor, // (B, T) u32
+    wte: &Tensor,    // (V, C)
+    wpe: &Tensor,    // (maxT, C), maxT >= T
+    b: usize,
+    t: usize,
+    c: usize,
+) -> Dispatch {
+    for (what, x, len) in [("out", out, b * t * c), ("tokens", tokens, b * t), ("wpe", wpe, t * c)] {
+        check(what, x, len);
+    }
+    let p = Params { b: b as u32, t: t as u32, c: c as u32, v: 0 }; // v: backward only
+    Dispatch::new(
+        gpu,
+        SHADER,
+        SRC,
+        "encoder_forward",
+        Some(bytemuck::bytes_of(&p)),
+        &[(1, tokens), (2, wte), (3, wpe), (4, out)],
+        grid_1d(b * t * c, WORKGROUP_1D),
+    )
+}
+
+/// dwpe[t, :] += sum over b of dout[b, t, :]; dwte[v, :] += sum over positions with token v of dout[b, t, :].
+/// Two dispatches. The dwte pass is one workgroup per vocabulary row reading all B*T tokens, so its cost grows as
+/// V * B * T (see `shaders/encoder.wgsl`).
+#[allow(clippy::too_many_arguments)]
+pub fn encoder_backward(
+    gpu: &Gpu,
+    dwte: &Tensor,   // (V, C)
+    dwpe: &Tensor,   // (maxT, C); rows t < T accumulate
+    dout: &Tensor,   // (B, T, C)
+    tokens: &Tensor, // (B, T) u32
+    b: usize,
+    t: usize,
+    c: usize,
+    v: usize,
+) -> Vec<Dispatch> {
+    for (what, x, len) in [("dwte", dwte, v * c), ("dwpe", dwpe, t * c), ("dout", dout, b * t * c), ("tokens", tokens, b * t)] {
+        check(what, x, len);
+    }
+    let p = Params { b: b as u32, t: t as u32, c: c as u32, v: v as u32 };
+    let bytes = bytemuck::bytes_of(&p);
+    vec![
+        Dispatch::new(gpu, SHADER, SRC, "encoder_backward_wpe", Some(bytes), &[(5, dout), (6, dwpe)], grid_1d(t * c, WORKGROUP_1D)),
+        Dispatch::new(
+            gpu,
+            SHADER,
+            SRC,
+            "encoder_backward_wte",
+            Some(bytes),
+            &[(7, tokens), (8, dout), (9, dwte)],
+            grid_1d(v, 1),
+        ),
+    ]
+}

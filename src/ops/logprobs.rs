@@ -1,0 +1,110 @@
+//! Dispatches of `shaders/logprobs.wgsl`: per-token log-probabilities of targets (log-softmax + gather) and their
+//! backward, the full log-softmax, the masked SFT loss and per-sequence log-prob sums. Each function returns a
+//! ready-to-record `Dispatch`; `logprobs_backward` accumulates into `dlogits`, `sft_loss` overwrites `dlogps`.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor, WORKGROUP_1D};
+
+const SHADER: &str = "logprobs";
+const SRC: &str = include_str!("../../shaders/logprobs.wgsl");
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    n: u32,
+    v: u32,
+    _p: [u32; 2],
+}
+
+fn dispatch(
+    gpu: &Gpu,
+    entry: &'static str,
+    n: usize,
+    v: usize,
+    bindings: &[(u32, &Tensor)],
+    groups: [u32; 3],
+) -> Dispatch {
+    let p = Params { n: n as u32, v: v as u32, _p: [0; 2] };
+    Dispatch::new(gpu, SHADER, SRC, entry, Some(bytemuck::bytes_of(&p)), bindings, groups)
+}
+
+/// lse[i] = logsumexp(logits[i, :]); logps[i] = logits[i, targets[i]] - lse[i]. One workgroup per row.
+/// Every target must be < V.
+pub fn logprobs_forward(
+    gpu: &Gpu,
+    logps: &Tensor,   // (N)
+    lse: &Tensor,     // (N)
+    logits: &Tensor,  // (N, V)
+    targets: &Tensor, // (N) u32
+    n: usize,
+    v: usize,
+) -> Dispatch {
+    dispatch(gpu, "logprobs_forward", n, v, &[(1, logits), (2, targets), (3, logps), (4, lse)], grid_1d(n, 1))
+}
+
+/// dlogits[i, j] += dlogps[i] * (1[j == targets[i]] - exp(logits[i, j] - lse[i])). One thread per logit.
+#[allow(clippy::too_many_arguments)]
+pub fn logprobs_backward(
+    gpu: &Gpu,
+    dlogits: &Tensor, // (N, V)
+    dlogps: &Tensor,  // (N)
+    logits: &Tensor,  // (N, V)
+    lse: &Tensor,     // (N)
+    targets: &Tensor, // (N) u32
+    n: usize,
+    v: usize,
+) -> Dispatch {
+    dispatch(
+        gpu,
+        "logprobs_backward",
+        n,
+        v,
+        &[(5, logits), (6, lse), (7, targets), (8, dlogps), (9, dlogits)],
+        grid_1d(n * v, WORKGROUP_1D),
+    )
+}
+
+/// out[i, j] = logits[i, j] - logsumexp(logits[i, :]): the full next-token log-probabilities. One workgroup per row.
+pub fn log_softmax(
+    gpu: &Gpu,
+    out: &Tensor,    // (N, V)
+    logits: &Tensor, // (N, V)
+    n: usize,
+    v: usize,
+) -> Dispatch {
+    dispatch(gpu, "log_softmax", n, v, &[(10, logits), (11, out)], grid_1d(n, 1))
+}
+
+/// Masked mean NLL: loss[0] = -sum(mask * logps) / max(sum(mask), 1); dlogps[i] = -mask[i] / max(sum(mask), 1)
+/// (overwrites dlogps). One workgroup, fixed reduction order, any N.
+pub fn sft_loss(
+    gpu: &Gpu,
+    loss: &Tensor,   // (1)
+    dlogps: &Tensor, // (N)
+    logps: &Tensor,  // (N)
+    mask: &Tensor,   // (N)
+    n: usize,
+) -> Dispatch {
+    dispatch(gpu, "sft_loss", n, 0, &[(12, logps), (13, mask), (14, loss), (15, dlogps)], [1, 1, 1])
+}
+
+/// Per sequence s: seq_sum[s] = sum_t mask[s, t] * logps[s, t]; seq_mean[s] = seq_sum[s] / max(sum_t mask[s, t], 1).
+pub fn sequence_logps(
+    gpu: &Gpu,
+    seq_sum: &Tensor,  // (S)
+    seq_mean: &Tensor, // (S)
+    logps: &Tensor,    // (S, T)
+    mask: &Tensor,     // (S, T)
+    s: usize,
+    t: usize,
+) -> Dispatch {
+    dispatch(
+        gpu,
+        "sequence_logps",
+        s,
+        t,
+        &[(16, logps), (17, mask), (18, seq_sum), (19, seq_mean)],
+        grid_1d(s, WORKGROUP_1D),
+    )
+}

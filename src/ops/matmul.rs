@@ -1,0 +1,366 @@
+//! Dispatches of `shaders/matmul.wgsl`: a batched, strided GEMM (three kernels: naive, 16x16 tiled, 64x64
+//! register-blocked) and the linear layer built on it, `matmul_forward` / `matmul_backward` (llm.c's names).
+//!
+//! Most of a transformer's training time is spent here. Every product the linear layer needs (out = inp W^T,
+//! dinp += dout W, dweight += dout^T inp) is the same kernel with different strides, so one kernel gets the tuning.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::gpu::{Dispatch, Gpu, Tensor};
+
+const SHADER: &str = "matmul";
+const SRC: &str = include_str!("../../shaders/matmul.wgsl");
+
+/// Which GEMM kernel to run. All compute the same thing (same k order); they differ in speed only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatmulKernel {
+    /// One invocation per output element, operands straight from global memory.
+    Naive,
+    /// 16x16 output tile per workgroup, operands staged through workgroup memory.
+    Tiled16,
+    /// 64x64 output tile per workgroup of 256 invocations, 4x4 outputs per invocation in registers.
+    Blocked64,
+}
+
+impl MatmulKernel {
+    pub const ALL: [MatmulKernel; 3] = [MatmulKernel::Naive, MatmulKernel::Tiled16, MatmulKernel::Blocked64];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MatmulKernel::Naive => "naive",
+            MatmulKernel::Tiled16 => "tiled16",
+            MatmulKernel::Blocked64 => "blocked64",
+        }
+    }
+
+    fn entry(self) -> &'static str {
+        match self {
+            MatmulKernel::Naive => "gemm_naive",
+            MatmulKernel::Tiled16 => "gemm_tiled16",
+            MatmulKernel::Blocked64 => "gemm_blocked64",
+        }
+    }
+
+    /// Output tile edge per workgroup.
+    fn tile(self) -> usize {
+        match self {
+            MatmulKernel::Naive | MatmulKernel::Tiled16 => 16,
+            MatmulKernel::Blocked64 => 64,
+        }
+    }
+
+    /// Storage binding numbers (a, b, c, bias) of this kernel's entry point.
+    fn bindings(self) -> [u32; 4] {
+        match self {
+            MatmulKernel::Naive => [1, 2, 3, 4],
+            MatmulKernel::Tiled16 => [5, 6, 7, 8],
+            MatmulKernel::Blocked64 => [9, 10, 11, 12],
+        }
+    }
+}
+
+/// The kernel `gemm`, `matmul_forward` and `matmul_backward` use: the fastest correct one.
+pub const DEFAULT_KERNEL: MatmulKernel = MatmulKernel::Blocked64;
+
+/// Where a matrix lives inside its tensor, in elements: element (b, row, col) is at
+/// `offset + b * batch + row * row_stride + col * col_stride`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatrixLayout {
+    pub offset: usize,
+    pub row: usize,
+    pub col: usize,
+    pub batch: usize,
+}
+
+impl MatrixLayout {
+    /// A (rows, cols) matrix stored row by row; batches packed one after another.
+    pub fn row_major(rows: usize, cols: usize) -> MatrixLayout {
+        MatrixLayout { offset: 0, row: cols, col: 1, batch: rows * cols }
+    }
+
+    /// A (rows, cols) matrix stored column by column, i.e. its transpose (cols, rows) stored row by row.
+    pub fn col_major(rows: usize, cols: usize) -> MatrixLayout {
+        MatrixLayout { offset: 0, row: 1, col: rows, batch: rows * cols }
+    }
+
+    /// General strides.
+    pub fn strided(row: usize, col: usize, batch: usize) -> MatrixLayout {
+        MatrixLayout { offset: 0, row, col, batch }
+    }
+
+    /// The same layout starting `offset` elements into the tensor.
+    pub fn at(self, offset: usize) -> MatrixLayout {
+        MatrixLayout { offset, ..self }
+    }
+
+    /// The largest element index a (batch, rows, cols) matrix touches (None when it is empty).
+    pub fn max_index(&self, batch: usize, rows: usize, cols: usize) -> Option<usize> {
+        if batch == 0 || rows == 0 || cols == 0 {
+            return None;
+        }
+        Some(self.offset + (batch - 1) * self.batch + (rows - 1) * self.row + (cols - 1) * self.col)
+    }
+}
+
+/// A batched strided GEMM: `C[b](m, n) = alpha * sum_k A[b](m, k) B[b](k, n) + beta * C[b](m, n)` for b < batch,
+/// A (M, K), B (K, N), C (M, N) addressed through their `MatrixLayout`s. beta = 0 never reads C; beta = 1
+/// accumulates. Shared by the GPU kernels and the CPU mirror (`crate::reference::matmul::gemm`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GemmDims {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch: usize,
+    pub a: MatrixLayout,
+    pub b: MatrixLayout,
+    pub c: MatrixLayout,
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+impl GemmDims {
+    /// C (M, N) = A (M, K) @ B (K, N), all row-major and contiguous, batch 1, alpha 1, beta 0.
+    pub fn new(m: usize, n: usize, k: usize) -> GemmDims {
+        GemmDims {
+            m,
+            n,
+            k,
+            batch: 1,
+            a: MatrixLayout::row_major(m, k),
+            b: MatrixLayout::row_major(k, n),
+            c: MatrixLayout::row_major(m, n),
+            alpha: 1.0,
+            beta: 0.0,
+        }
+    }
+
+    /// `batch` products; keeps the layouts' batch strides (packed by default).
+    pub fn batched(self, batch: usize) -> GemmDims {
+        GemmDims { batch, ..self }
+    }
+
+    /// A is stored transposed: the buffer holds A^T (K, M) row-major.
+    pub fn transpose_a(self) -> GemmDims {
+        GemmDims { a: MatrixLayout::col_major(self.m, self.k), ..self }
+    }
+
+    /// B is stored transposed: the buffer holds B^T (N, K) row-major (a linear layer's weight).
+    pub fn transpose_b(self) -> GemmDims {
+        GemmDims { b: MatrixLayout::col_major(self.k, self.n), ..self }
+    }
+
+    pub fn with_a(self, a: MatrixLayout) -> GemmDims {
+        GemmDims { a, ..self }
+    }
+
+    pub fn with_b(self, b: MatrixLayout) -> GemmDims {
+        GemmDims { b, ..self }
+    }
+
+    pub fn with_c(self, c: MatrixLayout) -> GemmDims {
+        GemmDims { c, ..self }
+    }
+
+    pub fn scaled(self, alpha: f32, beta: f32) -> GemmDims {
+        GemmDims { alpha, beta, ..self }
+    }
+
+    /// beta = 1: add the product onto C (backward passes).
+    pub fn accumulate(self) -> GemmDims {
+        GemmDims { beta: 1.0, ..self }
+    }
+
+    /// Panic with a readable message unless every element the product touches lies inside the given lengths.
+    pub fn check(&self, c_len: usize, a_len: usize, b_len: usize) {
+        let fits = |what: &str, l: &MatrixLayout, rows: usize, cols: usize, len: usize| {
+            if let Some(max) = l.max_index(self.batch, rows, cols) {
+                assert!(max < len, "gemm: {what} ({rows}x{cols}, batch {}) reaches element {max} of a tensor of {len}: {self:?}", self.batch);
+            }
+        };
+        if self.m == 0 || self.n == 0 || self.batch == 0 {
+            return;
+        }
+        fits("C", &self.c, self.m, self.n, c_len);
+        fits("A", &self.a, self.m, self.k, a_len);
+        fits("B", &self.b, self.k, self.n, b_len);
+    }
+}
+
+/// Floating-point operations of a (batched) M x N x K product: one multiply and one add per term.
+pub fn matmul_flops(m: usize, n: usize, k: usize, batch: usize) -> f64 {
+    2.0 * m as f64 * n as f64 * k as f64 * batch as f64
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    a: [u32; 4], // offset, row, col, batch strides
+    b: [u32; 4],
+    c: [u32; 4],
+    alpha: f32,
+    beta: f32,
+    has_bias: u32,
+    _p0: u32,
+}
+
+fn u(x: usize, what: &str) -> u32 {
+    u32::try_from(x).unwrap_or_else(|_| panic!("matmul: {what} = {x} does not fit in u32"))
+}
+
+fn layout_words(l: &MatrixLayout) -> [u32; 4] {
+    [u(l.offset, "offset"), u(l.row, "row stride"), u(l.col, "column stride"), u(l.batch, "batch stride")]
+}
+
+fn params(dims: &GemmDims, has_bias: bool) -> Params {
+    Params {
+        m: u(dims.m, "M"),
+        n: u(dims.n, "N"),
+        k: u(dims.k, "K"),
+        batch: u(dims.batch, "batch"),
+        a: layout_words(&dims.a),
+        b: layout_words(&dims.b),
+        c: layout_words(&dims.c),
+        alpha: dims.alpha,
+        beta: dims.beta,
+        has_bias: has_bias as u32,
+        _p0: 0,
+    }
+}
+
+fn grid_dim(n: usize, what: &str) -> u32 {
+    let g = n.max(1);
+    assert!(g <= 65535, "matmul: {g} workgroups along {what} exceed WebGPU's 65535 per grid dimension");
+    g as u32
+}
+
+/// The GEMM kernel `kernel` with an optional bias (length N) added to every row of C.
+fn gemm_dispatch(
+    gpu: &Gpu,
+    kernel: MatmulKernel,
+    c: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    dims: GemmDims,
+) -> Dispatch {
+    dims.check(c.len, a.len, b.len);
+    if let Some(bias) = bias {
+        assert!(bias.len >= dims.n, "gemm: bias of {} elements for N = {}", bias.len, dims.n);
+    }
+    let p = params(&dims, bias.is_some());
+    let tile = kernel.tile();
+    let groups = [grid_dim(dims.n.div_ceil(tile), "N"), grid_dim(dims.m.div_ceil(tile), "M"), grid_dim(dims.batch, "batch")];
+    let [ba, bb, bc, bbias] = kernel.bindings();
+    // Without a bias the entry point still declares the binding; A stands in (read-only, never read).
+    let bias = bias.unwrap_or(a);
+    Dispatch::new(gpu, SHADER, SRC, kernel.entry(), Some(bytemuck::bytes_of(&p)), &[(ba, a), (bb, b), (bc, c), (bbias, bias)], groups)
+}
+
+/// C = alpha * A @ B + beta * C with the default (fastest) kernel; see `GemmDims`.
+pub fn gemm(gpu: &Gpu, c: &Tensor, a: &Tensor, b: &Tensor, dims: GemmDims) -> Dispatch {
+    gemm_dispatch(gpu, DEFAULT_KERNEL, c, a, b, None, dims)
+}
+
+/// `gemm` with a chosen kernel (tests and benchmarks compare them).
+pub fn gemm_with(gpu: &Gpu, kernel: MatmulKernel, c: &Tensor, a: &Tensor, b: &Tensor, dims: GemmDims) -> Dispatch {
+    gemm_dispatch(gpu, kernel, c, a, b, None, dims)
+}
+
+/// out = inp @ weight^T + bias (overwrites out).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_forward(
+    gpu: &Gpu,
+    out: &Tensor,           // (BT, OC)
+    inp: &Tensor,           // (BT, C)
+    weight: &Tensor,        // (OC, C)
+    bias: Option<&Tensor>,  // (OC)
+    bt: usize,
+    c: usize,
+    oc: usize,
+) -> Dispatch {
+    matmul_forward_with(gpu, DEFAULT_KERNEL, out, inp, weight, bias, bt, c, oc)
+}
+
+/// `matmul_forward` with a chosen kernel.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_forward_with(
+    gpu: &Gpu,
+    kernel: MatmulKernel,
+    out: &Tensor,           // (BT, OC)
+    inp: &Tensor,           // (BT, C)
+    weight: &Tensor,        // (OC, C)
+    bias: Option<&Tensor>,  // (OC)
+    bt: usize,
+    c: usize,
+    oc: usize,
+) -> Dispatch {
+    // out (BT, OC) = inp (BT, C) @ B (C, OC) where B(c, oc) = weight[oc, c].
+    let dims = GemmDims::new(bt, oc, c).transpose_b();
+    gemm_dispatch(gpu, kernel, out, inp, weight, bias, dims)
+}
+
+/// The linear layer's gradients, accumulated (+=): dinp += dout @ weight (skipped when None),
+/// dweight += dout^T @ inp, dbias += column sums of dout (skipped when None).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward(
+    gpu: &Gpu,
+    dinp: Option<&Tensor>,  // (BT, C)
+    dweight: &Tensor,       // (OC, C)
+    dbias: Option<&Tensor>, // (OC)
+    dout: &Tensor,          // (BT, OC)
+    inp: &Tensor,           // (BT, C)
+    weight: &Tensor,        // (OC, C)
+    bt: usize,
+    c: usize,
+    oc: usize,
+) -> Vec<Dispatch> {
+    matmul_backward_with(gpu, DEFAULT_KERNEL, dinp, dweight, dbias, dout, inp, weight, bt, c, oc)
+}
+
+/// `matmul_backward` with a chosen GEMM kernel.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward_with(
+    gpu: &Gpu,
+    kernel: MatmulKernel,
+    dinp: Option<&Tensor>,  // (BT, C)
+    dweight: &Tensor,       // (OC, C)
+    dbias: Option<&Tensor>, // (OC)
+    dout: &Tensor,          // (BT, OC)
+    inp: &Tensor,           // (BT, C)
+    weight: &Tensor,        // (OC, C)
+    bt: usize,
+    c: usize,
+    oc: usize,
+) -> Vec<Dispatch> {
+    let mut ds = Vec::with_capacity(3);
+    if let Some(dinp) = dinp {
+        // dinp (BT, C) += dout (BT, OC) @ weight (OC, C)
+        ds.push(gemm_dispatch(gpu, kernel, dinp, dout, weight, None, GemmDims::new(bt, c, oc).accumulate()));
+    }
+    // dweight (OC, C) += dout^T (OC, BT) @ inp (BT, C)
+    ds.push(gemm_dispatch(gpu, kernel, dweight, dout, inp, None, GemmDims::new(oc, c, bt).transpose_a().accumulate()));
+    if let Some(dbias) = dbias {
+        ds.push(matmul_dbias(gpu, dbias, dout, bt, oc));
+    }
+    ds
+}
+
+/// dbias += sum over rows of dout (a deterministic column sum, one writer per element).
+pub fn matmul_dbias(
+    gpu: &Gpu,
+    dbias: &Tensor, // (OC)
+    dout: &Tensor,  // (BT, OC)
+    bt: usize,
+    oc: usize,
+) -> Dispatch {
+    assert!(dout.len >= bt * oc && dbias.len >= oc, "matmul_dbias: tensors too small for BT = {bt}, OC = {oc}");
+    let mut dims = GemmDims::new(bt, oc, 0);
+    dims.beta = 1.0;
+    let p = params(&dims, false);
+    let groups = [grid_dim(oc.div_ceil(32), "OC"), 1, 1];
+    Dispatch::new(gpu, SHADER, SRC, "matmul_dbias", Some(bytemuck::bytes_of(&p)), &[(13, dout), (14, dbias)], groups)
+}

@@ -1,0 +1,76 @@
+//! Dispatches of `shaders/preference.wgsl`: the preference losses' forward (per-pair loss, metrics, coefficients),
+//! the metric reduction, and the backward into per-token d loss / d logp.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
+
+const SHADER: &str = "preference";
+const SRC: &str = include_str!("../../shaders/preference.wgsl");
+
+/// Statistics per pair (and metrics after the reduction), in this order.
+pub const STATS: usize = 12;
+pub const STAT_NAMES: [&str; STATS] = [
+    "loss",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "logps/chosen",
+    "logps/rejected",
+    "grad/log10_chosen",
+    "grad/log10_rejected",
+    "logps/chosen_token_mean",
+    "logps/rejected_token_mean",
+    "nll/chosen",
+];
+
+/// The WGSL parameter block (see `Params` in the shader).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct PrefParams {
+    pub loss_type: u32,
+    pub n_pairs: u32,
+    pub t: u32,
+    pub use_mean: u32,
+    pub beta: f32,
+    pub beta_neg: f32,
+    pub gamma: f32,
+    pub eta: f32,
+    pub delta: f32,
+    pub label_smoothing: f32,
+    pub lambda: f32,
+    pub margin: f32,
+}
+
+/// stats (N, STATS), coef (2N) from token logps (2N, T), mask (2N, T) and the reference's sequence sums and means (2N).
+#[allow(clippy::too_many_arguments)]
+pub fn preference_forward(gpu: &Gpu, stats: &Tensor, coef: &Tensor, logps: &Tensor, mask: &Tensor, ref_sum: &Tensor, ref_mean: &Tensor, p: &PrefParams) -> Dispatch {
+    Dispatch::new(
+        gpu,
+        SHADER,
+        SRC,
+        "preference_forward",
+        Some(bytemuck::bytes_of(p)),
+        &[(1, logps), (2, mask), (3, ref_sum), (4, ref_mean), (5, stats), (6, coef)],
+        grid_1d(p.n_pairs as usize, 64),
+    )
+}
+
+/// metrics (STATS) = mean over pairs of stats (N, STATS).
+pub fn preference_reduce(gpu: &Gpu, metrics: &Tensor, stats: &Tensor, p: &PrefParams) -> Dispatch {
+    Dispatch::new(gpu, SHADER, SRC, "preference_reduce", Some(bytemuck::bytes_of(p)), &[(7, stats), (8, metrics)], [1, 1, 1])
+}
+
+/// dlogps (2N, T) = coef[s] * mask (/ count when use_mean). Overwrites.
+pub fn preference_backward(gpu: &Gpu, dlogps: &Tensor, coef: &Tensor, mask: &Tensor, p: &PrefParams) -> Dispatch {
+    Dispatch::new(
+        gpu,
+        SHADER,
+        SRC,
+        "preference_backward",
+        Some(bytemuck::bytes_of(p)),
+        &[(9, coef), (10, mask), (11, dlogps)],
+        grid_1d(2 * p.n_pairs as usize, 64),
+    )
+}

@@ -1,0 +1,293 @@
+//! The CPU reference of the paper's toy policy: one-hot prompt (P) -> fc1 -> ReLU -> fc2 -> ReLU -> fc3 -> response
+//! logits (R), with an optional scalar head (`score`, (1, H) + bias) on the last hidden layer for toy reward and
+//! value models. The GPU MLP's logits, log-probabilities and gradients are compared against it; its own gradients
+//! are checked by finite differences (tests/reference_models.rs).
+//!
+//! A one-hot input times fc1.weight^T is a column select, so the first layer is written as one: h1pre[b, :] =
+//! fc1.weight[:, prompt[b]] (+ fc1.bias). Parameters are packed in `MlpConfig::param_shapes` order, no padding;
+//! gradients use the same layout, and backward accumulates (+=) like every backward in this crate.
+//!
+//! Dimension letters: B batch (rows), P prompts, H hidden, R responses.
+
+use crate::model::config::MlpConfig;
+use crate::reference::elementwise::{relu_backward, relu_forward};
+use crate::reference::gpt::{packed_offsets, split_packed, split_packed_mut};
+use crate::reference::logprobs::{log_softmax, logprobs_backward, logprobs_forward};
+use crate::reference::matmul::{matmul_backward, matmul_forward};
+use crate::rng::Rng;
+
+/// Every MLP tensor as a view `S` (`&[f32]` or `&mut [f32]`) into one packed buffer.
+#[derive(Debug)]
+pub struct MlpTensors<S> {
+    pub fc1w: S,           // (H, P)
+    pub fc1b: Option<S>,   // (H), iff cfg.first_bias
+    pub fc2w: S,           // (H, H)
+    pub fc2b: S,           // (H)
+    pub fc3w: S,           // (R, H)
+    pub fc3b: S,           // (R)
+    pub scorew: Option<S>, // (1, H), iff cfg.scalar_head
+    pub scoreb: Option<S>, // (1), iff cfg.scalar_head
+}
+
+impl<S> MlpTensors<S> {
+    fn from_parts(cfg: &MlpConfig, parts: Vec<S>) -> MlpTensors<S> {
+        let mut it = parts.into_iter();
+        let mut next = || it.next().expect("MLP parameter table shorter than the config says");
+        let fc1w = next();
+        let fc1b = if cfg.first_bias { Some(next()) } else { None };
+        let (fc2w, fc2b, fc3w, fc3b) = (next(), next(), next(), next());
+        let (scorew, scoreb) = if cfg.scalar_head {
+            (Some(next()), Some(next()))
+        } else {
+            (None, None)
+        };
+        MlpTensors {
+            fc1w,
+            fc1b,
+            fc2w,
+            fc2b,
+            fc3w,
+            fc3b,
+            scorew,
+            scoreb,
+        }
+    }
+}
+
+/// (name, offset into the packed buffer, shape) of every tensor, in packing order.
+pub fn offsets(cfg: &MlpConfig) -> Vec<(String, usize, Vec<usize>)> {
+    packed_offsets(cfg.param_shapes())
+}
+
+pub fn num_params(cfg: &MlpConfig) -> usize {
+    cfg.param_shapes()
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum()
+}
+
+fn sizes(cfg: &MlpConfig) -> Vec<usize> {
+    cfg.param_shapes().iter().map(|(_, s)| s.iter().product()).collect()
+}
+
+pub fn views<'a>(cfg: &MlpConfig, buf: &'a [f32]) -> MlpTensors<&'a [f32]> {
+    MlpTensors::from_parts(cfg, split_packed(buf, &sizes(cfg)))
+}
+
+pub fn views_mut<'a>(cfg: &MlpConfig, buf: &'a mut [f32]) -> MlpTensors<&'a mut [f32]> {
+    MlpTensors::from_parts(cfg, split_packed_mut(buf, &sizes(cfg)))
+}
+
+/// What the forward pass keeps for the backward pass.
+#[derive(Clone, Debug)]
+pub struct MlpActs {
+    pub b: usize,
+    pub h1pre: Vec<f32>,          // (B, H) fc1 output before ReLU
+    pub h1: Vec<f32>,             // (B, H)
+    pub h2pre: Vec<f32>,          // (B, H) fc2 output before ReLU
+    pub h2: Vec<f32>,             // (B, H)
+    pub logits: Vec<f32>,         // (B, R)
+    pub lse: Vec<f32>,            // (B)
+    pub logps: Vec<f32>,          // (B) log p(targets[b] | prompts[b])
+    pub scalar: Option<Vec<f32>>, // (B) h2 @ score.weight^T + score.bias, iff cfg.scalar_head
+}
+
+/// The reference MLP: a config and its packed parameters.
+#[derive(Clone, Debug)]
+pub struct MlpRef {
+    pub cfg: MlpConfig,
+    pub params: Vec<f32>, // packed in param_shapes order, no padding
+}
+
+impl MlpRef {
+    /// PyTorch's `nn.Linear` default: weight and bias ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform with a = sqrt(5)
+    /// gives exactly that bound for the weight). Tensors draw from one `Rng` stream in packing order.
+    pub fn init(cfg: &MlpConfig, seed: u64) -> MlpRef {
+        cfg.validate().expect("invalid MlpConfig");
+        let mut rng = Rng::new(seed);
+        let mut params = vec![0.0f32; num_params(cfg)];
+        for (name, off, shape) in offsets(cfg) {
+            let n: usize = shape.iter().product();
+            let fan_in = match name.as_str() {
+                "fc1.weight" | "fc1.bias" => cfg.prompts,
+                _ => cfg.hidden, // fc2, fc3 and score all read H
+            };
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            rng.fill_uniform(&mut params[off..off + n], -bound, bound);
+        }
+        MlpRef {
+            cfg: cfg.clone(),
+            params,
+        }
+    }
+
+    pub fn from_params(cfg: &MlpConfig, params: Vec<f32>) -> MlpRef {
+        assert_eq!(params.len(), num_params(cfg), "packed MLP parameter count");
+        MlpRef {
+            cfg: cfg.clone(),
+            params,
+        }
+    }
+
+    pub fn views(&self) -> MlpTensors<&[f32]> {
+        views(&self.cfg, &self.params)
+    }
+
+    /// The tensor called `name` (a `param_shapes` name); panics if there is none.
+    pub fn tensor(&self, name: &str) -> &[f32] {
+        let (off, n) = self.locate(name);
+        &self.params[off..off + n]
+    }
+
+    pub fn tensor_mut(&mut self, name: &str) -> &mut [f32] {
+        let (off, n) = self.locate(name);
+        &mut self.params[off..off + n]
+    }
+
+    fn locate(&self, name: &str) -> (usize, usize) {
+        let (_, off, shape) = offsets(&self.cfg)
+            .into_iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("no MLP tensor named {name}"));
+        (off, shape.iter().product())
+    }
+
+    pub fn forward(
+        &self,
+        prompts: &[u32], // (B) prompt index of each row, < P
+        targets: &[u32], // (B) response whose log-probability is taken, < R
+    ) -> MlpActs {
+        let (p, h, r) = (self.cfg.prompts, self.cfg.hidden, self.cfg.responses);
+        let b = prompts.len();
+        assert_eq!(targets.len(), b, "targets must be (B)");
+        let w = self.views();
+        let z = |n: usize| vec![0.0f32; n];
+        let mut a = MlpActs {
+            b,
+            h1pre: z(b * h),
+            h1: z(b * h),
+            h2pre: z(b * h),
+            h2: z(b * h),
+            logits: z(b * r),
+            lse: z(b),
+            logps: z(b),
+            scalar: if self.cfg.scalar_head { Some(z(b)) } else { None },
+        };
+        // fc1 on a one-hot input: select column prompts[i] of fc1.weight (H, P)
+        for (i, &pi) in prompts.iter().enumerate() {
+            let pi = pi as usize;
+            assert!(pi < p, "prompt index {pi} out of range (P = {p})");
+            for j in 0..h {
+                let bias = w.fc1b.map_or(0.0, |bb| bb[j]);
+                a.h1pre[i * h + j] = w.fc1w[j * p + pi] + bias;
+            }
+        }
+        relu_forward(&mut a.h1, &a.h1pre);
+        matmul_forward(&mut a.h2pre, &a.h1, w.fc2w, Some(w.fc2b), b, h, h);
+        relu_forward(&mut a.h2, &a.h2pre);
+        matmul_forward(&mut a.logits, &a.h2, w.fc3w, Some(w.fc3b), b, h, r);
+        logprobs_forward(&mut a.logps, &mut a.lse, &a.logits, targets, b, r);
+        if let (Some(scalar), Some(sw), Some(sb)) = (a.scalar.as_mut(), w.scorew, w.scoreb) {
+            matmul_forward(scalar, &a.h2, sw, Some(sb), b, h, 1);
+        }
+        a
+    }
+
+    /// Packed parameter gradients from d loss / d logps (B) and, for a scalar head, d loss / d scalar (B).
+    pub fn backward(
+        &self,
+        acts: &MlpActs,
+        prompts: &[u32],         // (B)
+        targets: &[u32],         // (B)
+        dlogps: &[f32],          // (B)
+        dscalar: Option<&[f32]>, // (B)
+    ) -> Vec<f32> {
+        let mut grads = vec![0.0f32; self.params.len()];
+        self.backward_into(&mut grads, acts, prompts, targets, dlogps, dscalar);
+        grads
+    }
+
+    /// `backward`, accumulating (+=) into `grads` (packed, same layout as `params`).
+    pub fn backward_into(
+        &self,
+        grads: &mut [f32],
+        acts: &MlpActs,
+        prompts: &[u32],         // (B)
+        targets: &[u32],         // (B)
+        dlogps: &[f32],          // (B)
+        dscalar: Option<&[f32]>, // (B)
+    ) {
+        let (p, h, r) = (self.cfg.prompts, self.cfg.hidden, self.cfg.responses);
+        let b = acts.b;
+        assert_eq!(prompts.len(), b, "prompts must be (B)");
+        assert_eq!(dlogps.len(), b, "dlogps must be (B)");
+        assert!(
+            dscalar.is_none() || self.cfg.scalar_head,
+            "dscalar given but the config has no scalar head"
+        );
+        let w = self.views();
+        let mut g = views_mut(&self.cfg, grads);
+        let z = |n: usize| vec![0.0f32; n];
+
+        let mut dlogits = z(b * r); // (B, R)
+        logprobs_backward(&mut dlogits, dlogps, &acts.logits, &acts.lse, targets, b, r);
+        let mut dh2 = z(b * h); // (B, H)
+        matmul_backward(
+            Some(&mut dh2),
+            &mut *g.fc3w,
+            Some(&mut *g.fc3b),
+            &dlogits,
+            &acts.h2,
+            w.fc3w,
+            b,
+            h,
+            r,
+        );
+        if let (Some(dscalar), Some(sw), Some(dsw), Some(dsb)) =
+            (dscalar, w.scorew, g.scorew.as_deref_mut(), g.scoreb.as_deref_mut())
+        {
+            assert_eq!(dscalar.len(), b, "dscalar must be (B)");
+            matmul_backward(Some(&mut dh2), dsw, Some(dsb), dscalar, &acts.h2, sw, b, h, 1);
+        }
+        let mut dh2pre = z(b * h); // (B, H)
+        relu_backward(&mut dh2pre, &acts.h2pre, &dh2);
+        let mut dh1 = z(b * h); // (B, H)
+        matmul_backward(
+            Some(&mut dh1),
+            &mut *g.fc2w,
+            Some(&mut *g.fc2b),
+            &dh2pre,
+            &acts.h1,
+            w.fc2w,
+            b,
+            h,
+            h,
+        );
+        let mut dh1pre = z(b * h); // (B, H)
+        relu_backward(&mut dh1pre, &acts.h1pre, &dh1);
+        // fc1: the column select's backward scatters each row into its prompt's column
+        for (i, &pi) in prompts.iter().enumerate() {
+            let pi = pi as usize;
+            for j in 0..h {
+                g.fc1w[j * p + pi] += dh1pre[i * h + j];
+            }
+        }
+        if let Some(dfc1b) = g.fc1b.as_deref_mut() {
+            for i in 0..b {
+                for j in 0..h {
+                    dfc1b[j] += dh1pre[i * h + j];
+                }
+            }
+        }
+    }
+
+    /// The policy's full response distribution: (P, R) softmax probabilities, one row per prompt.
+    pub fn probs(&self) -> Vec<f32> {
+        let (p, r) = (self.cfg.prompts, self.cfg.responses);
+        let prompts: Vec<u32> = (0..p as u32).collect();
+        let acts = self.forward(&prompts, &vec![0; p]);
+        let mut logp = vec![0.0f32; p * r];
+        log_softmax(&mut logp, &acts.logits, p, r);
+        logp.iter().map(|x| x.exp()).collect()
+    }
+}

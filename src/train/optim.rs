@@ -1,0 +1,89 @@
+//! Optimizers on the GPU: AdamW (decoupled weight decay, bias correction) and plain SGD, both behind the same global
+//! gradient-norm clipping. The whole update is a fixed `Plan` (norm pass, clip scale, one update dispatch over the
+//! packed parameter buffer); what changes per step (learning rate, bias corrections) is a small parameter block the
+//! host writes before submitting, so nothing is rebuilt or allocated per step.
+
+use serde::{Deserialize, Serialize};
+
+use crate::gpu::{Gpu, Plan, Tensor, TensorArena};
+use crate::ops::adamw::{self, AdamHyper};
+use crate::Result;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Adam,
+    Sgd,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OptimConfig {
+    pub kind: OptimizerKind,
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// Decoupled (AdamW) weight decay; applied to every parameter, as in llm.c's train_gpt2.c.
+    pub weight_decay: f32,
+    /// Global gradient-norm clipping threshold; 0 disables clipping.
+    pub grad_clip: f32,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig { kind: OptimizerKind::Adam, lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, grad_clip: 1.0 }
+    }
+}
+
+pub struct Optimizer {
+    pub cfg: OptimConfig,
+    /// Updates taken so far.
+    pub step: u32,
+    /// [global grad norm, clip scale] of the last step (2 elements).
+    pub norm: Tensor,
+    hyper: Tensor,
+    pub plan: Plan,
+    _state: Vec<Tensor>,
+}
+
+impl Optimizer {
+    pub fn new(gpu: &Gpu, params: &TensorArena, grads: &TensorArena, cfg: &OptimConfig) -> Result<Optimizer> {
+        let n = params.all.len;
+        let norm = Tensor::zeros(gpu, "grad norm", 2)?;
+        let hyper = Tensor::zeros(gpu, "optimizer hyper", 8)?;
+        let scratch = Tensor::zeros(gpu, "grad norm scratch", adamw::grad_norm_scratch_len(n))?;
+        let mut plan = Plan::new();
+        plan.extend(adamw::grad_norm(gpu, &norm, &grads.all, &scratch, n, cfg.grad_clip));
+        let mut state = vec![scratch];
+        match cfg.kind {
+            OptimizerKind::Adam => {
+                let m = Tensor::zeros(gpu, "adam m", n)?;
+                let v = Tensor::zeros(gpu, "adam v", n)?;
+                plan.push(adamw::adamw_update(gpu, &params.all, &grads.all, &m, &v, &hyper, &norm, n));
+                state.extend([m, v]);
+            }
+            OptimizerKind::Sgd => {
+                plan.push(adamw::sgd_update(gpu, &params.all, &grads.all, &hyper, &norm, n));
+            }
+        }
+        Ok(Optimizer { cfg: cfg.clone(), step: 0, norm, hyper, plan, _state: state })
+    }
+
+    /// Advance the step counter and write this step's hyper-parameters; call before submitting the step.
+    pub fn prepare(&mut self, gpu: &Gpu) {
+        self.step += 1;
+        let c = &self.cfg;
+        let h = AdamHyper {
+            lr: c.lr,
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            weight_decay: c.weight_decay,
+            bias_correction1: 1.0 - c.beta1.powi(self.step as i32),
+            bias_correction2: 1.0 - c.beta2.powi(self.step as i32),
+            _pad: 0.0,
+        };
+        self.hyper.write_f32(gpu, bytemuck::cast_slice(&[h]));
+    }
+}

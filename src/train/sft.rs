@@ -1,0 +1,67 @@
+//! The SFT loop for the GPT: forward, masked NLL, backward, clip + AdamW: one encoder, one submit, and a readback
+//! of the loss and gradient norm only. A non-finite loss stops training with the step number.
+
+use crate::data::SftBatch;
+use crate::gpu::{dispatch_count, Gpu, Readback};
+use crate::model::{Gpt, GptConfig};
+use crate::objectives::Sft;
+use crate::train::{run_step, OptimConfig, Optimizer};
+use crate::{Error, Result};
+
+pub struct SftTrainer {
+    pub gpt: Gpt,
+    pub sft: Sft,
+    pub opt: Optimizer,
+    readback: Readback,
+}
+
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct SftMetrics {
+    pub step: u32,
+    pub loss: f32,
+    pub grad_norm: f32,
+}
+
+impl SftTrainer {
+    pub fn new(gpu: &Gpu, cfg: &GptConfig, params: &[f32], b: usize, t: usize, opt: &OptimConfig) -> Result<SftTrainer> {
+        let gpt = Gpt::new(gpu, cfg, b, t, params)?;
+        let sft = Sft::new(gpu, &gpt)?;
+        let opt = Optimizer::new(gpu, &gpt.params, &gpt.grads, opt)?;
+        let readback = Readback::new(gpu, &[&sft.loss, &opt.norm]);
+        Ok(SftTrainer { gpt, sft, opt, readback })
+    }
+
+    /// Dispatches recorded per training step (forward + loss + backward + optimizer).
+    pub fn dispatches_per_step(&self) -> usize {
+        dispatch_count(&[&self.gpt.forward, &self.sft.plan, &self.gpt.backward, &self.opt.plan])
+    }
+
+    fn upload(&self, gpu: &Gpu, batch: &SftBatch) -> Result<()> {
+        if batch.b != self.gpt.b || batch.t != self.gpt.t {
+            return Err(Error::config(format!("batch shape ({}, {}) differs from the trainer's ({}, {})", batch.b, batch.t, self.gpt.b, self.gpt.t)));
+        }
+        self.gpt.set_batch(gpu, &batch.tokens, &batch.targets)?;
+        self.sft.set_mask(gpu, &batch.mask)
+    }
+
+    /// One optimizer step on `batch`; returns the loss (before the update) and the gradient norm.
+    pub async fn step(&mut self, gpu: &Gpu, batch: &SftBatch) -> Result<SftMetrics> {
+        self.upload(gpu, batch)?;
+        self.opt.prepare(gpu);
+        let plans = [&self.gpt.forward, &self.sft.plan, &self.gpt.backward, &self.opt.plan];
+        let out = run_step(gpu, &plans, Some(&self.readback)).await?.expect("readback");
+        let m = SftMetrics { step: self.opt.step, loss: out[0][0], grad_norm: out[1][0] };
+        if !m.loss.is_finite() || !m.grad_norm.is_finite() {
+            return Err(Error::NonFinite(format!("SFT step {}: loss {} grad norm {}", m.step, m.loss, m.grad_norm)));
+        }
+        Ok(m)
+    }
+
+    /// Loss on `batch` without updating (evaluation).
+    pub async fn eval(&self, gpu: &Gpu, batch: &SftBatch) -> Result<f32> {
+        self.upload(gpu, batch)?;
+        let rb = Readback::new(gpu, &[&self.sft.loss]);
+        let out = run_step(gpu, &[&self.gpt.forward, &self.sft.plan], Some(&rb)).await?.expect("readback");
+        Ok(out[0][0])
+    }
+}

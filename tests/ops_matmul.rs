@@ -1,0 +1,267 @@
+//! GPU GEMM kernels (naive, tiled16, blocked64) and the linear layer built on them against the CPU reference: odd
+//! shapes that are not multiples of any tile, batches, transposed and padded layouts, alpha/beta; matmul forward
+//! with and without bias; matmul backward in all four dinp/dbias combinations accumulating onto nonzero gradients;
+//! run-to-run determinism; and finite differences of the reference backward (where the gradient is first defined).
+
+mod common;
+use common::*;
+use dpo3d::gpu::{Plan, Tensor};
+use dpo3d::ops::matmul::{self as ops, GemmDims, MatmulKernel, MatrixLayout};
+use dpo3d::reference::matmul as cpu;
+use dpo3d::Gpu;
+
+fn upload(gpu: &Gpu, v: &[f32]) -> Tensor {
+    Tensor::from_f32(gpu, "t", v).unwrap()
+}
+
+/// Elements a layout needs for a (batch, rows, cols) matrix.
+fn extent(l: &MatrixLayout, batch: usize, rows: usize, cols: usize) -> usize {
+    l.max_index(batch, rows, cols).map_or(1, |i| i + 1)
+}
+
+/// A spread of GEMM problems: every size in {1, 3, 17, 65, 130} appears as M, N and K; both transpositions of A
+/// and B; batch 1 and 3; offsets, padded row strides, a column-major C; alpha/beta other than 1/0.
+fn gemm_cases() -> Vec<GemmDims> {
+    let shapes = [
+        (1, 1, 1),
+        (3, 17, 65),
+        (17, 65, 130),
+        (65, 130, 3),
+        (130, 3, 17),
+        (1, 130, 65),
+        (130, 1, 3),
+        (65, 65, 1),
+        (17, 3, 130),
+        (3, 130, 17),
+        (130, 130, 65),
+    ];
+    let mut cases = Vec::new();
+    for (i, &(m, n, k)) in shapes.iter().enumerate() {
+        let mut d = GemmDims::new(m, n, k);
+        if i % 2 == 1 {
+            d = d.transpose_a();
+        }
+        if (i / 2) % 2 == 1 {
+            d = d.transpose_b();
+        }
+        if i % 3 == 1 {
+            d = d.batched(3);
+        }
+        d = match i % 4 {
+            0 => d,
+            1 => d.scaled(0.5, 1.0),
+            2 => d.scaled(-1.25, 0.75),
+            _ => d.scaled(2.0, 0.0),
+        };
+        cases.push(d);
+    }
+    // Padded, offset, strided-batch layouts: a sub-block of a bigger buffer, like one head of an attention tensor.
+    let (m, n, k) = (33, 19, 40);
+    cases.push(
+        GemmDims::new(m, n, k)
+            .batched(3)
+            .with_a(MatrixLayout::strided(3 * k, 1, k).at(7)) // rows of 3K, batches interleaved within each row
+            .with_b(MatrixLayout::strided(1, k + 2, n * (k + 2)).at(2)) // B^T with padded rows
+            .with_c(MatrixLayout::strided(n + 5, 1, m * (n + 5) + 3).at(1))
+            .scaled(1.5, -0.5),
+    );
+    cases.push(GemmDims::new(70, 66, 18).with_c(MatrixLayout::col_major(70, 66)).transpose_a().scaled(1.0, 1.0));
+    cases
+}
+
+fn run_gemm_case(gpu: &Gpu, kernel: MatmulKernel, d: GemmDims, seed: u64) {
+    let (alen, blen, clen) =
+        (extent(&d.a, d.batch, d.m, d.k), extent(&d.b, d.batch, d.k, d.n), extent(&d.c, d.batch, d.m, d.n));
+    let a = randn(seed, alen, 1.0);
+    let b = randn(seed + 1, blen, 1.0);
+    let c0 = randn(seed + 2, clen, 1.0);
+    let (ta, tb, tc) = (upload(gpu, &a), upload(gpu, &b), upload(gpu, &c0));
+    let mut plan = Plan::new();
+    plan.push(ops::gemm_with(gpu, kernel, &tc, &ta, &tb, d));
+    plan.submit(gpu);
+    let mut want = c0.clone();
+    cpu::gemm(&mut want, &a, &b, d);
+    let what = format!("{} gemm m={} n={} k={} batch={} alpha={} beta={}", kernel.name(), d.m, d.n, d.k, d.batch, d.alpha, d.beta);
+    // Elements outside C's layout (padding) must be untouched: want keeps c0 there too.
+    assert_close(&what, &tc.to_vec(gpu).unwrap(), &want, 2e-4, 1e-4);
+}
+
+#[test]
+fn should_match_reference_gemm_naive() {
+    let gpu = gpu();
+    for (i, d) in gemm_cases().into_iter().enumerate() {
+        run_gemm_case(&gpu, MatmulKernel::Naive, d, 100 + 10 * i as u64);
+    }
+}
+
+#[test]
+fn should_match_reference_gemm_tiled16() {
+    let gpu = gpu();
+    for (i, d) in gemm_cases().into_iter().enumerate() {
+        run_gemm_case(&gpu, MatmulKernel::Tiled16, d, 200 + 10 * i as u64);
+    }
+}
+
+#[test]
+fn should_match_reference_gemm_blocked64() {
+    let gpu = gpu();
+    for (i, d) in gemm_cases().into_iter().enumerate() {
+        run_gemm_case(&gpu, MatmulKernel::Blocked64, d, 300 + 10 * i as u64);
+    }
+}
+
+#[test]
+fn should_not_read_output_when_beta_is_zero() {
+    // beta = 0 must overwrite, not scale: a NaN already in C (stale activations) must not leak into the result.
+    let gpu = gpu();
+    let d = GemmDims::new(17, 65, 3);
+    let a = randn(1, 17 * 3, 1.0);
+    let b = randn(2, 3 * 65, 1.0);
+    let mut want = vec![0.0; 17 * 65];
+    cpu::gemm(&mut want, &a, &b, d);
+    for kernel in MatmulKernel::ALL {
+        let tc = upload(&gpu, &vec![f32::NAN; 17 * 65]);
+        let mut plan = Plan::new();
+        plan.push(ops::gemm_with(&gpu, kernel, &tc, &upload(&gpu, &a), &upload(&gpu, &b), d));
+        plan.submit(&gpu);
+        assert_close(&format!("{} gemm over NaN", kernel.name()), &tc.to_vec(&gpu).unwrap(), &want, 1e-5, 1e-5);
+    }
+}
+
+#[test]
+fn should_match_reference_matmul_forward_with_and_without_bias() {
+    let gpu = gpu();
+    for (i, &(bt, c, oc)) in [(1, 1, 1), (3, 17, 5), (65, 33, 130), (130, 64, 17)].iter().enumerate() {
+        let inp = randn(10 + i as u64, bt * c, 1.0);
+        let weight = randn(20 + i as u64, oc * c, 0.5);
+        let bias = randn(30 + i as u64, oc, 1.0);
+        let (tinp, tw, tb) = (upload(&gpu, &inp), upload(&gpu, &weight), upload(&gpu, &bias));
+        for with_bias in [false, true] {
+            let mut want = vec![0.0; bt * oc];
+            cpu::matmul_forward(&mut want, &inp, &weight, with_bias.then_some(&bias[..]), bt, c, oc);
+            let tout = upload(&gpu, &randn(40, bt * oc, 1.0)); // stale contents: forward overwrites
+            let mut plan = Plan::new();
+            plan.push(ops::matmul_forward(&gpu, &tout, &tinp, &tw, with_bias.then_some(&tb), bt, c, oc));
+            plan.submit(&gpu);
+            let what = format!("matmul_forward bt={bt} c={c} oc={oc} bias={with_bias}");
+            assert_close(&what, &tout.to_vec(&gpu).unwrap(), &want, 1e-4, 1e-4);
+            for kernel in MatmulKernel::ALL {
+                let tout = Tensor::zeros(&gpu, "o", bt * oc).unwrap();
+                let mut plan = Plan::new();
+                plan.push(ops::matmul_forward_with(&gpu, kernel, &tout, &tinp, &tw, with_bias.then_some(&tb), bt, c, oc));
+                plan.submit(&gpu);
+                assert_close(&format!("{what} {}", kernel.name()), &tout.to_vec(&gpu).unwrap(), &want, 1e-4, 1e-4);
+            }
+        }
+    }
+}
+
+#[test]
+fn should_match_reference_matmul_backward_accumulating() {
+    let gpu = gpu();
+    for (i, &(bt, c, oc)) in [(3, 5, 7), (70, 33, 65), (131, 18, 40)].iter().enumerate() {
+        let s = 50 + 10 * i as u64;
+        let inp = randn(s, bt * c, 1.0);
+        let weight = randn(s + 1, oc * c, 0.5);
+        let dout = randn(s + 2, bt * oc, 1.0);
+        let dinp0 = randn(s + 3, bt * c, 1.0);
+        let dweight0 = randn(s + 4, oc * c, 1.0);
+        let dbias0 = randn(s + 5, oc, 1.0);
+        let (tinp, tw, tdout) = (upload(&gpu, &inp), upload(&gpu, &weight), upload(&gpu, &dout));
+        for (with_dinp, with_dbias) in [(false, false), (true, false), (false, true), (true, true)] {
+            let (mut dinp, mut dweight, mut dbias) = (dinp0.clone(), dweight0.clone(), dbias0.clone());
+            cpu::matmul_backward(
+                with_dinp.then_some(&mut dinp[..]),
+                &mut dweight,
+                with_dbias.then_some(&mut dbias[..]),
+                &dout,
+                &inp,
+                &weight,
+                bt,
+                c,
+                oc,
+            );
+            let (tdinp, tdw, tdb) = (upload(&gpu, &dinp0), upload(&gpu, &dweight0), upload(&gpu, &dbias0));
+            let mut plan = Plan::new();
+            plan.extend(ops::matmul_backward(
+                &gpu,
+                with_dinp.then_some(&tdinp),
+                &tdw,
+                with_dbias.then_some(&tdb),
+                &tdout,
+                &tinp,
+                &tw,
+                bt,
+                c,
+                oc,
+            ));
+            assert_eq!(plan.len(), 1 + with_dinp as usize + with_dbias as usize);
+            plan.submit(&gpu);
+            let what = format!("matmul_backward bt={bt} c={c} oc={oc} dinp={with_dinp} dbias={with_dbias}");
+            // Untouched gradients (None) keep their initial values on both sides.
+            assert_close(&format!("{what} dinp"), &tdinp.to_vec(&gpu).unwrap(), &dinp, 1e-4, 1e-4);
+            assert_close(&format!("{what} dweight"), &tdw.to_vec(&gpu).unwrap(), &dweight, 2e-4, 1e-4);
+            assert_close(&format!("{what} dbias"), &tdb.to_vec(&gpu).unwrap(), &dbias, 1e-4, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn should_give_identical_matmul_backward_run_to_run() {
+    let gpu = gpu();
+    let (bt, c, oc) = (97, 40, 70);
+    let inp = randn(1, bt * c, 1.0);
+    let weight = randn(2, oc * c, 1.0);
+    let dout = randn(3, bt * oc, 1.0);
+    let (tinp, tw, tdout) = (upload(&gpu, &inp), upload(&gpu, &weight), upload(&gpu, &dout));
+    let run = || {
+        let (tdinp, tdw, tdb) =
+            (Tensor::zeros(&gpu, "dx", bt * c).unwrap(), Tensor::zeros(&gpu, "dw", oc * c).unwrap(), Tensor::zeros(&gpu, "db", oc).unwrap());
+        let mut plan = Plan::new();
+        plan.extend(ops::matmul_backward(&gpu, Some(&tdinp), &tdw, Some(&tdb), &tdout, &tinp, &tw, bt, c, oc));
+        plan.submit(&gpu);
+        [tdinp.to_vec(&gpu).unwrap(), tdw.to_vec(&gpu).unwrap(), tdb.to_vec(&gpu).unwrap()]
+    };
+    let (first, second) = (run(), run());
+    for (name, (x, y)) in ["dinp", "dweight", "dbias"].iter().zip(first.iter().zip(&second)) {
+        assert!(x.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits()), "{name} differs between two runs");
+    }
+}
+
+#[test]
+fn should_match_finite_differences_reference_matmul_backward() {
+    // loss = sum(out * r) for a fixed random r, so dout = r. The layer is linear in each of inp, weight and bias,
+    // so central differences are exact up to rounding; f64 sums keep that rounding small.
+    let (bt, c, oc) = (3, 4, 5);
+    let inp = randn(1, bt * c, 1.0);
+    let weight = randn(2, oc * c, 1.0);
+    let bias = randn(3, oc, 1.0);
+    let r = randn(4, bt * oc, 1.0);
+    let loss = |inp: &[f32], weight: &[f32], bias: &[f32]| -> f64 {
+        let mut out = vec![0.0; bt * oc];
+        cpu::matmul_forward(&mut out, inp, weight, Some(bias), bt, c, oc);
+        out.iter().zip(&r).map(|(&o, &ri)| o as f64 * ri as f64).sum()
+    };
+    let (mut dinp, mut dweight, mut dbias) = (vec![0.0; bt * c], vec![0.0; oc * c], vec![0.0; oc]);
+    cpu::matmul_backward(Some(&mut dinp), &mut dweight, Some(&mut dbias), &r, &inp, &weight, bt, c, oc);
+    let eps = 1e-2f32;
+    let fd = |which: usize, i: usize| -> f64 {
+        let mut p = [inp.clone(), weight.clone(), bias.clone()];
+        p[which][i] += eps;
+        let up = loss(&p[0], &p[1], &p[2]);
+        p[which][i] -= 2.0 * eps;
+        let down = loss(&p[0], &p[1], &p[2]);
+        (up - down) / (2.0 * eps as f64)
+    };
+    for (which, (name, grad)) in [("dinp", &dinp), ("dweight", &dweight), ("dbias", &dbias)].iter().enumerate() {
+        for (i, &g) in grad.iter().enumerate() {
+            let want = fd(which, i);
+            assert!((g as f64 - want).abs() <= 1e-3 * (1.0 + want.abs()), "{name}[{i}]: backward {g}, finite differences {want}");
+        }
+    }
+}
+
+#[test]
+fn should_count_two_flops_per_multiply_add() {
+    assert_eq!(ops::matmul_flops(2, 3, 4, 5), 240.0);
+}
