@@ -2,9 +2,11 @@
 //! and the optimizer's plan into one command encoder and one submit per step.
 
 pub mod optim;
+pub mod preference;
 pub mod sft;
 
 pub use optim::{OptimConfig, Optimizer, OptimizerKind};
+pub use preference::{PreferenceTrainer, ReferenceMode};
 
 use crate::gpu::{encode_all, Gpu, Plan, Readback};
 use crate::Result;

@@ -1,0 +1,103 @@
+//! The preference loop (DPO and its family) for either policy: one step = [reference forward + sequence log-probs,
+//! when the reference is recomputed every step] -> policy forward -> preference loss -> policy backward -> clip +
+//! optimizer, recorded into one encoder and submitted once; only the metric vector and the gradient norm come back.
+//!
+//! The caller uploads each batch to the policy (and the reference) with the model's own `set_batch`, and the
+//! response mask with `set_mask`, then calls `step`.
+
+use crate::gpu::{dispatch_count, Gpu, Plan, Readback};
+use crate::model::Policy;
+use crate::objectives::{Preference, PreferenceLoss, PreferenceMetrics};
+use crate::train::{run_step, OptimConfig, Optimizer};
+use crate::{Error, Result};
+
+/// Where the reference policy's log-probs come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReferenceMode {
+    /// The frozen reference runs its forward every step (batches change).
+    EveryStep,
+    /// Computed once by `precompute_reference` (a fixed batch, like the paper's full-batch toy).
+    Precomputed,
+}
+
+pub struct PreferenceTrainer<P: Policy> {
+    pub policy: P,
+    /// The frozen reference (pi0); `None` for reference-free losses.
+    pub reference: Option<P>,
+    pub objective: Preference,
+    pub opt: Optimizer,
+    pub mode: ReferenceMode,
+    ref_plan: Plan,
+    readback: Readback,
+}
+
+impl<P: Policy> PreferenceTrainer<P> {
+    pub fn new(gpu: &Gpu, policy: P, reference: Option<P>, loss: &PreferenceLoss, opt: &OptimConfig, mode: ReferenceMode) -> Result<Self> {
+        let objective = Preference::new(gpu, &policy, loss)?;
+        if loss.uses_reference() && reference.is_none() {
+            return Err(Error::config(format!("{} needs a reference policy", loss.name())));
+        }
+        let ref_plan = match &reference {
+            Some(r) => {
+                if r.rows() != policy.rows() || r.seq_len() != policy.seq_len() {
+                    return Err(Error::config("the reference policy must be built for the same batch shape as the policy"));
+                }
+                objective.reference_plan(gpu, r)
+            }
+            None => Plan::new(),
+        };
+        let optim = Optimizer::new(gpu, policy.params(), policy.grads(), opt)?;
+        let readback = Readback::new(gpu, &[&objective.metrics, &optim.norm]);
+        Ok(PreferenceTrainer { policy, reference, objective, opt: optim, mode, ref_plan, readback })
+    }
+
+    /// Run the reference forward once and keep its sequence log-probs (ReferenceMode::Precomputed).
+    pub async fn precompute_reference(&self, gpu: &Gpu) -> Result<()> {
+        if let Some(r) = &self.reference {
+            run_step(gpu, &[r.forward_plan(), &self.ref_plan], None).await?;
+        }
+        Ok(())
+    }
+
+    fn step_plans(&self, update: bool) -> Vec<&Plan> {
+        let mut plans: Vec<&Plan> = Vec::new();
+        if let (Some(r), ReferenceMode::EveryStep) = (&self.reference, self.mode) {
+            plans.push(r.forward_plan());
+            plans.push(&self.ref_plan);
+        }
+        plans.push(self.policy.forward_plan());
+        plans.push(&self.objective.plan);
+        if update {
+            plans.push(self.policy.backward_plan());
+            plans.push(&self.opt.plan);
+        }
+        plans
+    }
+
+    pub fn dispatches_per_step(&self) -> usize {
+        dispatch_count(&self.step_plans(true))
+    }
+
+    /// One optimizer step; returns the metrics of the batch before the update (as TRL logs them) and the gradient
+    /// norm. Stops with an error naming the step if anything is not finite.
+    pub async fn step(&mut self, gpu: &Gpu) -> Result<(PreferenceMetrics, f32)> {
+        self.opt.prepare(gpu);
+        let plans = self.step_plans(true);
+        let out = run_step(gpu, &plans, Some(&self.readback)).await?.expect("readback");
+        let metrics = PreferenceMetrics::from_raw(&out[0]);
+        let norm = out[1][0];
+        if !metrics.get("loss").is_finite() || !norm.is_finite() {
+            return Err(Error::NonFinite(format!("{} step {}: loss {} grad norm {norm}", self.objective.loss.name(), self.opt.step, metrics.get("loss"))));
+        }
+        Ok((metrics, norm))
+    }
+
+    /// Metrics of the current batch without updating.
+    pub async fn evaluate(&self, gpu: &Gpu) -> Result<PreferenceMetrics> {
+        let plans = self.step_plans(false);
+        let rb = Readback::new(gpu, &[&self.objective.metrics]);
+        let out = run_step(gpu, &plans, Some(&rb)).await?.expect("readback");
+        Ok(PreferenceMetrics::from_raw(&out[0]))
+    }
+}
