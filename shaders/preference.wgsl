@@ -300,3 +300,54 @@ fn preference_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
         b_dlogps[s * p.t + t] = scale * b_mask[s * p.t + t];
     }
 }
+
+// ---- Bradley-Terry reward-model loss (the same pairwise family): -log sigmoid(r(x, a+) - r(x, a-)) ----
+// The reward of a sequence is the scalar head's output at its last response token, `last[s]`.
+
+// bt_forward: one invocation per pair i. Stats use the same STATS layout: 0 loss, 1 rewards/chosen,
+// 2 rewards/rejected, 3 rewards/margins, 4 rewards/accuracies; the rest are 0.
+// bindings: 12 scalar (2N, T) read, 13 last (2N) u32 read, 14 stats (N, STATS) write, 15 coef (2N) write.
+// grid: grid_1d(N, 64)
+@group(0) @binding(12) var<storage, read> bt_scalar: array<f32>;
+@group(0) @binding(13) var<storage, read> bt_last: array<u32>;
+@group(0) @binding(14) var<storage, read_write> bt_stats: array<f32>;
+@group(0) @binding(15) var<storage, read_write> bt_coef: array<f32>;
+
+@compute @workgroup_size(64)
+fn bt_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    let n = p.n_pairs;
+    if (i >= n) { return; }
+    let rc = bt_scalar[i * p.t + bt_last[i]];
+    let rr = bt_scalar[(n + i) * p.t + bt_last[n + i]];
+    let m = rc - rr;
+    let g = sigmoid(-m);
+    let row = i * STATS;
+    bt_stats[row + 0u] = -log_sigmoid(m);
+    bt_stats[row + 1u] = rc;
+    bt_stats[row + 2u] = rr;
+    bt_stats[row + 3u] = m;
+    bt_stats[row + 4u] = select(0.0, 1.0, m > 0.0);
+    for (var k = 5u; k < STATS; k++) {
+        bt_stats[row + k] = 0.0;
+    }
+    let inv_n = 1.0 / f32(n);
+    bt_coef[i] = -g * inv_n;
+    bt_coef[n + i] = g * inv_n;
+}
+
+// bt_backward: dscalar[s, t] = coef[s] at t = last[s], 0 elsewhere (overwrites). One invocation per sequence.
+// bindings: 16 coef (2N) read, 17 last (2N) u32 read, 18 dscalar (2N, T) write.
+// grid: grid_1d(2N, 64)
+@group(0) @binding(16) var<storage, read> btb_coef: array<f32>;
+@group(0) @binding(17) var<storage, read> btb_last: array<u32>;
+@group(0) @binding(18) var<storage, read_write> btb_dscalar: array<f32>;
+
+@compute @workgroup_size(64)
+fn bt_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let s = gid.x + gid.y * nwg.x * 64u;
+    if (s >= 2u * p.n_pairs) { return; }
+    for (var t = 0u; t < p.t; t++) {
+        btb_dscalar[s * p.t + t] = select(0.0, btb_coef[s], t == btb_last[s]);
+    }
+}

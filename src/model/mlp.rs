@@ -123,6 +123,20 @@ impl Mlp {
         Ok(())
     }
 
+    /// Upload arbitrary inputs (B, P) (for example two-hot (prompt, response) encodings of a toy reward model)
+    /// and the response index of each row.
+    pub fn set_inputs(&self, gpu: &Gpu, x: &[f32], responses: &[u32]) -> Result<()> {
+        if x.len() != self.b * self.cfg.prompts || responses.len() != self.b {
+            return Err(crate::Error::config(format!("MLP inputs must be ({}, {}) with {} responses", self.b, self.cfg.prompts, self.b)));
+        }
+        if let Some(&bad) = responses.iter().find(|&&r| r as usize >= self.cfg.responses) {
+            return Err(crate::Error::config(format!("response {bad} out of range (R = {})", self.cfg.responses)));
+        }
+        self.x.write_f32(gpu, x);
+        self.targets.write_u32(gpu, responses);
+        Ok(())
+    }
+
     pub async fn download_params(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         self.params.download_contiguous(gpu).await
     }

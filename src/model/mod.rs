@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod gpt;
+pub mod inspect;
 pub mod mlp;
 
 pub use config::{GptConfig, MlpConfig};

@@ -2,7 +2,9 @@
 //! (and d loss / d scalar) for the shared backward pass, plus its metrics, all in WGSL.
 
 pub mod preference;
+pub mod reward;
 pub mod sft;
 
 pub use preference::{Preference, PreferenceLoss, PreferenceMetrics};
+pub use reward::RewardObjective;
 pub use sft::Sft;

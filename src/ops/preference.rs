@@ -74,3 +74,13 @@ pub fn preference_backward(gpu: &Gpu, dlogps: &Tensor, coef: &Tensor, mask: &Ten
         grid_1d(2 * p.n_pairs as usize, 64),
     )
 }
+
+/// Bradley-Terry reward loss: stats (N, STATS) and coef (2N) from the scalar head (2N, T) read at `last` (2N, u32).
+pub fn bt_forward(gpu: &Gpu, stats: &Tensor, coef: &Tensor, scalar: &Tensor, last: &Tensor, p: &PrefParams) -> Dispatch {
+    Dispatch::new(gpu, SHADER, SRC, "bt_forward", Some(bytemuck::bytes_of(p)), &[(12, scalar), (13, last), (14, stats), (15, coef)], grid_1d(p.n_pairs as usize, 64))
+}
+
+/// dscalar (2N, T) = coef[s] at t = last[s], 0 elsewhere. Overwrites.
+pub fn bt_backward(gpu: &Gpu, dscalar: &Tensor, coef: &Tensor, last: &Tensor, p: &PrefParams) -> Dispatch {
+    Dispatch::new(gpu, SHADER, SRC, "bt_backward", Some(bytemuck::bytes_of(p)), &[(16, coef), (17, last), (18, dscalar)], grid_1d(2 * p.n_pairs as usize, 64))
+}

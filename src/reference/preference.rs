@@ -184,3 +184,33 @@ pub fn preference_backward(dlogps: &mut [f32], coef: &[f32], mask: &[f32], p: &P
         }
     }
 }
+
+/// CPU mirror of `bt_forward`.
+pub fn bt_forward(stats: &mut [f32], coef: &mut [f32], scalar: &[f32], last: &[u32], p: &PrefParams) {
+    let (n, t) = (p.n_pairs as usize, p.t as usize);
+    for i in 0..n {
+        let rc = scalar[i * t + last[i] as usize];
+        let rr = scalar[(n + i) * t + last[n + i] as usize];
+        let m = rc - rr;
+        let g = sigmoid(-m);
+        let row = &mut stats[i * STATS..(i + 1) * STATS];
+        row.fill(0.0);
+        row[0] = -log_sigmoid(m);
+        row[1] = rc;
+        row[2] = rr;
+        row[3] = m;
+        row[4] = if m > 0.0 { 1.0 } else { 0.0 };
+        coef[i] = -g / n as f32;
+        coef[n + i] = g / n as f32;
+    }
+}
+
+/// CPU mirror of `bt_backward`.
+pub fn bt_backward(dscalar: &mut [f32], coef: &[f32], last: &[u32], p: &PrefParams) {
+    let t = p.t as usize;
+    for s in 0..2 * p.n_pairs as usize {
+        for i in 0..t {
+            dscalar[s * t + i] = if i == last[s] as usize { coef[s] } else { 0.0 };
+        }
+    }
+}

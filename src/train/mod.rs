@@ -3,10 +3,12 @@
 
 pub mod optim;
 pub mod preference;
+pub mod reward;
 pub mod sft;
 
 pub use optim::{OptimConfig, Optimizer, OptimizerKind};
 pub use preference::{PreferenceTrainer, ReferenceMode};
+pub use reward::RewardTrainer;
 
 use crate::gpu::{encode_all, Gpu, Plan, Readback};
 use crate::Result;
