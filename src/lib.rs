@@ -20,6 +20,7 @@ pub mod model;
 pub mod ops;
 pub mod reference;
 pub mod rng;
+pub mod toy;
 pub mod train;
 
 #[cfg(not(target_arch = "wasm32"))]

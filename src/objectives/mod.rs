@@ -2,6 +2,7 @@
 //! (and d loss / d scalar) for the shared backward pass, plus its metrics, all in WGSL.
 
 pub mod preference;
+pub mod ppo;
 pub mod reward;
 pub mod sft;
 

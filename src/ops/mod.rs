@@ -10,6 +10,8 @@ pub mod matmul;
 pub mod logprobs;
 pub mod adamw;
 pub mod preference;
+pub mod ppo;
+pub mod sampling;
 
 /// Every WGSL source of the crate, by file name: the naga validation test and the pipeline cache use this list.
 pub const SHADERS: &[(&str, &str)] = &[
@@ -21,4 +23,6 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("adamw", include_str!("../../shaders/adamw.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
     ("preference", include_str!("../../shaders/preference.wgsl")),
+    ("ppo", include_str!("../../shaders/ppo.wgsl")),
+    ("sampling", include_str!("../../shaders/sampling.wgsl")),
 ];

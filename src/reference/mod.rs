@@ -10,5 +10,7 @@ pub mod matmul;
 pub mod logprobs;
 pub mod adamw;
 pub mod preference;
+pub mod ppo;
+pub mod sampling;
 pub mod gpt;
 pub mod mlp;

@@ -2,6 +2,7 @@
 //! and the optimizer's plan into one command encoder and one submit per step.
 
 pub mod optim;
+pub mod ppo;
 pub mod preference;
 pub mod reward;
 pub mod sft;

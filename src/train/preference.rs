@@ -93,6 +93,14 @@ impl<P: Policy> PreferenceTrainer<P> {
         Ok((metrics, norm))
     }
 
+    /// One optimizer step without reading anything back (the toy study's unlogged epochs), or with `extra`'s
+    /// tensors copied back in the same submit. Non-finite values are only detected where something is read back.
+    pub async fn step_with(&mut self, gpu: &Gpu, extra: Option<&Readback>) -> Result<Option<Vec<Vec<f32>>>> {
+        self.opt.prepare(gpu);
+        let plans = self.step_plans(true);
+        run_step(gpu, &plans, extra).await
+    }
+
     /// Metrics of the current batch without updating.
     pub async fn evaluate(&self, gpu: &Gpu) -> Result<PreferenceMetrics> {
         let plans = self.step_plans(false);

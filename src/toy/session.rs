@@ -1,0 +1,183 @@
+//! `ToySession`: one toy run (SFT to the scenario's rows, then the chosen method), advanced a few epochs at a time.
+//! Unlogged epochs are submitted without any readback; logged ones copy back the (B, R) log-probabilities, the
+//! objective's metric vector and the gradient norm in the same submit.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{scenario_row, summarize, ToyConfig, ToyMethod, PAIRS, PROMPTS, RESPONSES};
+use crate::gpu::{Gpu, Readback};
+use crate::model::{Mlp, MlpConfig, Policy};
+use crate::objectives::{PreferenceMetrics, Sft};
+use crate::reference::mlp::MlpRef;
+use crate::train::{run_step, OptimConfig, Optimizer, OptimizerKind, PreferenceTrainer, ReferenceMode};
+use crate::{Error, Result};
+
+/// One logged epoch of one run: a line of metrics.jsonl.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ToyRecord {
+    pub run: String,
+    pub loss_type: String,
+    pub scenario: u8,
+    pub seed: u64,
+    pub epoch: usize,
+    #[serde(flatten)]
+    pub metrics: BTreeMap<String, f32>,
+}
+
+impl ToyRecord {
+    pub fn get(&self, key: &str) -> f32 {
+        self.metrics.get(key).copied().unwrap_or(f32::NAN)
+    }
+}
+
+/// Epochs at which the full probability matrix is kept (plus the last).
+pub const SNAPSHOT_EPOCHS: [usize; 3] = [0, 500, 1000];
+
+enum Method {
+    Preference { trainer: PreferenceTrainer<Mlp>, rb: Readback },
+}
+
+pub struct ToySession {
+    pub cfg: ToyConfig,
+    /// Updates done so far.
+    pub epoch: usize,
+    /// pi0: the (P, R) probabilities after SFT.
+    pub sft_probs: Vec<f32>,
+    /// (epoch, (P, R) probabilities) at SNAPSHOT_EPOCHS and the last epoch.
+    pub snapshots: Vec<(usize, Vec<f32>)>,
+    /// The most recent (P, R) log-probabilities read back.
+    pub last_log_probs: Vec<f32>,
+    method: Method,
+}
+
+fn mlp_config(cfg: &ToyConfig) -> MlpConfig {
+    MlpConfig { prompts: PROMPTS, hidden: cfg.hidden, responses: RESPONSES, first_bias: cfg.first_bias, scalar_head: false }
+}
+
+fn optim(kind: OptimizerKind, lr: f32) -> OptimConfig {
+    // No clipping and no weight decay: the paper's toy is plain Adam (or SGD).
+    OptimConfig { kind, lr, grad_clip: 0.0, weight_decay: 0.0, ..Default::default() }
+}
+
+/// The "SFT" phase: fit the policy to the scenario's target row for every prompt (soft-target cross-entropy,
+/// full batch of all P x R (prompt, response) rows weighted by the target). Returns (parameters, (P, R) probs).
+pub async fn sft_phase(gpu: &Gpu, cfg: &ToyConfig) -> Result<(Vec<f32>, Vec<f32>)> {
+    let row = scenario_row(cfg.scenario).ok_or_else(|| Error::config(format!("unknown scenario {}", cfg.scenario)))?;
+    let mcfg = mlp_config(cfg);
+    let init = MlpRef::init(&mcfg, cfg.seed).params;
+    let b = PROMPTS * RESPONSES;
+    let mlp = Mlp::new(gpu, &mcfg, b, &init)?;
+    let prompts: Vec<u32> = (0..b).map(|i| (i / RESPONSES) as u32).collect();
+    let responses: Vec<u32> = (0..b).map(|i| (i % RESPONSES) as u32).collect();
+    mlp.set_batch(gpu, &prompts, &responses)?;
+    let sft = Sft::new(gpu, &mlp)?;
+    let weights: Vec<f32> = (0..b).map(|i| row[i % RESPONSES]).collect();
+    sft.set_mask(gpu, &weights)?;
+    let mut opt = Optimizer::new(gpu, &mlp.params, &mlp.grads, &optim(OptimizerKind::Adam, cfg.sft_lr))?;
+    for _ in 0..cfg.sft_epochs {
+        opt.prepare(gpu);
+        run_step(gpu, &[&mlp.forward, &sft.plan, &mlp.backward, &opt.plan], None).await?;
+    }
+    let rb = Readback::new(gpu, &[&mlp.log_probs]);
+    let out = run_step(gpu, &[&mlp.forward], Some(&rb)).await?.expect("readback");
+    let probs: Vec<f32> = (0..PROMPTS).flat_map(|p| out[0][p * RESPONSES * RESPONSES..p * RESPONSES * RESPONSES + RESPONSES].iter().map(|x| x.exp()).collect::<Vec<_>>()).collect();
+    if probs.iter().any(|p| !p.is_finite()) {
+        return Err(Error::NonFinite(format!("toy SFT phase produced non-finite probabilities (lr {})", cfg.sft_lr)));
+    }
+    Ok((mlp.download_params(gpu).await?, probs))
+}
+
+impl ToySession {
+    /// SFT, then build the method's trainer. Nothing is trained past SFT yet (epoch 0).
+    pub async fn new(gpu: &Gpu, cfg: &ToyConfig) -> Result<ToySession> {
+        cfg.validate()?;
+        let (params, sft_probs) = sft_phase(gpu, cfg).await?;
+        let mcfg = mlp_config(cfg);
+        let method = match &cfg.method {
+            ToyMethod::Preference { loss } => {
+                // Rows 0..4: (prompt i, chosen_i); rows 4..8: (prompt i, rejected_i).
+                let prompts: Vec<u32> = PAIRS.iter().chain(PAIRS.iter()).map(|p| p.0 as u32).collect();
+                let responses: Vec<u32> = PAIRS.iter().map(|p| p.1 as u32).chain(PAIRS.iter().map(|p| p.2 as u32)).collect();
+                let b = 2 * PAIRS.len();
+                let policy = Mlp::new(gpu, &mcfg, b, &params)?;
+                policy.set_batch(gpu, &prompts, &responses)?;
+                let reference = if loss.uses_reference() {
+                    let r = Mlp::new(gpu, &mcfg, b, &params)?;
+                    r.set_batch(gpu, &prompts, &responses)?;
+                    Some(r)
+                } else {
+                    None
+                };
+                let trainer = PreferenceTrainer::new(gpu, policy, reference, loss, &optim(cfg.optimizer, cfg.lr), ReferenceMode::Precomputed)?;
+                trainer.objective.set_mask(gpu, &vec![1.0; b])?;
+                trainer.precompute_reference(gpu).await?;
+                let rb = Readback::new(gpu, &[&trainer.policy.log_probs, &trainer.objective.metrics, &trainer.opt.norm]);
+                Method::Preference { trainer, rb }
+            }
+            ToyMethod::Ppo { .. } => {
+                return Err(Error::config("RM + PPO on the toy is not available in this build"));
+            }
+        };
+        Ok(ToySession { cfg: cfg.clone(), epoch: 0, sft_probs: sft_probs.clone(), snapshots: Vec::new(), last_log_probs: sft_probs.iter().map(|p| p.ln()).collect(), method })
+    }
+
+    fn wants_log(&self, epoch: usize) -> bool {
+        epoch % self.cfg.log_every == 0 || SNAPSHOT_EPOCHS.contains(&epoch) || epoch == self.cfg.epochs
+    }
+
+    pub fn finished(&self) -> bool {
+        self.epoch >= self.cfg.epochs
+    }
+
+    fn record(&mut self, epoch: usize, raw: &[Vec<f32>]) -> Result<ToyRecord> {
+        // raw[0]: (B, R) log-probs with rows 0..P the chosen rows = prompts 0..P in order.
+        let lp = raw[0][..PROMPTS * RESPONSES].to_vec();
+        let mut metrics: BTreeMap<String, f32> = PreferenceMetrics::from_raw(&raw[1]).values.into_iter().collect();
+        metrics.insert("grad_norm".into(), raw[2][0]);
+        for (k, v) in summarize(&lp) {
+            metrics.insert(k.into(), v);
+        }
+        if let Some((k, v)) = metrics.iter().find(|(k, v)| !v.is_finite() && !k.starts_with("grad/")) {
+            return Err(Error::NonFinite(format!("run {}: {k} = {v} at epoch {epoch}", self.cfg.run_name())));
+        }
+        if SNAPSHOT_EPOCHS.contains(&epoch) || epoch == self.cfg.epochs {
+            self.snapshots.push((epoch, lp.iter().map(|x| x.exp()).collect()));
+        }
+        self.last_log_probs = lp;
+        Ok(ToyRecord { run: self.cfg.run_name(), loss_type: self.cfg.method.name(), scenario: self.cfg.scenario, seed: self.cfg.seed, epoch, metrics })
+    }
+
+    /// Train up to `n` more epochs (stopping at cfg.epochs); returns the records logged on the way. The state at
+    /// epoch e (after e updates) is logged by the step that performs update e + 1, and the last epoch by a final
+    /// forward without update.
+    pub async fn advance(&mut self, gpu: &Gpu, n: usize) -> Result<Vec<ToyRecord>> {
+        let mut out = Vec::new();
+        let end = (self.epoch + n).min(self.cfg.epochs);
+        while self.epoch < end {
+            let e = self.epoch;
+            let log = self.wants_log(e);
+            let raw = match &mut self.method {
+                Method::Preference { trainer, rb } => trainer.step_with(gpu, if log { Some(&*rb) } else { None }).await?,
+            };
+            if let Some(raw) = raw {
+                out.push(self.record(e, &raw)?);
+            }
+            self.epoch += 1;
+        }
+        if self.epoch == self.cfg.epochs && end == self.cfg.epochs && n > 0 && self.snapshots.last().map(|s| s.0) != Some(self.cfg.epochs) {
+            let raw = match &self.method {
+                Method::Preference { trainer, rb } => run_step(gpu, &[trainer.policy.forward_plan(), &trainer.objective.plan], Some(rb)).await?.expect("readback"),
+            };
+            out.push(self.record(self.cfg.epochs, &raw)?);
+        }
+        Ok(out)
+    }
+
+    /// Run to the end; returns every record.
+    pub async fn run(&mut self, gpu: &Gpu) -> Result<Vec<ToyRecord>> {
+        let n = self.cfg.epochs - self.epoch;
+        self.advance(gpu, n.max(1)).await
+    }
+}
