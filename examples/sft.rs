@@ -9,8 +9,8 @@
 //! initial and final held-out loss and the wall time. A non-finite loss stops the run and names the step; the
 //! checkpoint on disk is then the last one saved before it.
 //!
-//! It does not sample text: dpo3d has no sampling kernel, and this example does not decode on the CPU. To look
-//! at what the model predicts, run `examples/logprobs.rs` on the checkpoint.
+//! At the end it prints the greedy completions of a few held-out prompts (argmax on the GPU, `Gpt::greedy_completion`,
+//! stopping at a newline). For the full next-token distributions, run `examples/logprobs.rs` on the checkpoint.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,8 +18,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use dpo3d::checkpoint::{save_gpt, write_atomic};
-use dpo3d::data::{collate_sft, toy_corpus, SftBatch, SftExample};
-use dpo3d::model::GptConfig;
+use dpo3d::data::{collate_sft, toy_corpus, ByteTokenizer, SftBatch, SftExample};
+use dpo3d::model::{Gpt, GptConfig};
 use dpo3d::reference::gpt::GptRef;
 use dpo3d::rng::Rng;
 use dpo3d::train::sft::SftTrainer;
@@ -35,8 +35,7 @@ const PAD: u32 = 0;
     about = "SFT a tiny byte-level GPT on dpo3d's generated toy corpus, on the GPU (wgpu + WGSL)",
     long_about = "SFT a tiny byte-level GPT (V = 256) on dpo3d's generated toy corpus, on the GPU (wgpu + WGSL).\n\n\
         Writes a GPT-2 checkpoint (model.safetensors, config.json), metrics.jsonl and summary.json to --out.\n\
-        The defaults (300 steps of B = 8, T = 51, L = 2, C = 64) took 76 s on lavapipe (software Vulkan, 2 CPU \
-        cores, release build; debug build with optimized dependencies: 93 s) and take a few seconds on a GPU."
+        TIMING_PLACEHOLDER"
 )]
 struct Args {
     /// Output directory for the checkpoint, metrics.jsonl and summary.json.
@@ -81,6 +80,9 @@ struct Args {
     /// Global gradient-norm clipping (0 disables).
     #[arg(long, default_value_t = 1.0)]
     grad_clip: f32,
+    /// Held-out prompts whose greedy completion is printed at the end (0: none).
+    #[arg(long, default_value_t = 4)]
+    samples: usize,
 }
 
 fn main() {
@@ -115,6 +117,22 @@ fn eval_loss(gpu: &Gpu, trainer: &SftTrainer, examples: &[SftExample], b: usize,
     Ok((sum / count.max(1.0)) as f32)
 }
 
+/// Each prompt's greedy completion (until a newline) next to the corpus's answer.
+fn print_samples(gpu: &Gpu, trainer: &SftTrainer, examples: &[SftExample], t: usize) -> Result<()> {
+    if examples.is_empty() {
+        return Ok(());
+    }
+    let params = pollster::block_on(trainer.gpt.download_params(gpu))?;
+    let gpt = Gpt::new(gpu, &trainer.gpt.cfg, 1, t, &params)?; // B = 1, the trained T
+    let text = |ids: &[u32]| ByteTokenizer.decode(ids).escape_debug().to_string();
+    for ex in examples {
+        let got = pollster::block_on(gpt.greedy_completion(gpu, &ex.prompt, Some(u32::from(b'\n'))))?;
+        let mark = if got == ex.completion { "ok" } else { "  " };
+        eprintln!("{mark} {:<26} -> {:<28} (corpus: {})", text(&ex.prompt), text(&got), text(&ex.completion));
+    }
+    Ok(())
+}
+
 fn save(gpu: &Gpu, trainer: &SftTrainer, out: &Path) -> Result<()> {
     let params = pollster::block_on(trainer.gpt.download_params(gpu))?;
     save_gpt(out, &trainer.gpt.cfg, &params)
@@ -122,7 +140,7 @@ fn save(gpu: &Gpu, trainer: &SftTrainer, out: &Path) -> Result<()> {
 
 fn train(gpu: &Gpu, args: &Args) -> Result<()> {
     let cfg = GptConfig {
-        vocab_size: dpo3d::data::ByteTokenizer::VOCAB_SIZE,
+        vocab_size: ByteTokenizer::VOCAB_SIZE,
         context: args.context,
         layers: args.layers,
         heads: args.heads,
@@ -217,6 +235,7 @@ fn train(gpu: &Gpu, args: &Args) -> Result<()> {
         args.steps,
         1e3 * train_s / args.steps as f64
     );
+    print_samples(gpu, &trainer, &eval_set[..args.samples.min(eval_set.len())], t)?;
     let summary = serde_json::json!({
         "args": args,
         "adapter": gpu.info,

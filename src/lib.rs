@@ -22,6 +22,8 @@ pub mod reference;
 pub mod rng;
 pub mod toy;
 pub mod train;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod checkpoint;

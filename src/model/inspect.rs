@@ -1,12 +1,13 @@
 //! Looking inside a trained GPT: the full next-token distribution at every position (a log-softmax over the
-//! model's logits, on the GPU), for printing, comparing with another implementation, or checking a checkpoint.
-//! Training never needs this (objectives read only the target's log-prob); it allocates its output per call.
+//! model's logits), and a greedy continuation of a prompt, both on the GPU. Training never needs these (objectives
+//! read only the targets' log-probs, and RLHF rollouts live in `train::ppo`); they allocate their small buffers per
+//! call.
 
 use crate::gpu::{Plan, Tensor};
 use crate::model::Gpt;
-use crate::ops::logprobs;
+use crate::ops::{logprobs, sampling};
 use crate::train::run_step;
-use crate::{Gpu, Result};
+use crate::{Error, Gpu, Result};
 
 impl Gpt {
     /// log p(next token = j | tokens[..=i]) for every position i and every id j: runs the forward plan on
@@ -22,5 +23,41 @@ impl Gpt {
         plan.push(logprobs::log_softmax(gpu, &out, &self.logits, bt, v));
         run_step(gpu, &[&self.forward, &plan], None).await?;
         out.read_f32(gpu).await
+    }
+
+    /// The greedy (argmax, ties to the lowest id) continuation of `prompt`, for a model built with B = 1: for each
+    /// position from the prompt's last to T - 2, a full forward pass over the sequence (no KV cache: these models
+    /// are tiny) and `sampling::sample_categorical` at temperature 0 pick the next token, which
+    /// `sampling::append_token` writes into the inputs. Every position is recorded into one submit. Returns the
+    /// generated ids, ending with `stop` when the model produced it, else T - len(prompt) ids.
+    pub async fn greedy_completion(&self, gpu: &Gpu, prompt: &[u32], stop: Option<u32>) -> Result<Vec<u32>> {
+        let (t, v) = (self.t, self.cfg.vocab_size);
+        if self.b != 1 {
+            return Err(Error::config(format!("greedy_completion needs a GPT built with B = 1, this one has B = {}", self.b)));
+        }
+        if prompt.is_empty() || prompt.len() >= t {
+            return Err(Error::config(format!("the prompt has {} tokens; it needs 1 to T - 1 = {} (build the GPT with a larger T)", prompt.len(), t - 1)));
+        }
+        let mut tokens = prompt.to_vec();
+        tokens.resize(t, 0); // positions after the current one never influence it (causal attention)
+        self.set_batch(gpu, &tokens, &vec![0; t])?;
+        let sampled = Tensor::zeros(gpu, "greedy token", 1)?; // (1) u32
+        let mask = Tensor::zeros(gpu, "greedy mask", t)?; // (1, T)
+        let rng = Tensor::zeros(gpu, "greedy rng", 2)?; // read by the kernel, unused at temperature 0
+        let steps: Vec<Plan> = (prompt.len() - 1..t - 1)
+            .map(|pos| {
+                let mut p = Plan::new();
+                p.push(sampling::sample_categorical(gpu, &sampled, &self.logits, &rng, 1, v, t * v, pos * v, 0.0, 0, pos as u32));
+                p.push(sampling::append_token(gpu, &self.tokens, &self.targets, &mask, &sampled, 1, t, pos, prompt.len(), stop));
+                p
+            })
+            .collect();
+        let plans: Vec<&Plan> = steps.iter().flat_map(|s| [&self.forward, s]).collect();
+        run_step(gpu, &plans, None).await?;
+        let mut out = self.tokens.read_u32(gpu).await?.split_off(prompt.len());
+        if let Some(end) = stop.and_then(|s| out.iter().position(|&x| x == s)) {
+            out.truncate(end + 1);
+        }
+        Ok(out)
     }
 }

@@ -8,6 +8,7 @@
 //! study and the browser demo drive the same code.
 
 pub mod session;
+pub mod token;
 
 pub use session::{ToyRecord, ToySession};
 

@@ -93,7 +93,15 @@ impl ToySession {
     /// SFT, then build the method's trainer. Nothing is trained past SFT yet (epoch 0).
     pub async fn new(gpu: &Gpu, cfg: &ToyConfig) -> Result<ToySession> {
         cfg.validate()?;
-        let (params, sft_probs) = sft_phase(gpu, cfg).await?;
+        let sft = sft_phase(gpu, cfg).await?;
+        Self::with_sft(gpu, cfg, sft).await
+    }
+
+    /// Like `new`, reusing an SFT phase already run for this (scenario, seed, hidden, first_bias): the study runs
+    /// several methods from the same pi0.
+    pub async fn with_sft(gpu: &Gpu, cfg: &ToyConfig, sft: (Vec<f32>, Vec<f32>)) -> Result<ToySession> {
+        cfg.validate()?;
+        let (params, sft_probs) = sft;
         let mcfg = mlp_config(cfg);
         let method = match &cfg.method {
             ToyMethod::Preference { loss } => {

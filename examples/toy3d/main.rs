@@ -1,0 +1,318 @@
+//! dpo3d's main job: the paper's toy study (section 3.2 of "3D-Properties", ICLR 2025), trained on the GPU.
+//!
+//! With no arguments it runs the full study with PAPER.md's defaults (hidden 256, Adam lr 1e-3, beta 0.1, full
+//! batch, 2000 epochs, 5 seeds): DPO, Flex-DPO (beta_neg 0.08 and 0.05), SFT-DPO (gamma 0.1), IPO, SLiC and RM+PPO
+//! on scenario 1, and DPO on all four scenarios; then writes metrics.jsonl, probs.json, figures and report.md.
+//! Flags select single runs and smaller budgets:
+//!
+//!   cargo run --release --example toy3d -- --loss flex-dpo --beta-neg 0.05 --scenario 1 --seeds 2 --epochs 500
+//!
+//! Runs are independent, so they are spread over worker threads, each with its own GPU device.
+
+mod figures;
+mod report;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use clap::Parser;
+use dpo3d::objectives::PreferenceLoss;
+use dpo3d::toy::{session::sft_phase, ToyConfig, ToyMethod, ToyRecord, ToySession};
+use dpo3d::train::OptimizerKind;
+use dpo3d::Gpu;
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "The 3D-properties toy study: DPO and its fixes vs RM+PPO on the paper's 4-prompt, 10-response MLP")]
+struct Args {
+    /// Run one method instead of the full study: dpo, flex-dpo, sft-dpo, ipo, slic, hinge, cdpo, robust, dpop,
+    /// simpo, ppo.
+    #[arg(long)]
+    loss: Option<String>,
+    /// DPO beta (beta_pos for Flex-DPO).
+    #[arg(long, default_value_t = 0.1)]
+    beta: f32,
+    /// Flex-DPO's beta on the rejected log-ratio.
+    #[arg(long, default_value_t = 0.08)]
+    beta_neg: f32,
+    /// SFT-DPO's NLL weight.
+    #[arg(long, default_value_t = 0.1)]
+    gamma: f32,
+    /// IPO's eta; SLiC's NLL weight.
+    #[arg(long, default_value_t = 0.1)]
+    eta: f32,
+    /// SLiC's margin.
+    #[arg(long, default_value_t = 5.0)]
+    delta: f32,
+    /// cDPO / robust label smoothing.
+    #[arg(long, default_value_t = 0.1)]
+    label_smoothing: f32,
+    /// DPOP's lambda.
+    #[arg(long, default_value_t = 5.0)]
+    lambda: f32,
+    /// SimPO's target margin.
+    #[arg(long, default_value_t = 0.5)]
+    margin: f32,
+    /// PPO's KL coefficient (the RLHF objective's beta).
+    #[arg(long, default_value_t = 0.1)]
+    kl_coef: f32,
+    /// Data scenario 1-4 (single-method runs; the full study uses 1, and 1-4 for DPO).
+    #[arg(long, default_value_t = 1)]
+    scenario: u8,
+    /// First seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Seeds per configuration.
+    #[arg(long, default_value_t = 5)]
+    seeds: u64,
+    #[arg(long, default_value_t = 2000)]
+    epochs: usize,
+    #[arg(long, default_value_t = 256)]
+    hidden: usize,
+    /// adam or sgd.
+    #[arg(long, default_value = "adam")]
+    optimizer: String,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    #[arg(long, default_value_t = 10)]
+    log_every: usize,
+    /// SFT-phase epochs (fit to the scenario's target rows).
+    #[arg(long, default_value_t = 400)]
+    sft_epochs: usize,
+    #[arg(long, default_value = "runs/toy3d")]
+    out: PathBuf,
+    /// Worker threads (each opens its own GPU device); default: available cores, at most 4.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Skip the figures and the report (metrics.jsonl and probs.json only).
+    #[arg(long)]
+    no_report: bool,
+}
+
+/// One configuration of the study (run once per seed).
+#[derive(Clone, Debug)]
+pub struct StudyConfig {
+    /// e.g. "flex-dpo(beta_neg=0.08)"
+    pub label: String,
+    pub method: ToyMethod,
+    pub scenario: u8,
+}
+
+fn loss_from(name: &str, a: &Args) -> Result<ToyMethod, String> {
+    let loss = match name {
+        "dpo" => PreferenceLoss::Dpo { beta: a.beta },
+        "flex-dpo" => PreferenceLoss::FlexDpo { beta_pos: a.beta, beta_neg: a.beta_neg },
+        "sft-dpo" => PreferenceLoss::SftDpo { beta: a.beta, gamma: a.gamma },
+        "ipo" => PreferenceLoss::Ipo { eta: a.eta },
+        "slic" => PreferenceLoss::Slic { delta: a.delta, eta: a.eta },
+        "hinge" => PreferenceLoss::Hinge { beta: a.beta },
+        "cdpo" => PreferenceLoss::Cdpo { beta: a.beta, label_smoothing: a.label_smoothing },
+        "robust" => PreferenceLoss::Robust { beta: a.beta, label_smoothing: a.label_smoothing },
+        "dpop" => PreferenceLoss::Dpop { beta: a.beta, lambda: a.lambda },
+        "simpo" => PreferenceLoss::Simpo { beta: a.beta, margin: a.margin },
+        "ppo" => return Ok(ToyMethod::Ppo { kl_coef: a.kl_coef, rm_epochs: 300, samples_per_prompt: 64 }),
+        other => return Err(format!("unknown --loss {other:?}; one of dpo, flex-dpo, sft-dpo, ipo, slic, hinge, cdpo, robust, dpop, simpo, ppo")),
+    };
+    Ok(ToyMethod::Preference { loss })
+}
+
+fn label(m: &ToyMethod) -> String {
+    match m {
+        ToyMethod::Preference { loss } => match loss {
+            PreferenceLoss::FlexDpo { beta_neg, .. } => format!("flex-dpo(beta_neg={beta_neg})"),
+            PreferenceLoss::SftDpo { gamma, .. } => format!("sft-dpo(gamma={gamma})"),
+            other => other.name().to_string(),
+        },
+        ToyMethod::Ppo { .. } => "rm+ppo".to_string(),
+    }
+}
+
+fn study(a: &Args) -> Result<Vec<StudyConfig>, String> {
+    if let Some(name) = &a.loss {
+        let method = loss_from(name, a)?;
+        return Ok(vec![StudyConfig { label: label(&method), method, scenario: a.scenario }]);
+    }
+    let mut v = Vec::new();
+    let mut add = |method: ToyMethod, scenario: u8| v.push(StudyConfig { label: label(&method), method, scenario });
+    let p = |loss| ToyMethod::Preference { loss };
+    add(p(PreferenceLoss::Dpo { beta: a.beta }), 1);
+    add(p(PreferenceLoss::FlexDpo { beta_pos: a.beta, beta_neg: 0.08 }), 1);
+    add(p(PreferenceLoss::FlexDpo { beta_pos: a.beta, beta_neg: 0.05 }), 1);
+    add(p(PreferenceLoss::SftDpo { beta: a.beta, gamma: 0.1 }), 1);
+    add(p(PreferenceLoss::Ipo { eta: 0.1 }), 1);
+    add(p(PreferenceLoss::Slic { delta: 5.0, eta: 0.1 }), 1);
+    add(ToyMethod::Ppo { kl_coef: a.kl_coef, rm_epochs: 300, samples_per_prompt: 64 }, 1);
+    for s in 2..=4 {
+        add(p(PreferenceLoss::Dpo { beta: a.beta }), s);
+    }
+    Ok(v)
+}
+
+/// Everything the report needs about how the study ran.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StudyMeta {
+    pub device: String,
+    pub backend: String,
+    pub threads: usize,
+    pub seconds: f64,
+    pub epochs: usize,
+    pub seeds: Vec<u64>,
+    pub hidden: usize,
+    pub optimizer: String,
+    pub lr: f32,
+    pub configs: Vec<(String, u8)>,
+}
+
+/// (run name -> label, scenario) and snapshot matrices per run.
+pub struct RunOutput {
+    pub label: String,
+    pub scenario: u8,
+    pub seed: u64,
+    pub records: Vec<ToyRecord>,
+    pub sft_probs: Vec<f32>,
+    pub snapshots: Vec<(usize, Vec<f32>)>,
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    dpo3d::checkpoint::write_atomic(path, bytes).map_err(|e| e.to_string())
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("toy3d: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<(), String> {
+    let a = Args::parse();
+    let optimizer = match a.optimizer.as_str() {
+        "adam" => OptimizerKind::Adam,
+        "sgd" => OptimizerKind::Sgd,
+        o => return Err(format!("--optimizer must be adam or sgd, got {o:?}")),
+    };
+    let configs = study(&a)?;
+    let seeds: Vec<u64> = (a.seed..a.seed + a.seeds).collect();
+    let base = |c: &StudyConfig, seed: u64| ToyConfig {
+        run: format!("{}-s{}-seed{}", c.label, c.scenario, seed),
+        method: c.method.clone(),
+        scenario: c.scenario,
+        seed,
+        hidden: a.hidden,
+        first_bias: false,
+        optimizer,
+        lr: a.lr,
+        epochs: a.epochs,
+        log_every: a.log_every,
+        sft_epochs: a.sft_epochs,
+        sft_lr: 1e-2,
+    };
+    for c in &configs {
+        base(c, 0).validate().map_err(|e| e.to_string())?;
+    }
+    std::fs::create_dir_all(&a.out).map_err(|e| format!("cannot create {}: {e}", a.out.display()))?;
+    let probe = Gpu::new_blocking().map_err(|e| e.to_string())?;
+    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4)).max(1);
+    println!("dpo3d toy3d on {} ({}), {} threads: {} configs x {} seeds x {} epochs -> {}", probe.info.name, probe.info.backend, threads, configs.len(), seeds.len(), a.epochs, a.out.display());
+    drop(probe);
+
+    // Jobs: every (config, seed); SFT phases are shared by (scenario, seed).
+    let mut jobs = VecDeque::new();
+    for (ci, c) in configs.iter().enumerate() {
+        for &s in &seeds {
+            jobs.push_back((ci, base(c, s)));
+        }
+    }
+    let total_epochs = (jobs.len() * a.epochs) as u64;
+    let bar = ProgressBar::new(total_epochs);
+    bar.set_style(ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} epochs  {msg}").unwrap().progress_chars("=> "));
+    let jobs = Arc::new(Mutex::new(jobs));
+    let sft_cache: Arc<Mutex<BTreeMap<(u8, u64), Arc<(Vec<f32>, Vec<f32>)>>>> = Arc::new(Mutex::new(BTreeMap::new()));
+    let results: Arc<Mutex<Vec<(usize, RunOutput)>>> = Arc::new(Mutex::new(Vec::new()));
+    let t0 = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..threads {
+        let (jobs, sft_cache, results, bar) = (jobs.clone(), sft_cache.clone(), results.clone(), bar.clone());
+        let labels: Vec<String> = configs.iter().map(|c| c.label.clone()).collect();
+        handles.push(std::thread::spawn(move || -> Result<(), String> {
+            let gpu = Gpu::new_blocking().map_err(|e| e.to_string())?;
+            loop {
+                let Some((ci, cfg)) = jobs.lock().unwrap().pop_front() else { return Ok(()) };
+                let key = (cfg.scenario, cfg.seed);
+                let cached = sft_cache.lock().unwrap().get(&key).cloned();
+                let sft = match cached {
+                    Some(s) => s,
+                    None => {
+                        let s = Arc::new(pollster::block_on(sft_phase(&gpu, &cfg)).map_err(|e| e.to_string())?);
+                        sft_cache.lock().unwrap().insert(key, s.clone());
+                        s
+                    }
+                };
+                let mut session = pollster::block_on(ToySession::with_sft(&gpu, &cfg, (*sft).clone())).map_err(|e| format!("{}: {e}", cfg.run_name()))?;
+                bar.set_message(cfg.run_name());
+                let mut records = Vec::new();
+                while !session.finished() {
+                    let chunk = 100.min(cfg.epochs - session.epoch);
+                    records.extend(pollster::block_on(session.advance(&gpu, chunk)).map_err(|e| format!("{}: {e}", cfg.run_name()))?);
+                    bar.inc(chunk as u64);
+                }
+                let out = RunOutput { label: labels[ci].clone(), scenario: cfg.scenario, seed: cfg.seed, records, sft_probs: session.sft_probs.clone(), snapshots: session.snapshots.clone() };
+                results.lock().unwrap().push((ci, out));
+            }
+        }));
+    }
+    for h in handles {
+        h.join().map_err(|_| "a worker thread panicked".to_string())??;
+    }
+    bar.finish_with_message("done");
+    let seconds = t0.elapsed().as_secs_f64();
+    let mut results = Arc::try_unwrap(results).map_err(|_| "results still shared")?.into_inner().unwrap();
+    results.sort_by_key(|(ci, r)| (*ci, r.seed));
+    let runs: Vec<RunOutput> = results.into_iter().map(|(_, r)| r).collect();
+
+    // metrics.jsonl: one object per logged epoch per run.
+    let mut jsonl = String::new();
+    for r in &runs {
+        for rec in &r.records {
+            jsonl.push_str(&serde_json::to_string(rec).map_err(|e| e.to_string())?);
+            jsonl.push('\n');
+        }
+    }
+    write_atomic(&a.out.join("metrics.jsonl"), jsonl.as_bytes())?;
+    // probs.json: run -> {"sft": P x R, "<epoch>": P x R}
+    let mut probs = serde_json::Map::new();
+    for r in &runs {
+        let rows = |v: &[f32]| serde_json::Value::from(v.chunks(dpo3d::toy::RESPONSES).map(|c| c.to_vec()).collect::<Vec<_>>());
+        let mut m = serde_json::Map::new();
+        m.insert("sft".into(), rows(&r.sft_probs));
+        for (e, p) in &r.snapshots {
+            m.insert(e.to_string(), rows(p));
+        }
+        probs.insert(r.records.first().map(|x| x.run.clone()).unwrap_or_default(), serde_json::Value::Object(m));
+    }
+    write_atomic(&a.out.join("probs.json"), serde_json::to_string_pretty(&probs).map_err(|e| e.to_string())?.as_bytes())?;
+
+    let gpu = Gpu::new_blocking().map_err(|e| e.to_string())?;
+    let meta = StudyMeta {
+        device: gpu.info.name.clone(),
+        backend: gpu.info.backend.clone(),
+        threads,
+        seconds,
+        epochs: a.epochs,
+        seeds: seeds.clone(),
+        hidden: a.hidden,
+        optimizer: a.optimizer.clone(),
+        lr: a.lr,
+        configs: configs.iter().map(|c| (c.label.clone(), c.scenario)).collect(),
+    };
+    write_atomic(&a.out.join("study.json"), serde_json::to_string_pretty(&meta).map_err(|e| e.to_string())?.as_bytes())?;
+    println!("trained {} runs in {:.1} s", runs.len(), seconds);
+    if !a.no_report {
+        figures::write_all(&a.out, &runs).map_err(|e| format!("figures: {e}"))?;
+        report::write_report(&a.out, &runs, &meta).map_err(|e| format!("report: {e}"))?;
+        println!("wrote {}", a.out.join("report.md").display());
+    }
+    Ok(())
+}
