@@ -96,7 +96,8 @@ struct GptStepResult {
 
 /// (L, C, NH, T, B) of the GPT step benchmark: the SFT example's model, a middle one, and a GPT-2-small-shaped
 /// block stack at 1/3 width.
-const GPT_CONFIGS: [(usize, usize, usize, usize, usize); 3] = [(2, 64, 4, 64, 8), (4, 128, 4, 128, 8), (4, 256, 4, 128, 16)];
+const GPT_CONFIGS: [(usize, usize, usize, usize, usize); 3] =
+    [(2, 64, 4, 64, 8), (4, 128, 4, 128, 8), (4, 256, 4, 128, 16)];
 const SIZES: [usize; 5] = [256, 512, 1024, 2048, 4096];
 
 fn main() {
@@ -112,7 +113,13 @@ fn run(args: &Args) -> Result<()> {
     let i = &gpu.info;
     println!("adapter: {} ({}, {}, {})", i.name, i.backend, i.device_type, i.driver);
     let cpu_adapter = i.device_type == "Cpu";
-    let max_n = args.max_n.unwrap_or(if args.quick { 512 } else if cpu_adapter { 1024 } else { 4096 });
+    let max_n = args.max_n.unwrap_or(if args.quick {
+        512
+    } else if cpu_adapter {
+        1024
+    } else {
+        4096
+    });
     let steps = args.steps.unwrap_or(if args.quick || cpu_adapter { 3 } else { 5 }).max(1);
 
     let mut matmul = Vec::new();
@@ -129,14 +136,25 @@ fn run(args: &Args) -> Result<()> {
 
     let mut gpt_step = Vec::new();
     if !args.no_gpt {
-        println!("\n{:>3} {:>5} {:>3} {:>5} {:>3} {:>6} {:>11} {:>11} {:>12}", "L", "C", "NH", "T", "B", "V", "ms/step", "dispatches", "tokens/s");
+        println!(
+            "\n{:>3} {:>5} {:>3} {:>5} {:>3} {:>6} {:>11} {:>11} {:>12}",
+            "L", "C", "NH", "T", "B", "V", "ms/step", "dispatches", "tokens/s"
+        );
         let configs = if args.quick { &GPT_CONFIGS[..1] } else { &GPT_CONFIGS[..] };
         for &(layers, width, heads, context, batch) in configs {
             let cfg = GptConfig { vocab_size: args.vocab, context, layers, heads, width, scalar_head: false };
             let r = bench_gpt_step(&gpu, &cfg, batch, args.warmup, steps)?;
             println!(
                 "{:>3} {:>5} {:>3} {:>5} {:>3} {:>6} {:>11.2} {:>11} {:>12.0}",
-                r.layers, r.width, r.heads, r.context, r.batch, r.vocab, r.ms_per_step, r.dispatches_per_step, r.tokens_per_s
+                r.layers,
+                r.width,
+                r.heads,
+                r.context,
+                r.batch,
+                r.vocab,
+                r.ms_per_step,
+                r.dispatches_per_step,
+                r.tokens_per_s
             );
             gpt_step.push(r);
         }

@@ -48,7 +48,9 @@ const SHOWN: [(&str, &str); 9] = [
 ];
 
 #[derive(Parser, Debug, serde::Serialize)]
-#[command(about = "DPO (or another preference loss) on a tiny byte-level GPT over dpo3d's toy preference pairs, on the GPU")]
+#[command(
+    about = "DPO (or another preference loss) on a tiny byte-level GPT over dpo3d's toy preference pairs, on the GPU"
+)]
 struct Args {
     /// Output directory: final policy checkpoint, metrics.jsonl, summary.json (and pi0/ when SFT runs here).
     #[arg(long, default_value = "runs/dpo")]
@@ -144,8 +146,16 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<()> {
-    if args.steps == 0 || args.pairs == 0 || args.log_every == 0 || args.save_every == 0 || args.train_pairs == 0 || args.eval_pairs == 0 {
-        return Err(Error::config("--steps, --pairs, --log-every, --save-every, --train-pairs and --eval-pairs must be positive"));
+    if args.steps == 0
+        || args.pairs == 0
+        || args.log_every == 0
+        || args.save_every == 0
+        || args.train_pairs == 0
+        || args.eval_pairs == 0
+    {
+        return Err(Error::config(
+            "--steps, --pairs, --log-every, --save-every, --train-pairs and --eval-pairs must be positive",
+        ));
     }
     let loss = loss_from_args(args)?;
     let gpu = Gpu::new_blocking()?;
@@ -227,7 +237,8 @@ impl<T: Clone> Cycler<T> {
 
 /// pi0: a brief SFT on the chosen responses from GPT-2 initialisation.
 fn sft_pi0(gpu: &Gpu, args: &Args, cfg: &GptConfig, pairs: &[PreferencePair], t: usize) -> Result<Vec<f32>> {
-    let chosen: Vec<SftExample> = pairs.iter().map(|p| SftExample { prompt: p.prompt.clone(), completion: p.chosen.clone() }).collect();
+    let chosen: Vec<SftExample> =
+        pairs.iter().map(|p| SftExample { prompt: p.prompt.clone(), completion: p.chosen.clone() }).collect();
     let b = 2 * args.pairs;
     let opt = OptimConfig { lr: args.sft_lr, ..Default::default() };
     let mut trainer = SftTrainer::new(gpu, cfg, &GptRef::init(cfg, args.seed).params, b, t, &opt)?;
@@ -240,14 +251,24 @@ fn sft_pi0(gpu: &Gpu, args: &Args, cfg: &GptConfig, pairs: &[PreferencePair], t:
             first = m.loss;
         }
         if step % 50 == 0 || step == args.sft_steps {
-            eprintln!("sft step {step:>4}  loss {:.4} (first {first:.4})  {:.1} s", m.loss, started.elapsed().as_secs_f64());
+            eprintln!(
+                "sft step {step:>4}  loss {:.4} (first {first:.4})  {:.1} s",
+                m.loss,
+                started.elapsed().as_secs_f64()
+            );
         }
     }
     pollster::block_on(trainer.gpt.download_params(gpu))
 }
 
 /// Mean metrics of the trainer over `pairs` (in batches of N, the last topped up from the start), no update.
-fn evaluate(gpu: &Gpu, tr: &PreferenceTrainer<Gpt>, pairs: &[PreferencePair], n: usize, t: usize) -> Result<PreferenceMetrics> {
+fn evaluate(
+    gpu: &Gpu,
+    tr: &PreferenceTrainer<Gpt>,
+    pairs: &[PreferencePair],
+    n: usize,
+    t: usize,
+) -> Result<PreferenceMetrics> {
     let mut sum: Vec<(String, f32)> = Vec::new();
     let mut batches = 0f32;
     for start in (0..pairs.len()).step_by(n) {
@@ -313,16 +334,28 @@ fn train(gpu: &Gpu, args: &Args, loss: &PreferenceLoss) -> Result<()> {
         Some(dir) => {
             let (cfg, params) = load_gpt(dir)?;
             if cfg.vocab_size != dpo3d::data::ByteTokenizer::VOCAB_SIZE || cfg.scalar_head {
-                return Err(Error::config(format!("{}: the toy pairs are bytes; need a V = 256 language model, got {cfg:?}", dir.display())));
+                return Err(Error::config(format!(
+                    "{}: the toy pairs are bytes; need a V = 256 language model, got {cfg:?}",
+                    dir.display()
+                )));
             }
             eprintln!("pi0 from {}", dir.display());
             (cfg, params)
         }
         None => {
-            let cfg = GptConfig { vocab_size: dpo3d::data::ByteTokenizer::VOCAB_SIZE, context: args.context, layers: args.layers, heads: args.heads, width: args.width, scalar_head: false };
+            let cfg = GptConfig {
+                vocab_size: dpo3d::data::ByteTokenizer::VOCAB_SIZE,
+                context: args.context,
+                layers: args.layers,
+                heads: args.heads,
+                width: args.width,
+                scalar_head: false,
+            };
             cfg.validate()?;
             if t > cfg.context {
-                return Err(Error::config(format!("the longest toy pair is {t} tokens; --context must be at least that")));
+                return Err(Error::config(format!(
+                    "the longest toy pair is {t} tokens; --context must be at least that"
+                )));
             }
             eprintln!("pi0: {} SFT steps on the chosen responses", args.sft_steps);
             let pi0 = sft_pi0(gpu, args, &cfg, &train_pairs, t)?;
@@ -331,7 +364,10 @@ fn train(gpu: &Gpu, args: &Args, loss: &PreferenceLoss) -> Result<()> {
         }
     };
     if t > cfg.context {
-        return Err(Error::config(format!("the longest toy pair is {t} tokens but the model's context is {}", cfg.context)));
+        return Err(Error::config(format!(
+            "the longest toy pair is {t} tokens but the model's context is {}",
+            cfg.context
+        )));
     }
 
     let n = args.pairs;
@@ -351,7 +387,8 @@ fn train(gpu: &Gpu, args: &Args, loss: &PreferenceLoss) -> Result<()> {
     );
 
     let metrics_path = args.out.join("metrics.jsonl");
-    let mut metrics = std::io::LineWriter::new(std::fs::File::create(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?);
+    let mut metrics =
+        std::io::LineWriter::new(std::fs::File::create(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?);
     let eval_before = evaluate(gpu, &tr, &eval_pairs, n, t)?;
     let mut batches = Cycler::new(train_pairs, args.seed ^ 0xD90);
     print_header();
@@ -363,7 +400,11 @@ fn train(gpu: &Gpu, args: &Args, loss: &PreferenceLoss) -> Result<()> {
         let (m, grad_norm) = match pollster::block_on(tr.step(gpu)) {
             Ok(x) => x,
             Err(Error::NonFinite(what)) => {
-                let kept = if last_saved > 0 { format!("the policy in {} is from step {last_saved}", args.out.display()) } else { "no policy checkpoint was saved".into() };
+                let kept = if last_saved > 0 {
+                    format!("the policy in {} is from step {last_saved}", args.out.display())
+                } else {
+                    "no policy checkpoint was saved".into()
+                };
                 return Err(Error::NonFinite(format!("{what}; stopped at step {step}, {kept}")));
             }
             Err(e) => return Err(e),
@@ -400,7 +441,10 @@ fn train(gpu: &Gpu, args: &Args, loss: &PreferenceLoss) -> Result<()> {
         "eval_after": metrics_json(args.steps, &eval_after, None),
         "train_seconds": train_s,
     });
-    write_atomic(&args.out.join("summary.json"), serde_json::to_string_pretty(&summary).expect("summary serializes").as_bytes())?;
+    write_atomic(
+        &args.out.join("summary.json"),
+        serde_json::to_string_pretty(&summary).expect("summary serializes").as_bytes(),
+    )?;
     eprintln!("policy checkpoint, metrics.jsonl and summary.json in {}", args.out.display());
     Ok(())
 }

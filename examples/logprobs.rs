@@ -38,11 +38,18 @@ fn parse_ids(s: &str, vocab_size: usize, context: usize) -> Result<Vec<u32>> {
         .enumerate()
         .map(|(i, part)| {
             let part = part.trim();
-            let id: u64 = part
-                .parse()
-                .map_err(|_| Error::config(format!("token id #{} is {part:?}, not a non-negative integer (expected e.g. 5,17,3)", i + 1)))?;
+            let id: u64 = part.parse().map_err(|_| {
+                Error::config(format!(
+                    "token id #{} is {part:?}, not a non-negative integer (expected e.g. 5,17,3)",
+                    i + 1
+                ))
+            })?;
             if id >= vocab_size as u64 {
-                return Err(Error::config(format!("token id #{} is {id}, outside the model's vocabulary (V = {vocab_size}: ids 0..={})", i + 1, vocab_size - 1)));
+                return Err(Error::config(format!(
+                    "token id #{} is {id}, outside the model's vocabulary (V = {vocab_size}: ids 0..={})",
+                    i + 1,
+                    vocab_size - 1
+                )));
             }
             Ok(id as u32)
         })
@@ -59,8 +66,8 @@ fn run(args: &Args) -> Result<()> {
     let gpu = Gpu::new_blocking()?;
     let gpt = Gpt::new(&gpu, &cfg, 1, ids.len(), &params)?; // B = 1, T = number of ids
     let logps = pollster::block_on(gpt.full_logprobs(&gpu, &ids))?; // (T, V)
-    // Serialized straight from f32 (not through serde_json::Value, which widens to f64), so each number is the
-    // shortest decimal that reads back to the same f32.
+                                                                    // Serialized straight from f32 (not through serde_json::Value, which widens to f64), so each number is the
+                                                                    // shortest decimal that reads back to the same f32.
     #[derive(serde::Serialize)]
     struct Output<'a> {
         logprobs: Vec<&'a [f32]>, // (T, V)

@@ -204,3 +204,55 @@ fn sequence_logps(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     seq_sum[s] = total;
     seq_mean[s] = total / max(count, 1.0);
 }
+
+// ---- Small-vocabulary variants (V <= SMALL_V): one invocation per row, sequential over V. A 256-thread workgroup
+// per row idles almost every thread when V is the toy's 10 responses, and its barriers dominate on CPU adapters.
+// Same math as logprobs_forward / log_softmax (max-subtracted logsumexp).
+
+// logprobs_forward_small: bindings 19 logits (N, V) read, 20 targets (N) u32 read, 21 logps (N) write,
+// 22 lse (N) write. grid: grid_1d(N, 64).
+@group(0) @binding(19) var<storage, read> lps_logits: array<f32>;
+@group(0) @binding(20) var<storage, read> lps_targets: array<u32>;
+@group(0) @binding(21) var<storage, read_write> lps_logps: array<f32>;
+@group(0) @binding(22) var<storage, read_write> lps_lse: array<f32>;
+
+@compute @workgroup_size(64)
+fn logprobs_forward_small(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = gid.x + gid.y * nwg.x * 64u;
+    if (row >= p.n) { return; }
+    let base = row * p.v;
+    var m = -3.4028235e38;
+    for (var j = 0u; j < p.v; j++) {
+        m = max(m, lps_logits[base + j]);
+    }
+    var s = 0.0;
+    for (var j = 0u; j < p.v; j++) {
+        s += exp(lps_logits[base + j] - m);
+    }
+    let lse = m + log(s);
+    lps_lse[row] = lse;
+    lps_logps[row] = lps_logits[base + lps_targets[row]] - lse;
+}
+
+// log_softmax_small: bindings 23 logits (N, V) read, 24 out (N, V) write. grid: grid_1d(N, 64).
+@group(0) @binding(23) var<storage, read> lss_logits: array<f32>;
+@group(0) @binding(24) var<storage, read_write> lss_out: array<f32>;
+
+@compute @workgroup_size(64)
+fn log_softmax_small(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = gid.x + gid.y * nwg.x * 64u;
+    if (row >= p.n) { return; }
+    let base = row * p.v;
+    var m = -3.4028235e38;
+    for (var j = 0u; j < p.v; j++) {
+        m = max(m, lss_logits[base + j]);
+    }
+    var s = 0.0;
+    for (var j = 0u; j < p.v; j++) {
+        s += exp(lss_logits[base + j] - m);
+    }
+    let lse = m + log(s);
+    for (var j = 0u; j < p.v; j++) {
+        lss_out[base + j] = lss_logits[base + j] - lse;
+    }
+}

@@ -134,6 +134,9 @@ impl WebToy {
         for cfg in wc.runs {
             let label = cfg.run_name();
             let mut sft_probs = Vec::new();
+            // A shader the browser's WGSL compiler (Tint, stricter than naga in places) rejects only shows up as a
+            // validation error on the device: catch it here so the page reports it instead of plotting garbage.
+            let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
             let built: crate::Result<ToySession> = async {
                 cfg.validate()?;
                 let key: SftKey = (cfg.scenario, cfg.seed, cfg.hidden, cfg.first_bias, cfg.sft_epochs, cfg.sft_lr.to_bits());
@@ -150,6 +153,10 @@ impl WebToy {
                 ToySession::with_sft(&gpu, &cfg, sft).await
             }
             .await;
+            let built = match (built, scope.pop().await) {
+                (Ok(_), Some(e)) => Err(crate::Error::Gpu(format!("the browser's WebGPU rejected a dpo3d kernel: {e}"))),
+                (r, _) => r,
+            };
             let run = match built {
                 Ok(session) => Run { cfg, label, session: Some(session), error: None, sft_probs },
                 Err(e) => Run { cfg, label, session: None, error: Some(e.to_string()), sft_probs },

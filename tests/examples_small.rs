@@ -31,7 +31,15 @@ fn cycle<T: Clone>(items: &[T], b: usize, step: usize) -> Vec<T> {
 }
 
 /// A tiny GPT trained `steps` SFT steps on `examples`; returns the trainer and the loss of every step.
-fn sft(gpu: &Gpu, cfg: &GptConfig, examples: &[SftExample], b: usize, t: usize, steps: usize, lr: f32) -> (SftTrainer, Vec<f32>) {
+fn sft(
+    gpu: &Gpu,
+    cfg: &GptConfig,
+    examples: &[SftExample],
+    b: usize,
+    t: usize,
+    steps: usize,
+    lr: f32,
+) -> (SftTrainer, Vec<f32>) {
     let params = GptRef::init(cfg, 1).params;
     let opt = OptimConfig { lr, ..Default::default() };
     let mut tr = SftTrainer::new(gpu, cfg, &params, b, t, &opt).unwrap();
@@ -107,7 +115,8 @@ fn should_raise_dpo_margins_and_accuracies_after_sft() {
     let pairs = toy_preferences(16, 11);
     let t = fit_t(pairs.iter().map(PreferencePair::max_len));
     // pi0: a short SFT on the chosen responses.
-    let chosen: Vec<SftExample> = pairs.iter().map(|p| SftExample { prompt: p.prompt.clone(), completion: p.chosen.clone() }).collect();
+    let chosen: Vec<SftExample> =
+        pairs.iter().map(|p| SftExample { prompt: p.prompt.clone(), completion: p.chosen.clone() }).collect();
     let n = 4; // pairs per batch: 2N = 8 rows
     let (sft_tr, _) = sft(&gpu, &cfg, &chosen, 2 * n, t, 20, 1e-2);
     let pi0 = pollster::block_on(sft_tr.gpt.download_params(&gpu)).unwrap();

@@ -416,6 +416,11 @@ async function build() {
     }
   });
   drawAll(true);
+  if (state.runs.every((r) => r.error)) {
+    showError(`no run could be built. ${state.runs[0].error}`);
+    setStatus('error', 'error');
+    return false;
+  }
   const a = info.adapter;
   setStatus('ready', `ready on ${a.name || state.adapter || 'WebGPU'} (${a.backend}); SFT + setup ${state.setupSeconds.toFixed(1)} s`);
   return true;

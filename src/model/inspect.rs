@@ -15,7 +15,8 @@ impl Gpt {
     /// Returns (B, T, V) row-major; each row's logsumexp is 0.
     pub async fn full_logprobs(&self, gpu: &Gpu, tokens: &[u32]) -> Result<Vec<f32>> {
         // The forward also gathers target log-probs; any in-vocabulary targets do, so use the next input token.
-        let targets: Vec<u32> = (0..tokens.len()).map(|i| if (i + 1) % self.t == 0 { 0 } else { tokens[i + 1] }).collect();
+        let targets: Vec<u32> =
+            (0..tokens.len()).map(|i| if (i + 1) % self.t == 0 { 0 } else { tokens[i + 1] }).collect();
         self.set_batch(gpu, tokens, &targets)?;
         let (bt, v) = (self.b * self.t, self.cfg.vocab_size);
         let out = Tensor::zeros(gpu, "full logprobs", bt * v)?; // (B, T, V)
@@ -33,10 +34,17 @@ impl Gpt {
     pub async fn greedy_completion(&self, gpu: &Gpu, prompt: &[u32], stop: Option<u32>) -> Result<Vec<u32>> {
         let (t, v) = (self.t, self.cfg.vocab_size);
         if self.b != 1 {
-            return Err(Error::config(format!("greedy_completion needs a GPT built with B = 1, this one has B = {}", self.b)));
+            return Err(Error::config(format!(
+                "greedy_completion needs a GPT built with B = 1, this one has B = {}",
+                self.b
+            )));
         }
         if prompt.is_empty() || prompt.len() >= t {
-            return Err(Error::config(format!("the prompt has {} tokens; it needs 1 to T - 1 = {} (build the GPT with a larger T)", prompt.len(), t - 1)));
+            return Err(Error::config(format!(
+                "the prompt has {} tokens; it needs 1 to T - 1 = {} (build the GPT with a larger T)",
+                prompt.len(),
+                t - 1
+            )));
         }
         let mut tokens = prompt.to_vec();
         tokens.resize(t, 0); // positions after the current one never influence it (causal attention)
@@ -47,8 +55,31 @@ impl Gpt {
         let steps: Vec<Plan> = (prompt.len() - 1..t - 1)
             .map(|pos| {
                 let mut p = Plan::new();
-                p.push(sampling::sample_categorical(gpu, &sampled, &self.logits, &rng, 1, v, t * v, pos * v, 0.0, 0, pos as u32));
-                p.push(sampling::append_token(gpu, &self.tokens, &self.targets, &mask, &sampled, 1, t, pos, prompt.len(), stop));
+                p.push(sampling::sample_categorical(
+                    gpu,
+                    &sampled,
+                    &self.logits,
+                    &rng,
+                    1,
+                    v,
+                    t * v,
+                    pos * v,
+                    0.0,
+                    0,
+                    pos as u32,
+                ));
+                p.push(sampling::append_token(
+                    gpu,
+                    &self.tokens,
+                    &self.targets,
+                    &mask,
+                    &sampled,
+                    1,
+                    t,
+                    pos,
+                    prompt.len(),
+                    stop,
+                ));
                 p
             })
             .collect();

@@ -124,7 +124,7 @@ impl PpoConfig {
         if self.num_ppo_epochs == 0 || self.num_mini_batches == 0 {
             return bad("num_ppo_epochs and num_mini_batches must be positive".into());
         }
-        if rows == 0 || rows % self.num_mini_batches != 0 {
+        if rows == 0 || !rows.is_multiple_of(self.num_mini_batches) {
             return bad(format!("num_mini_batches ({}) must divide the batch's {rows} rows", self.num_mini_batches));
         }
         for (x, what) in [(self.cliprange, "cliprange"), (self.cliprange_value, "cliprange_value")] {

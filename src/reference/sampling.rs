@@ -100,7 +100,7 @@ pub fn sampling_probs(row: &[f32], temperature: f32, top_k: usize) -> Vec<f32> {
 
 /// tokens[b, pos+1] = targets[b, pos] = sampled[b], mask[b, pos] = 1 while row b has no `eos` in
 /// tokens[b, prompt_len..=pos]; otherwise eos and mask 0.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 pub fn append_token(
     tokens: &mut [u32],  // (B, T)
     targets: &mut [u32], // (B, T)

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use super::{scenario_row, summarize, ToyConfig, ToyMethod, PAIRS, PROMPTS, RESPONSES};
 use crate::gpu::{Gpu, Readback};
 use crate::model::{Mlp, MlpConfig, Policy};
+use crate::objectives::ppo::{PpoConfig, PpoMetrics};
 use crate::objectives::{PreferenceMetrics, Sft};
+use crate::train::ppo::{mlp_value_init, PpoToyTrainer, RewardSource};
+use crate::train::RewardTrainer;
 use crate::reference::mlp::MlpRef;
 use crate::train::{run_step, OptimConfig, Optimizer, OptimizerKind, PreferenceTrainer, ReferenceMode};
 use crate::{Error, Result};
@@ -37,6 +40,41 @@ pub const SNAPSHOT_EPOCHS: [usize; 3] = [0, 500, 1000];
 
 enum Method {
     Preference { trainer: PreferenceTrainer<Mlp>, rb: Readback },
+    Ppo { trainer: Box<PpoToyTrainer>, rm_metrics: Vec<(String, f32)> },
+}
+
+/// The toy reward model: an MLP whose one-hot input enumerates the P x R (prompt, response) items (index x R + y),
+/// with a scalar head, trained with Bradley-Terry on the four preference pairs. Responses in no pair are never
+/// trained on: their rewards are whatever the network generalises to, as for a real reward model.
+fn rm_config() -> MlpConfig {
+    MlpConfig { prompts: PROMPTS * RESPONSES, hidden: 64, responses: 1, first_bias: true, scalar_head: true }
+}
+
+/// Train the toy reward model (Bradley-Terry, Adam lr 1e-2, full batch); returns its config, parameters and its
+/// final metrics (loss, pairwise accuracy, reward margins).
+pub async fn train_toy_reward_model(gpu: &Gpu, seed: u64, epochs: usize) -> Result<(MlpConfig, Vec<f32>, Vec<(String, f32)>)> {
+    let cfg = rm_config();
+    let params = MlpRef::init(&cfg, seed.wrapping_add(1000)).params;
+    let b = 2 * PAIRS.len();
+    let model = Mlp::new(gpu, &cfg, b, &params)?;
+    let mut x = vec![0.0f32; b * cfg.prompts];
+    for (i, &(p, c, r)) in PAIRS.iter().enumerate() {
+        x[i * cfg.prompts + p * RESPONSES + c] = 1.0;
+        x[(PAIRS.len() + i) * cfg.prompts + p * RESPONSES + r] = 1.0;
+    }
+    model.set_inputs(gpu, &x, &vec![0; b])?;
+    let mut tr = RewardTrainer::new(gpu, model, &optim(OptimizerKind::Adam, 1e-2))?;
+    tr.objective.set_last_from_mask(gpu, &vec![1.0; b])?;
+    let mut last = PreferenceMetrics::default();
+    for _ in 0..epochs.max(1) {
+        last = tr.step(gpu).await?;
+    }
+    let metrics = vec![
+        ("rm/loss".to_string(), last.get("loss")),
+        ("rm/accuracy".to_string(), last.get("rewards/accuracies")),
+        ("rm/margin".to_string(), last.get("rewards/margins")),
+    ];
+    Ok((cfg, tr.model.download_params(gpu).await?, metrics))
 }
 
 pub struct ToySession {
@@ -124,8 +162,21 @@ impl ToySession {
                 let rb = Readback::new(gpu, &[&trainer.policy.log_probs, &trainer.objective.metrics, &trainer.opt.norm]);
                 Method::Preference { trainer, rb }
             }
-            ToyMethod::Ppo { .. } => {
-                return Err(Error::config("RM + PPO on the toy is not available in this build"));
+            ToyMethod::Ppo { kl_coef, rm_epochs, samples_per_prompt } => {
+                let (rm_cfg, rm_params, rm_metrics) = train_toy_reward_model(gpu, cfg.seed, *rm_epochs).await?;
+                let ppo = PpoConfig { kl_coef: *kl_coef, seed: cfg.seed, ..Default::default() };
+                let rows = PROMPTS * (*samples_per_prompt).max(1);
+                let trainer = PpoToyTrainer::new(
+                    gpu,
+                    &ppo,
+                    &optim(cfg.optimizer, cfg.lr),
+                    &mcfg,
+                    &params,
+                    &mlp_value_init(&mcfg, &params),
+                    RewardSource::Model { cfg: rm_cfg, params: rm_params },
+                    rows,
+                )?;
+                Method::Ppo { trainer: Box::new(trainer), rm_metrics }
             }
         };
         Ok(ToySession { cfg: cfg.clone(), epoch: 0, sft_probs: sft_probs.clone(), snapshots: Vec::new(), last_log_probs: sft_probs.iter().map(|p| p.ln()).collect(), method })
@@ -157,6 +208,25 @@ impl ToySession {
         Ok(ToyRecord { run: self.cfg.run_name(), loss_type: self.cfg.method.name(), scenario: self.cfg.scenario, seed: self.cfg.seed, epoch, metrics })
     }
 
+    fn record_ppo(&mut self, epoch: usize, probs: &[f32], m: Option<&PpoMetrics>) -> Result<ToyRecord> {
+        let lp: Vec<f32> = probs[..PROMPTS * RESPONSES].iter().map(|p| p.max(f32::MIN_POSITIVE).ln()).collect();
+        let mut metrics: BTreeMap<String, f32> = BTreeMap::new();
+        if let Some(m) = m {
+            metrics.extend(m.values.iter().cloned());
+        }
+        if let Method::Ppo { rm_metrics, .. } = &self.method {
+            metrics.extend(rm_metrics.iter().cloned());
+        }
+        for (k, v) in summarize(&lp) {
+            metrics.insert(k.into(), v);
+        }
+        if SNAPSHOT_EPOCHS.contains(&epoch) || epoch == self.cfg.epochs {
+            self.snapshots.push((epoch, probs[..PROMPTS * RESPONSES].to_vec()));
+        }
+        self.last_log_probs = lp;
+        Ok(ToyRecord { run: self.cfg.run_name(), loss_type: self.cfg.method.name(), scenario: self.cfg.scenario, seed: self.cfg.seed, epoch, metrics })
+    }
+
     /// Train up to `n` more epochs (stopping at cfg.epochs); returns the records logged on the way. The state at
     /// epoch e (after e updates) is logged by the step that performs update e + 1, and the last epoch by a final
     /// forward without update.
@@ -166,19 +236,35 @@ impl ToySession {
         while self.epoch < end {
             let e = self.epoch;
             let log = self.wants_log(e);
-            let raw = match &mut self.method {
-                Method::Preference { trainer, rb } => trainer.step_with(gpu, if log { Some(&*rb) } else { None }).await?,
-            };
-            if let Some(raw) = raw {
-                out.push(self.record(e, &raw)?);
+            match &mut self.method {
+                Method::Preference { trainer, rb } => {
+                    if let Some(raw) = trainer.step_with(gpu, if log { Some(&*rb) } else { None }).await? {
+                        out.push(self.record(e, &raw)?);
+                    }
+                }
+                Method::Ppo { trainer, .. } => {
+                    // The policy's probabilities before this step's update, then the step (rollout + PPO epochs).
+                    let lp = if log { Some(trainer.policy_probs(gpu).await?) } else { None };
+                    let m = trainer.step(gpu).await?;
+                    if let Some(lp) = lp {
+                        out.push(self.record_ppo(e, &lp, Some(&m))?);
+                    }
+                }
             }
             self.epoch += 1;
         }
         if self.epoch == self.cfg.epochs && end == self.cfg.epochs && n > 0 && self.snapshots.last().map(|s| s.0) != Some(self.cfg.epochs) {
-            let raw = match &self.method {
-                Method::Preference { trainer, rb } => run_step(gpu, &[trainer.policy.forward_plan(), &trainer.objective.plan], Some(rb)).await?.expect("readback"),
+            let rec = match &self.method {
+                Method::Preference { trainer, rb } => {
+                    let raw = run_step(gpu, &[trainer.policy.forward_plan(), &trainer.objective.plan], Some(rb)).await?.expect("readback");
+                    self.record(self.cfg.epochs, &raw)?
+                }
+                Method::Ppo { trainer, .. } => {
+                    let lp = trainer.policy_probs(gpu).await?;
+                    self.record_ppo(self.cfg.epochs, &lp, None)?
+                }
             };
-            out.push(self.record(self.cfg.epochs, &raw)?);
+            out.push(rec);
         }
         Ok(out)
     }

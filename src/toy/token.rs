@@ -114,10 +114,10 @@ impl Default for TokenToyConfig {
             layers: 2,
             heads: 2,
             lr: 1e-3,
-            epochs: 1000,
+            epochs: 200,
             log_every: 10,
-            sft_epochs: 300,
-            sft_lr: 3e-3,
+            sft_epochs: 100,
+            sft_lr: 1e-2,
         }
     }
 }
@@ -316,16 +316,6 @@ pub async fn run_token_toy_from(gpu: &Gpu, cfg: &TokenToyConfig, pi0: &[f32]) ->
             metrics.extend(token_metrics(&batch, &raw[1], &raw[2]).into_iter().map(|(k, v)| (k.to_string(), v)));
             if let Some((k, v)) = metrics.iter().find(|(k, v)| !v.is_finite() && !k.starts_with("grad/")) {
                 return Err(Error::NonFinite(format!("run {run}: {k} = {v} at epoch {epoch}")));
-            }
-            if std::env::var("TOKEN_DEBUG").is_ok() && (epoch == cfg.epochs || epoch == 0) {
-                let t = batch.t;
-                for row in 0..rows {
-                    let lp: Vec<String> = (0..t).filter(|&j| batch.mask[row * t + j] > 0.0).map(|j| {
-                        let top: Vec<(usize, f32)> = { let mut v: Vec<(usize, f32)> = (0..TOKEN_VOCAB).map(|k| (k, raw[2][(row * t + j) * TOKEN_VOCAB + k].exp())).collect(); v.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap()); v.truncate(3); v };
-                        format!("{}:{:.2}[{}]", batch.targets[row * t + j], raw[1][row * t + j], top.iter().map(|(k, p)| format!("{k}={p:.2}")).collect::<Vec<_>>().join(","))
-                    }).collect();
-                    eprintln!("DBG {run} e{epoch} row{row}: {}", lp.join(" "));
-                }
             }
             out.push(ToyRecord { run: run.clone(), loss_type: cfg.loss.name().to_string(), scenario: 0, seed: cfg.seed, epoch, metrics });
         }

@@ -58,12 +58,9 @@ function startServer() {
   });
 }
 
-async function launch(extra, userDir) {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [...QUIET, `--user-data-dir=${userDir}`, ...extra],
-  });
+// Playwright gives every launch a fresh temporary profile (the fresh --user-data-dir ENVIRONMENT.md asks for).
+async function launch(extra) {
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...QUIET, ...extra] });
 }
 
 async function openPage(browser, query) {
@@ -131,6 +128,10 @@ async function testDpo(browser) {
   }
   const run = st.runs[0];
   const a = st.adapterWasm || {};
+  if (!check('DPO run built and trained', !run.error && run.first && run.last, run.error || '')) {
+    console.log(logs.join('\n'));
+    return;
+  }
   console.log(`[browser] adapter: ${a.name} (${a.backend}, ${a.device_type}); page saw "${st.adapter}"`);
   check('trained the requested epochs', run.epoch === EPOCHS, `epoch ${run.epoch}`);
   const first = run.first, last = run.last;
@@ -206,9 +207,9 @@ async function testCompare(browser) {
   await page.context().close();
 }
 
-async function testNoWebGPU(userDir) {
+async function testNoWebGPU() {
   // Without --enable-unsafe-webgpu, headless Chromium on Linux offers no adapter: the page must explain.
-  const browser = await launch([], userDir);
+  const browser = await launch([]);
   try {
     const { page } = await openPage(browser, '?autostart=1');
     const st = await waitStatus(page, ['no-webgpu', 'idle', 'done', 'running', 'ready', 'building', 'error'], 60000);
@@ -233,21 +234,19 @@ async function main() {
     process.exit(2);
   }
   const server = await startServer();
-  const tmp = fs.mkdtempSync('/tmp/dpo3d-chromium-');
   let browser;
   try {
-    browser = await launch(WEBGPU, path.join(tmp, 'a'));
+    browser = await launch(WEBGPU);
     await testDpo(browser);
     await testCompare(browser);
     await browser.close();
     browser = null;
-    await testNoWebGPU(path.join(tmp, 'b'));
+    await testNoWebGPU();
   } catch (e) {
     check('browser test ran', false, e.stack || String(e));
   } finally {
     if (browser) await browser.close();
     server.kill('SIGTERM');
-    fs.rmSync(tmp, { recursive: true, force: true });
   }
   console.log(`browser: ${passed} passed, ${failed} failed`);
   process.exit(failed ? 1 : 0);

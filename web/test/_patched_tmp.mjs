@@ -1,0 +1,259 @@
+// Browser test of the dpo3d demo: serves the built page with ./web/serve --no-build, drives Debian's Chromium
+// (headless, WebGPU on its software renderer SwiftShader where there is no GPU) with playwright-core, and checks:
+//  1. DPO on scenario 1 for a few hundred epochs: the rejected probability falls by orders of magnitude, the
+//     charts receive the data, the canvases are drawn, and a screenshot of the page is not blank;
+//  2. the exports: metrics as JSONL (one record per logged epoch) and the charts as a PNG;
+//  3. several runs side by side (DPO, Flex-DPO, SFT-DPO, RM+PPO): each trains, or says why it cannot (RM+PPO);
+//  4. without WebGPU the page says so and how to enable it, instead of staying blank.
+// Prints the epochs per second measured in the browser. Usage (after ./web/build):
+//   node web/test/browser_test.mjs        env: CHROMIUM (default /usr/bin/chromium), PORT (default 8765),
+//                                         EPOCHS (default 300), DPO3D_GPU=1 to use a real GPU (no SwiftShader)
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const webDir = path.resolve(here, '..');
+const outDir = path.join(here, 'out');
+fs.mkdirSync(outDir, { recursive: true });
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const PORT = Number(process.env.PORT || 8765);
+const EPOCHS = Number(process.env.EPOCHS || 300);
+const BASE = `http://127.0.0.1:${PORT}/`;
+
+// The flags ENVIRONMENT.md found necessary for headless WebGPU in Debian's Chromium (plus a fresh profile each run).
+const QUIET = ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--no-first-run', '--disable-quic', '--disable-dev-shm-usage'];
+const WEBGPU = ['--enable-unsafe-webgpu',
+  ...(process.env.DPO3D_GPU ? ['--enable-features=Vulkan', '--use-angle=vulkan', '--ignore-gpu-blocklist'] : [])];
+
+let passed = 0, failed = 0;
+function check(name, ok, detail = '') {
+  if (ok) passed++;
+  else failed++;
+  console.log(`${ok ? 'ok' : 'FAIL'} - ${name}${detail ? `: ${detail}` : ''}`);
+  return ok;
+}
+
+function startServer() {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(path.join(webDir, 'serve'), ['--no-build'], { env: { ...process.env, PORT: String(PORT) }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`server did not start: ${out}`)), 15000);
+    const onData = (d) => {
+      out += d;
+      process.stdout.write(`[server] ${d}`);
+      const m = out.match(/http:\/\/127\.0\.0\.1:(\d+)\//);
+      if (m) {
+        clearTimeout(timer);
+        resolve(proc);
+      }
+    };
+    proc.stdout.on('data', onData);
+    proc.stderr.on('data', onData);
+    proc.on('exit', (code) => reject(new Error(`server exited (${code}): ${out}`)));
+  });
+}
+
+// Playwright gives every launch a fresh temporary profile (the fresh --user-data-dir ENVIRONMENT.md asks for).
+async function launch(extra) {
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...QUIET, ...extra] });
+}
+
+async function openPage(browser, query) {
+  const context = await browser.newContext({ viewport: { width: 1500, height: 1100 }, acceptDownloads: true });
+  await context.addInitScript(() => {
+    const orig = GPUDevice.prototype.createShaderModule;
+    GPUDevice.prototype.createShaderModule = function (d) { return orig.call(this, { ...d, code: d.code.replaceAll('3.4028235e38', '3.4028234e38') }); };
+  });
+  const page = await context.newPage();
+  const logs = [];
+  page.on('console', (m) => logs.push(`[console.${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => logs.push(`[pageerror] ${e.message}`));
+  await page.goto(BASE + query);
+  return { page, logs };
+}
+
+/** Wait until window.dpo3d.status is one of `states`; returns the state. */
+async function waitStatus(page, states, timeoutMs) {
+  await page.waitForFunction((s) => window.dpo3d && s.includes(window.dpo3d.status), states, { timeout: timeoutMs, polling: 250 });
+  return page.evaluate(() => JSON.parse(JSON.stringify(window.dpo3d, (k, v) => (k === 'sftProbs' ? undefined : v))));
+}
+
+/** Distinct colours and the share of non-white pixels of an image (a data URL), decoded by the browser itself. */
+async function imageStats(page, dataUrl) {
+  return page.evaluate(async (src) => {
+    const img = new Image();
+    img.src = src;
+    await img.decode();
+    const c = document.createElement('canvas');
+    c.width = img.width;
+    c.height = img.height;
+    const ctx = c.getContext('2d');
+    ctx.drawImage(img, 0, 0);
+    const d = ctx.getImageData(0, 0, c.width, c.height).data;
+    const colours = new Set();
+    let ink = 0;
+    for (let i = 0; i < d.length; i += 4 * 7) {
+      colours.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
+      if (d[i] < 235 || d[i + 1] < 235 || d[i + 2] < 235) ink++;
+    }
+    return { width: c.width, height: c.height, colours: colours.size, ink: ink / (d.length / (4 * 7)) };
+  }, dataUrl);
+}
+
+async function canvasStats(page) {
+  return page.evaluate(() => [...document.querySelectorAll('canvas.chart')].map((c) => {
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    const colours = new Set();
+    for (let i = 0; i < d.length; i += 4 * 5) colours.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
+    return colours.size;
+  }));
+}
+
+async function testDpo(browser) {
+  const q = `?runs=dpo&scenario=1&epochs=${EPOCHS}&speed=25&log_every=10&autostart=1`;
+  const { page, logs } = await openPage(browser, q);
+  let st;
+  try {
+    st = await waitStatus(page, ['done', 'error', 'no-webgpu'], 300000);
+  } catch (e) {
+    st = await page.evaluate(() => window.dpo3d);
+    console.log(logs.join('\n'));
+    check('DPO run finishes', false, `timed out in status ${st && st.status}`);
+    return;
+  }
+  if (!check('DPO run finishes without error', st.status === 'done', st.error || st.status)) {
+    console.log(logs.join('\n'));
+    return;
+  }
+  const run = st.runs[0];
+  const a = st.adapterWasm || {};
+  if (!check('DPO run built and trained', !run.error && run.first && run.last, run.error || '')) {
+    console.log(logs.join('\n'));
+    return;
+  }
+  console.log(`[browser] adapter: ${a.name} (${a.backend}, ${a.device_type}); page saw "${st.adapter}"`);
+  check('trained the requested epochs', run.epoch === EPOCHS, `epoch ${run.epoch}`);
+  const first = run.first, last = run.last;
+  const dropLog10 = (last['toy/logp_rejected_avg'] - first['toy/logp_rejected_avg']) / Math.LN10;
+  console.log(`[browser] rejected pi: ${first['toy/rejected_avg'].toExponential(3)} at epoch ${first.epoch} -> ` +
+    `${last['toy/rejected_avg'].toExponential(3)} at epoch ${last.epoch} (log10 geo-mean change ${dropLog10.toFixed(2)}); ` +
+    `chosen ${first['toy/chosen_avg'].toFixed(3)} -> ${last['toy/chosen_avg'].toFixed(3)}`);
+  check('rejected probability fell by orders of magnitude', dropLog10 <= -2 && last['toy/rejected_avg'] < first['toy/rejected_avg'] / 100,
+    `log10 change ${dropLog10.toFixed(2)}`);
+  check('chosen probability rose (drastic drop is on the rejected side)', last['toy/chosen_avg'] > first['toy/chosen_avg']);
+  check('rejected gradient grew past the chosen one', last['grad/log10_rejected'] - last['grad/log10_chosen'] > 1,
+    `log10 |dl/dpi-| ${last['grad/log10_rejected']?.toFixed(1)}, |dl/dpi+| ${last['grad/log10_chosen']?.toFixed(1)}`);
+  const logged = Math.floor(EPOCHS / 10) + 1;
+  const cp = run.chartPoints;
+  check('curves chart received every logged epoch', cp.curves === 5 * logged && run.records === logged, `${cp.curves} points, ${run.records} records`);
+  check('log panel received the data', cp.log >= 3 * logged, `${cp.log} points`);
+  check('heatmap received probability matrices', cp.heatmap > 1, `${cp.heatmap} updates`);
+  const colours = await canvasStats(page);
+  check('every chart canvas is drawn', colours.length === 3 && colours.every((n) => n > 8), `distinct colours ${colours.join(', ')}`);
+
+  console.log(`[browser] DPO scenario 1, H 256, ${EPOCHS} epochs: ${st.epochsPerSecond.toFixed(1)} epochs/s ` +
+    `(${st.frames} frames of 25 epochs; SFT + setup ${st.setupSeconds.toFixed(2)} s) on ${a.name}`);
+
+  const shotPath = path.join(outDir, 'dpo3d-dpo.png');
+  const shot = await page.screenshot({ path: shotPath, fullPage: true });
+  const s = await imageStats(page, 'data:image/png;base64,' + shot.toString('base64'));
+  check('screenshot is not blank', s.colours > 40 && s.ink > 0.05, `${s.width}x${s.height}, ${s.colours} colours, ${(s.ink * 100).toFixed(1)}% ink -> ${path.relative(process.cwd(), shotPath)}`);
+
+  // Exports.
+  const [dl] = await Promise.all([page.waitForEvent('download'), page.click('#export-jsonl')]);
+  const jsonl = fs.readFileSync(await dl.path(), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  check('JSONL export has one record per logged epoch', jsonl.length === logged && jsonl[0].run && jsonl.at(-1).epoch === EPOCHS &&
+    'toy/rejected_avg' in jsonl[0], `${jsonl.length} lines, last epoch ${jsonl.at(-1)?.epoch}`);
+  const [dl2] = await Promise.all([page.waitForEvent('download'), page.click('#export-png')]);
+  const png = fs.readFileSync(await dl2.path());
+  fs.writeFileSync(path.join(outDir, 'dpo3d-charts-export.png'), png);
+  const ps = await imageStats(page, 'data:image/png;base64,' + png.toString('base64'));
+  check('PNG chart export is an image with the charts', png.subarray(1, 4).toString() === 'PNG' && ps.colours > 20, `${ps.width}x${ps.height}, ${ps.colours} colours`);
+  const bad = logs.filter((l) => l.startsWith('[pageerror]') || /panicked|error/i.test(l));
+  check('no page errors', bad.length === 0, bad.slice(0, 3).join(' | '));
+  await page.context().close();
+}
+
+async function testCompare(browser) {
+  const epochs = Math.max(60, Math.floor(EPOCHS / 3));
+  const { page, logs } = await openPage(browser, `?preset=compare&epochs=${epochs}&speed=20&autostart=1`);
+  let st;
+  try {
+    st = await waitStatus(page, ['done', 'error'], 300000);
+  } catch (e) {
+    console.log(logs.join('\n'));
+    check('side-by-side runs finish', false, 'timed out');
+    return;
+  }
+  if (!check('side-by-side runs finish', st.status === 'done', st.error || st.status)) return;
+  const labels = st.runs.map((r) => r.label);
+  check('DPO, Flex-DPO, SFT-DPO and RM+PPO are shown side by side', st.runs.length === 4 &&
+    ['dpo', 'flex-dpo', 'sft-dpo', 'ppo'].every((m, i) => st.runs[i].method === m), labels.join(', '));
+  for (const r of st.runs) {
+    if (r.method === 'ppo' && r.error && r.records === 0) {
+      const shown = await page.evaluate(() => [...document.querySelectorAll('.run-error')].map((e) => (e.hidden ? '' : e.textContent)).join(' '));
+      check('RM+PPO unavailable: the page says why', /RM\+PPO is not available/.test(shown), r.error);
+    } else {
+      check(`${r.label} trained`, !r.error && r.epoch === epochs && r.records > 0, r.error || `epoch ${r.epoch}`);
+    }
+  }
+  const trained = st.runs.filter((r) => r.records > 0).length;
+  console.log(`[browser] ${trained} runs side by side, ${epochs} epochs: ${st.epochsPerSecond.toFixed(1)} epochs/s per run, ` +
+    `${st.runEpochsPerSecond.toFixed(1)} run-epochs/s (SFT + setup ${st.setupSeconds.toFixed(2)} s)`);
+  const last = Object.fromEntries(st.runs.filter((r) => r.last).map((r) => [r.method, r.last['toy/chosen_avg']]));
+  console.log(`[browser] chosen avg at epoch ${epochs}: ${Object.entries(last).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', ')}`);
+  await page.screenshot({ path: path.join(outDir, 'dpo3d-compare.png'), fullPage: true });
+  await page.context().close();
+}
+
+async function testNoWebGPU() {
+  // Without --enable-unsafe-webgpu, headless Chromium on Linux offers no adapter: the page must explain.
+  const browser = await launch([]);
+  try {
+    const { page } = await openPage(browser, '?autostart=1');
+    const st = await waitStatus(page, ['no-webgpu', 'idle', 'done', 'running', 'ready', 'building', 'error'], 60000);
+    if (st.status !== 'no-webgpu') {
+      console.log(`[browser] note: this Chromium offered WebGPU even without the flag (status ${st.status}); checking the message by hiding navigator.gpu`);
+      await page.addInitScript(() => Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined }));
+      await page.goto(BASE + '?autostart=1');
+      await waitStatus(page, ['no-webgpu'], 60000);
+    }
+    const text = await page.locator('#nogpu').innerText();
+    check('without WebGPU the page says so and how to enable it', await page.locator('#nogpu').isVisible() &&
+      /WebGPU/.test(text) && /enable-unsafe-webgpu/.test(text) && /Chrome/.test(text), text.slice(0, 90).replace(/\s+/g, ' '));
+    await page.screenshot({ path: path.join(outDir, 'dpo3d-no-webgpu.png') });
+  } finally {
+    await browser.close();
+  }
+}
+
+async function main() {
+  if (!fs.existsSync(path.join(webDir, 'pkg', 'dpo3d_bg.wasm'))) {
+    console.error('web/pkg/ is missing: run ./web/build first (scripts/test-browser does both)');
+    process.exit(2);
+  }
+  const server = await startServer();
+  let browser;
+  try {
+    browser = await launch(WEBGPU);
+    await testDpo(browser);
+    await testCompare(browser);
+    await browser.close();
+    browser = null;
+    await testNoWebGPU();
+  } catch (e) {
+    check('browser test ran', false, e.stack || String(e));
+  } finally {
+    if (browser) await browser.close();
+    server.kill('SIGTERM');
+  }
+  console.log(`browser: ${passed} passed, ${failed} failed`);
+  process.exit(failed ? 1 : 0);
+}
+
+main();
