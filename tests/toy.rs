@@ -99,3 +99,34 @@ fn should_end_with_higher_chosen_and_less_unseen_mass_with_the_fixes() {
         }
     }
 }
+
+#[test]
+fn should_keep_ppo_rejected_probability_above_its_kl_optimum_floor() {
+    // RM + PPO optimises r - beta KL(pi || pi0), whose optimum pi*(y|x) ~ pi0(y|x) exp(r(x,y)/beta) keeps every
+    // response's probability at a finite floor; DPO's rejected probability has no such floor.
+    use dpo3d::reference::{mlp::MlpRef, ppo::{rlhf_optimum, total_variation}};
+    use dpo3d::toy::{session::train_toy_reward_model, PAIRS, PROMPTS, RESPONSES};
+    let gpu = common::gpu();
+    let (kl_coef, rm_epochs, seed) = (1.0f32, 100usize, 0u64);
+    let cfg = ToyConfig { method: ToyMethod::Ppo { kl_coef, rm_epochs, samples_per_prompt: 16 }, seed, epochs: 150, log_every: 50, ..Default::default() };
+    let sft = pollster::block_on(sft_phase(&gpu, &cfg)).unwrap();
+    // The same reward model the session trains (same seed, deterministic), evaluated on every (prompt, response).
+    let (rm_cfg, rm_params, _) = pollster::block_on(train_toy_reward_model(&gpu, seed, rm_epochs)).unwrap();
+    let items: Vec<u32> = (0..(PROMPTS * RESPONSES) as u32).collect();
+    let rewards = MlpRef::from_params(&rm_cfg, rm_params).forward(&items, &vec![0; items.len()]).scalar.unwrap();
+    let optimum = rlhf_optimum(&sft.1, &rewards, kl_coef, RESPONSES);
+    let mut s = pollster::block_on(ToySession::with_sft(&gpu, &cfg, sft)).unwrap();
+    let records = pollster::block_on(s.run(&gpu)).unwrap();
+    let probs = &s.snapshots.last().unwrap().1;
+    for &(x, _, r) in &PAIRS {
+        let (got, floor) = (probs[x * RESPONSES + r].ln(), optimum[x * RESPONSES + r].ln());
+        assert!(got > floor - 0.5, "prompt {x}: PPO's rejected log-prob {got} fell below its KL-optimum {floor}");
+    }
+    let tv: f32 = total_variation(probs, &optimum, RESPONSES).iter().sum::<f32>() / PROMPTS as f32;
+    assert!(tv < 0.1, "PPO is {tv} (total variation) from the KL-regularised optimum");
+    let ppo_rej = records.last().unwrap().get("toy/logp_rejected_avg");
+    for (seed, dpo) in SEEDS.iter().zip(&runs().dpo) {
+        let dpo_rej = dpo.last().unwrap().get("toy/logp_rejected_avg");
+        assert!(ppo_rej - dpo_rej > 20.0, "seed {seed}: PPO rejected log-prob {ppo_rej} not far above DPO's {dpo_rej}");
+    }
+}

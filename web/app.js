@@ -72,6 +72,7 @@ const state = (window.dpo3d = {
   setupSeconds: 0,
   frames: 0,
   chartPoints: 0,
+  stepping: false, // a toy.step() is in flight
 });
 
 let toy = null; // the wasm WebToy
@@ -81,6 +82,8 @@ let views = []; // per run: {col, curves, logs, heat, meta, errBox}
 let info = null;
 let records = []; // every record received, in order (the JSONL export)
 let timing = { ms: 0, epochs: 0 };
+let loopActive = false; // one animation-frame loop at a time (pause + resume while a step is in flight)
+let stepInFlight = null; // the pending toy.step() promise: a reset waits for it before freeing the toy
 
 // ---------------------------------------------------------------- WebGPU availability
 
@@ -91,8 +94,8 @@ async function checkWebGPU() {
       <code>http://127.0.0.1:PORT/</code> or <code>http://localhost:PORT/</code> (what <code>./web/serve</code>
       prints), or over HTTPS.`;
   }
-  const how = `WebGPU ships in Chrome and Edge 113+ (Windows, macOS, ChromeOS, Android; Linux from Chrome 144 on
-    some GPUs), Safari 26+, and Firefox 141+ on Windows. Where it is off, enable it:
+  const how = `WebGPU ships in Chrome and Edge 113+ on Windows, macOS and ChromeOS (Android from 121), Safari 26+,
+    and Firefox 141+ on Windows; on Linux it is still behind a flag for most GPUs. Where it is off, enable it:
     Chrome/Edge/Chromium <code>chrome://flags/#enable-unsafe-webgpu</code> (on Linux also
     <code>chrome://flags/#enable-vulkan</code>), or start Chromium with
     <code>--enable-unsafe-webgpu --enable-features=Vulkan</code>; Firefox <code>about:config</code> →
@@ -361,6 +364,9 @@ function showError(msg) {
 
 async function build() {
   const gen = ++generation;
+  if (stepInFlight) await stepInFlight.catch(() => {});
+  if (gen !== generation) return false;
+  loopActive = false;
   if (toy) {
     toy.free();
     toy = null;
@@ -382,15 +388,23 @@ async function build() {
   setStatus('building', 'building: SFT phase and runs…');
   const cfg = { runs: runSpecs.map((s, i) => toyConfig(s, labels[i], g)) };
   const t0 = performance.now();
+  // The SFT phase (400 epochs per scenario) runs inside create(); the page stays live meanwhile, so show a clock.
+  const ticker = setInterval(() => {
+    if (gen === generation && state.status === 'building') {
+      $('status').textContent = `building: SFT phase and runs… ${((performance.now() - t0) / 1000).toFixed(0)} s`;
+    }
+  }, 500);
   let made;
   try {
     made = await WebToy.create(JSON.stringify(cfg));
   } catch (e) {
+    clearInterval(ticker);
     if (gen !== generation) return false;
     showError(e && e.message ? e.message : e);
     setStatus('error', 'error');
     return false;
   }
+  clearInterval(ticker);
   if (gen !== generation) {
     made.free();
     return false;
@@ -411,6 +425,10 @@ async function build() {
         ? `RM+PPO is not available in this build of dpo3d (${r.error}). The other runs go on.`
         : `This run could not be built: ${r.error}`;
       views[i].live.textContent = 'not running';
+      // Nothing will be plotted: keep only pi0's heatmap (when SFT ran) so the column stays small.
+      views[i].curves.canvas.parentElement.hidden = true;
+      views[i].logs.canvas.parentElement.hidden = true;
+      if (!(r.sft_probs && r.sft_probs.length)) views[i].heat.canvas.parentElement.hidden = true;
     } else {
       views[i].live.textContent = 'epoch 0 (after SFT)';
     }
@@ -429,22 +447,35 @@ async function build() {
 function start() {
   if (!toy || !(state.status === 'ready' || state.status === 'paused')) return;
   setStatus('running', 'running');
-  const gen = generation;
-  requestAnimationFrame(() => frame(gen));
+  if (!loopActive) {
+    loopActive = true;
+    const gen = generation;
+    requestAnimationFrame(() => frame(gen));
+  }
 }
 
 async function frame(gen) {
-  if (gen !== generation || state.status !== 'running' || !toy) return;
+  if (gen !== generation) return;
+  if (state.status !== 'running' || !toy) {
+    loopActive = false;
+    return;
+  }
   const epochs = +$('speed').value;
   const t0 = performance.now();
   let out;
   try {
-    out = JSON.parse(await toy.step(epochs));
+    state.stepping = true;
+    stepInFlight = toy.step(epochs);
+    out = JSON.parse(await stepInFlight);
   } catch (e) {
     if (gen !== generation) return;
+    loopActive = false;
     showError(e && e.message ? e.message : e);
     setStatus('error', 'error');
     return;
+  } finally {
+    stepInFlight = null;
+    state.stepping = false;
   }
   if (gen !== generation) return;
   const before = Math.max(0, ...state.runs.map((r) => r.epoch));
@@ -463,6 +494,7 @@ async function frame(gen) {
     ` (${state.runEpochsPerSecond.toFixed(0)} run-epochs/s) · ${dt.toFixed(0)} ms per ${epochs}-epoch step`;
   drawAll();
   if (out.done) {
+    loopActive = false;
     setStatus('done', `done: ${after} epochs`);
     return;
   }

@@ -65,6 +65,16 @@ async function launch(extra) {
 
 async function openPage(browser, query) {
   const context = await browser.newContext({ viewport: { width: 1500, height: 1100 }, acceptDownloads: true });
+  // Main-thread responsiveness probe: the longest a 100 ms timer was late while the page trained.
+  await context.addInitScript(() => {
+    let last = performance.now();
+    window.__maxTimerDelayMs = 0;
+    setInterval(() => {
+      const now = performance.now();
+      window.__maxTimerDelayMs = Math.max(window.__maxTimerDelayMs, now - last - 100);
+      last = now;
+    }, 100);
+  });
   const page = await context.newPage();
   const logs = [];
   page.on('console', (m) => logs.push(`[console.${m.type()}] ${m.text()}`));
@@ -149,6 +159,8 @@ async function testDpo(browser) {
   check('curves chart received every logged epoch', cp.curves === 5 * logged && run.records === logged, `${cp.curves} points, ${run.records} records`);
   check('log panel received the data', cp.log >= 3 * logged, `${cp.log} points`);
   check('heatmap received probability matrices', cp.heatmap > 1, `${cp.heatmap} updates`);
+  const delay = await page.evaluate(() => window.__maxTimerDelayMs);
+  check('the page never froze (main thread free while training)', delay < 1000, `longest timer delay ${delay.toFixed(0)} ms`);
   const colours = await canvasStats(page);
   check('every chart canvas is drawn', colours.length === 3 && colours.every((n) => n > 8), `distinct colours ${colours.join(', ')}`);
 
@@ -176,8 +188,9 @@ async function testDpo(browser) {
 }
 
 async function testCompare(browser) {
+  // Smaller than the DPO check (hidden 64, a third of the epochs): this one is about the runs side by side.
   const epochs = Math.max(60, Math.floor(EPOCHS / 3));
-  const { page, logs } = await openPage(browser, `?preset=compare&epochs=${epochs}&speed=20&autostart=1`);
+  const { page, logs } = await openPage(browser, `?preset=compare&epochs=${epochs}&hidden=64&speed=20&autostart=1`);
   let st;
   try {
     st = await waitStatus(page, ['done', 'error'], 300000);
@@ -199,7 +212,27 @@ async function testCompare(browser) {
     }
   }
   const trained = st.runs.filter((r) => r.records > 0).length;
-  console.log(`[browser] ${trained} runs side by side, ${epochs} epochs: ${st.epochsPerSecond.toFixed(1)} epochs/s per run, ` +
+  // Pause, resume, reset: the controls drive the same loop.
+  await page.click('#reset');
+  await waitStatus(page, ['ready'], 300000);
+  await page.click('#start');
+  await page.waitForFunction(() => window.dpo3d.runs[0].epoch > 0, null, { timeout: 120000 });
+  await page.click('#pause');
+  await waitStatus(page, ['paused'], 10000);
+  await page.waitForFunction(() => document.querySelector('#start').textContent === 'Resume');
+  const e1 = await page.evaluate(async () => {
+    // Let the step in flight when Pause was pressed land, then read the epoch.
+    for (let i = 0; i < 1200 && window.dpo3d.stepping; i++) await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, 500));
+    return window.dpo3d.runs[0].epoch;
+  });
+  await page.waitForTimeout(1500);
+  const e2 = await page.evaluate(() => window.dpo3d.runs[0].epoch);
+  check('pause stops training', e1 === e2 && e1 > 0 && e1 < epochs, `epoch ${e1} then ${e2}`);
+  await page.click('#start');
+  const st2 = await waitStatus(page, ['done', 'error'], 300000);
+  check('resume trains to the end after reset', st2.status === 'done' && st2.runs[0].epoch === epochs, `${st2.status}, epoch ${st2.runs[0].epoch}`);
+  console.log(`[browser] ${trained} runs side by side, H 64, ${epochs} epochs: ${st.epochsPerSecond.toFixed(1)} epochs/s per run, ` +
     `${st.runEpochsPerSecond.toFixed(1)} run-epochs/s (SFT + setup ${st.setupSeconds.toFixed(2)} s)`);
   const last = Object.fromEntries(st.runs.filter((r) => r.last).map((r) => [r.method, r.last['toy/chosen_avg']]));
   console.log(`[browser] chosen avg at epoch ${epochs}: ${Object.entries(last).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', ')}`);
