@@ -94,6 +94,15 @@ struct Args {
     /// Worker threads (each opens its own GPU device); default: available cores, at most 4.
     #[arg(long)]
     threads: Option<usize>,
+    /// Skip the token-level toy (a tiny GPT whose chosen and rejected responses share tokens).
+    #[arg(long)]
+    no_token_toy: bool,
+    /// Seeds of the token-level toy (DPO, Flex-DPO, SFT-DPO each).
+    #[arg(long, default_value_t = 3)]
+    token_seeds: u64,
+    /// Epochs of the token-level toy.
+    #[arg(long, default_value_t = 200)]
+    token_epochs: usize,
     /// Skip the figures and the report (metrics.jsonl and probs.json only).
     #[arg(long)]
     no_report: bool,
@@ -187,6 +196,45 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     dpo3d::checkpoint::write_atomic(path, bytes).map_err(|e| e.to_string())
 }
 
+/// The token-level toy: DPO, Flex-DPO and SFT-DPO on a tiny GPT whose chosen and rejected responses share tokens,
+/// one SFT (pi0) per seed shared by the three losses; runs spread over the worker threads like the MLP study.
+fn token_toy(a: &Args, threads: usize) -> Result<Vec<RunOutput>, String> {
+    use dpo3d::toy::token::{run_token_toy_from, token_sft_phase, token_study_configs};
+    let cfgs = token_study_configs(a.token_seeds, a.token_epochs);
+    println!("token-level toy: {} runs x {} epochs", cfgs.len(), a.token_epochs);
+    let jobs = Arc::new(Mutex::new(cfgs.into_iter().enumerate().collect::<VecDeque<_>>()));
+    let pi0: Arc<Mutex<BTreeMap<u64, Arc<Vec<f32>>>>> = Arc::new(Mutex::new(BTreeMap::new()));
+    let out: Arc<Mutex<Vec<(usize, RunOutput)>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut handles = Vec::new();
+    for _ in 0..threads {
+        let (jobs, pi0, out) = (jobs.clone(), pi0.clone(), out.clone());
+        handles.push(std::thread::spawn(move || -> Result<(), String> {
+            let gpu = Gpu::new_blocking().map_err(|e| e.to_string())?;
+            loop {
+                let Some((i, cfg)) = jobs.lock().unwrap().pop_front() else { return Ok(()) };
+                let cached = pi0.lock().unwrap().get(&cfg.seed).cloned();
+                let p = match cached {
+                    Some(p) => p,
+                    None => {
+                        let p = Arc::new(pollster::block_on(token_sft_phase(&gpu, &cfg)).map_err(|e| e.to_string())?);
+                        pi0.lock().unwrap().insert(cfg.seed, p.clone());
+                        p
+                    }
+                };
+                let records = pollster::block_on(run_token_toy_from(&gpu, &cfg, &p)).map_err(|e| format!("{}: {e}", cfg.run_name()))?;
+                let label = format!("token-{}", cfg.loss.name());
+                out.lock().unwrap().push((i, RunOutput { label, scenario: 0, seed: cfg.seed, records, sft_probs: Vec::new(), snapshots: Vec::new() }));
+            }
+        }));
+    }
+    for h in handles {
+        h.join().map_err(|_| "a worker thread panicked".to_string())??;
+    }
+    let mut v = Arc::try_unwrap(out).map_err(|_| "results still shared")?.into_inner().unwrap();
+    v.sort_by_key(|(i, _)| *i);
+    Ok(v.into_iter().map(|(_, r)| r).collect())
+}
+
 fn main() {
     if let Err(e) = real_main() {
         eprintln!("toy3d: {e}");
@@ -275,10 +323,13 @@ fn real_main() -> Result<(), String> {
         h.join().map_err(|_| "a worker thread panicked".to_string())??;
     }
     bar.finish_with_message("done");
-    let seconds = t0.elapsed().as_secs_f64();
     let mut results = Arc::try_unwrap(results).map_err(|_| "results still shared")?.into_inner().unwrap();
     results.sort_by_key(|(ci, r)| (*ci, r.seed));
-    let runs: Vec<RunOutput> = results.into_iter().map(|(_, r)| r).collect();
+    let mut runs: Vec<RunOutput> = results.into_iter().map(|(_, r)| r).collect();
+    if a.loss.is_none() && !a.no_token_toy && a.token_seeds > 0 {
+        runs.extend(token_toy(&a, threads)?);
+    }
+    let seconds = t0.elapsed().as_secs_f64();
 
     // metrics.jsonl: one object per logged epoch per run.
     let mut jsonl = String::new();
@@ -291,7 +342,7 @@ fn real_main() -> Result<(), String> {
     write_atomic(&a.out.join("metrics.jsonl"), jsonl.as_bytes())?;
     // probs.json: run -> {"sft": P x R, "<epoch>": P x R}
     let mut probs = serde_json::Map::new();
-    for r in &runs {
+    for r in runs.iter().filter(|r| !r.sft_probs.is_empty()) {
         let rows = |v: &[f32]| serde_json::Value::from(v.chunks(dpo3d::toy::RESPONSES).map(|c| c.to_vec()).collect::<Vec<_>>());
         let mut m = serde_json::Map::new();
         m.insert("sft".into(), rows(&r.sft_probs));

@@ -329,15 +329,7 @@ pub fn matmul_backward(
     c: usize,
     oc: usize,
 ) -> Vec<Dispatch> {
-    let mut ds = Vec::with_capacity(3);
-    if let Some(dinp) = dinp {
-        ds.push(gemm_dispatch(gpu, auto_kernel(bt, c, oc), dinp, dout, weight, None, GemmDims::new(bt, c, oc).accumulate()));
-    }
-    ds.push(gemm_dispatch(gpu, auto_kernel(oc, c, bt), dweight, dout, inp, None, GemmDims::new(oc, c, bt).transpose_a().accumulate()));
-    if let Some(dbias) = dbias {
-        ds.push(matmul_dbias(gpu, dbias, dout, bt, oc));
-    }
-    ds
+    backward_dispatches(gpu, [auto_kernel(bt, c, oc), auto_kernel(oc, c, bt)], dinp, dweight, dbias, dout, inp, weight, bt, c, oc)
 }
 
 /// `matmul_backward` with a chosen GEMM kernel.
@@ -355,13 +347,31 @@ pub fn matmul_backward_with(
     c: usize,
     oc: usize,
 ) -> Vec<Dispatch> {
+    backward_dispatches(gpu, [kernel, kernel], dinp, dweight, dbias, dout, inp, weight, bt, c, oc)
+}
+
+/// The backward GEMMs with one kernel for the dinp product and one for the dweight product.
+#[allow(clippy::too_many_arguments)]
+fn backward_dispatches(
+    gpu: &Gpu,
+    kernels: [MatmulKernel; 2],
+    dinp: Option<&Tensor>,
+    dweight: &Tensor,
+    dbias: Option<&Tensor>,
+    dout: &Tensor,
+    inp: &Tensor,
+    weight: &Tensor,
+    bt: usize,
+    c: usize,
+    oc: usize,
+) -> Vec<Dispatch> {
     let mut ds = Vec::with_capacity(3);
     if let Some(dinp) = dinp {
         // dinp (BT, C) += dout (BT, OC) @ weight (OC, C)
-        ds.push(gemm_dispatch(gpu, kernel, dinp, dout, weight, None, GemmDims::new(bt, c, oc).accumulate()));
+        ds.push(gemm_dispatch(gpu, kernels[0], dinp, dout, weight, None, GemmDims::new(bt, c, oc).accumulate()));
     }
     // dweight (OC, C) += dout^T (OC, BT) @ inp (BT, C)
-    ds.push(gemm_dispatch(gpu, kernel, dweight, dout, inp, None, GemmDims::new(oc, c, bt).transpose_a().accumulate()));
+    ds.push(gemm_dispatch(gpu, kernels[1], dweight, dout, inp, None, GemmDims::new(oc, c, bt).transpose_a().accumulate()));
     if let Some(dbias) = dbias {
         ds.push(matmul_dbias(gpu, dbias, dout, bt, oc));
     }
