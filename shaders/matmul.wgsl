@@ -262,3 +262,42 @@ fn matmul_dbias(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
         db_dbias[col] += t;
     }
 }
+
+// gemm_skinny8: C = alpha * A @ B + beta * C (+ bias) for few rows M. One invocation per output column n (and
+// batch), looping over the rows 8 at a time with 8 accumulators, so each B element is loaded once per 8 rows.
+// bindings: 15 a read, 16 b read, 17 c read_write, 18 bias (N) read (only read when has_bias).
+// grid: (ceil(N / 64), 1, batch), workgroup 64.
+@group(0) @binding(15) var<storage, read> sk_a: array<f32>;
+@group(0) @binding(16) var<storage, read> sk_b: array<f32>;
+@group(0) @binding(17) var<storage, read_write> sk_c: array<f32>;
+@group(0) @binding(18) var<storage, read> sk_bias: array<f32>;
+
+@compute @workgroup_size(64)
+fn gemm_skinny8(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = gid.x;
+    let bt = gid.z;
+    if (n >= p.n) { return; }
+    var bias = 0.0;
+    if (p.has_bias == 1u) { bias = sk_bias[n]; }
+    for (var m0 = 0u; m0 < p.m; m0 += 8u) {
+        var acc: array<f32, 8>;
+        for (var i = 0u; i < 8u; i++) { acc[i] = 0.0; }
+        let rows = min(8u, p.m - m0);
+        var bi = p.b_off + bt * p.b_bs + n * p.b_cs;
+        let a0 = p.a_off + bt * p.a_bs + m0 * p.a_rs;
+        for (var k = 0u; k < p.k; k++) {
+            let b = sk_b[bi];
+            let ak = a0 + k * p.a_cs;
+            for (var i = 0u; i < rows; i++) {
+                acc[i] += sk_a[ak + i * p.a_rs] * b;
+            }
+            bi += p.b_rs;
+        }
+        for (var i = 0u; i < rows; i++) {
+            let ci = p.c_off + bt * p.c_bs + (m0 + i) * p.c_rs + n * p.c_cs;
+            var c_old = 0.0;
+            if (p.beta != 0.0) { c_old = sk_c[ci]; }
+            sk_c[ci] = epilogue(acc[i], c_old, bias);
+        }
+    }
+}

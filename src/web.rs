@@ -128,8 +128,10 @@ impl WebToy {
         install_panic_hook();
         let wc: WebConfig = serde_json::from_str(&config_json).map_err(|e| js_err(format!("bad demo config: {e}")))?;
         let gpu = Gpu::new().await.map_err(js_err)?;
+        // (scenario, seed, hidden, first_bias, sft_epochs, sft_lr bits) -> (parameters, (P, R) probabilities).
         type SftKey = (u8, u64, usize, bool, usize, u32);
-        let mut sft_cache: Vec<(SftKey, (Vec<f32>, Vec<f32>))> = Vec::new();
+        type SftPhase = (Vec<f32>, Vec<f32>);
+        let mut sft_cache: Vec<(SftKey, SftPhase)> = Vec::new();
         let mut runs = Vec::new();
         for cfg in wc.runs {
             let label = cfg.run_name();

@@ -111,6 +111,15 @@ fn should_match_reference_gemm_blocked64() {
 }
 
 #[test]
+fn should_match_reference_gemm_skinny8() {
+    // Skinny8 is chosen for M <= 16 but correct for any M (rows in blocks of 8, ragged last block).
+    let gpu = gpu();
+    for (i, d) in gemm_cases().into_iter().enumerate() {
+        run_gemm_case(&gpu, MatmulKernel::Skinny8, d, 400 + 10 * i as u64);
+    }
+}
+
+#[test]
 fn should_not_read_output_when_beta_is_zero() {
     // beta = 0 must overwrite, not scale: a NaN already in C (stale activations) must not leak into the result.
     let gpu = gpu();

@@ -67,8 +67,9 @@ const state = (window.dpo3d = {
   error: null,
   adapter: null,
   runs: [],
-  epochsPerSecond: 0, // epochs of each run per second, all runs advancing together
-  runEpochsPerSecond: 0, // summed over runs
+  epochsPerSecond: 0, // epochs of each run per wall-clock second while running (frame waits included)
+  runEpochsPerSecond: 0, // the same summed over the runs that train
+  stepEpochsPerSecond: 0, // epochs of each run per second spent inside toy.step() (the GPU-bound rate)
   setupSeconds: 0,
   frames: 0,
   chartPoints: 0,
@@ -81,7 +82,7 @@ let runSpecs = []; // [{method, scenario, params}]
 let views = []; // per run: {col, curves, logs, heat, meta, errBox}
 let info = null;
 let records = []; // every record received, in order (the JSONL export)
-let timing = { ms: 0, epochs: 0 };
+let timing = { ms: 0, wallMs: 0, epochs: 0, prevEnd: null };
 let loopActive = false; // one animation-frame loop at a time (pause + resume while a step is in flight)
 let stepInFlight = null; // the pending toy.step() promise: a reset waits for it before freeing the toy
 
@@ -248,7 +249,7 @@ function buildBoard(labels) {
     };
     const cb = box(), lb = box(), hb = box();
     const curves = new LineChart(cb, {
-      title: 'probabilities (figure 2)', yMin: 0, yMax: 0.7, yMaxGrow: true, xMax: g.epochs, height: 230,
+      title: 'probabilities (figure 2)', yMin: 0, yMax: 0.7, yMaxGrow: true, xMax: g.epochs, height: 250,
       series: [
         { key: 'chosen_avg', name: 'chosen avg', color: '#1a9850' },
         { key: 'chosen_min', name: 'chosen min', color: '#1a9850', dash: [5, 3] },
@@ -258,7 +259,7 @@ function buildBoard(labels) {
       ],
     });
     const logs = new LineChart(lb, {
-      title: 'log10 scale: likelihoods and |dl/dpi|', xMax: g.epochs, height: 230, legendLeft: true,
+      title: 'log10 scale: likelihoods and |dl/dpi|', xMax: g.epochs, height: 250,
       series: [
         { key: 'lp_c', name: 'log10 pi+ (chosen)', color: '#1a9850' },
         { key: 'lp_r', name: 'log10 pi- (rejected)', color: '#d73027' },
@@ -372,7 +373,7 @@ async function build() {
     toy = null;
   }
   records = [];
-  timing = { ms: 0, epochs: 0 };
+  timing = { ms: 0, wallMs: 0, epochs: 0, prevEnd: null };
   state.error = null;
   state.epochsPerSecond = 0;
   state.runEpochsPerSecond = 0;
@@ -447,6 +448,7 @@ async function build() {
 function start() {
   if (!toy || !(state.status === 'ready' || state.status === 'paused')) return;
   setStatus('running', 'running');
+  timing.prevEnd = null; // time paused does not count
   if (!loopActive) {
     loopActive = true;
     const gen = generation;
@@ -481,13 +483,17 @@ async function frame(gen) {
   const before = Math.max(0, ...state.runs.map((r) => r.epoch));
   ingest(out);
   const after = Math.max(0, ...state.runs.map((r) => r.epoch));
-  const dt = performance.now() - t0;
+  const t1 = performance.now();
+  const dt = t1 - t0;
   timing.ms += dt;
+  timing.wallMs += t1 - (timing.prevEnd === null ? t0 : timing.prevEnd);
+  timing.prevEnd = t1;
   timing.epochs += after - before;
   state.frames++;
   const active = state.runs.filter((r) => !r.error || r.records > 0).length;
   if (timing.ms > 0) {
-    state.epochsPerSecond = (timing.epochs / timing.ms) * 1000;
+    state.stepEpochsPerSecond = (timing.epochs / timing.ms) * 1000;
+    state.epochsPerSecond = (timing.epochs / timing.wallMs) * 1000;
     state.runEpochsPerSecond = state.epochsPerSecond * active;
   }
   $('speedo').textContent = `epoch ${after} / ${globals().epochs} · ${state.epochsPerSecond.toFixed(0)} epochs/s per run` +
@@ -543,7 +549,10 @@ function fromUrl() {
     runSpecs = q.get('runs').split(',').filter((m) => METHODS[m])
       .map((m) => ({ method: m, scenario: sc, params: { ...METHODS[m].params } }));
     if (!runSpecs.length) applyPreset('compare');
-    else $('preset').value = 'custom';
+    else {
+      $('preset').value = 'custom';
+      $('preset-note').textContent = '';
+    }
     renderRunControls();
   }
   for (const [param, id] of [['epochs', 'epochs'], ['hidden', 'hidden'], ['seed', 'seed'], ['lr', 'lr'],

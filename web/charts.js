@@ -92,7 +92,23 @@ export class LineChart {
     const cssW = Math.max(200, this.canvas.parentElement ? this.canvas.parentElement.clientWidth : 360);
     const cssH = o.height || 220;
     const ctx = fitCanvas(this.canvas, cssW, cssH);
-    const pad = { l: 52, r: 10, t: 22, b: 34 };
+    // The legend flows in rows between the title and the plot, so it never hides a curve.
+    ctx.font = SMALL;
+    const legend = [];
+    {
+      let x = 52, row = 0;
+      for (const s of o.series) {
+        const w = ctx.measureText(s.name).width + 34;
+        if (x + w > cssW - 10 && x > 52) {
+          x = 52;
+          row++;
+        }
+        legend.push({ s, x, row });
+        x += w;
+      }
+    }
+    const legendRows = legend.length ? legend[legend.length - 1].row + 1 : 0;
+    const pad = { l: 52, r: 10, t: 24 + legendRows * 14, b: 34 };
     const W = cssW - pad.l - pad.r, H = cssH - pad.t - pad.b;
     ctx.fillStyle = '#fff';
     ctx.fillRect(0, 0, cssW, cssH);
@@ -158,7 +174,7 @@ export class LineChart {
     ctx.fillStyle = '#333';
     ctx.font = FONT;
     ctx.textAlign = 'left';
-    ctx.fillText(o.title || '', pad.l, 4);
+    ctx.fillText(o.title || '', pad.l, 5);
     ctx.font = SMALL;
     ctx.textAlign = 'center';
     ctx.fillText(o.xLabel || 'epoch', pad.l + W / 2, pad.t + H + 18);
@@ -196,27 +212,22 @@ export class LineChart {
     ctx.restore();
     ctx.setLineDash([]);
 
-    // Legend, top-right inside the plot.
+    // Legend.
     ctx.font = SMALL;
     ctx.textAlign = 'left';
     ctx.textBaseline = 'middle';
-    const lw = Math.max(...o.series.map((s) => ctx.measureText(s.name).width)) + 26;
-    let ly = pad.t + 8;
-    const lx = o.legendLeft ? pad.l + 6 : pad.l + W - lw - 4;
-    ctx.fillStyle = 'rgba(255,255,255,0.85)';
-    ctx.fillRect(lx - 3, pad.t + 2, lw + 4, o.series.length * 14 + 4);
-    for (const s of o.series) {
+    for (const { s, x, row } of legend) {
+      const y = 26 + row * 14;
       ctx.strokeStyle = s.color;
       ctx.lineWidth = 2;
       ctx.setLineDash(s.dash || []);
       ctx.beginPath();
-      ctx.moveTo(lx, ly);
-      ctx.lineTo(lx + 18, ly);
+      ctx.moveTo(x, y);
+      ctx.lineTo(x + 18, y);
       ctx.stroke();
       ctx.setLineDash([]);
       ctx.fillStyle = '#333';
-      ctx.fillText(s.name, lx + 22, ly);
-      ly += 14;
+      ctx.fillText(s.name, x + 22, y);
     }
   }
 }
@@ -259,7 +270,7 @@ export class Heatmap {
     this.dirty = false;
     const { prompts: P, responses: R, pairs } = this.opts;
     const cssW = Math.max(200, this.canvas.parentElement ? this.canvas.parentElement.clientWidth : 360);
-    const cell = Math.max(14, Math.floor((cssW - 70) / R));
+    const cell = Math.max(14, Math.min(40, Math.floor((cssW - 70) / R)));
     const cssH = 22 + P * cell + 58;
     const ctx = fitCanvas(this.canvas, cssW, cssH);
     const x0 = 56, y0 = 22;
@@ -283,7 +294,7 @@ export class Heatmap {
           label = prob >= 0.995 ? '1' : prob.toFixed(2).replace(/^0/, '');
         } else if (this.mode === 'log') {
           const l10 = lp / LN10;
-          color = seq(Math.max(0, 1 + l10 / 12)); // 1 at log10 = 0, 0 at <= -12
+          color = seq(Math.max(0, 1 + l10 / 30), 1); // linear in log10: dark at 1, white at 1e-30 and below
           label = Number.isFinite(l10) ? Math.round(l10).toString() : '-inf';
         } else {
           const d = this.ref && this.ref.length ? prob - this.ref[p * R + r] : 0;
@@ -324,9 +335,9 @@ export class Heatmap {
 }
 
 // Sequential colour scale (white -> deep blue) and diverging (red <- white -> blue), t in [0, 1] / [-1, 1].
-function seq(t) {
+function seq(t, gamma = 0.5) {
   const a = [247, 251, 255], b = [8, 48, 107];
-  return rgb(a.map((v, i) => v + (b[i] - v) * Math.sqrt(t)));
+  return rgb(a.map((v, i) => v + (b[i] - v) * Math.pow(t, gamma)));
 }
 function div(t) {
   const w = [247, 247, 247], pos = [33, 102, 172], neg = [178, 24, 43];

@@ -4,7 +4,8 @@
 //     charts receive the data, the canvases are drawn, and a screenshot of the page is not blank;
 //  2. the exports: metrics as JSONL (one record per logged epoch) and the charts as a PNG;
 //  3. several runs side by side (DPO, Flex-DPO, SFT-DPO, RM+PPO): each trains, or says why it cannot (RM+PPO);
-//  4. without WebGPU the page says so and how to enable it, instead of staying blank.
+//  4. without WebGPU the page says so and how to enable it, instead of staying blank;
+//  5. every shaders/*.wgsl entry point compiles into a pipeline in Chromium's WGSL compiler (Tint).
 // Prints the epochs per second measured in the browser. Usage (after ./web/build):
 //   node web/test/browser_test.mjs        env: CHROMIUM (default /usr/bin/chromium), PORT (default 8765),
 //                                         EPOCHS (default 300), DPO3D_GPU=1 to use a real GPU (no SwiftShader)
@@ -142,7 +143,7 @@ async function testDpo(browser) {
     console.log(logs.join('\n'));
     return;
   }
-  console.log(`[browser] adapter: ${a.name} (${a.backend}, ${a.device_type}); page saw "${st.adapter}"`);
+  console.log(`[browser] WebGPU adapter: ${st.adapter} (wgpu: ${a.backend}, ${a.device_type})`);
   check('trained the requested epochs', run.epoch === EPOCHS, `epoch ${run.epoch}`);
   const first = run.first, last = run.last;
   const dropLog10 = (last['toy/logp_rejected_avg'] - first['toy/logp_rejected_avg']) / Math.LN10;
@@ -164,8 +165,8 @@ async function testDpo(browser) {
   const colours = await canvasStats(page);
   check('every chart canvas is drawn', colours.length === 3 && colours.every((n) => n > 8), `distinct colours ${colours.join(', ')}`);
 
-  console.log(`[browser] DPO scenario 1, H 256, ${EPOCHS} epochs: ${st.epochsPerSecond.toFixed(1)} epochs/s ` +
-    `(${st.frames} frames of 25 epochs; SFT + setup ${st.setupSeconds.toFixed(2)} s) on ${a.name}`);
+  console.log(`[browser] DPO scenario 1, H 256, ${EPOCHS} epochs on ${st.adapter}: ${st.epochsPerSecond.toFixed(1)} epochs/s ` +
+    `wall clock (${st.stepEpochsPerSecond.toFixed(1)} inside step(); ${st.frames} frames of 25 epochs; SFT + setup ${st.setupSeconds.toFixed(1)} s)`);
 
   const shotPath = path.join(outDir, 'dpo3d-dpo.png');
   const shot = await page.screenshot({ path: shotPath, fullPage: true });
@@ -188,9 +189,10 @@ async function testDpo(browser) {
 }
 
 async function testCompare(browser) {
-  // Smaller than the DPO check (hidden 64, a third of the epochs): this one is about the runs side by side.
-  const epochs = Math.max(60, Math.floor(EPOCHS / 3));
-  const { page, logs } = await openPage(browser, `?preset=compare&epochs=${epochs}&hidden=64&speed=20&autostart=1`);
+  // Smaller than the DPO check (hidden 64, 60 epochs, 10 per frame): this one is about the runs side by side and
+  // the controls; RM+PPO (many sampled responses per epoch) sets the pace of the whole group.
+  const epochs = 60;
+  const { page, logs } = await openPage(browser, `?preset=compare&epochs=${epochs}&hidden=64&speed=10&autostart=1`);
   let st;
   try {
     st = await waitStatus(page, ['done', 'error'], 300000);
@@ -240,6 +242,42 @@ async function testCompare(browser) {
   await page.context().close();
 }
 
+async function testShadersInTint(browser) {
+  // Every kernel of the crate, not only the toy's: Chromium compiles WGSL with Tint, which is stricter than naga
+  // in places (literal ranges, for one); each entry point becomes a compute pipeline with WebGPU's default limits.
+  const dir = path.resolve(webDir, '..', 'shaders');
+  const shaders = fs.readdirSync(dir).filter((f) => f.endsWith('.wgsl')).sort()
+    .map((f) => ({ name: f, code: fs.readFileSync(path.join(dir, f), 'utf8') }));
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(BASE);
+  const results = await page.evaluate(async (list) => {
+    const adapter = await navigator.gpu.requestAdapter();
+    const device = await adapter.requestDevice();
+    const out = [];
+    for (const { name, code } of list) {
+      device.pushErrorScope('validation');
+      const module = device.createShaderModule({ label: name, code });
+      const info = await module.getCompilationInfo();
+      const msgs = info.messages.filter((m) => m.type === 'error').map((m) => `${name}:${m.lineNum}:${m.linePos} ${m.message}`);
+      const entries = [...code.matchAll(/@compute[^{]*?fn\s+(\w+)/g)].map((m) => m[1]);
+      for (const entry of entries) {
+        try {
+          await device.createComputePipelineAsync({ label: entry, layout: 'auto', compute: { module, entryPoint: entry } });
+        } catch (e) {
+          msgs.push(`${name} ${entry}: ${e.message.split('\n')[0]}`);
+        }
+      }
+      const err = await device.popErrorScope();
+      if (err && !msgs.length) msgs.push(`${name}: ${err.message.split('\n')[0]}`);
+      out.push({ name, entries: entries.length, msgs });
+    }
+    return out;
+  }, shaders);
+  for (const r of results) check(`${r.name} compiles in Tint (${r.entries} entry points)`, r.msgs.length === 0, r.msgs.slice(0, 3).join(' | '));
+  await context.close();
+}
+
 async function testNoWebGPU() {
   // Without --enable-unsafe-webgpu, headless Chromium on Linux offers no adapter: the page must explain.
   const browser = await launch([]);
@@ -270,6 +308,7 @@ async function main() {
   let browser;
   try {
     browser = await launch(WEBGPU);
+    await testShadersInTint(browser);
     await testDpo(browser);
     await testCompare(browser);
     await browser.close();
