@@ -65,7 +65,7 @@ fn logprobs_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     if (row >= p.n) { return; }
     let base = row * p.v;
     // pass 1: row max
-    var m = -3.4028235e38;
+    var m = -3.4028234e38;
     for (var j = lid; j < p.v; j = j + WG) {
         m = max(m, lpf_logits[base + j]);
     }
@@ -122,7 +122,7 @@ fn log_softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let row = wid.x + wid.y * nwg.x;
     if (row >= p.n) { return; }
     let base = row * p.v;
-    var m = -3.4028235e38;
+    var m = -3.4028234e38;
     for (var j = lid; j < p.v; j = j + WG) {
         m = max(m, lsm_logits[base + j]);
     }
@@ -221,7 +221,7 @@ fn logprobs_forward_small(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     let row = gid.x + gid.y * nwg.x * 64u;
     if (row >= p.n) { return; }
     let base = row * p.v;
-    var m = -3.4028235e38;
+    var m = -3.4028234e38;
     for (var j = 0u; j < p.v; j++) {
         m = max(m, lps_logits[base + j]);
     }
@@ -243,7 +243,7 @@ fn log_softmax_small(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     let row = gid.x + gid.y * nwg.x * 64u;
     if (row >= p.n) { return; }
     let base = row * p.v;
-    var m = -3.4028235e38;
+    var m = -3.4028234e38;
     for (var j = 0u; j < p.v; j++) {
         m = max(m, lss_logits[base + j]);
     }

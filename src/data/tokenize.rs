@@ -2,7 +2,9 @@
 //! bytes as ids 0..255, no files, works in the browser) or, natively, [`HfTokenizer`] (a Hugging Face
 //! `tokenizer.json`, e.g. GPT-2's BPE). Neither adds special tokens: the data file says exactly what the model sees.
 
-use crate::{Error, Result};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::Error;
+use crate::Result;
 
 /// Anything that turns text into token ids.
 pub trait TextEncoder {

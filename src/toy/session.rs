@@ -114,9 +114,18 @@ pub async fn sft_phase(gpu: &Gpu, cfg: &ToyConfig) -> Result<(Vec<f32>, Vec<f32>
     let weights: Vec<f32> = (0..b).map(|i| row[i % RESPONSES]).collect();
     sft.set_mask(gpu, &weights)?;
     let mut opt = Optimizer::new(gpu, &mlp.params, &mlp.grads, &optim(OptimizerKind::Adam, cfg.sft_lr))?;
-    for _ in 0..cfg.sft_epochs {
+    // Every 25 epochs the loss comes back: it checks for NaN, and it waits for the GPU so a browser's command
+    // queue never holds hundreds of unfinished steps (which stalled the page for seconds).
+    let loss_rb = Readback::new(gpu, &[&sft.loss]);
+    for e in 0..cfg.sft_epochs {
         opt.prepare(gpu);
-        run_step(gpu, &[&mlp.forward, &sft.plan, &mlp.backward, &opt.plan], None).await?;
+        let check = (e + 1) % 25 == 0;
+        let out = run_step(gpu, &[&mlp.forward, &sft.plan, &mlp.backward, &opt.plan], if check { Some(&loss_rb) } else { None }).await?;
+        if let Some(out) = out {
+            if !out[0][0].is_finite() {
+                return Err(Error::NonFinite(format!("toy SFT phase: loss {} at epoch {}", out[0][0], e + 1)));
+            }
+        }
     }
     let rb = Readback::new(gpu, &[&mlp.log_probs]);
     let out = run_step(gpu, &[&mlp.forward], Some(&rb)).await?.expect("readback");
