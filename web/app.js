@@ -18,7 +18,7 @@ const METHODS = {
   'dpo': { label: 'DPO', params: { beta: 0.1 } },
   'flex-dpo': { label: 'Flex-DPO', params: { beta_pos: 0.1, beta_neg: 0.05 } },
   'sft-dpo': { label: 'SFT-DPO', params: { beta: 0.1, gamma: 0.1 } },
-  'ppo': { label: 'RM+PPO', params: { kl_coef: 0.1, rm_epochs: 300, samples_per_prompt: 64 } },
+  'ppo': { label: 'RM+PPO', params: { kl_coef: 0.1, rm_epochs: 300, samples_per_prompt: 16 } },
   'ipo': { label: 'IPO', params: { eta: 0.1 } },
   'slic': { label: 'SLiC', params: { delta: 5, eta: 0.1 } },
   'hinge': { label: 'hinge', params: { beta: 0.1 } },
