@@ -17,7 +17,9 @@ use dpo3d::train::OptimConfig;
 use dpo3d::Gpu;
 
 #[derive(Parser, Debug)]
-#[command(about = "PPO on a tiny GPT rewarded for producing one token: the score rises while the KL to pi0 stays bounded")]
+#[command(
+    about = "PPO on a tiny GPT rewarded for producing one token: the score rises while the KL to pi0 stays bounded"
+)]
 struct Args {
     #[arg(long, default_value_t = 60)]
     steps: usize,
@@ -51,17 +53,37 @@ fn main() {
 fn run() -> Result<(), String> {
     let a = Args::parse();
     let prompt_len = 2;
-    let cfg = GptConfig { vocab_size: 8, context: prompt_len + a.response_length, layers: 1, heads: 2, width: 32, scalar_head: false };
+    let cfg = GptConfig {
+        vocab_size: 8,
+        context: prompt_len + a.response_length,
+        layers: 1,
+        heads: 2,
+        width: 32,
+        scalar_head: false,
+    };
     if a.token as usize >= cfg.vocab_size {
         return Err(format!("--token {} is outside the vocabulary (V = {})", a.token, cfg.vocab_size));
     }
     let gpu = Gpu::new_blocking().map_err(|e| e.to_string())?;
-    println!("PPO on {} ({}): tiny GPT V={} T={}, reward = count of token {}, beta {}", gpu.info.name, gpu.info.backend, cfg.vocab_size, cfg.context, a.token, a.kl_coef);
+    println!(
+        "PPO on {} ({}): tiny GPT V={} T={}, reward = count of token {}, beta {}",
+        gpu.info.name, gpu.info.backend, cfg.vocab_size, cfg.context, a.token, a.kl_coef
+    );
     let ppo = PpoConfig { kl_coef: a.kl_coef, response_length: a.response_length, seed: a.seed, ..Default::default() };
     let opt = OptimConfig { lr: a.lr, ..Default::default() };
     let pi0 = GptRef::init(&cfg, a.seed).params;
-    let mut tr = PpoGptTrainer::new(&gpu, &ppo, &opt, &cfg, &pi0, &gpt_value_init(&cfg, &pi0), GptRewardSource::CountToken { token: a.token, scale: 1.0 }, a.batch, prompt_len)
-        .map_err(|e| e.to_string())?;
+    let mut tr = PpoGptTrainer::new(
+        &gpu,
+        &ppo,
+        &opt,
+        &cfg,
+        &pi0,
+        &gpt_value_init(&cfg, &pi0),
+        GptRewardSource::CountToken { token: a.token, scale: 1.0 },
+        a.batch,
+        prompt_len,
+    )
+    .map_err(|e| e.to_string())?;
     println!("{} dispatches per PPO step (rollout + {} PPO epochs)", tr.dispatches_per_step(), ppo.num_ppo_epochs);
     let mut rng = Rng::new(a.seed.wrapping_add(1));
     let mut lines = String::new();

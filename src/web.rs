@@ -141,7 +141,8 @@ impl WebToy {
             let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
             let built: crate::Result<ToySession> = async {
                 cfg.validate()?;
-                let key: SftKey = (cfg.scenario, cfg.seed, cfg.hidden, cfg.first_bias, cfg.sft_epochs, cfg.sft_lr.to_bits());
+                let key: SftKey =
+                    (cfg.scenario, cfg.seed, cfg.hidden, cfg.first_bias, cfg.sft_epochs, cfg.sft_lr.to_bits());
                 let sft = match sft_cache.iter().find(|(k, _)| *k == key) {
                     Some((_, s)) => s.clone(),
                     None => {
@@ -156,7 +157,9 @@ impl WebToy {
             }
             .await;
             let built = match (built, scope.pop().await) {
-                (Ok(_), Some(e)) => Err(crate::Error::Gpu(format!("the browser's WebGPU rejected a dpo3d kernel: {e}"))),
+                (Ok(_), Some(e)) => {
+                    Err(crate::Error::Gpu(format!("the browser's WebGPU rejected a dpo3d kernel: {e}")))
+                }
                 (r, _) => r,
             };
             let run = match built {
@@ -179,7 +182,12 @@ impl WebToy {
             runs: inner
                 .runs
                 .iter()
-                .map(|r| RunInfo { label: &r.label, config: &r.cfg, error: r.error.as_deref(), sft_probs: &r.sft_probs })
+                .map(|r| RunInfo {
+                    label: &r.label,
+                    config: &r.cfg,
+                    error: r.error.as_deref(),
+                    sft_probs: &r.sft_probs,
+                })
                 .collect(),
         };
         serde_json::to_string(&info).map_err(js_err)
@@ -189,7 +197,8 @@ impl WebToy {
     /// run's new records and latest (P, R) log-probabilities. A run that fails (a non-finite metric) stops with its
     /// error; the others go on.
     pub async fn step(&self, epochs: usize) -> Result<String, JsError> {
-        let mut inner = self.inner.borrow_mut().take().ok_or_else(|| js_err("step() called while another step is in flight"))?;
+        let mut inner =
+            self.inner.borrow_mut().take().ok_or_else(|| js_err("step() called while another step is in flight"))?;
         let gpu = &inner.gpu;
         let futs: Vec<_> = inner
             .runs

@@ -119,9 +119,25 @@ fn should_match_reference_sft_adamw_steps() {
         let (loss, grads) = reference.sft_loss_and_grads(&batch.tokens, &batch.targets, &batch.mask, b, t);
         let norm = ref_adamw::grad_norm(&grads);
         assert!((got.loss - loss).abs() < 1e-4, "step {step}: loss {} vs reference {loss}", got.loss);
-        assert!((got.grad_norm - norm).abs() < 1e-4 * norm.max(1.0), "step {step}: grad norm {} vs {norm}", got.grad_norm);
+        assert!(
+            (got.grad_norm - norm).abs() < 1e-4 * norm.max(1.0),
+            "step {step}: grad norm {} vs {norm}",
+            got.grad_norm
+        );
         let scale = ref_adamw::clip_scale(norm, opt.grad_clip);
-        ref_adamw::adamw_update(&mut reference.params, &grads, &mut m, &mut v, step, opt.lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay, scale);
+        ref_adamw::adamw_update(
+            &mut reference.params,
+            &grads,
+            &mut m,
+            &mut v,
+            step,
+            opt.lr,
+            opt.beta1,
+            opt.beta2,
+            opt.eps,
+            opt.weight_decay,
+            scale,
+        );
     }
     let got = pollster::block_on(trainer.gpt.download_params(&gpu)).unwrap();
     assert_close("params after 4 AdamW steps", &got, &reference.params, 2e-5, 1e-3);
@@ -134,8 +150,13 @@ fn should_repeat_bit_identical_training_for_the_same_seed() {
     let run = || {
         let params = GptRef::init(&cfg, 42).params;
         let mut tr = SftTrainer::new(&gpu, &cfg, &params, 2, 6, &OptimConfig::default()).unwrap();
-        let losses: Vec<u32> = (0..5).map(|s| pollster::block_on(tr.step(&gpu, &sft_batch(&cfg, 2, 6, s))).unwrap().loss.to_bits()).collect();
-        (losses, pollster::block_on(tr.gpt.download_params(&gpu)).unwrap().iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+        let losses: Vec<u32> = (0..5)
+            .map(|s| pollster::block_on(tr.step(&gpu, &sft_batch(&cfg, 2, 6, s))).unwrap().loss.to_bits())
+            .collect();
+        (
+            losses,
+            pollster::block_on(tr.gpt.download_params(&gpu)).unwrap().iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        )
     };
     let (a, pa) = run();
     let (b, pb) = run();
@@ -170,7 +191,10 @@ fn should_reject_impossible_configs_with_clear_errors() {
     let e = Gpt::new(&gpu, &cfg, 1, 9, &params).err().expect("T beyond context must fail").to_string();
     assert!(e.contains("context"), "{e}");
     // A buffer over the device's binding limit is refused before anything is allocated.
-    let e = Tensor::zeros(&gpu, "huge", (gpu.limits.max_storage_buffer_binding_size as usize) / 4 + 1).err().expect("too big").to_string();
+    let e = Tensor::zeros(&gpu, "huge", (gpu.limits.max_storage_buffer_binding_size as usize) / 4 + 1)
+        .err()
+        .expect("too big")
+        .to_string();
     assert!(e.contains("huge"), "{e}");
     let gpt = Gpt::new(&gpu, &cfg, 1, 8, &params).unwrap();
     let e = gpt.set_batch(&gpu, &[99; 8], &[0; 8]).err().expect("token out of vocab").to_string();

@@ -11,7 +11,8 @@ use dpo3d::reference::attention as cpu;
 use dpo3d::Gpu;
 
 /// (B, T, C, NH)
-const SHAPES: &[(usize, usize, usize, usize)] = &[(1, 1, 4, 1), (2, 5, 12, 3), (3, 17, 16, 4), (1, 33, 8, 2), (1, 70, 8, 2)];
+const SHAPES: &[(usize, usize, usize, usize)] =
+    &[(1, 1, 4, 1), (2, 5, 12, 3), (3, 17, 16, 4), (1, 33, 8, 2), (1, 70, 8, 2)];
 
 struct Gpus {
     inp: Tensor,
@@ -58,7 +59,8 @@ fn should_match_reference_attention_forward() {
         let mut plan = Plan::new();
         plan.extend(forward(&gpu, &g, b, t, c, nh));
         plan.submit(&gpu);
-        let (mut out, mut preatt, mut att) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t], vec![0.0; b * nh * t * t]);
+        let (mut out, mut preatt, mut att) =
+            (vec![0.0; b * t * c], vec![0.0; b * nh * t * t], vec![0.0; b * nh * t * t]);
         cpu::attention_forward(&mut out, &mut preatt, &mut att, &inp, b, t, c, nh);
         let what = format!("(B,T,C,NH)=({b},{t},{c},{nh})");
         assert_close(&format!("{what} preatt"), &g.preatt.to_vec(&gpu).unwrap(), &preatt, 1e-5, 1e-5);
@@ -148,7 +150,8 @@ fn should_not_let_future_positions_change_earlier_outputs() {
         g.out.to_vec(&gpu).unwrap()
     };
     let cpu_run = |x: &[f32]| {
-        let (mut out, mut preatt, mut att) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t], vec![0.0; b * nh * t * t]);
+        let (mut out, mut preatt, mut att) =
+            (vec![0.0; b * t * c], vec![0.0; b * nh * t * t], vec![0.0; b * nh * t * t]);
         cpu::attention_forward(&mut out, &mut preatt, &mut att, x, b, t, c, nh);
         out
     };

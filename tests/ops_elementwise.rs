@@ -16,7 +16,11 @@ fn should_match_reference_gelu() {
         let x = randn(1, n, 2.0);
         let dout = randn(2, n, 1.0);
         let dinp0 = randn(3, n, 1.0);
-        let (tx, tout, tdout) = (Tensor::from_f32(&gpu, "x", &x).unwrap(), Tensor::zeros(&gpu, "o", n).unwrap(), Tensor::from_f32(&gpu, "do", &dout).unwrap());
+        let (tx, tout, tdout) = (
+            Tensor::from_f32(&gpu, "x", &x).unwrap(),
+            Tensor::zeros(&gpu, "o", n).unwrap(),
+            Tensor::from_f32(&gpu, "do", &dout).unwrap(),
+        );
         let tdinp = Tensor::from_f32(&gpu, "dx", &dinp0).unwrap();
         let mut plan = Plan::new();
         plan.push(ops::gelu_forward(&gpu, &tout, &tx, n));
@@ -50,7 +54,8 @@ fn should_match_reference_relu_and_residual() {
         plan.push(ops::residual_forward(&gpu, &tres, &ta, &tb, n));
         plan.push(ops::residual_backward(&gpu, &td1, &td2, &tdout, n));
         plan.submit(&gpu);
-        let (mut relu, mut rd, mut res, mut w1, mut w2) = (vec![0.0; n], d1.clone(), vec![0.0; n], d1.clone(), d2.clone());
+        let (mut relu, mut rd, mut res, mut w1, mut w2) =
+            (vec![0.0; n], d1.clone(), vec![0.0; n], d1.clone(), d2.clone());
         cpu::relu_forward(&mut relu, &a);
         cpu::relu_backward(&mut rd, &a, &dout);
         cpu::residual_forward(&mut res, &a, &b);

@@ -42,7 +42,17 @@ fn should_match_reference_encoder_forward() {
 
 /// Run the GPU backward onto the given initial gradients; returns (dwte, dwpe).
 #[allow(clippy::too_many_arguments)]
-fn gpu_backward(gpu: &Gpu, dwte0: &[f32], dwpe0: &[f32], dout: &[f32], toks: &[u32], b: usize, t_: usize, c: usize, v: usize) -> (Vec<f32>, Vec<f32>) {
+fn gpu_backward(
+    gpu: &Gpu,
+    dwte0: &[f32],
+    dwpe0: &[f32],
+    dout: &[f32],
+    toks: &[u32],
+    b: usize,
+    t_: usize,
+    c: usize,
+    v: usize,
+) -> (Vec<f32>, Vec<f32>) {
     let (tdwte, tdwpe) = (t(gpu, dwte0), t(gpu, dwpe0));
     let ttok = Tensor::from_u32(gpu, "tokens", toks).unwrap();
     let mut plan = Plan::new();

@@ -30,10 +30,23 @@ fn should_match_reference_layernorm_forward() {
     for &n in ROWS {
         for &c in CHANNELS {
             let (inp, weight, bias) = inputs(10, n, c);
-            let (tout, tmean, trstd) =
-                (Tensor::zeros(&gpu, "out", n * c).unwrap(), Tensor::zeros(&gpu, "mean", n).unwrap(), Tensor::zeros(&gpu, "rstd", n).unwrap());
+            let (tout, tmean, trstd) = (
+                Tensor::zeros(&gpu, "out", n * c).unwrap(),
+                Tensor::zeros(&gpu, "mean", n).unwrap(),
+                Tensor::zeros(&gpu, "rstd", n).unwrap(),
+            );
             let mut plan = Plan::new();
-            plan.push(ops::layernorm_forward(&gpu, &tout, &tmean, &trstd, &t(&gpu, &inp), &t(&gpu, &weight), &t(&gpu, &bias), n, c));
+            plan.push(ops::layernorm_forward(
+                &gpu,
+                &tout,
+                &tmean,
+                &trstd,
+                &t(&gpu, &inp),
+                &t(&gpu, &weight),
+                &t(&gpu, &bias),
+                n,
+                c,
+            ));
             plan.submit(&gpu);
             let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
             cpu::layernorm_forward(&mut out, &mut mean, &mut rstd, &inp, &weight, &bias, n, c);
@@ -88,7 +101,8 @@ fn should_match_reference_layernorm_backward_accumulating() {
             let dout = randn(23, n * c, 1.0);
             // Nonzero initial gradients: the backward must add to them, not overwrite them.
             let (dinp0, dw0, db0) = (randn(24, n * c, 1.0), randn(25, c, 1.0), randn(26, c, 1.0));
-            let (got_dinp, got_dw, got_db) = gpu_backward(&gpu, (&dinp0, &dw0, &db0), &dout, &inp, &weight, &mean, &rstd, n, c);
+            let (got_dinp, got_dw, got_db) =
+                gpu_backward(&gpu, (&dinp0, &dw0, &db0), &dout, &inp, &weight, &mean, &rstd, n, c);
             let (mut dinp, mut dw, mut db) = (dinp0.clone(), dw0.clone(), db0.clone());
             cpu::layernorm_backward(&mut dinp, &mut dw, &mut db, &dout, &inp, &weight, &mean, &rstd, n, c);
             let what = format!("n={n} c={c}");
@@ -162,10 +176,23 @@ fn should_normalise_rows_beyond_one_grid_row() {
     let gpu = gpu();
     let (n, c) = (65537, 3);
     let (inp, weight, bias) = inputs(60, n, c);
-    let (tout, tmean, trstd) =
-        (Tensor::zeros(&gpu, "out", n * c).unwrap(), Tensor::zeros(&gpu, "mean", n).unwrap(), Tensor::zeros(&gpu, "rstd", n).unwrap());
+    let (tout, tmean, trstd) = (
+        Tensor::zeros(&gpu, "out", n * c).unwrap(),
+        Tensor::zeros(&gpu, "mean", n).unwrap(),
+        Tensor::zeros(&gpu, "rstd", n).unwrap(),
+    );
     let mut plan = Plan::new();
-    plan.push(ops::layernorm_forward(&gpu, &tout, &tmean, &trstd, &t(&gpu, &inp), &t(&gpu, &weight), &t(&gpu, &bias), n, c));
+    plan.push(ops::layernorm_forward(
+        &gpu,
+        &tout,
+        &tmean,
+        &trstd,
+        &t(&gpu, &inp),
+        &t(&gpu, &weight),
+        &t(&gpu, &bias),
+        n,
+        c,
+    ));
     plan.submit(&gpu);
     let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
     cpu::layernorm_forward(&mut out, &mut mean, &mut rstd, &inp, &weight, &bias, n, c);

@@ -81,7 +81,16 @@ fn run_gemm_case(gpu: &Gpu, kernel: MatmulKernel, d: GemmDims, seed: u64) {
     plan.submit(gpu);
     let mut want = c0.clone();
     cpu::gemm(&mut want, &a, &b, d);
-    let what = format!("{} gemm m={} n={} k={} batch={} alpha={} beta={}", kernel.name(), d.m, d.n, d.k, d.batch, d.alpha, d.beta);
+    let what = format!(
+        "{} gemm m={} n={} k={} batch={} alpha={} beta={}",
+        kernel.name(),
+        d.m,
+        d.n,
+        d.k,
+        d.batch,
+        d.alpha,
+        d.beta
+    );
     // Elements outside C's layout (padding) must be untouched: want keeps c0 there too.
     assert_close(&what, &tc.to_vec(gpu).unwrap(), &want, 2e-4, 1e-4);
 }
@@ -157,7 +166,17 @@ fn should_match_reference_matmul_forward_with_and_without_bias() {
             for kernel in MatmulKernel::ALL {
                 let tout = Tensor::zeros(&gpu, "o", bt * oc).unwrap();
                 let mut plan = Plan::new();
-                plan.push(ops::matmul_forward_with(&gpu, kernel, &tout, &tinp, &tw, with_bias.then_some(&tb), bt, c, oc));
+                plan.push(ops::matmul_forward_with(
+                    &gpu,
+                    kernel,
+                    &tout,
+                    &tinp,
+                    &tw,
+                    with_bias.then_some(&tb),
+                    bt,
+                    c,
+                    oc,
+                ));
                 plan.submit(&gpu);
                 assert_close(&format!("{what} {}", kernel.name()), &tout.to_vec(&gpu).unwrap(), &want, 1e-4, 1e-4);
             }
@@ -224,8 +243,11 @@ fn should_give_identical_matmul_backward_run_to_run() {
     let dout = randn(3, bt * oc, 1.0);
     let (tinp, tw, tdout) = (upload(&gpu, &inp), upload(&gpu, &weight), upload(&gpu, &dout));
     let run = || {
-        let (tdinp, tdw, tdb) =
-            (Tensor::zeros(&gpu, "dx", bt * c).unwrap(), Tensor::zeros(&gpu, "dw", oc * c).unwrap(), Tensor::zeros(&gpu, "db", oc).unwrap());
+        let (tdinp, tdw, tdb) = (
+            Tensor::zeros(&gpu, "dx", bt * c).unwrap(),
+            Tensor::zeros(&gpu, "dw", oc * c).unwrap(),
+            Tensor::zeros(&gpu, "db", oc).unwrap(),
+        );
         let mut plan = Plan::new();
         plan.extend(ops::matmul_backward(&gpu, Some(&tdinp), &tdw, Some(&tdb), &tdout, &tinp, &tw, bt, c, oc));
         plan.submit(&gpu);
@@ -265,7 +287,10 @@ fn should_match_finite_differences_reference_matmul_backward() {
     for (which, (name, grad)) in [("dinp", &dinp), ("dweight", &dweight), ("dbias", &dbias)].iter().enumerate() {
         for (i, &g) in grad.iter().enumerate() {
             let want = fd(which, i);
-            assert!((g as f64 - want).abs() <= 1e-3 * (1.0 + want.abs()), "{name}[{i}]: backward {g}, finite differences {want}");
+            assert!(
+                (g as f64 - want).abs() <= 1e-3 * (1.0 + want.abs()),
+                "{name}[{i}]: backward {g}, finite differences {want}"
+            );
         }
     }
 }

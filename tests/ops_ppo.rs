@@ -103,7 +103,12 @@ fn should_sample_the_tempered_top_k_distribution() {
         let want = cpu_s::sampling_probs(&row, temp, top_k);
         for j in 0..v {
             // 4 standard errors of a frequency at b = 20000 is at most 0.0142
-            assert!((freq[j] - want[j]).abs() < 0.015, "temperature {temp} top_k {top_k}: response {j} frequency {} vs {}", freq[j], want[j]);
+            assert!(
+                (freq[j] - want[j]).abs() < 0.015,
+                "temperature {temp} top_k {top_k}: response {j} frequency {} vs {}",
+                freq[j],
+                want[j]
+            );
             if want[j] == 0.0 {
                 assert_eq!(freq[j], 0.0, "a filtered response was sampled");
             }
@@ -176,7 +181,8 @@ fn should_match_reference_minibatch_ranks() {
 #[test]
 fn should_match_reference_rollout_rewards_whitening_gae_and_stats() {
     let gpu = gpu();
-    for &(b, t, start, k3) in &[(5usize, 7usize, 2usize, false), (5, 7, 2, true), (300, 1, 0, false), (37, 9, 3, true)] {
+    for &(b, t, start, k3) in &[(5usize, 7usize, 2usize, false), (5, 7, 2, true), (300, 1, 0, false), (37, 9, 3, true)]
+    {
         let mut mask = varied_mask(b, t, start);
         if t == 1 {
             mask = vec![1.0; b];
@@ -186,7 +192,8 @@ fn should_match_reference_rollout_rewards_whitening_gae_and_stats() {
         let values = randn(3, b * t, 1.0);
         let scores = randn(4, b, 2.0);
         let p = params(b, t, k3);
-        let (tl, tr, tv, ts, tm) = (tf(&gpu, &logps), tf(&gpu, &ref_logps), tf(&gpu, &values), tf(&gpu, &scores), tf(&gpu, &mask));
+        let (tl, tr, tv, ts, tm) =
+            (tf(&gpu, &logps), tf(&gpu, &ref_logps), tf(&gpu, &values), tf(&gpu, &scores), tf(&gpu, &mask));
         let roll = Tensor::zeros(&gpu, "rollout", b * t * RO).unwrap();
         let metrics = Tensor::zeros(&gpu, "m", 5).unwrap();
         run(
@@ -210,7 +217,8 @@ fn should_match_reference_rollout_rewards_whitening_gae_and_stats() {
         assert_close(&format!("rollout {what}"), &roll.to_vec(&gpu).unwrap(), &want, 1e-5, 1e-4);
         assert_close(&format!("rollout metrics {what}"), &metrics.to_vec(&gpu).unwrap(), &wm, 1e-5, 1e-4);
         // whitened advantages: zero mean, unit (unbiased) variance over response positions
-        let adv: Vec<f32> = (0..b * t).filter(|&i| want[i * RO + RO_MASK] > 0.0).map(|i| want[i * RO + RO_ADV]).collect();
+        let adv: Vec<f32> =
+            (0..b * t).filter(|&i| want[i * RO + RO_MASK] > 0.0).map(|i| want[i * RO + RO_ADV]).collect();
         let n = adv.len() as f32;
         let mean = adv.iter().sum::<f32>() / n;
         let var = adv.iter().map(|a| (a - mean) * (a - mean)).sum::<f32>() / (n - 1.0);
@@ -243,7 +251,11 @@ fn should_match_closed_form_gae() {
                 let delta = rw[j] as f64 + gamma as f64 * next_v - vals[j] as f64;
                 a += (gamma as f64 * lam as f64).powi(l as i32) * delta;
             }
-            assert!((roll[i * RO + RO_ADV] as f64 - a).abs() < 1e-5, "row {r} advantage {} vs closed form {a}", roll[i * RO + RO_ADV]);
+            assert!(
+                (roll[i * RO + RO_ADV] as f64 - a).abs() < 1e-5,
+                "row {r} advantage {} vs closed form {a}",
+                roll[i * RO + RO_ADV]
+            );
             assert!((roll[i * RO + RO_RET] as f64 - a - vals[i] as f64).abs() < 1e-5);
         }
     }
@@ -255,7 +267,12 @@ fn loss_case(b: usize, t: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let mask = if t == 1 { vec![1.0; b] } else { varied_mask(b, t, 1) };
     let logps: Vec<f32> = randn(seed, b * t, 1.0).iter().map(|x| -x.abs() - 0.2).collect();
     let values = randn(seed + 1, b * t, 1.0);
-    let (dl, dv, adv, ret) = (randn(seed + 2, b * t, 0.4), randn(seed + 3, b * t, 0.3), randn(seed + 4, b * t, 1.0), randn(seed + 5, b * t, 1.0));
+    let (dl, dv, adv, ret) = (
+        randn(seed + 2, b * t, 0.4),
+        randn(seed + 3, b * t, 0.3),
+        randn(seed + 4, b * t, 1.0),
+        randn(seed + 5, b * t, 1.0),
+    );
     let mut roll = vec![0.0f32; b * t * RO];
     for i in 0..b * t {
         if mask[i] > 0.0 {
@@ -281,7 +298,8 @@ fn should_match_reference_ppo_loss_and_reduce() {
             cpu_s::minibatch_ranks(&mut ranks, rng, b, ep);
         }
         let base = PpoParams { mb_size: (b / m) as u32, ..params(b, t, false) };
-        let (tl, tv, tr, trk, te) = (tf(&gpu, &logps), tf(&gpu, &values), tf(&gpu, &roll), tu(&gpu, &ranks), tf(&gpu, &entropy));
+        let (tl, tv, tr, trk, te) =
+            (tf(&gpu, &logps), tf(&gpu, &values), tf(&gpu, &roll), tu(&gpu, &ranks), tf(&gpu, &entropy));
         let stats = Tensor::zeros(&gpu, "stats", e * m * MB_STATS).unwrap();
         let metrics = Tensor::zeros(&gpu, "metrics", 8).unwrap();
         let mut wstats = vec![0.0f32; e * m * MB_STATS];
@@ -327,17 +345,30 @@ fn should_match_finite_differences_of_reference_ppo_loss() {
         lp[i] += h;
         lm[i] -= h;
         let fd = (f(&lp, &values) - f(&lm, &values)) / (2.0 * h as f64);
-        assert!((fd - dl[i] as f64).abs() < 2e-3 + 1e-2 * fd.abs(), "d loss / d logp[{i}]: finite difference {fd} vs {}", dl[i]);
+        assert!(
+            (fd - dl[i] as f64).abs() < 2e-3 + 1e-2 * fd.abs(),
+            "d loss / d logp[{i}]: finite difference {fd} vs {}",
+            dl[i]
+        );
         let (mut vp, mut vm) = (values.clone(), values.clone());
         vp[i] += h;
         vm[i] -= h;
         let fd = (f(&logps, &vp) - f(&logps, &vm)) / (2.0 * h as f64);
-        assert!((fd - dv[i] as f64).abs() < 2e-3 + 1e-2 * fd.abs(), "d loss / d value[{i}]: finite difference {fd} vs {}", dv[i]);
+        assert!(
+            (fd - dv[i] as f64).abs() < 2e-3 + 1e-2 * fd.abs(),
+            "d loss / d value[{i}]: finite difference {fd} vs {}",
+            dv[i]
+        );
     }
     // the surrogate's terms are the reported losses
     let no_ent = PpoParams { entropy_coef: 0.0, ..p };
     let total = cpu::ppo_loss_value(&logps, &values, &roll, &ranks, &no_ent);
-    assert!((total - (stats[0] + p.vf_coef * stats[1]) as f64).abs() < 1e-4, "loss {total} vs policy {} + vf_coef * value {}", stats[0], stats[1]);
+    assert!(
+        (total - (stats[0] + p.vf_coef * stats[1]) as f64).abs() < 1e-4,
+        "loss {total} vs policy {} + vf_coef * value {}",
+        stats[0],
+        stats[1]
+    );
 }
 
 #[test]
@@ -355,7 +386,13 @@ fn should_match_reference_token_entropy() {
             let row = &logits[r * v..(r + 1) * v];
             let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
             let z: f64 = row.iter().map(|&x| (x as f64 - mx).exp()).sum();
-            let h: f64 = row.iter().map(|&x| { let lp = x as f64 - mx - z.ln(); -lp.exp() * lp }).sum();
+            let h: f64 = row
+                .iter()
+                .map(|&x| {
+                    let lp = x as f64 - mx - z.ln();
+                    -lp.exp() * lp
+                })
+                .sum();
             assert!((want[r] as f64 - h).abs() < 1e-4, "row {r}: entropy {} vs {h}", want[r]);
         }
     }
@@ -371,7 +408,10 @@ fn should_match_reference_reward_sources() {
     let (tp, tr, tt) = (tu(&gpu, &prompts), tu(&gpu, &responses), tf(&gpu, &table));
     let scores = Tensor::zeros(&gpu, "scores", b).unwrap();
     let x = Tensor::zeros(&gpu, "x", b * p_ * r).unwrap();
-    run(&gpu, vec![ops::table_reward(&gpu, &scores, &tt, &tp, &tr, b, r), ops::pair_onehot(&gpu, &x, &tp, &tr, b, p_, r)]);
+    run(
+        &gpu,
+        vec![ops::table_reward(&gpu, &scores, &tt, &tp, &tr, b, r), ops::pair_onehot(&gpu, &x, &tp, &tr, b, p_, r)],
+    );
     let (mut ws, mut wx) = (vec![0.0f32; b], vec![0.0f32; b * p_ * r]);
     cpu::table_reward(&mut ws, &table, &prompts, &responses, r);
     cpu::pair_onehot(&mut wx, &prompts, &responses, p_, r);
@@ -384,7 +424,13 @@ fn should_match_reference_reward_sources() {
     let src = randn(51, b * t, 1.0);
     let (ttk, tm, tsrc) = (tu(&gpu, &tokens), tf(&gpu, &mask), tf(&gpu, &src));
     let (s1, s2) = (Tensor::zeros(&gpu, "s1", b).unwrap(), Tensor::zeros(&gpu, "s2", b).unwrap());
-    run(&gpu, vec![ops::count_token_reward(&gpu, &s1, &ttk, &tm, b, t, 3, 0.5), ops::score_gather(&gpu, &s2, &tsrc, &tm, b, t, 1)]);
+    run(
+        &gpu,
+        vec![
+            ops::count_token_reward(&gpu, &s1, &ttk, &tm, b, t, 3, 0.5),
+            ops::score_gather(&gpu, &s2, &tsrc, &tm, b, t, 1),
+        ],
+    );
     let (mut w1, mut w2) = (vec![0.0f32; b], vec![0.0f32; b]);
     cpu::count_token_reward(&mut w1, &tokens, &mask, b, t, 3, 0.5);
     cpu::score_gather(&mut w2, &src, &mask, b, t, 1);
@@ -406,7 +452,11 @@ fn should_maximise_the_kl_regularised_objective_at_the_analytic_optimum() {
     let rw = randn(61, r, 0.5);
     let star = cpu::rlhf_optimum(&pi0, &rw, beta, r);
     let j = |pi: &[f32]| -> f64 {
-        pi.iter().zip(&pi0).zip(&rw).map(|((&p, &q), &w)| p as f64 * (w as f64 - beta as f64 * (p as f64 / q as f64).ln())).sum()
+        pi.iter()
+            .zip(&pi0)
+            .zip(&rw)
+            .map(|((&p, &q), &w)| p as f64 * (w as f64 - beta as f64 * (p as f64 / q as f64).ln()))
+            .sum()
     };
     let best = j(&star);
     let mut rng = Rng::new(5);

@@ -50,7 +50,17 @@ fn should_approach_the_kl_regularised_optimum_on_the_toy_bandit() {
     let pi0_params = MlpRef::init(&cfg, 3).params;
     let table = reward_table();
     let rows = env("PPO_ROWS", 64);
-    let mut tr = PpoToyTrainer::new(&gpu, &toy_ppo(beta), &toy_opt(), &cfg, &pi0_params, &mlp_value_init(&cfg, &pi0_params), RewardSource::Table(table.clone()), rows).unwrap();
+    let mut tr = PpoToyTrainer::new(
+        &gpu,
+        &toy_ppo(beta),
+        &toy_opt(),
+        &cfg,
+        &pi0_params,
+        &mlp_value_init(&cfg, &pi0_params),
+        RewardSource::Table(table.clone()),
+        rows,
+    )
+    .unwrap();
     let pi0 = tr.policy_probs_blocking(&gpu).unwrap();
     let star = cpu::rlhf_optimum(&pi0, &table, beta, R);
     let tv0: f32 = cpu::total_variation(&pi0, &star, R).iter().sum::<f32>() / P as f32;
@@ -93,7 +103,10 @@ fn should_approach_the_kl_regularised_optimum_on_the_toy_bandit() {
         })
         .sum::<f32>()
         / P as f32;
-    eprintln!("objective at pi*: {opt_value:.4}, last rollout's objective/rlhf_reward {:.4}", m.get("objective/rlhf_reward"));
+    eprintln!(
+        "objective at pi*: {opt_value:.4}, last rollout's objective/rlhf_reward {:.4}",
+        m.get("objective/rlhf_reward")
+    );
     assert!(tv0 > 0.2, "the reward must move the optimum well away from pi0 (TV {tv0})");
     assert!(tv < 0.05, "PPO should end within TV 0.05 of pi* (averaged over prompts), got {tv} (started at {tv0})");
 }
@@ -113,10 +126,27 @@ fn should_raise_a_rule_based_score_with_bounded_kl_on_a_tiny_gpt() {
     let cfg = tiny_gpt();
     let (b, lp, token) = (env("PPO_GPT_B", 16usize), 2usize, 3u32);
     let beta: f32 = env("PPO_GPT_BETA", 0.5);
-    let ppo = PpoConfig { kl_coef: beta, response_length: 6, num_mini_batches: env("PPO_GPT_MB", 1), seed: env("PPO_GPT_SEED", 5), ..Default::default() };
+    let ppo = PpoConfig {
+        kl_coef: beta,
+        response_length: 6,
+        num_mini_batches: env("PPO_GPT_MB", 1),
+        seed: env("PPO_GPT_SEED", 5),
+        ..Default::default()
+    };
     let opt = OptimConfig { lr: env("PPO_GPT_LR", 1e-3), ..Default::default() };
     let pi0 = GptRef::init(&cfg, 9).params;
-    let mut tr = PpoGptTrainer::new(&gpu, &ppo, &opt, &cfg, &pi0, &gpt_value_init(&cfg, &pi0), GptRewardSource::CountToken { token, scale: 1.0 }, b, lp).unwrap();
+    let mut tr = PpoGptTrainer::new(
+        &gpu,
+        &ppo,
+        &opt,
+        &cfg,
+        &pi0,
+        &gpt_value_init(&cfg, &pi0),
+        GptRewardSource::CountToken { token, scale: 1.0 },
+        b,
+        lp,
+    )
+    .unwrap();
     // The optimum of E[count] - beta KL for a near-uniform pi0 is per token pi*(token) = e^(1/beta) / (e^(1/beta) + V - 1).
     let v = cfg.vocab_size as f64;
     let q = (1.0 / beta as f64).exp() / ((1.0 / beta as f64).exp() + v - 1.0);
@@ -151,7 +181,11 @@ fn should_raise_a_rule_based_score_with_bounded_kl_on_a_tiny_gpt() {
     let mut counts = vec![0.0f32; b];
     cpu::count_token_reward(&mut counts, &tokens, &mask, b, t, token, 1.0);
     let last_score = counts.iter().sum::<f32>() / b as f32;
-    assert!((last_score - hist.last().unwrap().0).abs() < 1e-5, "objective/scores {} vs the rule on the rollout {last_score}", hist.last().unwrap().0);
+    assert!(
+        (last_score - hist.last().unwrap().0).abs() < 1e-5,
+        "objective/scores {} vs the rule on the rollout {last_score}",
+        hist.last().unwrap().0
+    );
 
     let mean = |xs: &[(f32, f32)], f: fn(&(f32, f32)) -> f32| xs.iter().map(f).sum::<f32>() / xs.len() as f32;
     let (first, last) = (&hist[..3], &hist[hist.len() - 10..]);
@@ -163,7 +197,10 @@ fn should_raise_a_rule_based_score_with_bounded_kl_on_a_tiny_gpt() {
         tr.dispatches_per_step()
     );
     assert!(s1 > s0 + 1.0, "the mean score should rise by more than 1 (from {s0} to {s1})");
-    assert!(kl1 < 1.5 * kl_star as f32, "the KL should settle near the optimum's ({kl_star:.3}), got {kl1} over the last 10 steps");
+    assert!(
+        kl1 < 1.5 * kl_star as f32,
+        "the KL should settle near the optimum's ({kl_star:.3}), got {kl1} over the last 10 steps"
+    );
     assert!(kl_max < 2.5 * kl_star as f32, "the KL should stay bounded (max {kl_max}, optimum's {kl_star:.3})");
 }
 
@@ -192,7 +229,8 @@ fn should_be_deterministic_for_a_seed_and_score_with_a_reward_model_like_its_tab
     let table = reward_table();
     let run = |seed: u64, reward: RewardSource| -> Vec<Vec<(String, f32)>> {
         let ppo = PpoConfig { seed, num_mini_batches: 2, ..toy_ppo(0.1) };
-        let mut tr = PpoToyTrainer::new(&gpu, &ppo, &toy_opt(), &cfg, &pi0, &mlp_value_init(&cfg, &pi0), reward, 32).unwrap();
+        let mut tr =
+            PpoToyTrainer::new(&gpu, &ppo, &toy_opt(), &cfg, &pi0, &mlp_value_init(&cfg, &pi0), reward, 32).unwrap();
         (0..3).map(|_| tr.step_blocking(&gpu).unwrap().values).collect()
     };
     let a = run(7, RewardSource::Table(table.clone()));
@@ -216,7 +254,17 @@ fn should_approach_the_optimum_with_a_shared_trunk_value_head() {
     let pi0_params = MlpRef::init(&cfg, 3).params;
     let table = reward_table();
     let ppo = PpoConfig { value_model: ValueModel::SharedTrunk, ..toy_ppo(beta) };
-    let mut tr = PpoToyTrainer::new(&gpu, &ppo, &toy_opt(), &cfg, &pi0_params, &mlp_value_init(&cfg, &pi0_params), RewardSource::Table(table.clone()), 64).unwrap();
+    let mut tr = PpoToyTrainer::new(
+        &gpu,
+        &ppo,
+        &toy_opt(),
+        &cfg,
+        &pi0_params,
+        &mlp_value_init(&cfg, &pi0_params),
+        RewardSource::Table(table.clone()),
+        64,
+    )
+    .unwrap();
     assert!(tr.value.is_none() && tr.policy.scalar.is_some(), "a shared trunk means one model with a scalar head");
     let pi0 = tr.policy_probs_blocking(&gpu).unwrap();
     let star = cpu::rlhf_optimum(&pi0, &table, beta, R);
@@ -244,8 +292,26 @@ fn should_generate_like_the_reference_gpt_and_sampler_with_end_of_sequence() {
     for w in reference.tensor_mut("transformer.wte.weight") {
         *w *= 40.0;
     }
-    let ppo = PpoConfig { response_length: 6, temperature: 0.8, top_k: 5, stop_token_id: Some(eos), seed: 21, ..Default::default() };
-    let mut tr = PpoGptTrainer::new(&gpu, &ppo, &OptimConfig::default(), &cfg, &reference.params, &gpt_value_init(&cfg, &reference.params), GptRewardSource::CountToken { token: 3, scale: 1.0 }, b, lp).unwrap();
+    let ppo = PpoConfig {
+        response_length: 6,
+        temperature: 0.8,
+        top_k: 5,
+        stop_token_id: Some(eos),
+        seed: 21,
+        ..Default::default()
+    };
+    let mut tr = PpoGptTrainer::new(
+        &gpu,
+        &ppo,
+        &OptimConfig::default(),
+        &cfg,
+        &reference.params,
+        &gpt_value_init(&cfg, &reference.params),
+        GptRewardSource::CountToken { token: 3, scale: 1.0 },
+        b,
+        lp,
+    )
+    .unwrap();
     let t = tr.seq_len();
     let mut prng = Rng::new(2);
     let mut ended = 0;
@@ -262,7 +328,18 @@ fn should_generate_like_the_reference_gpt_and_sampler_with_end_of_sequence() {
         for pos in lp - 1..t - 1 {
             let acts = reference.forward(&want, &vec![0; b * t], b, t);
             let mut sampled = vec![0u32; b];
-            cpu_s::sample_categorical(&mut sampled, &acts.logits, rng_words(21, call), b, cfg.vocab_size, t * cfg.vocab_size, pos * cfg.vocab_size, 0.8, 5, pos as u32);
+            cpu_s::sample_categorical(
+                &mut sampled,
+                &acts.logits,
+                rng_words(21, call),
+                b,
+                cfg.vocab_size,
+                t * cfg.vocab_size,
+                pos * cfg.vocab_size,
+                0.8,
+                5,
+                pos as u32,
+            );
             cpu_s::append_token(&mut want, &mut targets, &mut wmask, &sampled, b, t, pos, lp, Some(eos));
         }
         assert_eq!(tokens, want, "generation {call}: GPU tokens vs CPU replay");
@@ -273,7 +350,10 @@ fn should_generate_like_the_reference_gpt_and_sampler_with_end_of_sequence() {
                 ended += (k + 1 < resp.len()) as usize;
                 assert!(resp[k..].iter().all(|&x| x == eos), "row {r}: after the stop token only padding");
                 let m = &mask[r * t + lp - 1..r * t + t - 1];
-                assert!(m[..=k].iter().all(|&x| x == 1.0) && m[k + 1..].iter().all(|&x| x == 0.0), "row {r}: mask {m:?} for eos at {k}");
+                assert!(
+                    m[..=k].iter().all(|&x| x == 1.0) && m[k + 1..].iter().all(|&x| x == 0.0),
+                    "row {r}: mask {m:?} for eos at {k}"
+                );
             }
         }
     }
@@ -291,9 +371,17 @@ fn should_score_with_a_reward_model_gpt_at_the_last_response_token_with_a_shared
     for w in rm.tensor_mut("score.weight") {
         *w *= 50.0; // scores of order 1
     }
-    let ppo = PpoConfig { response_length: 6, stop_token_id: Some(0), value_model: ValueModel::SharedTrunk, seed: 3, ..Default::default() };
+    let ppo = PpoConfig {
+        response_length: 6,
+        stop_token_id: Some(0),
+        value_model: ValueModel::SharedTrunk,
+        seed: 3,
+        ..Default::default()
+    };
     let reward = GptRewardSource::Model { cfg: rm_cfg.clone(), params: rm.params.clone() };
-    let mut tr = PpoGptTrainer::new(&gpu, &ppo, &OptimConfig::default(), &cfg, &pi0, &gpt_value_init(&cfg, &pi0), reward, b, lp).unwrap();
+    let mut tr =
+        PpoGptTrainer::new(&gpu, &ppo, &OptimConfig::default(), &cfg, &pi0, &gpt_value_init(&cfg, &pi0), reward, b, lp)
+            .unwrap();
     assert!(tr.value.is_none() && tr.policy.scalar.is_some());
     let mut rng = Rng::new(4);
     for _ in 0..2 {
@@ -304,7 +392,11 @@ fn should_score_with_a_reward_model_gpt_at_the_last_response_token_with_a_shared
         let mut scores = vec![0.0f32; b];
         cpu::score_gather(&mut scores, acts.scalar.as_ref().unwrap(), &mask, b, t, 1);
         let want = scores.iter().sum::<f32>() / b as f32;
-        assert!((m.get("objective/scores") - want).abs() < 1e-4 * (1.0 + want.abs()), "objective/scores {} vs the reference reward model {want}", m.get("objective/scores"));
+        assert!(
+            (m.get("objective/scores") - want).abs() < 1e-4 * (1.0 + want.abs()),
+            "objective/scores {} vs the reference reward model {want}",
+            m.get("objective/scores")
+        );
         assert!(scores.iter().any(|s| s.abs() > 0.05), "the reward model should score something: {scores:?}");
     }
 }
@@ -312,11 +404,17 @@ fn should_score_with_a_reward_model_gpt_at_the_last_response_token_with_a_shared
 #[test]
 fn should_default_to_trl_hyperparameters() {
     let d = PpoConfig::default();
-    assert_eq!((d.cliprange, d.cliprange_value, d.vf_coef, d.kl_coef, d.gamma, d.lam, d.num_ppo_epochs), (0.2, 0.2, 0.1, 0.05, 1.0, 0.95, 4));
+    assert_eq!(
+        (d.cliprange, d.cliprange_value, d.vf_coef, d.kl_coef, d.gamma, d.lam, d.num_ppo_epochs),
+        (0.2, 0.2, 0.1, 0.05, 1.0, 0.95, 4)
+    );
     assert!(d.whiten_advantages && !d.whiten_rewards && d.entropy_coef == 0.0);
     let parsed: PpoConfig = serde_json::from_str("{}").unwrap();
     assert_eq!(parsed, d);
-    let k3: PpoConfig = serde_json::from_str(r#"{"kl_estimator": "k3", "value_model": "shared-trunk", "top_k": 5, "stop_token_id": 2}"#).unwrap();
+    let k3: PpoConfig = serde_json::from_str(
+        r#"{"kl_estimator": "k3", "value_model": "shared-trunk", "top_k": 5, "stop_token_id": 2}"#,
+    )
+    .unwrap();
     assert_eq!(k3.kl_estimator, dpo3d::objectives::ppo::KlEstimator::K3);
     assert_eq!((k3.value_model, k3.top_k, k3.stop_token_id), (ValueModel::SharedTrunk, 5, Some(2)));
     assert!(PpoConfig { num_mini_batches: 3, ..d.clone() }.validate(16).is_err(), "minibatches must divide the rows");
@@ -359,7 +457,18 @@ fn measure_generation_recompute_vs_cached_step() {
         let (ms_full, ms_one) = (time(&full.forward, reps), time(&one.forward, reps));
         // a whole PPO step for scale
         let ppo = PpoConfig { response_length: t - lp, ..Default::default() };
-        let mut tr = PpoGptTrainer::new(&gpu, &ppo, &OptimConfig::default(), &cfg, &params, &gpt_value_init(&cfg, &params), GptRewardSource::CountToken { token: 1, scale: 1.0 }, b, lp).unwrap();
+        let mut tr = PpoGptTrainer::new(
+            &gpu,
+            &ppo,
+            &OptimConfig::default(),
+            &cfg,
+            &params,
+            &gpt_value_init(&cfg, &params),
+            GptRewardSource::CountToken { token: 1, scale: 1.0 },
+            b,
+            lp,
+        )
+        .unwrap();
         let mut rng = Rng::new(3);
         let prompts = random_prompts(&mut rng, b, lp, cfg.vocab_size);
         tr.step_blocking(&gpu, &prompts).unwrap();

@@ -104,20 +104,38 @@ fn should_match_finite_differences_of_every_loss() {
         let (_, _, _, grad) = run_cpu(&c, &p);
         for i in 0..c.logps.len() {
             let f = |x: f32| {
-                let mut cc = Case { logps: c.logps.clone(), mask: c.mask.clone(), ref_sum: c.ref_sum.clone(), ref_mean: c.ref_mean.clone(), ..c };
+                let mut cc = Case {
+                    logps: c.logps.clone(),
+                    mask: c.mask.clone(),
+                    ref_sum: c.ref_sum.clone(),
+                    ref_mean: c.ref_mean.clone(),
+                    ..c
+                };
                 cc.logps[i] = x;
                 run_cpu(&cc, &p).1[0] as f64
             };
             let eps = 1e-2;
             let fd = (f(c.logps[i] + eps) - f(c.logps[i] - eps)) / (2.0 * eps as f64);
-            assert!((fd - grad[i] as f64).abs() < 2e-3 + 2e-2 * fd.abs(), "{}: dlogps[{i}] = {} but finite differences give {fd}", loss.name(), grad[i]);
+            assert!(
+                (fd - grad[i] as f64).abs() < 2e-3 + 2e-2 * fd.abs(),
+                "{}: dlogps[{i}] = {} but finite differences give {fd}",
+                loss.name(),
+                grad[i]
+            );
         }
     }
 }
 
 /// One pair with single-token responses at the given log-probs.
 fn pair(logp_c: f32, logp_r: f32, ref_c: f32, ref_r: f32) -> Case {
-    Case { n: 1, t: 1, logps: vec![logp_c, logp_r], mask: vec![1.0, 1.0], ref_sum: vec![ref_c, ref_r], ref_mean: vec![ref_c, ref_r] }
+    Case {
+        n: 1,
+        t: 1,
+        logps: vec![logp_c, logp_r],
+        mask: vec![1.0, 1.0],
+        ref_sum: vec![ref_c, ref_r],
+        ref_mean: vec![ref_c, ref_r],
+    }
 }
 
 #[test]
@@ -126,7 +144,12 @@ fn should_give_ln2_at_zero_margin() {
     let c = pair(-2.0, -3.0, -2.0, -3.0);
     for loss in [PreferenceLoss::Dpo { beta: 0.1 }, PreferenceLoss::FlexDpo { beta_pos: 0.1, beta_neg: 0.08 }] {
         let (_, m, _, _) = run_gpu(&gpu, &c, &loss.params(1, 1));
-        assert!((m[0] - std::f32::consts::LN_2).abs() < 1e-6, "{} loss at zero margin = {}, want ln 2", loss.name(), m[0]);
+        assert!(
+            (m[0] - std::f32::consts::LN_2).abs() < 1e-6,
+            "{} loss at zero margin = {}, want ln 2",
+            loss.name(),
+            m[0]
+        );
     }
 }
 
@@ -141,7 +164,11 @@ fn should_keep_the_gradient_ratio_minus_pi_plus_over_pi_minus_in_log_space() {
         let (g_c, g_r) = (stats[7], stats[8]);
         assert!(g_c.is_finite() && g_r.is_finite(), "log10 gradients not finite at ({lc}, {lr}): {g_c} {g_r}");
         let want = (lc - lr) / std::f32::consts::LN_10;
-        assert!(((g_r - g_c) - want).abs() < 1e-3 * want.abs().max(1.0), "({lc}, {lr}): log10 ratio {} want {want}", g_r - g_c);
+        assert!(
+            ((g_r - g_c) - want).abs() < 1e-3 * want.abs().max(1.0),
+            "({lc}, {lr}): log10 ratio {} want {want}",
+            g_r - g_c
+        );
         // And in log-probability space the two gradients are balanced: dl/dlog pi+ = -dl/dlog pi-.
         assert!((coef[0] + coef[1]).abs() <= 1e-7, "coefficients not balanced: {coef:?}");
     }
@@ -157,7 +184,11 @@ fn should_keep_sft_dpo_chosen_gradient_above_gamma_over_pi_plus() {
         let (dpo, _, _, _) = run_gpu(&gpu, &c, &PreferenceLoss::Dpo { beta: 0.1 }.params(1, 1));
         let (sft, _, coef, _) = run_gpu(&gpu, &c, &PreferenceLoss::SftDpo { beta: 0.1, gamma }.params(1, 1));
         let floor = (gamma.ln() - (-1.5f32)) / std::f32::consts::LN_10; // log10(gamma / pi+)
-        assert!(sft[7] >= floor - 1e-5, "pi- = e^{lr}: SFT-DPO log10|dl/dpi+| = {} below log10(gamma/pi+) = {floor}", sft[7]);
+        assert!(
+            sft[7] >= floor - 1e-5,
+            "pi- = e^{lr}: SFT-DPO log10|dl/dpi+| = {} below log10(gamma/pi+) = {floor}",
+            sft[7]
+        );
         assert!(coef[0] <= -gamma + 1e-6, "chosen coefficient {} should be <= -gamma", coef[0]);
         if lr <= -50.0 {
             assert!(dpo[7] < floor - 1.0, "DPO's chosen gradient should have vanished: {} vs floor {floor}", dpo[7]);
@@ -174,7 +205,11 @@ fn should_match_reference_bradley_terry() {
     let p = PrefParams { n_pairs: n as u32, t: t as u32, ..Default::default() };
     let ts = Tensor::from_f32(&gpu, "s", &scalar).unwrap();
     let tl = Tensor::from_u32(&gpu, "l", &last).unwrap();
-    let (stats, coef, metrics) = (Tensor::zeros(&gpu, "st", n * STATS).unwrap(), Tensor::zeros(&gpu, "c", 2 * n).unwrap(), Tensor::zeros(&gpu, "m", STATS).unwrap());
+    let (stats, coef, metrics) = (
+        Tensor::zeros(&gpu, "st", n * STATS).unwrap(),
+        Tensor::zeros(&gpu, "c", 2 * n).unwrap(),
+        Tensor::zeros(&gpu, "m", STATS).unwrap(),
+    );
     let ds = Tensor::from_f32(&gpu, "ds", &vec![3.0; 2 * n * t]).unwrap();
     let mut plan = Plan::new();
     plan.push(ops::bt_forward(&gpu, &stats, &coef, &ts, &tl, &p));
@@ -268,6 +303,7 @@ fn should_round_trip_every_loss_config_through_serde() {
     }
     let e = PreferenceLoss::Cdpo { beta: 0.1, label_smoothing: 0.7 }.validate().unwrap_err().to_string();
     assert!(e.contains("label_smoothing"), "{e}");
-    let e = serde_json::from_str::<PreferenceLoss>(r#"{"loss_type":"flex-dpo","beta_pos":0.1}"#).unwrap_err().to_string();
+    let e =
+        serde_json::from_str::<PreferenceLoss>(r#"{"loss_type":"flex-dpo","beta_pos":0.1}"#).unwrap_err().to_string();
     assert!(e.contains("beta_neg"), "{e}");
 }

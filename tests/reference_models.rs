@@ -63,9 +63,7 @@ fn check_grads(
     let mut ok = true;
     let an: Vec<f64> = analytic.iter().map(|&x| x as f64).collect();
     let keep = |i: usize| !skipped[i];
-    let diff: Vec<f64> = (0..an.len())
-        .map(|i| if keep(i) { an[i] - fd[i] } else { 0.0 })
-        .collect();
+    let diff: Vec<f64> = (0..an.len()).map(|i| if keep(i) { an[i] - fd[i] } else { 0.0 }).collect();
     let an_kept: Vec<f64> = (0..an.len()).map(|i| if keep(i) { an[i] } else { 0.0 }).collect();
     let total = norm(&diff) / norm(&an_kept).max(1e-12);
     println!(
@@ -84,17 +82,12 @@ fn check_grads(
         let rel = if a > 1e-6 { d / a } else { d };
         let pass = rel <= tensor_tol;
         ok &= pass;
-        println!(
-            "  {} {name:36} |grad| {a:9.3e}  rel err {rel:.2e}",
-            if pass { "OK    " } else { "NOT OK" }
-        );
+        println!("  {} {name:36} |grad| {a:9.3e}  rel err {rel:.2e}", if pass { "OK    " } else { "NOT OK" });
     }
     // elementwise on a random sample: one index in every tensor, then uniformly over the whole vector
     let mut rng = Rng::new(seed);
-    let mut idx: Vec<usize> = table
-        .iter()
-        .map(|(_, off, shape)| off + rng.below(shape.iter().product::<usize>() as u32) as usize)
-        .collect();
+    let mut idx: Vec<usize> =
+        table.iter().map(|(_, off, shape)| off + rng.below(shape.iter().product::<usize>() as u32) as usize).collect();
     while idx.len() < samples.max(table.len()) {
         idx.push(rng.below(an.len() as u32) as usize);
     }
@@ -102,10 +95,7 @@ fn check_grads(
         let err = (an[i] - fd[i]).abs();
         if err > atol + rtol * fd[i].abs() {
             let name = &table.iter().rev().find(|(_, off, _)| *off <= i).unwrap().0;
-            println!(
-                "  NOT OK element {i} ({name}): analytic {} finite difference {} ",
-                an[i], fd[i]
-            );
+            println!("  NOT OK element {i} ({name}): analytic {} finite difference {} ", an[i], fd[i]);
             ok = false;
         }
     }
@@ -115,14 +105,7 @@ fn check_grads(
 // ---------------------------------------------------------------- GPT
 
 fn tiny_gpt(scalar_head: bool) -> GptConfig {
-    GptConfig {
-        vocab_size: 11,
-        context: 5,
-        layers: 2,
-        heads: 2,
-        width: 8,
-        scalar_head,
-    }
+    GptConfig { vocab_size: 11, context: 5, layers: 2, heads: 2, width: 8, scalar_head }
 }
 
 /// The init moved to O(0.2) weights, LN weights around 1 and nonzero biases, so every path carries gradient.
@@ -160,11 +143,7 @@ fn check_gpt_gradients(scalar_head: bool, seed: u64) {
     let tokens = rand_ids(&mut rng, b * t, cfg.vocab_size);
     let targets = rand_ids(&mut rng, b * t, cfg.vocab_size);
     let coef = randn(&mut rng, b * t, 1.0);
-    let dscalar = if scalar_head {
-        Some(randn(&mut rng, b * t, 1.0))
-    } else {
-        None
-    };
+    let dscalar = if scalar_head { Some(randn(&mut rng, b * t, 1.0)) } else { None };
     let acts = m.forward(&tokens, &targets, b, t);
     let grads = m.backward(&acts, &tokens, &targets, &coef, dscalar.as_deref(), b, t);
     assert_eq!(grads.len(), cfg.num_params());
@@ -172,27 +151,12 @@ fn check_gpt_gradients(scalar_head: bool, seed: u64) {
     let table = gpt::offsets(&cfg);
     let mut params = std::mem::take(&mut m.params);
     let fd = finite_differences(&mut params, 1e-2, |p| {
-        let m = GptRef {
-            cfg: cfg.clone(),
-            params: p.to_vec(),
-        };
+        let m = GptRef { cfg: cfg.clone(), params: p.to_vec() };
         gpt_loss(&m, &tokens, &targets, &coef, dscalar.as_deref(), b, t)
     });
     let skipped = vec![false; fd.len()];
     let what = format!("GPT V=11 T=5 L=2 NH=2 C=8 scalar_head={scalar_head}");
-    check_grads(
-        &what,
-        &table,
-        &grads,
-        &fd,
-        &skipped,
-        3e-3,
-        1e-3,
-        1e-3,
-        2e-2,
-        48,
-        seed + 2,
-    );
+    check_grads(&what, &table, &grads, &fd, &skipped, 3e-3, 1e-3, 1e-3, 2e-2, 48, seed + 2);
 }
 
 #[test]
@@ -207,14 +171,7 @@ fn should_match_finite_differences_gpt_backward_with_scalar_head() {
 
 #[test]
 fn should_give_gpt_logps_equal_to_log_softmax_at_targets() {
-    let cfg = GptConfig {
-        vocab_size: 23,
-        context: 9,
-        layers: 2,
-        heads: 2,
-        width: 8,
-        scalar_head: true,
-    };
+    let cfg = GptConfig { vocab_size: 23, context: 9, layers: 2, heads: 2, width: 8, scalar_head: true };
     let (b, t) = (3, 7);
     let m = perturbed_gpt(&cfg, 3);
     let mut rng = Rng::new(4);
@@ -230,20 +187,9 @@ fn should_give_gpt_logps_equal_to_log_softmax_at_targets() {
         let mx = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
         let lse = mx + row.iter().map(|&x| (x as f64 - mx).exp()).sum::<f64>().ln();
         let want = row[targets[i] as usize] as f64 - lse;
-        assert!(
-            (a.logps[i] as f64 - want).abs() < 1e-5,
-            "logps[{i}] = {} want {want}",
-            a.logps[i]
-        );
-        assert!(
-            (a.lse[i] as f64 - lse).abs() < 1e-5,
-            "lse[{i}] = {} want {lse}",
-            a.lse[i]
-        );
-        assert!(
-            (ls[i * v + targets[i] as usize] - a.logps[i]).abs() < 1e-5,
-            "log_softmax disagrees at row {i}"
-        );
+        assert!((a.logps[i] as f64 - want).abs() < 1e-5, "logps[{i}] = {} want {want}", a.logps[i]);
+        assert!((a.lse[i] as f64 - lse).abs() < 1e-5, "lse[{i}] = {} want {lse}", a.lse[i]);
+        assert!((ls[i * v + targets[i] as usize] - a.logps[i]).abs() < 1e-5, "log_softmax disagrees at row {i}");
     }
     // scalar head = lnf @ score.weight^T
     let scorew = m.tensor("score.weight");
@@ -256,14 +202,7 @@ fn should_give_gpt_logps_equal_to_log_softmax_at_targets() {
 
 #[test]
 fn should_give_sft_loss_near_ln_v_at_init() {
-    let cfg = GptConfig {
-        vocab_size: 64,
-        context: 16,
-        layers: 2,
-        heads: 4,
-        width: 32,
-        scalar_head: false,
-    };
+    let cfg = GptConfig { vocab_size: 64, context: 16, layers: 2, heads: 4, width: 32, scalar_head: false };
     let (b, t) = (4, 12);
     let m = GptRef::init(&cfg, 5);
     let mut rng = Rng::new(6);
@@ -272,10 +211,7 @@ fn should_give_sft_loss_near_ln_v_at_init() {
     let mask: Vec<f32> = (0..b * t).map(|i| if i % 5 == 0 { 0.0 } else { 1.0 }).collect();
     let (loss, grads) = m.sft_loss_and_grads(&tokens, &targets, &mask, b, t);
     let ln_v = (cfg.vocab_size as f32).ln();
-    assert!(
-        (loss - ln_v).abs() < 0.05,
-        "SFT loss at init {loss}, want about ln V = {ln_v}"
-    );
+    assert!((loss - ln_v).abs() < 0.05, "SFT loss at init {loss}, want about ln V = {ln_v}");
     assert!(grads.iter().all(|g| g.is_finite()) && grads.iter().any(|&g| g != 0.0));
 
     // the convenience equals backward with dlogps = -mask / count
@@ -287,25 +223,13 @@ fn should_give_sft_loss_near_ln_v_at_init() {
         assert!((g - w).abs() <= 1e-6 + 1e-4 * w.abs(), "grad {i}: {g} vs {w}");
     }
     // positions t..context of wpe are never read, so get exactly zero gradient
-    let (_, wpe_off, _) = gpt::offsets(&cfg)
-        .into_iter()
-        .find(|(n, _, _)| n == "transformer.wpe.weight")
-        .unwrap();
-    assert!(grads[wpe_off + t * cfg.width..wpe_off + cfg.context * cfg.width]
-        .iter()
-        .all(|&g| g == 0.0));
+    let (_, wpe_off, _) = gpt::offsets(&cfg).into_iter().find(|(n, _, _)| n == "transformer.wpe.weight").unwrap();
+    assert!(grads[wpe_off + t * cfg.width..wpe_off + cfg.context * cfg.width].iter().all(|&g| g == 0.0));
 }
 
 #[test]
 fn should_keep_gpt_causal() {
-    let cfg = GptConfig {
-        vocab_size: 13,
-        context: 8,
-        layers: 2,
-        heads: 2,
-        width: 8,
-        scalar_head: true,
-    };
+    let cfg = GptConfig { vocab_size: 13, context: 8, layers: 2, heads: 2, width: 8, scalar_head: true };
     let (b, t) = (2, 8);
     let m = perturbed_gpt(&cfg, 7);
     let mut rng = Rng::new(8);
@@ -319,10 +243,7 @@ fn should_keep_gpt_causal() {
     for i in 0..b * t {
         let changed = a.logps[i] != a2.logps[i];
         let may_change = i >= t + 5;
-        assert!(
-            !changed || may_change,
-            "position {i} changed after editing a later token"
-        );
+        assert!(!changed || may_change, "position {i} changed after editing a later token");
         if i == t + 5 {
             assert!(changed, "editing a token must change its own position's output");
         }
@@ -331,14 +252,7 @@ fn should_keep_gpt_causal() {
 
 #[test]
 fn should_init_gpt_deterministically_with_gpt2_scales() {
-    let cfg = GptConfig {
-        vocab_size: 50,
-        context: 16,
-        layers: 4,
-        heads: 2,
-        width: 32,
-        scalar_head: true,
-    };
+    let cfg = GptConfig { vocab_size: 50, context: 16, layers: 4, heads: 2, width: 32, scalar_head: true };
     let (m1, m2) = (GptRef::init(&cfg, 9), GptRef::init(&cfg, 9));
     assert_eq!(m1.params, m2.params);
     assert_ne!(m1.params, GptRef::init(&cfg, 10).params);
@@ -356,10 +270,7 @@ fn should_init_gpt_deterministically_with_gpt2_scales() {
     let table = gpt::offsets(&cfg);
     let (_, off, _) = &table[table.len() - 1];
     assert_eq!(off + cfg.width, cfg.num_params());
-    assert_eq!(
-        m1.views().layers[3].fcprojw.as_ptr(),
-        m1.tensor("transformer.h.3.mlp.c_proj.weight").as_ptr()
-    );
+    assert_eq!(m1.views().layers[3].fcprojw.as_ptr(), m1.tensor("transformer.h.3.mlp.c_proj.weight").as_ptr());
 }
 
 // ---------------------------------------------------------------- MLP
@@ -381,13 +292,7 @@ fn mlp_loss(m: &MlpRef, c: &MlpCase) -> (f64, mlp::MlpActs) {
 }
 
 fn check_mlp_gradients(first_bias: bool, scalar_head: bool, seed: u64) {
-    let cfg = MlpConfig {
-        prompts: 4,
-        hidden: 16,
-        responses: 10,
-        first_bias,
-        scalar_head,
-    };
+    let cfg = MlpConfig { prompts: 4, hidden: 16, responses: 10, first_bias, scalar_head };
     let m = MlpRef::init(&cfg, seed);
     let mut rng = Rng::new(seed + 1);
     // every prompt at least once, some twice, so fc1 columns accumulate over rows
@@ -396,11 +301,7 @@ fn check_mlp_gradients(first_bias: bool, scalar_head: bool, seed: u64) {
     let case = MlpCase {
         targets: rand_ids(&mut rng, b, cfg.responses),
         coef: randn(&mut rng, b, 1.0),
-        dscalar: if scalar_head {
-            Some(randn(&mut rng, b, 1.0))
-        } else {
-            None
-        },
+        dscalar: if scalar_head { Some(randn(&mut rng, b, 1.0)) } else { None },
         prompts,
     };
     let acts = m.forward(&case.prompts, &case.targets);
@@ -416,46 +317,18 @@ fn check_mlp_gradients(first_bias: bool, scalar_head: bool, seed: u64) {
     for i in 0..params.len() {
         let x = params[i];
         params[i] = x + eps;
-        let (lp, ap) = mlp_loss(
-            &MlpRef {
-                cfg: cfg.clone(),
-                params: params.clone(),
-            },
-            &case,
-        );
+        let (lp, ap) = mlp_loss(&MlpRef { cfg: cfg.clone(), params: params.clone() }, &case);
         params[i] = x - eps;
-        let (lm, am) = mlp_loss(
-            &MlpRef {
-                cfg: cfg.clone(),
-                params: params.clone(),
-            },
-            &case,
-        );
+        let (lm, am) = mlp_loss(&MlpRef { cfg: cfg.clone(), params: params.clone() }, &case);
         params[i] = x;
         fd[i] = (lp - lm) / ((x + eps) as f64 - (x - eps) as f64);
         let flips = |u: &[f32], v: &[f32]| u.iter().zip(v).any(|(a, b)| (*a > 0.0) != (*b > 0.0));
         skipped[i] = flips(&ap.h1pre, &am.h1pre) || flips(&ap.h2pre, &am.h2pre);
     }
     let n_skipped = skipped.iter().filter(|&&s| s).count();
-    assert!(
-        n_skipped * 20 < params.len(),
-        "{n_skipped} of {} parameters sit at ReLU kinks",
-        params.len()
-    );
+    assert!(n_skipped * 20 < params.len(), "{n_skipped} of {} parameters sit at ReLU kinks", params.len());
     let what = format!("MLP P=4 H=16 R=10 first_bias={first_bias} scalar_head={scalar_head}");
-    check_grads(
-        &what,
-        &mlp::offsets(&cfg),
-        &grads,
-        &fd,
-        &skipped,
-        3e-3,
-        1e-3,
-        1e-3,
-        2e-2,
-        48,
-        seed + 2,
-    );
+    check_grads(&what, &mlp::offsets(&cfg), &grads, &fd, &skipped, 3e-3, 1e-3, 1e-3, 2e-2, 48, seed + 2);
 }
 
 #[test]
@@ -475,13 +348,7 @@ fn should_match_finite_differences_mlp_backward_with_scalar_head_only() {
 
 #[test]
 fn should_give_mlp_probs_as_row_softmax_per_prompt() {
-    let cfg = MlpConfig {
-        prompts: 4,
-        hidden: 32,
-        responses: 10,
-        first_bias: true,
-        scalar_head: false,
-    };
+    let cfg = MlpConfig { prompts: 4, hidden: 32, responses: 10, first_bias: true, scalar_head: false };
     let m = MlpRef::init(&cfg, 14);
     let probs = m.probs();
     assert_eq!(probs.len(), cfg.prompts * cfg.responses);

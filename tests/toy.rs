@@ -52,7 +52,10 @@ fn should_show_the_drastic_drop_of_the_rejected_likelihood() {
         let (r0, r1) = first_last(rs, "toy/logp_rejected_avg");
         assert!(r0 - r1 > 30.0, "seed {seed}: rejected log-prob fell only {} nats", r0 - r1);
         assert!((c1 - c0).abs() < 3.0, "seed {seed}: chosen log-prob moved {} nats", c1 - c0);
-        assert!(r1.is_finite() && r1 < -60.0, "seed {seed}: rejected log-prob {r1} should be finite and far below f32 range of probabilities");
+        assert!(
+            r1.is_finite() && r1 < -60.0,
+            "seed {seed}: rejected log-prob {r1} should be finite and far below f32 range of probabilities"
+        );
     }
 }
 
@@ -84,7 +87,10 @@ fn should_show_dispersion_on_the_seed_mean() {
     assert!(peak > chosen[0] + 0.1, "chosen never rose: {chosen:?}");
     assert!(last < 0.95 * peak, "chosen did not fall back from its peak {peak}: {chosen:?}");
     let min_u = unseen.iter().cloned().fold(1.0, f32::min);
-    assert!(*unseen.last().unwrap() > min_u + 0.005, "unseen mass did not grow back from its minimum {min_u}: {unseen:?}");
+    assert!(
+        *unseen.last().unwrap() > min_u + 0.005,
+        "unseen mass did not grow back from its minimum {min_u}: {unseen:?}"
+    );
 }
 
 #[test]
@@ -94,8 +100,18 @@ fn should_end_with_higher_chosen_and_less_unseen_mass_with_the_fixes() {
         let d = r.dpo[i].last().unwrap();
         for (name, fix) in [("flex-dpo", &r.flex[i]), ("sft-dpo", &r.sft_dpo[i])] {
             let f = fix.last().unwrap();
-            assert!(f.get("toy/chosen_avg") > d.get("toy/chosen_avg"), "seed {seed}: {name} chosen {} <= DPO {}", f.get("toy/chosen_avg"), d.get("toy/chosen_avg"));
-            assert!(f.get("toy/unseen_avg") < d.get("toy/unseen_avg"), "seed {seed}: {name} unseen {} >= DPO {}", f.get("toy/unseen_avg"), d.get("toy/unseen_avg"));
+            assert!(
+                f.get("toy/chosen_avg") > d.get("toy/chosen_avg"),
+                "seed {seed}: {name} chosen {} <= DPO {}",
+                f.get("toy/chosen_avg"),
+                d.get("toy/chosen_avg")
+            );
+            assert!(
+                f.get("toy/unseen_avg") < d.get("toy/unseen_avg"),
+                "seed {seed}: {name} unseen {} >= DPO {}",
+                f.get("toy/unseen_avg"),
+                d.get("toy/unseen_avg")
+            );
         }
     }
 }
@@ -104,11 +120,20 @@ fn should_end_with_higher_chosen_and_less_unseen_mass_with_the_fixes() {
 fn should_keep_ppo_rejected_probability_above_its_kl_optimum_floor() {
     // RM + PPO optimises r - beta KL(pi || pi0), whose optimum pi*(y|x) ~ pi0(y|x) exp(r(x,y)/beta) keeps every
     // response's probability at a finite floor; DPO's rejected probability has no such floor.
-    use dpo3d::reference::{mlp::MlpRef, ppo::{rlhf_optimum, total_variation}};
+    use dpo3d::reference::{
+        mlp::MlpRef,
+        ppo::{rlhf_optimum, total_variation},
+    };
     use dpo3d::toy::{session::train_toy_reward_model, PAIRS, PROMPTS, RESPONSES};
     let gpu = common::gpu();
     let (kl_coef, rm_epochs, seed) = (1.0f32, 100usize, 0u64);
-    let cfg = ToyConfig { method: ToyMethod::Ppo { kl_coef, rm_epochs, samples_per_prompt: 16 }, seed, epochs: 150, log_every: 50, ..Default::default() };
+    let cfg = ToyConfig {
+        method: ToyMethod::Ppo { kl_coef, rm_epochs, samples_per_prompt: 16 },
+        seed,
+        epochs: 150,
+        log_every: 50,
+        ..Default::default()
+    };
     let sft = pollster::block_on(sft_phase(&gpu, &cfg)).unwrap();
     // The same reward model the session trains (same seed, deterministic), evaluated on every (prompt, response).
     let (rm_cfg, rm_params, _) = pollster::block_on(train_toy_reward_model(&gpu, seed, rm_epochs)).unwrap();

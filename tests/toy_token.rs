@@ -68,7 +68,8 @@ fn should_name_the_study_runs_and_round_trip_the_config() {
     assert!(cfgs.iter().all(|c| c.epochs == 50));
     let json = serde_json::to_string(&cfgs[4]).unwrap();
     assert_eq!(serde_json::from_str::<TokenToyConfig>(&json).unwrap(), cfgs[4]);
-    let partial: TokenToyConfig = serde_json::from_str(r#"{"loss": {"loss_type": "sft-dpo", "gamma": 0.1}, "seed": 4}"#).unwrap();
+    let partial: TokenToyConfig =
+        serde_json::from_str(r#"{"loss": {"loss_type": "sft-dpo", "gamma": 0.1}, "seed": 4}"#).unwrap();
     assert_eq!((partial.seed, partial.width, partial.loss.name()), (4, 32, "sft-dpo"));
     assert!(TokenToyConfig { log_every: 0, ..Default::default() }.validate().is_err());
 }
@@ -81,17 +82,24 @@ fn budget_runs() -> &'static Vec<(String, u64, Vec<ToyRecord>)> {
         let t0 = std::time::Instant::now();
         let mut out = Vec::new();
         for seed in 0..SEEDS {
-            let pi0 = pollster::block_on(token_sft_phase(&gpu, &TokenToyConfig { seed, ..Default::default() })).unwrap();
+            let pi0 =
+                pollster::block_on(token_sft_phase(&gpu, &TokenToyConfig { seed, ..Default::default() })).unwrap();
             for cfg in token_study_configs(SEEDS, EPOCHS).into_iter().filter(|c| c.seed == seed) {
                 let cfg = TokenToyConfig { log_every: EPOCHS / 4, ..cfg };
                 let recs = pollster::block_on(run_token_toy_from(&gpu, &cfg, &pi0)).unwrap();
                 assert_eq!(recs.first().unwrap().epoch, 0);
                 assert_eq!(recs.last().unwrap().epoch, EPOCHS);
-                assert!(recs.iter().all(|r| r.run == cfg.run_name() && r.scenario == 0 && r.seed == seed && r.loss_type == cfg.loss.name()));
+                assert!(recs.iter().all(|r| r.run == cfg.run_name()
+                    && r.scenario == 0
+                    && r.seed == seed
+                    && r.loss_type == cfg.loss.name()));
                 out.push((cfg.loss.name().to_string(), seed, recs));
             }
         }
-        eprintln!("token toy budget runs: {SEEDS} seeds x 3 losses x {EPOCHS} epochs in {:.1} s", t0.elapsed().as_secs_f32());
+        eprintln!(
+            "token toy budget runs: {SEEDS} seeds x 3 losses x {EPOCHS} epochs in {:.1} s",
+            t0.elapsed().as_secs_f32()
+        );
         out
     })
 }
@@ -108,7 +116,10 @@ fn should_start_preference_training_from_a_pi0_that_likes_both_responses() {
         for k in ["logps/chosen", "logps/rejected"] {
             assert!((-1.0..-0.45).contains(&r0.get(k)), "seed {seed}: pi0 {k} = {}", r0.get(k));
         }
-        assert!(r0.get("token/shared_logp_chosen") > -0.05, "seed {seed}: shared tokens should be near-certain under pi0");
+        assert!(
+            r0.get("token/shared_logp_chosen") > -0.05,
+            "seed {seed}: shared tokens should be near-certain under pi0"
+        );
         assert!(r0.get("token/unseen_mass") < 0.01, "seed {seed}: pi0 unseen mass {}", r0.get("token/unseen_mass"));
         assert!((r0.get("loss") - std::f32::consts::LN_2).abs() < 1e-4, "seed {seed}: DPO loss at pi = pi0 is ln 2");
     }
@@ -121,15 +132,29 @@ fn should_lower_the_chosen_likelihood_under_dpo_through_its_shared_tokens() {
         let (a, b) = (&recs[0], recs.last().unwrap());
         let fall = |k: &str| a.get(k) - b.get(k);
         let (fc, fr) = (fall("logps/chosen"), fall("logps/rejected"));
-        eprintln!("seed {seed}: DPO chosen {:.3} -> {:.3}, rejected {:.3} -> {:.3}", a.get("logps/chosen"), b.get("logps/chosen"), a.get("logps/rejected"), b.get("logps/rejected"));
+        eprintln!(
+            "seed {seed}: DPO chosen {:.3} -> {:.3}, rejected {:.3} -> {:.3}",
+            a.get("logps/chosen"),
+            b.get("logps/chosen"),
+            a.get("logps/rejected"),
+            b.get("logps/rejected")
+        );
         // Property 3 in token form: the chosen sequence falls too ...
         assert!(fc > 1.0, "seed {seed}: chosen log-prob fell by only {fc}");
         // ... property 1: the rejected one falls far faster ...
         assert!(fr > 3.0 * fc, "seed {seed}: rejected fell {fr}, chosen {fc}");
         // ... and the chosen's fall is in the tokens it shares with the rejected response, while DPO does raise the
         // chosen's own distinct tokens.
-        assert!(fall("token/shared_logp_chosen") > fc, "seed {seed}: shared part fell {}, whole {fc}", fall("token/shared_logp_chosen"));
-        assert!(fall("token/distinct_logp_chosen") < 0.0, "seed {seed}: distinct chosen tokens fell {}", fall("token/distinct_logp_chosen"));
+        assert!(
+            fall("token/shared_logp_chosen") > fc,
+            "seed {seed}: shared part fell {}, whole {fc}",
+            fall("token/shared_logp_chosen")
+        );
+        assert!(
+            fall("token/distinct_logp_chosen") < 0.0,
+            "seed {seed}: distinct chosen tokens fell {}",
+            fall("token/distinct_logp_chosen")
+        );
         assert!(b.get("rewards/accuracies") == 1.0);
     }
 }
@@ -145,7 +170,10 @@ fn should_keep_the_chosen_likelihood_higher_with_sft_dpo_and_flex_dpo_than_with_
         // Both fixes still push the rejected response down.
         for loss in ["sft-dpo", "flex-dpo"] {
             let r = run(loss, seed);
-            assert!(r.last().unwrap().get("logps/rejected") < r[0].get("logps/rejected") - 5.0, "seed {seed}: {loss} left the rejected response up");
+            assert!(
+                r.last().unwrap().get("logps/rejected") < r[0].get("logps/rejected") - 5.0,
+                "seed {seed}: {loss} left the rejected response up"
+            );
         }
     }
 }
@@ -171,7 +199,9 @@ fn token_study_full() {
         "token/logp_chosen_min",
     ];
     let cfgs = token_study_configs(3, TokenToyConfig::default().epochs);
-    let pi0: Vec<Vec<f32>> = (0..3).map(|seed| pollster::block_on(token_sft_phase(&gpu, &TokenToyConfig { seed, ..Default::default() })).unwrap()).collect();
+    let pi0: Vec<Vec<f32>> = (0..3)
+        .map(|seed| pollster::block_on(token_sft_phase(&gpu, &TokenToyConfig { seed, ..Default::default() })).unwrap())
+        .collect();
     eprintln!("SFT phases: {:.1} s", t0.elapsed().as_secs_f32());
     for cfg in &cfgs {
         let recs = pollster::block_on(run_token_toy_from(&gpu, cfg, &pi0[cfg.seed as usize])).unwrap();

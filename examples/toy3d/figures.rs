@@ -74,12 +74,16 @@ pub fn write_all(out: &Path, runs: &[RunOutput]) -> Result<(), String> {
     }
     // Figure 3: every scenario-1 preference configuration (token-level and PPO runs excluded), DPO first.
     let mut fixes: Vec<&Group> = dpo1.into_iter().collect();
-    fixes.extend(gs.iter().filter(|g| g.scenario == 1 && g.label != "dpo" && g.label != "rm+ppo" && !g.label.starts_with("token-")));
+    fixes.extend(
+        gs.iter()
+            .filter(|g| g.scenario == 1 && g.label != "dpo" && g.label != "rm+ppo" && !g.label.starts_with("token-")),
+    );
     if !fixes.is_empty() {
         let named: Vec<(String, &Group)> = fixes.iter().map(|g| (pretty(&g.label), *g)).collect();
         save(&dir.join("fig3_fixes.svg"), &comparison("Figure 3: DPO and its fixes, scenario 1", &named)?)?;
     }
-    let scen: Vec<(String, &Group)> = (1..=4).filter_map(|s| find(&gs, "dpo", s).map(|g| (format!("DPO, scenario {s}"), g))).collect();
+    let scen: Vec<(String, &Group)> =
+        (1..=4).filter_map(|s| find(&gs, "dpo", s).map(|g| (format!("DPO, scenario {s}"), g))).collect();
     if !scen.is_empty() {
         save(&dir.join("fig4_scenarios.svg"), &comparison("Figure 4: DPO in the four data scenarios (1: both on-policy, 2: rejected off-policy, 3: chosen off-policy, 4: both off-policy)", &scen)?)?;
     }
@@ -118,10 +122,22 @@ fn curve(name: &str, color: RGBColor, dashed: bool, band: Option<Band>) -> Optio
 }
 
 /// One chart: each curve's min-max band and mean line, optional horizontal reference lines, a legend.
-fn line_panel(area: &Area, title: &str, ylabel: &str, curves: &[Curve], hlines: &[(f64, &str)], legend: bool) -> Result<(), String> {
+fn line_panel(
+    area: &Area,
+    title: &str,
+    ylabel: &str,
+    curves: &[Curve],
+    hlines: &[(f64, &str)],
+    legend: bool,
+) -> Result<(), String> {
     if curves.is_empty() {
         let (w, h) = area.dim_in_pixel();
-        area.draw(&Text::new(format!("{title}: no data in this run"), (w as i32 / 2, h as i32 / 2), (FONT, 15).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Center)))).map_err(err)?;
+        area.draw(&Text::new(
+            format!("{title}: no data in this run"),
+            (w as i32 / 2, h as i32 / 2),
+            (FONT, 15).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Center)),
+        ))
+        .map_err(err)?;
         return Ok(());
     }
     let xmax = curves.iter().flat_map(|c| c.band.epochs.iter().copied()).fold(1.0, f64::max);
@@ -170,13 +186,19 @@ fn line_panel(area: &Area, title: &str, ylabel: &str, curves: &[Curve], hlines: 
         let pts: Vec<(f64, f64)> = c.band.epochs.iter().copied().zip(c.band.mean.iter().copied()).collect();
         let style = c.color.stroke_width(2);
         if c.dashed {
+            chart.draw_series(DashedLineSeries::new(pts, 7, 5, style)).map_err(err)?.label(c.name.clone()).legend(
+                move |(x, y)| {
+                    EmptyElement::at((x, y))
+                        + PathElement::new(vec![(0, 0), (7, 0)], style)
+                        + PathElement::new(vec![(12, 0), (20, 0)], style)
+                },
+            );
+        } else {
             chart
-                .draw_series(DashedLineSeries::new(pts, 7, 5, style))
+                .draw_series(LineSeries::new(pts, style))
                 .map_err(err)?
                 .label(c.name.clone())
-                .legend(move |(x, y)| EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (7, 0)], style) + PathElement::new(vec![(12, 0), (20, 0)], style));
-        } else {
-            chart.draw_series(LineSeries::new(pts, style)).map_err(err)?.label(c.name.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
         }
     }
     for (y, name) in hlines {
@@ -185,16 +207,23 @@ fn line_panel(area: &Area, title: &str, ylabel: &str, curves: &[Curve], hlines: 
             .draw_series(DashedLineSeries::new(vec![(0.0, *y), (xmax, *y)], 3, 4, style))
             .map_err(err)?
             .label(name.to_string())
-            .legend(move |(x, y)| EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (4, 0)], style) + PathElement::new(vec![(8, 0), (12, 0)], style) + PathElement::new(vec![(16, 0), (20, 0)], style));
+            .legend(move |(x, y)| {
+                EmptyElement::at((x, y))
+                    + PathElement::new(vec![(0, 0), (4, 0)], style)
+                    + PathElement::new(vec![(8, 0), (12, 0)], style)
+                    + PathElement::new(vec![(16, 0), (20, 0)], style)
+            });
     }
     if legend {
         // The legend goes where it hides the fewest points of the mean lines and reference lines.
         let n_labels = curves.len() + hlines.len();
         let longest = curves.iter().map(|c| c.name.len()).chain(hlines.iter().map(|h| h.1.len())).max().unwrap_or(0);
-        let mut lines: Vec<Vec<(f64, f64)>> = curves.iter().map(|c| c.band.epochs.iter().copied().zip(c.band.mean.iter().copied()).collect()).collect();
+        let mut lines: Vec<Vec<(f64, f64)>> =
+            curves.iter().map(|c| c.band.epochs.iter().copied().zip(c.band.mean.iter().copied()).collect()).collect();
         lines.extend(hlines.iter().map(|(y, _)| (0..=50).map(|k| (xmax * k as f64 / 50.0, *y)).collect()));
         let base = chart.plotting_area().get_base_pixel();
-        let pixels: Vec<(i32, i32)> = lines.iter().flatten().map(|p| chart.backend_coord(p)).map(|(x, y)| (x - base.0, y - base.1)).collect();
+        let pixels: Vec<(i32, i32)> =
+            lines.iter().flatten().map(|p| chart.backend_coord(p)).map(|(x, y)| (x - base.0, y - base.1)).collect();
         let pos = legend_position(chart.plotting_area().dim_in_pixel(), n_labels, longest, &pixels);
         chart
             .configure_series_labels()
@@ -212,7 +241,11 @@ fn line_panel(area: &Area, title: &str, ylabel: &str, curves: &[Curve], hlines: 
 fn tick(y: f64) -> String {
     let s = format!("{y:.3}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" { "0".into() } else { s.into() }
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.into()
+    }
 }
 
 /// The legend corner that covers the fewest of `pixels` (relative to the plotting area), with plotters' layout of
@@ -222,8 +255,20 @@ fn legend_position(area: (u32, u32), n_labels: usize, longest: usize, pixels: &[
     let (w, h) = (longest as i32 * 6 + 50, n_labels as i32 * 16 + 20);
     let (aw, ah) = (area.0 as i32, area.1 as i32);
     let (xs, ys) = ([5, (aw - w) / 2, aw - w - 5], [5, (ah - h) / 2, ah - h - 5]);
-    let candidates = [(UpperRight, 2, 0), (UpperLeft, 0, 0), (LowerRight, 2, 2), (LowerLeft, 0, 2), (MiddleRight, 2, 1), (MiddleLeft, 0, 1), (UpperMiddle, 1, 0), (LowerMiddle, 1, 2), (MiddleMiddle, 1, 1)];
-    let covered = |x: i32, y: i32| pixels.iter().filter(|p| p.0 >= x - 3 && p.0 <= x + w + 3 && p.1 >= y - 3 && p.1 <= y + h + 3).count();
+    let candidates = [
+        (UpperRight, 2, 0),
+        (UpperLeft, 0, 0),
+        (LowerRight, 2, 2),
+        (LowerLeft, 0, 2),
+        (MiddleRight, 2, 1),
+        (MiddleLeft, 0, 1),
+        (UpperMiddle, 1, 0),
+        (LowerMiddle, 1, 2),
+        (MiddleMiddle, 1, 1),
+    ];
+    let covered = |x: i32, y: i32| {
+        pixels.iter().filter(|p| p.0 >= x - 3 && p.0 <= x + w + 3 && p.1 >= y - 3 && p.1 <= y + h + 3).count()
+    };
     candidates.into_iter().min_by_key(|(_, i, j)| covered(xs[*i], ys[*j])).map(|c| c.0).unwrap_or(UpperRight)
 }
 
@@ -246,7 +291,9 @@ fn fig2_dynamics(g: &Group) -> Result<String, String> {
     {
         let root = SVGBackend::with_string(&mut svg, (1500, 580)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let root = root.titled(&format!("Figure 2: DPO dynamics, scenario 1 ({})", seeds_note(&[g])), (FONT, 20)).map_err(err)?;
+        let root = root
+            .titled(&format!("Figure 2: DPO dynamics, scenario 1 ({})", seeds_note(&[g])), (FONT, 20))
+            .map_err(err)?;
         let panels = root.split_evenly((1, 2));
         let probs: Vec<Curve> = [
             curve("chosen avg", BLUE_C, false, band(runs, "toy/chosen_avg", id)),
@@ -268,7 +315,14 @@ fn fig2_dynamics(g: &Group) -> Result<String, String> {
         .into_iter()
         .flatten()
         .collect();
-        line_panel(&panels[1], "(b) log10 probabilities and gradient magnitudes", "log10 value", &logs, &[(F32_LOG10_MIN, "float32 limit 1.4e-45")], true)?;
+        line_panel(
+            &panels[1],
+            "(b) log10 probabilities and gradient magnitudes",
+            "log10 value",
+            &logs,
+            &[(F32_LOG10_MIN, "float32 limit 1.4e-45")],
+            true,
+        )?;
         root.present().map_err(err)?;
     }
     Ok(svg)
@@ -287,9 +341,21 @@ fn comparison(title: &str, groups: &[(String, &Group)]) -> Result<String, String
         let root = root.titled(&format!("{title} ({})", seeds_note(&gs)), (FONT, 19)).map_err(err)?;
         let panels = root.split_evenly((1, 3));
         let color = |i: usize| PALETTE[i % PALETTE.len()];
-        let chosen: Vec<Curve> = groups.iter().enumerate().filter_map(|(i, (n, g))| curve(n, color(i), false, band(&g.runs, "toy/chosen_avg", id))).collect();
-        let rejected: Vec<Curve> = groups.iter().enumerate().filter_map(|(i, (n, g))| curve(n, color(i), false, rejected_log10(&g.runs))).collect();
-        let unseen: Vec<Curve> = groups.iter().enumerate().filter_map(|(i, (n, g))| curve(n, color(i), false, band(&g.runs, "toy/unseen_avg", id))).collect();
+        let chosen: Vec<Curve> = groups
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (n, g))| curve(n, color(i), false, band(&g.runs, "toy/chosen_avg", id)))
+            .collect();
+        let rejected: Vec<Curve> = groups
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (n, g))| curve(n, color(i), false, rejected_log10(&g.runs)))
+            .collect();
+        let unseen: Vec<Curve> = groups
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (n, g))| curve(n, color(i), false, band(&g.runs, "toy/unseen_avg", id)))
+            .collect();
         line_panel(&panels[0], "(a) chosen avg probability", "probability", &chosen, &[], true)?;
         line_panel(&panels[1], "(b) rejected: mean log10 probability", "log10 probability", &rejected, &[], false)?;
         line_panel(&panels[2], "(c) unseen avg probability", "probability", &unseen, &[], false)?;
@@ -302,7 +368,8 @@ fn comparison(title: &str, groups: &[(String, &Group)]) -> Result<String, String
 
 /// Viridis, by linear interpolation between five of its colours; t in [0, 1].
 fn viridis(t: f64) -> RGBColor {
-    const P: [(f64, f64, f64); 5] = [(68.0, 1.0, 84.0), (59.0, 82.0, 139.0), (33.0, 145.0, 140.0), (94.0, 201.0, 98.0), (253.0, 231.0, 37.0)];
+    const P: [(f64, f64, f64); 5] =
+        [(68.0, 1.0, 84.0), (59.0, 82.0, 139.0), (33.0, 145.0, 140.0), (94.0, 201.0, 98.0), (253.0, 231.0, 37.0)];
     let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 } * 4.0;
     let i = (t.floor() as usize).min(3);
     let f = t - i as f64;
@@ -347,18 +414,25 @@ fn heatmap_panel(area: &Area, title: &str, probs: &[f32], vmax: f64) -> Result<(
             area.draw(&Text::new(cell_text(p), (x0 + cw / 2, y0 + ch / 2), centered(11, &tc))).map_err(err)?;
         }
         let y = HEAT_TOP + i as i32 * ch + ch / 2;
-        area.draw(&Text::new(format!("prompt {i}"), (left - 8, y), (FONT, 13).into_font().color(&BLACK).pos(Pos::new(HPos::Right, VPos::Center)))).map_err(err)?;
+        area.draw(&Text::new(
+            format!("prompt {i}"),
+            (left - 8, y),
+            (FONT, 13).into_font().color(&BLACK).pos(Pos::new(HPos::Right, VPos::Center)),
+        ))
+        .map_err(err)?;
     }
     // Frames: each prompt's chosen (green) and rejected (red) response.
     for &(i, c, r) in &PAIRS {
         for (j, col) in [(c, RGBColor(0, 200, 80)), (r, RGBColor(255, 40, 40))] {
             let (x0, y0) = (left + j as i32 * cw, HEAT_TOP + i as i32 * ch);
-            area.draw(&Rectangle::new([(x0 + 1, y0 + 1), (x0 + cw - 1, y0 + ch - 1)], col.stroke_width(3))).map_err(err)?;
+            area.draw(&Rectangle::new([(x0 + 1, y0 + 1), (x0 + cw - 1, y0 + ch - 1)], col.stroke_width(3)))
+                .map_err(err)?;
         }
     }
     let ybot = HEAT_TOP + PROMPTS as i32 * ch;
     for j in 0..RESPONSES {
-        area.draw(&Text::new(j.to_string(), (left + j as i32 * cw + cw / 2, ybot + 11), centered(13, &BLACK))).map_err(err)?;
+        area.draw(&Text::new(j.to_string(), (left + j as i32 * cw + cw / 2, ybot + 11), centered(13, &BLACK)))
+            .map_err(err)?;
     }
     area.draw(&Text::new("response".to_string(), (left + 5 * cw, ybot + 30), centered(14, &BLACK))).map_err(err)?;
     Ok(())
@@ -379,7 +453,12 @@ fn colour_bar(area: &Area, vmax: f64) -> Result<(), String> {
         let v = vmax * k as f64 / 4.0;
         let y = bottom - (bottom - top) * k / 4;
         area.draw(&PathElement::new(vec![(x1, y), (x1 + 4, y)], BLACK.stroke_width(1))).map_err(err)?;
-        area.draw(&Text::new(format!("{v:.2}"), (x1 + 7, y), (FONT, 12).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center)))).map_err(err)?;
+        area.draw(&Text::new(
+            format!("{v:.2}"),
+            (x1 + 7, y),
+            (FONT, 12).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center)),
+        ))
+        .map_err(err)?;
     }
     area.draw(&Text::new("probability".to_string(), (x0 + 12, 18), centered(13, &BLACK))).map_err(err)?;
     Ok(())
@@ -412,7 +491,9 @@ fn fig1_probs(g: &Group) -> Result<Option<String>, String> {
         let width = 180 + 430 * panels.len() as u32;
         let root = SVGBackend::with_string(&mut svg, (width, 420)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let root = root.titled(&format!("Figure 1: pi(response | prompt), DPO scenario 1, seed {}", run.seed), (FONT, 20)).map_err(err)?;
+        let root = root
+            .titled(&format!("Figure 1: pi(response | prompt), DPO scenario 1, seed {}", run.seed), (FONT, 20))
+            .map_err(err)?;
         let (main, foot) = root.split_vertically(356);
         let (maps, bar) = main.split_horizontally(width - 100);
         let cells = maps.split_evenly((1, panels.len()));
@@ -427,7 +508,8 @@ fn fig1_probs(g: &Group) -> Result<Option<String>, String> {
         colour_bar(&bar, vmax)?;
         let (fw, _) = foot.dim_in_pixel();
         foot.draw(&Text::new(
-            "green frame: the prompt's chosen response; red frame: its rejected response; responses 8-9 are in no pair".to_string(),
+            "green frame: the prompt's chosen response; red frame: its rejected response; responses 8-9 are in no pair"
+                .to_string(),
             (fw as i32 / 2, 14),
             centered(13, &BLACK),
         ))

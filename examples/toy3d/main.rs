@@ -130,7 +130,11 @@ fn loss_from(name: &str, a: &Args) -> Result<ToyMethod, String> {
         "dpop" => PreferenceLoss::Dpop { beta: a.beta, lambda: a.lambda },
         "simpo" => PreferenceLoss::Simpo { beta: a.beta, margin: a.margin },
         "ppo" => return Ok(ToyMethod::Ppo { kl_coef: a.kl_coef, rm_epochs: 300, samples_per_prompt: 16 }),
-        other => return Err(format!("unknown --loss {other:?}; one of dpo, flex-dpo, sft-dpo, ipo, slic, hinge, cdpo, robust, dpop, simpo, ppo")),
+        other => {
+            return Err(format!(
+            "unknown --loss {other:?}; one of dpo, flex-dpo, sft-dpo, ipo, slic, hinge, cdpo, robust, dpop, simpo, ppo"
+        ))
+        }
     };
     Ok(ToyMethod::Preference { loss })
 }
@@ -221,9 +225,20 @@ fn token_toy(a: &Args, threads: usize) -> Result<Vec<RunOutput>, String> {
                         p
                     }
                 };
-                let records = pollster::block_on(run_token_toy_from(&gpu, &cfg, &p)).map_err(|e| format!("{}: {e}", cfg.run_name()))?;
+                let records = pollster::block_on(run_token_toy_from(&gpu, &cfg, &p))
+                    .map_err(|e| format!("{}: {e}", cfg.run_name()))?;
                 let label = format!("token-{}", cfg.loss.name());
-                out.lock().unwrap().push((i, RunOutput { label, scenario: 0, seed: cfg.seed, records, sft_probs: Vec::new(), snapshots: Vec::new() }));
+                out.lock().unwrap().push((
+                    i,
+                    RunOutput {
+                        label,
+                        scenario: 0,
+                        seed: cfg.seed,
+                        records,
+                        sft_probs: Vec::new(),
+                        snapshots: Vec::new(),
+                    },
+                ));
             }
         }));
     }
@@ -270,8 +285,18 @@ fn real_main() -> Result<(), String> {
     }
     std::fs::create_dir_all(&a.out).map_err(|e| format!("cannot create {}: {e}", a.out.display()))?;
     let probe = Gpu::new_blocking().map_err(|e| e.to_string())?;
-    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4)).max(1);
-    println!("dpo3d toy3d on {} ({}), {} threads: {} configs x {} seeds x {} epochs -> {}", probe.info.name, probe.info.backend, threads, configs.len(), seeds.len(), a.epochs, a.out.display());
+    let threads =
+        a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4)).max(1);
+    println!(
+        "dpo3d toy3d on {} ({}), {} threads: {} configs x {} seeds x {} epochs -> {}",
+        probe.info.name,
+        probe.info.backend,
+        threads,
+        configs.len(),
+        seeds.len(),
+        a.epochs,
+        a.out.display()
+    );
     drop(probe);
 
     // Jobs: every (config, seed); SFT phases are shared by (scenario, seed).
@@ -283,7 +308,11 @@ fn real_main() -> Result<(), String> {
     }
     let total_epochs: u64 = jobs.iter().map(|(_, c): &(usize, ToyConfig)| c.epochs as u64).sum();
     let bar = ProgressBar::new(total_epochs);
-    bar.set_style(ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} epochs  {msg}").unwrap().progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} epochs  {msg}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
     let jobs = Arc::new(Mutex::new(jobs));
     let sft_cache: Arc<Mutex<BTreeMap<(u8, u64), Arc<(Vec<f32>, Vec<f32>)>>>> = Arc::new(Mutex::new(BTreeMap::new()));
     let results: Arc<Mutex<Vec<(usize, RunOutput)>>> = Arc::new(Mutex::new(Vec::new()));
@@ -306,15 +335,26 @@ fn real_main() -> Result<(), String> {
                         s
                     }
                 };
-                let mut session = pollster::block_on(ToySession::with_sft(&gpu, &cfg, (*sft).clone())).map_err(|e| format!("{}: {e}", cfg.run_name()))?;
+                let mut session = pollster::block_on(ToySession::with_sft(&gpu, &cfg, (*sft).clone()))
+                    .map_err(|e| format!("{}: {e}", cfg.run_name()))?;
                 bar.set_message(cfg.run_name());
                 let mut records = Vec::new();
                 while !session.finished() {
                     let chunk = 100.min(cfg.epochs - session.epoch);
-                    records.extend(pollster::block_on(session.advance(&gpu, chunk)).map_err(|e| format!("{}: {e}", cfg.run_name()))?);
+                    records.extend(
+                        pollster::block_on(session.advance(&gpu, chunk))
+                            .map_err(|e| format!("{}: {e}", cfg.run_name()))?,
+                    );
                     bar.inc(chunk as u64);
                 }
-                let out = RunOutput { label: labels[ci].clone(), scenario: cfg.scenario, seed: cfg.seed, records, sft_probs: session.sft_probs.clone(), snapshots: session.snapshots.clone() };
+                let out = RunOutput {
+                    label: labels[ci].clone(),
+                    scenario: cfg.scenario,
+                    seed: cfg.seed,
+                    records,
+                    sft_probs: session.sft_probs.clone(),
+                    snapshots: session.snapshots.clone(),
+                };
                 results.lock().unwrap().push((ci, out));
             }
         }));
@@ -343,7 +383,9 @@ fn real_main() -> Result<(), String> {
     // probs.json: run -> {"sft": P x R, "<epoch>": P x R}
     let mut probs = serde_json::Map::new();
     for r in runs.iter().filter(|r| !r.sft_probs.is_empty()) {
-        let rows = |v: &[f32]| serde_json::Value::from(v.chunks(dpo3d::toy::RESPONSES).map(|c| c.to_vec()).collect::<Vec<_>>());
+        let rows = |v: &[f32]| {
+            serde_json::Value::from(v.chunks(dpo3d::toy::RESPONSES).map(|c| c.to_vec()).collect::<Vec<_>>())
+        };
         let mut m = serde_json::Map::new();
         m.insert("sft".into(), rows(&r.sft_probs));
         for (e, p) in &r.snapshots {
@@ -351,7 +393,10 @@ fn real_main() -> Result<(), String> {
         }
         probs.insert(r.records.first().map(|x| x.run.clone()).unwrap_or_default(), serde_json::Value::Object(m));
     }
-    write_atomic(&a.out.join("probs.json"), serde_json::to_string_pretty(&probs).map_err(|e| e.to_string())?.as_bytes())?;
+    write_atomic(
+        &a.out.join("probs.json"),
+        serde_json::to_string_pretty(&probs).map_err(|e| e.to_string())?.as_bytes(),
+    )?;
 
     let gpu = Gpu::new_blocking().map_err(|e| e.to_string())?;
     let meta = StudyMeta {
@@ -366,7 +411,10 @@ fn real_main() -> Result<(), String> {
         lr: a.lr,
         configs: configs.iter().map(|c| (c.label.clone(), c.scenario)).collect(),
     };
-    write_atomic(&a.out.join("study.json"), serde_json::to_string_pretty(&meta).map_err(|e| e.to_string())?.as_bytes())?;
+    write_atomic(
+        &a.out.join("study.json"),
+        serde_json::to_string_pretty(&meta).map_err(|e| e.to_string())?.as_bytes(),
+    )?;
     println!("trained {} runs in {:.1} s", runs.len(), seconds);
     if !a.no_report {
         figures::write_all(&a.out, &runs).map_err(|e| format!("figures: {e}"))?;

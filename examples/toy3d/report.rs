@@ -13,7 +13,10 @@ use std::path::Path;
 use dpo3d::toy::ToyRecord;
 
 use crate::figures::pretty;
-use crate::figures::stats::{at, first, find, first_below, groups, last, last_epoch, num, over_seeds, peak, same_seed, show, show_epochs, summary, trough, Group, Summary};
+use crate::figures::stats::{
+    at, find, first, first_below, groups, last, last_epoch, num, over_seeds, peak, same_seed, show, show_epochs,
+    summary, trough, Group, Summary,
+};
 use crate::{RunOutput, StudyMeta};
 
 const CH: &str = "toy/chosen_avg";
@@ -119,7 +122,8 @@ fn render(out: &Path, runs: &[RunOutput], meta: &StudyMeta) -> String {
     fixes(&mut md, &gs);
     scenarios(&mut md, &gs);
     ppo(&mut md, &gs);
-    let token: Vec<ToyRecord> = runs.iter().filter(|r| r.label.starts_with("token-")).flat_map(|r| r.records.iter().cloned()).collect();
+    let token: Vec<ToyRecord> =
+        runs.iter().filter(|r| r.label.starts_with("token-")).flat_map(|r| r.records.iter().cloned()).collect();
     if runs.iter().any(|r| r.label.starts_with("token-")) {
         md.push_str(&token_section(&token));
     }
@@ -133,13 +137,33 @@ fn how_it_ran(md: &mut String, out: &Path, runs: &[RunOutput], meta: &StudyMeta,
         (Some(a), _) => format!("1 (seed {a})"),
         _ => "0".into(),
     };
-    let _ = writeln!(md, "- device: {} ({} backend), {} worker thread(s), {:.1} s of training", meta.device, meta.backend, meta.threads, meta.seconds);
-    let _ = writeln!(md, "- {} epochs after SFT, seeds: {seeds}, hidden width {}, optimizer {} with lr {}", meta.epochs, meta.hidden, meta.optimizer, meta.lr);
+    let _ = writeln!(
+        md,
+        "- device: {} ({} backend), {} worker thread(s), {:.1} s of training",
+        meta.device, meta.backend, meta.threads, meta.seconds
+    );
+    let _ = writeln!(
+        md,
+        "- {} epochs after SFT, seeds: {seeds}, hidden width {}, optimizer {} with lr {}",
+        meta.epochs, meta.hidden, meta.optimizer, meta.lr
+    );
     let _ = writeln!(md, "- {} runs in {} configurations:", runs.len(), gs.len());
     for g in gs {
-        let _ = writeln!(md, "  - {} (scenario {}): {} seed(s), last epoch {}", pretty(&g.label), g.scenario, g.runs.len(), common_end(g));
+        let _ = writeln!(
+            md,
+            "  - {} (scenario {}): {} seed(s), last epoch {}",
+            pretty(&g.label),
+            g.scenario,
+            g.runs.len(),
+            common_end(g)
+        );
     }
-    let missing: Vec<String> = meta.configs.iter().filter(|(l, s)| !gs.iter().any(|g| &g.label == l && g.scenario == *s)).map(|(l, s)| format!("{} (scenario {s})", pretty(l))).collect();
+    let missing: Vec<String> = meta
+        .configs
+        .iter()
+        .filter(|(l, s)| !gs.iter().any(|g| &g.label == l && g.scenario == *s))
+        .map(|(l, s)| format!("{} (scenario {s})", pretty(l)))
+        .collect();
     if !missing.is_empty() {
         let _ = writeln!(md, "- configured but without results: {}", missing.join(", "));
     }
@@ -152,7 +176,10 @@ fn how_it_ran(md: &mut String, out: &Path, runs: &[RunOutput], meta: &StudyMeta,
             meta.seeds.len()
         );
     }
-    let figs: Vec<&str> = ["fig1_probs", "fig2_dynamics", "fig3_fixes", "fig4_scenarios", "fig5_ppo"].into_iter().filter(|f| out.join("figures").join(format!("{f}.svg")).exists()).collect();
+    let figs: Vec<&str> = ["fig1_probs", "fig2_dynamics", "fig3_fixes", "fig4_scenarios", "fig5_ppo"]
+        .into_iter()
+        .filter(|f| out.join("figures").join(format!("{f}.svg")).exists())
+        .collect();
     if !figs.is_empty() {
         let links: Vec<String> = figs.iter().map(|f| format!("[{f}](figures/{f}.svg)")).collect();
         let _ = writeln!(md, "- figures: {}", links.join(", "));
@@ -187,7 +214,11 @@ fn drastic_drop(md: &mut String, g: &Group) {
     let below: Vec<Option<usize>> = runs.iter().map(|r| first_below(r, REJ, 1e-3)).collect();
     let reached: Vec<f64> = below.iter().flatten().map(|&e| e as f64).collect();
     let by500 = below.iter().filter(|e| matches!(e, Some(e) if *e <= 500)).count();
-    let verdict = if end >= 500 || by500 == runs.len() { every(by500, runs.len()) } else { format!("n/a (run ends at {end}; {by500}/{} seeds below 1e-3)", runs.len()) };
+    let verdict = if end >= 500 || by500 == runs.len() {
+        every(by500, runs.len())
+    } else {
+        format!("n/a (run ends at {end}; {by500}/{} seeds below 1e-3)", runs.len())
+    };
     row(
         md,
         &[
@@ -231,7 +262,10 @@ fn degradation(md: &mut String, g: &Group) {
         Some(_) => "disagrees",
         None => "n/a",
     };
-    row(md, &["rejected minus chosen gradient at epoch 0 (orders of magnitude)", &show(gap0), "0 (start equal)", gap_v]);
+    row(
+        md,
+        &["rejected minus chosen gradient at epoch 0 (orders of magnitude)", &show(gap0), "0 (start equal)", gap_v],
+    );
     let grow_v = if end < 500 {
         "n/a (run ends earlier)".to_string()
     } else {
@@ -242,11 +276,27 @@ fn degradation(md: &mut String, g: &Group) {
             None => "n/a".into(),
         }
     };
-    row(md, &[&format!("growth of log10 abs(dl/dpi-), epoch 0 -> {e5} (orders)"), &show(grow5), "~40 within 500 epochs", &grow_v]);
+    row(
+        md,
+        &[
+            &format!("growth of log10 abs(dl/dpi-), epoch 0 -> {e5} (orders)"),
+            &show(grow5),
+            "~40 within 500 epochs",
+            &grow_v,
+        ],
+    );
     row(md, &[&format!("log10 abs(dl/dpi-) at epoch {end}"), &show(g_rej_end), "", ""]);
     row(md, &[&format!("log10 abs(dl/dpi+) at epoch {end}"), &show(g_ch_end), "", ""]);
     let (kv, nv) = count(runs, |r| Some(last(r, G_CH)? - first(r, G_CH)? <= -1.0));
-    row(md, &[&format!("change of log10 abs(dl/dpi+), epoch 0 -> {end} (orders)"), &show(ch_drop), "chosen gradient vanishes", &format!("{} (criterion: falls >= 1 order)", every(kv, nv))]);
+    row(
+        md,
+        &[
+            &format!("change of log10 abs(dl/dpi+), epoch 0 -> {end} (orders)"),
+            &show(ch_drop),
+            "chosen gradient vanishes",
+            &format!("{} (criterion: falls >= 1 order)", every(kv, nv)),
+        ],
+    );
     let ch0 = over_seeds(runs, |r| first(r, CH));
     let pk = over_seeds(runs, |r| peak(r, CH).map(|p| p.1));
     let pk_e = over_seeds(runs, |r| peak(r, CH).map(|p| p.0 as f64));
@@ -299,8 +349,19 @@ fn dispersion(md: &mut String, g: &Group) {
     row(md, &["unseen avg minimum", &show(umin), "~0.05", &close(umin, 0.05, end >= 1000)]);
     row(md, &["epoch of the unseen minimum", &show_epochs(umin_e), "", ""]);
     row(md, &[&format!("unseen avg at epoch {end}"), &show(uend), "~0.08 at 2000", &close(uend, 0.08, end >= 2000)]);
-    for (m, what) in [(M89, "mass on responses 8-9 (per prompt)"), (OTHER_CH, "mass on other prompts' chosen responses (per prompt)")] {
-        row(md, &[&format!("{what}, epoch 0 -> {end}"), &format!("{} -> {}", show(over_seeds(runs, |r| first(r, m))), show(over_seeds(runs, |r| last(r, m)))), "", ""]);
+    for (m, what) in [
+        (M89, "mass on responses 8-9 (per prompt)"),
+        (OTHER_CH, "mass on other prompts' chosen responses (per prompt)"),
+    ] {
+        row(
+            md,
+            &[
+                &format!("{what}, epoch 0 -> {end}"),
+                &format!("{} -> {}", show(over_seeds(runs, |r| first(r, m))), show(over_seeds(runs, |r| last(r, m)))),
+                "",
+                "",
+            ],
+        );
     }
     // Where the lost chosen mass goes: per prompt, from each seed's chosen peak to the end. A prompt's row is
     // chosen + rejected + other chosen (3) + other rejected (3) + responses 8-9 = 1.
@@ -312,8 +373,18 @@ fn dispersion(md: &mut String, g: &Group) {
         let (c, rj, oc, m89) = (v(CH)?, v(REJ)?, v(OTHER_CH)?, v(M89)?);
         Some([c, rj, oc, (1.0 - c - rj - oc - m89).max(0.0), m89])
     };
-    let names = ["its chosen response", "its rejected response", "other prompts' chosen responses", "other prompts' rejected responses", "responses 8-9"];
-    let falling: Vec<&RunOutput> = runs.iter().copied().filter(|r| matches!((peak(r, CH), last(r, CH)), (Some(p), Some(l)) if l < 0.9 * p.1)).collect();
+    let names = [
+        "its chosen response",
+        "its rejected response",
+        "other prompts' chosen responses",
+        "other prompts' rejected responses",
+        "responses 8-9",
+    ];
+    let falling: Vec<&RunOutput> = runs
+        .iter()
+        .copied()
+        .filter(|r| matches!((peak(r, CH), last(r, CH)), (Some(p), Some(l)) if l < 0.9 * p.1))
+        .collect();
     let _ = writeln!(md);
     if falling.is_empty() {
         let _ = writeln!(md, "The chosen avg probability does not fall below 0.9 x its peak in any seed, so there is no lost chosen mass to trace.");
@@ -363,7 +434,10 @@ fn dispersion(md: &mut String, g: &Group) {
 fn finals(md: &mut String, name: &str, g: &Group, extra: &str) {
     let runs = &g.runs;
     let f = |m: &str| show(over_seeds(runs, |r| last(r, m)));
-    row(md, &[name, &g.runs.len().to_string(), &f(CH), &f(CH_MIN), &f(REJ), &f(LP_REJ), &f(UNSEEN), &f(OTHER_CH), extra]);
+    row(
+        md,
+        &[name, &g.runs.len().to_string(), &f(CH), &f(CH_MIN), &f(REJ), &f(LP_REJ), &f(UNSEEN), &f(OTHER_CH), extra],
+    );
 }
 
 /// Seeds where `g` ends with higher chosen avg AND lower unseen avg than DPO of the same seed: (k, n).
@@ -377,13 +451,29 @@ fn beats(g: &Group, dpo: &Group) -> (usize, usize) {
 fn fixes(md: &mut String, gs: &[Group]) {
     let _ = writeln!(md, "## What each fix does (scenario 1)\n");
     let dpo = find(gs, "dpo", 1);
-    let others: Vec<&Group> = gs.iter().filter(|g| g.scenario == 1 && g.label != "dpo" && g.label != "rm+ppo" && !g.label.starts_with("token-")).collect();
+    let others: Vec<&Group> = gs
+        .iter()
+        .filter(|g| g.scenario == 1 && g.label != "dpo" && g.label != "rm+ppo" && !g.label.starts_with("token-"))
+        .collect();
     if dpo.is_none() && others.is_empty() {
         let _ = writeln!(md, "No scenario-1 preference runs in this study run.\n");
         return;
     }
     let _ = writeln!(md, "Final values (last epoch), means over seeds [min, max]; log-probabilities in nats (the rejected probability underflows float32 to 0 below ~1e-45). The last column counts the seeds where the configuration ends with a higher chosen avg AND a lower unseen avg than DPO of the same seed.\n");
-    header(md, &["configuration", "seeds", "chosen avg", "chosen min", "rejected avg", "mean log pi(rejected)", "unseen avg", "mass other chosen", "beats DPO"]);
+    header(
+        md,
+        &[
+            "configuration",
+            "seeds",
+            "chosen avg",
+            "chosen min",
+            "rejected avg",
+            "mean log pi(rejected)",
+            "unseen avg",
+            "mass other chosen",
+            "beats DPO",
+        ],
+    );
     if let Some(d) = dpo {
         finals(md, "DPO", d, "-");
     }
@@ -447,11 +537,37 @@ fn scenarios(md: &mut String, gs: &[Group]) {
         return;
     }
     let _ = writeln!(md, "Scenario rows (responses 0-3 | 4-7 | 8 | 9): 1: 0.12|0.12|0.03|0.01 (both on-policy), 2: 0.12|0.02|0.40|0.04 (rejected off-policy), 3: 0.02|0.12|0.40|0.04 (chosen off-policy), 4: 0.02|0.02|0.80|0.04 (both off-policy).\n");
-    header(md, &["scenario", "seeds", "chosen avg at 0", "chosen avg final", "chosen min final", "rejected avg final", "mean log pi(rejected) final", "unseen avg 0 -> final", "mass 8-9 final"]);
+    header(
+        md,
+        &[
+            "scenario",
+            "seeds",
+            "chosen avg at 0",
+            "chosen avg final",
+            "chosen min final",
+            "rejected avg final",
+            "mean log pi(rejected) final",
+            "unseen avg 0 -> final",
+            "mass 8-9 final",
+        ],
+    );
     for (s, g) in &sc {
         let f = |m: &str| show(over_seeds(&g.runs, |r| last(r, m)));
         let i = |m: &str| show(over_seeds(&g.runs, |r| first(r, m)));
-        row(md, &[&s.to_string(), &g.runs.len().to_string(), &i(CH), &f(CH), &f(CH_MIN), &f(REJ), &f(LP_REJ), &format!("{} -> {}", i(UNSEEN), f(UNSEEN)), &f(M89)]);
+        row(
+            md,
+            &[
+                &s.to_string(),
+                &g.runs.len().to_string(),
+                &i(CH),
+                &f(CH),
+                &f(CH_MIN),
+                &f(REJ),
+                &f(LP_REJ),
+                &format!("{} -> {}", i(UNSEEN), f(UNSEEN)),
+                &f(M89),
+            ],
+        );
     }
     let best_mean = sc
         .iter()
@@ -459,7 +575,8 @@ fn scenarios(md: &mut String, gs: &[Group]) {
         .max_by(|a, b| a.1.total_cmp(&b.1));
     // Per seed (seeds where every measured scenario ran): is scenario 1 the one with the highest final chosen avg,
     // and the one with the smallest growth of the unseen avg?
-    let seeds: Vec<u64> = sc[0].1.runs.iter().map(|r| r.seed).filter(|s| sc.iter().all(|(_, g)| same_seed(g, *s).is_some())).collect();
+    let seeds: Vec<u64> =
+        sc[0].1.runs.iter().map(|r| r.seed).filter(|s| sc.iter().all(|(_, g)| same_seed(g, *s).is_some())).collect();
     let (mut best_c, mut best_u, mut n) = (0, 0, 0);
     for seed in &seeds {
         let vals: Option<Vec<(u8, f64, f64)>> = sc
@@ -505,7 +622,20 @@ fn ppo(md: &mut String, gs: &[Group]) {
         return;
     };
     let dpo = find(gs, "dpo", 1);
-    header(md, &["configuration", "seeds", "chosen avg", "chosen min", "rejected avg", "mean log pi(rejected)", "unseen avg", "mass other chosen", "min rejected avg over training"]);
+    header(
+        md,
+        &[
+            "configuration",
+            "seeds",
+            "chosen avg",
+            "chosen min",
+            "rejected avg",
+            "mean log pi(rejected)",
+            "unseen avg",
+            "mass other chosen",
+            "min rejected avg over training",
+        ],
+    );
     let minrej = |g: &Group| show(over_seeds(&g.runs, |r| trough(r, REJ).map(|t| t.1)));
     if let Some(d) = dpo {
         finals(md, "DPO", d, &minrej(d));
@@ -579,7 +709,8 @@ pub fn token_section(records: &[ToyRecord]) -> String {
     let mut cols = vec!["metric".to_string()];
     for l in &losses {
         let runs = &by[l];
-        let (e0, e1) = (runs.values().map(|p| p.0.epoch).min().unwrap_or(0), runs.values().map(|p| p.1.epoch).max().unwrap_or(0));
+        let (e0, e1) =
+            (runs.values().map(|p| p.0.epoch).min().unwrap_or(0), runs.values().map(|p| p.1.epoch).max().unwrap_or(0));
         cols.push(format!("{l} ({} seeds): epoch {e0} -> {e1}", runs.len()));
     }
     header(&mut md, &cols.iter().map(|s| s.as_str()).collect::<Vec<_>>());
@@ -608,7 +739,15 @@ pub fn token_section(records: &[ToyRecord]) -> String {
             continue;
         }
         let both = runs.values().filter(|p| matches!((val(p.0, "logps/chosen"), val(p.1, "logps/chosen"), val(p.0, "logps/rejected"), val(p.1, "logps/rejected")), (Some(c0), Some(c1), Some(r0), Some(r1)) if c1 < c0 && r1 < r0)).count();
-        let n = runs.values().filter(|p| val(p.0, "logps/chosen").is_some() && val(p.1, "logps/chosen").is_some() && val(p.0, "logps/rejected").is_some() && val(p.1, "logps/rejected").is_some()).count();
+        let n = runs
+            .values()
+            .filter(|p| {
+                val(p.0, "logps/chosen").is_some()
+                    && val(p.1, "logps/chosen").is_some()
+                    && val(p.0, "logps/rejected").is_some()
+                    && val(p.1, "logps/rejected").is_some()
+            })
+            .count();
         let (sc, sr) = (summary(&dc), summary(&dr));
         let verb = if both == n && n > 0 {
             "falls along with the rejected one in every seed"
@@ -665,10 +804,24 @@ mod tests {
                 m.insert("logps/rejected".into(), (-3.0 - 20.0 * t) as f32);
             }
             let loss_type = label.trim_start_matches("token-").split('(').next().unwrap().to_string();
-            records.push(ToyRecord { run: format!("{label}-s{scenario}-seed{seed}"), loss_type, scenario, seed, epoch: e, metrics: m });
+            records.push(ToyRecord {
+                run: format!("{label}-s{scenario}-seed{seed}"),
+                loss_type,
+                scenario,
+                seed,
+                epoch: e,
+                metrics: m,
+            });
         }
         let probs = |c: f32| (0..40).map(|i| if i % 10 == (i / 10) { c } else { 0.05 }).collect::<Vec<f32>>();
-        RunOutput { label: label.into(), scenario, seed, records, sft_probs: probs(0.12), snapshots: vec![(0, probs(0.12)), (epochs, probs(0.5))] }
+        RunOutput {
+            label: label.into(),
+            scenario,
+            seed,
+            records,
+            sft_probs: probs(0.12),
+            snapshots: vec![(0, probs(0.12)), (epochs, probs(0.5))],
+        }
     }
 
     fn meta(runs: &[RunOutput]) -> StudyMeta {
@@ -702,13 +855,29 @@ mod tests {
     #[test]
     fn should_render_every_section_on_a_full_synthetic_study() {
         let mut runs = Vec::new();
-        for (l, s) in [("dpo", 1), ("flex-dpo(beta_neg=0.08)", 1), ("sft-dpo(gamma=0.1)", 1), ("rm+ppo", 1), ("dpo", 2), ("dpo", 3), ("token-dpo", 1)] {
+        for (l, s) in [
+            ("dpo", 1),
+            ("flex-dpo(beta_neg=0.08)", 1),
+            ("sft-dpo(gamma=0.1)", 1),
+            ("rm+ppo", 1),
+            ("dpo", 2),
+            ("dpo", 3),
+            ("token-dpo", 1),
+        ] {
             for seed in 0..2 {
                 runs.push(synthetic(l, s, seed, 2000));
             }
         }
         let md = render_all(&runs);
-        for h in ["## 1. Drastic drop", "## 2. Degradation", "## 3. Dispersion", "## What each fix does", "## Data scenarios", "## RM + PPO", "## Token-level toy"] {
+        for h in [
+            "## 1. Drastic drop",
+            "## 2. Degradation",
+            "## 3. Dispersion",
+            "## What each fix does",
+            "## Data scenarios",
+            "## RM + PPO",
+            "## Token-level toy",
+        ] {
             assert!(md.contains(h), "missing {h}:\n{md}");
         }
         assert!(!md.contains("were not part of this study run"));
@@ -736,8 +905,10 @@ mod tests {
         let mut metas: Vec<StudyMeta> = Vec::new();
         for d in dirs.split(':') {
             let d = Path::new(d);
-            let probs: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("probs.json")).unwrap()).unwrap();
-            let study: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("study.json")).unwrap()).unwrap();
+            let probs: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(d.join("probs.json")).unwrap()).unwrap();
+            let study: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(d.join("study.json")).unwrap()).unwrap();
             let (label, _) = (study["configs"][0][0].as_str().unwrap().to_string(), 0);
             let mut by_run: BTreeMap<String, Vec<ToyRecord>> = BTreeMap::new();
             for line in std::fs::read_to_string(d.join("metrics.jsonl")).unwrap().lines() {
@@ -746,10 +917,29 @@ mod tests {
             }
             for (run, records) in by_run {
                 let p = &probs[&run];
-                let flat = |v: &serde_json::Value| v.as_array().unwrap().iter().flat_map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32)).collect::<Vec<f32>>();
-                let mut snapshots: Vec<(usize, Vec<f32>)> = p.as_object().unwrap().iter().filter(|(k, _)| *k != "sft").map(|(k, v)| (k.parse().unwrap(), flat(v))).collect();
+                let flat = |v: &serde_json::Value| {
+                    v.as_array()
+                        .unwrap()
+                        .iter()
+                        .flat_map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
+                        .collect::<Vec<f32>>()
+                };
+                let mut snapshots: Vec<(usize, Vec<f32>)> = p
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .filter(|(k, _)| *k != "sft")
+                    .map(|(k, v)| (k.parse().unwrap(), flat(v)))
+                    .collect();
                 snapshots.sort_by_key(|s| s.0);
-                runs.push(RunOutput { label: label.clone(), scenario: records[0].scenario, seed: records[0].seed, sft_probs: flat(&p["sft"]), snapshots, records });
+                runs.push(RunOutput {
+                    label: label.clone(),
+                    scenario: records[0].scenario,
+                    seed: records[0].seed,
+                    sft_probs: flat(&p["sft"]),
+                    snapshots,
+                    records,
+                });
             }
             metas.push(StudyMeta {
                 device: study["device"].as_str().unwrap().into(),

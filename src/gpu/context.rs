@@ -78,7 +78,14 @@ impl Gpu {
             max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
             max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
         };
-        Ok(Gpu { device, queue, info, limits, modules: Mutex::new(HashMap::new()), pipelines: Mutex::new(HashMap::new()) })
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The compute pipeline for `entry` in the WGSL source `source` (named `shader`), compiled once and cached.

@@ -64,8 +64,11 @@ impl Dispatch {
         for (i, t) in bindings {
             entries.push(wgpu::BindGroupEntry { binding: *i, resource: t.binding() });
         }
-        let bind_group =
-            gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(entry), layout: &layout, entries: &entries });
+        let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(entry),
+            layout: &layout,
+            entries: &entries,
+        });
         Dispatch { label: entry, pipeline, bind_group, groups }
     }
 
@@ -134,7 +137,8 @@ pub fn encode_all(encoder: &mut wgpu::CommandEncoder, plans: &[&Plan]) {
             encoder.clear_buffer(&t.buffer, t.offset, Some(t.bytes()));
         }
     }
-    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("dpo3d step"), timestamp_writes: None });
+    let mut pass =
+        encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("dpo3d step"), timestamp_writes: None });
     for p in plans {
         p.record(&mut pass);
     }

@@ -30,7 +30,8 @@ pub struct GptConfig {
 
 impl GptConfig {
     pub fn validate(&self) -> Result<()> {
-        let z = |n: usize, what: &str| if n == 0 { Err(Error::config(format!("{what} must be positive"))) } else { Ok(()) };
+        let z =
+            |n: usize, what: &str| if n == 0 { Err(Error::config(format!("{what} must be positive"))) } else { Ok(()) };
         z(self.vocab_size, "vocab_size")?;
         z(self.context, "context")?;
         z(self.layers, "layers")?;
@@ -45,7 +46,10 @@ impl GptConfig {
     /// (name, shape) of every parameter, in packing order. Internal layout: linear weights are (out, in).
     pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
         let (v, t, c) = (self.vocab_size, self.context, self.width);
-        let mut p = vec![("transformer.wte.weight".to_string(), vec![v, c]), ("transformer.wpe.weight".to_string(), vec![t, c])];
+        let mut p = vec![
+            ("transformer.wte.weight".to_string(), vec![v, c]),
+            ("transformer.wpe.weight".to_string(), vec![t, c]),
+        ];
         for l in 0..self.layers {
             let h = |s: &str| format!("transformer.h.{l}.{s}");
             p.push((h("ln_1.weight"), vec![c]));

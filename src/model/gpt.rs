@@ -83,7 +83,10 @@ impl Gpt {
     pub fn new(gpu: &Gpu, cfg: &GptConfig, b: usize, t: usize, params: &[f32]) -> Result<Gpt> {
         cfg.validate()?;
         if t == 0 || t > cfg.context || b == 0 {
-            return Err(crate::Error::config(format!("batch shape (B={b}, T={t}) must have B >= 1 and 1 <= T <= context ({})", cfg.context)));
+            return Err(crate::Error::config(format!(
+                "batch shape (B={b}, T={t}) must have B >= 1 and 1 <= T <= context ({})",
+                cfg.context
+            )));
         }
         let parts = parts(cfg);
         let expected: usize = parts.iter().map(|p| p.1).sum();
@@ -147,7 +150,8 @@ impl Gpt {
         // Attention backward scratch, shared by all layers (they run one after another).
         let dpreatt = z("dpreatt", b * nh * t * t)?;
         let datt = z("datt", b * nh * t * t)?;
-        let (scalar, dscalar) = if cfg.scalar_head { (Some(z("scalar", bt)?), Some(z("dscalar", bt)?)) } else { (None, None) };
+        let (scalar, dscalar) =
+            if cfg.scalar_head { (Some(z("scalar", bt)?), Some(z("dscalar", bt)?)) } else { (None, None) };
 
         let p = |name: String| param_arena.get(&name).clone();
         let g = |name: String| grad_arena.get(&name).clone();
@@ -155,19 +159,84 @@ impl Gpt {
 
         // ---- forward (gpt2_forward) ----
         let mut fwd = Plan::new();
-        fwd.push(encoder::encoder_forward(gpu, &encoded, &tokens, &p("transformer.wte.weight".into()), &p("transformer.wpe.weight".into()), b, t, c));
+        fwd.push(encoder::encoder_forward(
+            gpu,
+            &encoded,
+            &tokens,
+            &p("transformer.wte.weight".into()),
+            &p("transformer.wpe.weight".into()),
+            b,
+            t,
+            c,
+        ));
         for i in 0..l {
             let a = &acts[i];
             let residual = if i == 0 { &encoded } else { &acts[i - 1].residual3 };
-            fwd.push(layernorm::layernorm_forward(gpu, &a.ln1, &a.ln1_mean, &a.ln1_rstd, residual, &p(h(i, "ln_1.weight")), &p(h(i, "ln_1.bias")), bt, c));
-            fwd.push(matmul::matmul_forward(gpu, &a.qkv, &a.ln1, &p(h(i, "attn.c_attn.weight")), Some(&p(h(i, "attn.c_attn.bias"))), bt, c, 3 * c));
+            fwd.push(layernorm::layernorm_forward(
+                gpu,
+                &a.ln1,
+                &a.ln1_mean,
+                &a.ln1_rstd,
+                residual,
+                &p(h(i, "ln_1.weight")),
+                &p(h(i, "ln_1.bias")),
+                bt,
+                c,
+            ));
+            fwd.push(matmul::matmul_forward(
+                gpu,
+                &a.qkv,
+                &a.ln1,
+                &p(h(i, "attn.c_attn.weight")),
+                Some(&p(h(i, "attn.c_attn.bias"))),
+                bt,
+                c,
+                3 * c,
+            ));
             fwd.extend(attention::attention_forward(gpu, &a.atty, &a.preatt, &a.att, &a.qkv, b, t, c, nh));
-            fwd.push(matmul::matmul_forward(gpu, &a.attproj, &a.atty, &p(h(i, "attn.c_proj.weight")), Some(&p(h(i, "attn.c_proj.bias"))), bt, c, c));
+            fwd.push(matmul::matmul_forward(
+                gpu,
+                &a.attproj,
+                &a.atty,
+                &p(h(i, "attn.c_proj.weight")),
+                Some(&p(h(i, "attn.c_proj.bias"))),
+                bt,
+                c,
+                c,
+            ));
             fwd.push(elementwise::residual_forward(gpu, &a.residual2, residual, &a.attproj, bt * c));
-            fwd.push(layernorm::layernorm_forward(gpu, &a.ln2, &a.ln2_mean, &a.ln2_rstd, &a.residual2, &p(h(i, "ln_2.weight")), &p(h(i, "ln_2.bias")), bt, c));
-            fwd.push(matmul::matmul_forward(gpu, &a.fch, &a.ln2, &p(h(i, "mlp.c_fc.weight")), Some(&p(h(i, "mlp.c_fc.bias"))), bt, c, 4 * c));
+            fwd.push(layernorm::layernorm_forward(
+                gpu,
+                &a.ln2,
+                &a.ln2_mean,
+                &a.ln2_rstd,
+                &a.residual2,
+                &p(h(i, "ln_2.weight")),
+                &p(h(i, "ln_2.bias")),
+                bt,
+                c,
+            ));
+            fwd.push(matmul::matmul_forward(
+                gpu,
+                &a.fch,
+                &a.ln2,
+                &p(h(i, "mlp.c_fc.weight")),
+                Some(&p(h(i, "mlp.c_fc.bias"))),
+                bt,
+                c,
+                4 * c,
+            ));
             fwd.push(elementwise::gelu_forward(gpu, &a.fch_gelu, &a.fch, bt * 4 * c));
-            fwd.push(matmul::matmul_forward(gpu, &a.fcproj, &a.fch_gelu, &p(h(i, "mlp.c_proj.weight")), Some(&p(h(i, "mlp.c_proj.bias"))), bt, 4 * c, c));
+            fwd.push(matmul::matmul_forward(
+                gpu,
+                &a.fcproj,
+                &a.fch_gelu,
+                &p(h(i, "mlp.c_proj.weight")),
+                Some(&p(h(i, "mlp.c_proj.bias"))),
+                bt,
+                4 * c,
+                c,
+            ));
             fwd.push(elementwise::residual_forward(gpu, &a.residual3, &a.residual2, &a.fcproj, bt * c));
         }
         let last = &acts[l - 1].residual3;
@@ -187,7 +256,18 @@ impl Gpt {
             bwd.clear(t_);
         }
         for gr in &grads {
-            for t_ in [&gr.dln1, &gr.dqkv, &gr.datty, &gr.dattproj, &gr.dresidual2, &gr.dln2, &gr.dfch, &gr.dfch_gelu, &gr.dfcproj, &gr.dresidual3] {
+            for t_ in [
+                &gr.dln1,
+                &gr.dqkv,
+                &gr.datty,
+                &gr.dattproj,
+                &gr.dresidual2,
+                &gr.dln2,
+                &gr.dfch,
+                &gr.dfch_gelu,
+                &gr.dfcproj,
+                &gr.dresidual3,
+            ] {
                 bwd.clear(t_);
             }
         }
@@ -195,11 +275,32 @@ impl Gpt {
         bwd.push(logprobs::logprobs_backward(gpu, &dlogits, &dlogps, &logits, &lse, &targets, bt, v));
         bwd.extend(matmul::matmul_backward(gpu, Some(&dlnf), &dwte, None, &dlogits, &lnf, &wte, bt, c, v));
         if let (Some(_), Some(ds)) = (&scalar, &dscalar) {
-            bwd.extend(matmul::matmul_backward(gpu, Some(&dlnf), &g("score.weight".into()), None, ds, &lnf, &p("score.weight".into()), bt, c, 1));
+            bwd.extend(matmul::matmul_backward(
+                gpu,
+                Some(&dlnf),
+                &g("score.weight".into()),
+                None,
+                ds,
+                &lnf,
+                &p("score.weight".into()),
+                bt,
+                c,
+                1,
+            ));
         }
         let dlast = &grads[l - 1].dresidual3;
         bwd.extend(layernorm::layernorm_backward(
-            gpu, dlast, &g("transformer.ln_f.weight".into()), &g("transformer.ln_f.bias".into()), &dlnf, last, &lnfw, &lnf_mean, &lnf_rstd, bt, c,
+            gpu,
+            dlast,
+            &g("transformer.ln_f.weight".into()),
+            &g("transformer.ln_f.bias".into()),
+            &dlnf,
+            last,
+            &lnfw,
+            &lnf_mean,
+            &lnf_rstd,
+            bt,
+            c,
         ));
         for i in (0..l).rev() {
             let (a, gr) = (&acts[i], &grads[i]);
@@ -207,18 +308,98 @@ impl Gpt {
             let dresidual = if i == 0 { &dencoded } else { &grads[i - 1].dresidual3 };
             // residual3 = residual2 + fcproj
             bwd.push(elementwise::residual_backward(gpu, &gr.dresidual2, &gr.dfcproj, &gr.dresidual3, bt * c));
-            bwd.extend(matmul::matmul_backward(gpu, Some(&gr.dfch_gelu), &g(h(i, "mlp.c_proj.weight")), Some(&g(h(i, "mlp.c_proj.bias"))), &gr.dfcproj, &a.fch_gelu, &p(h(i, "mlp.c_proj.weight")), bt, 4 * c, c));
+            bwd.extend(matmul::matmul_backward(
+                gpu,
+                Some(&gr.dfch_gelu),
+                &g(h(i, "mlp.c_proj.weight")),
+                Some(&g(h(i, "mlp.c_proj.bias"))),
+                &gr.dfcproj,
+                &a.fch_gelu,
+                &p(h(i, "mlp.c_proj.weight")),
+                bt,
+                4 * c,
+                c,
+            ));
             bwd.push(elementwise::gelu_backward(gpu, &gr.dfch, &a.fch, &gr.dfch_gelu, bt * 4 * c));
-            bwd.extend(matmul::matmul_backward(gpu, Some(&gr.dln2), &g(h(i, "mlp.c_fc.weight")), Some(&g(h(i, "mlp.c_fc.bias"))), &gr.dfch, &a.ln2, &p(h(i, "mlp.c_fc.weight")), bt, c, 4 * c));
-            bwd.extend(layernorm::layernorm_backward(gpu, &gr.dresidual2, &g(h(i, "ln_2.weight")), &g(h(i, "ln_2.bias")), &gr.dln2, &a.residual2, &p(h(i, "ln_2.weight")), &a.ln2_mean, &a.ln2_rstd, bt, c));
+            bwd.extend(matmul::matmul_backward(
+                gpu,
+                Some(&gr.dln2),
+                &g(h(i, "mlp.c_fc.weight")),
+                Some(&g(h(i, "mlp.c_fc.bias"))),
+                &gr.dfch,
+                &a.ln2,
+                &p(h(i, "mlp.c_fc.weight")),
+                bt,
+                c,
+                4 * c,
+            ));
+            bwd.extend(layernorm::layernorm_backward(
+                gpu,
+                &gr.dresidual2,
+                &g(h(i, "ln_2.weight")),
+                &g(h(i, "ln_2.bias")),
+                &gr.dln2,
+                &a.residual2,
+                &p(h(i, "ln_2.weight")),
+                &a.ln2_mean,
+                &a.ln2_rstd,
+                bt,
+                c,
+            ));
             // residual2 = residual + attproj
             bwd.push(elementwise::residual_backward(gpu, dresidual, &gr.dattproj, &gr.dresidual2, bt * c));
-            bwd.extend(matmul::matmul_backward(gpu, Some(&gr.datty), &g(h(i, "attn.c_proj.weight")), Some(&g(h(i, "attn.c_proj.bias"))), &gr.dattproj, &a.atty, &p(h(i, "attn.c_proj.weight")), bt, c, c));
-            bwd.extend(attention::attention_backward(gpu, &gr.dqkv, &dpreatt, &datt, &gr.datty, &a.qkv, &a.att, b, t, c, nh));
-            bwd.extend(matmul::matmul_backward(gpu, Some(&gr.dln1), &g(h(i, "attn.c_attn.weight")), Some(&g(h(i, "attn.c_attn.bias"))), &gr.dqkv, &a.ln1, &p(h(i, "attn.c_attn.weight")), bt, c, 3 * c));
-            bwd.extend(layernorm::layernorm_backward(gpu, dresidual, &g(h(i, "ln_1.weight")), &g(h(i, "ln_1.bias")), &gr.dln1, residual, &p(h(i, "ln_1.weight")), &a.ln1_mean, &a.ln1_rstd, bt, c));
+            bwd.extend(matmul::matmul_backward(
+                gpu,
+                Some(&gr.datty),
+                &g(h(i, "attn.c_proj.weight")),
+                Some(&g(h(i, "attn.c_proj.bias"))),
+                &gr.dattproj,
+                &a.atty,
+                &p(h(i, "attn.c_proj.weight")),
+                bt,
+                c,
+                c,
+            ));
+            bwd.extend(attention::attention_backward(
+                gpu, &gr.dqkv, &dpreatt, &datt, &gr.datty, &a.qkv, &a.att, b, t, c, nh,
+            ));
+            bwd.extend(matmul::matmul_backward(
+                gpu,
+                Some(&gr.dln1),
+                &g(h(i, "attn.c_attn.weight")),
+                Some(&g(h(i, "attn.c_attn.bias"))),
+                &gr.dqkv,
+                &a.ln1,
+                &p(h(i, "attn.c_attn.weight")),
+                bt,
+                c,
+                3 * c,
+            ));
+            bwd.extend(layernorm::layernorm_backward(
+                gpu,
+                dresidual,
+                &g(h(i, "ln_1.weight")),
+                &g(h(i, "ln_1.bias")),
+                &gr.dln1,
+                residual,
+                &p(h(i, "ln_1.weight")),
+                &a.ln1_mean,
+                &a.ln1_rstd,
+                bt,
+                c,
+            ));
         }
-        bwd.extend(encoder::encoder_backward(gpu, &dwte, &g("transformer.wpe.weight".into()), &dencoded, &tokens, b, t, c, v));
+        bwd.extend(encoder::encoder_backward(
+            gpu,
+            &dwte,
+            &g("transformer.wpe.weight".into()),
+            &dencoded,
+            &tokens,
+            b,
+            t,
+            c,
+            v,
+        ));
 
         Ok(Gpt {
             cfg: cfg.clone(),
@@ -243,10 +424,17 @@ impl Gpt {
     pub fn set_batch(&self, gpu: &Gpu, tokens: &[u32], targets: &[u32]) -> Result<()> {
         let n = self.b * self.t;
         if tokens.len() != n || targets.len() != n {
-            return Err(crate::Error::config(format!("batch must hold B*T = {n} tokens and targets, got {} and {}", tokens.len(), targets.len())));
+            return Err(crate::Error::config(format!(
+                "batch must hold B*T = {n} tokens and targets, got {} and {}",
+                tokens.len(),
+                targets.len()
+            )));
         }
         if let Some(&bad) = tokens.iter().chain(targets).find(|&&x| x as usize >= self.cfg.vocab_size) {
-            return Err(crate::Error::config(format!("token id {bad} is outside the vocabulary (V = {})", self.cfg.vocab_size)));
+            return Err(crate::Error::config(format!(
+                "token id {bad} is outside the vocabulary (V = {})",
+                self.cfg.vocab_size
+            )));
         }
         self.tokens.write_u32(gpu, tokens);
         self.targets.write_u32(gpu, targets);

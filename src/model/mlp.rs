@@ -66,7 +66,8 @@ impl Mlp {
         let lse = z("lse", b)?;
         let logps = z("logps", b)?;
         let dlogps = z("dlogps", b)?;
-        let (scalar, dscalar) = if cfg.scalar_head { (Some(z("scalar", b)?), Some(z("dscalar", b)?)) } else { (None, None) };
+        let (scalar, dscalar) =
+            if cfg.scalar_head { (Some(z("scalar", b)?), Some(z("dscalar", b)?)) } else { (None, None) };
 
         let p = |n: &str| pa.get(n).clone();
         let g = |n: &str| ga.get(n).clone();
@@ -91,22 +92,87 @@ impl Mlp {
             bwd.clear(t);
         }
         bwd.push(logprobs::logprobs_backward(gpu, &dlogits, &dlogps, &logits, &lse, &targets, b, r));
-        bwd.extend(matmul::matmul_backward(gpu, Some(&dh2), &g("fc3.weight"), Some(&g("fc3.bias")), &dlogits, &h2, &p("fc3.weight"), b, h, r));
+        bwd.extend(matmul::matmul_backward(
+            gpu,
+            Some(&dh2),
+            &g("fc3.weight"),
+            Some(&g("fc3.bias")),
+            &dlogits,
+            &h2,
+            &p("fc3.weight"),
+            b,
+            h,
+            r,
+        ));
         if let (Some(_), Some(ds)) = (&scalar, &dscalar) {
-            bwd.extend(matmul::matmul_backward(gpu, Some(&dh2), &g("score.weight"), Some(&g("score.bias")), ds, &h2, &p("score.weight"), b, h, 1));
+            bwd.extend(matmul::matmul_backward(
+                gpu,
+                Some(&dh2),
+                &g("score.weight"),
+                Some(&g("score.bias")),
+                ds,
+                &h2,
+                &p("score.weight"),
+                b,
+                h,
+                1,
+            ));
         }
         bwd.push(elementwise::relu_backward(gpu, &dh2pre, &h2pre, &dh2, b * h));
-        bwd.extend(matmul::matmul_backward(gpu, Some(&dh1), &g("fc2.weight"), Some(&g("fc2.bias")), &dh2pre, &h1, &p("fc2.weight"), b, h, h));
+        bwd.extend(matmul::matmul_backward(
+            gpu,
+            Some(&dh1),
+            &g("fc2.weight"),
+            Some(&g("fc2.bias")),
+            &dh2pre,
+            &h1,
+            &p("fc2.weight"),
+            b,
+            h,
+            h,
+        ));
         bwd.push(elementwise::relu_backward(gpu, &dh1pre, &h1pre, &dh1, b * h));
-        bwd.extend(matmul::matmul_backward(gpu, None, &g("fc1.weight"), dfc1b.as_ref(), &dh1pre, &x, &p("fc1.weight"), b, p_, h));
+        bwd.extend(matmul::matmul_backward(
+            gpu,
+            None,
+            &g("fc1.weight"),
+            dfc1b.as_ref(),
+            &dh1pre,
+            &x,
+            &p("fc1.weight"),
+            b,
+            p_,
+            h,
+        ));
 
-        Ok(Mlp { cfg: cfg.clone(), b, params: pa, grads: ga, x, targets, logits, log_probs, lse, logps, dlogps, scalar, dscalar, forward: fwd, backward: bwd })
+        Ok(Mlp {
+            cfg: cfg.clone(),
+            b,
+            params: pa,
+            grads: ga,
+            x,
+            targets,
+            logits,
+            log_probs,
+            lse,
+            logps,
+            dlogps,
+            scalar,
+            dscalar,
+            forward: fwd,
+            backward: bwd,
+        })
     }
 
     /// Upload a batch: the prompt index and the response index of each of the B rows.
     pub fn set_batch(&self, gpu: &Gpu, prompts: &[u32], responses: &[u32]) -> Result<()> {
         if prompts.len() != self.b || responses.len() != self.b {
-            return Err(crate::Error::config(format!("MLP batch needs {} prompts and responses, got {} and {}", self.b, prompts.len(), responses.len())));
+            return Err(crate::Error::config(format!(
+                "MLP batch needs {} prompts and responses, got {} and {}",
+                self.b,
+                prompts.len(),
+                responses.len()
+            )));
         }
         let mut x = vec![0.0f32; self.b * self.cfg.prompts];
         for (i, &pr) in prompts.iter().enumerate() {
@@ -127,7 +193,10 @@ impl Mlp {
     /// and the response index of each row.
     pub fn set_inputs(&self, gpu: &Gpu, x: &[f32], responses: &[u32]) -> Result<()> {
         if x.len() != self.b * self.cfg.prompts || responses.len() != self.b {
-            return Err(crate::Error::config(format!("MLP inputs must be ({}, {}) with {} responses", self.b, self.cfg.prompts, self.b)));
+            return Err(crate::Error::config(format!(
+                "MLP inputs must be ({}, {}) with {} responses",
+                self.b, self.cfg.prompts, self.b
+            )));
         }
         if let Some(&bad) = responses.iter().find(|&&r| r as usize >= self.cfg.responses) {
             return Err(crate::Error::config(format!("response {bad} out of range (R = {})", self.cfg.responses)));

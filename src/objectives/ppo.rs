@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::gpu::{Gpu, Plan, Tensor};
 use crate::model::Policy;
-use crate::ops::ppo::{self as ops, PpoParams, MB_STATS, RO, RO_ADV, RO_REWARD, ROLLOUT_STAT_NAMES, TRAIN_STAT_NAMES};
+use crate::ops::ppo::{self as ops, PpoParams, MB_STATS, RO, ROLLOUT_STAT_NAMES, RO_ADV, RO_REWARD, TRAIN_STAT_NAMES};
 use crate::ops::sampling;
 use crate::{Error, Result};
 
@@ -260,7 +260,16 @@ impl Ppo {
         let p = cfg.params(b, t);
 
         let mut rollout_plan = Plan::new();
-        rollout_plan.push(ops::ppo_rewards(gpu, &rollout, policy.logps(), reference.logps(), values, &scores, &mask, &p));
+        rollout_plan.push(ops::ppo_rewards(
+            gpu,
+            &rollout,
+            policy.logps(),
+            reference.logps(),
+            values,
+            &scores,
+            &mask,
+            &p,
+        ));
         rollout_plan.push(ops::rollout_stats(gpu, &rollout_metrics, &rollout, &scores, &p));
         if cfg.whiten_rewards {
             rollout_plan.push(ops::masked_whiten(gpu, &rollout, RO_REWARD, false, &p));
@@ -279,7 +288,18 @@ impl Ppo {
                 let q = PpoParams { epoch: epoch as u32, mb: mb as u32, stats_row: (epoch * m + mb) as u32, ..p };
                 let mut plan = Plan::new();
                 plan.push(ops::token_entropy(gpu, &entropy, policy_logits, b * t, vocab));
-                plan.push(ops::ppo_loss(gpu, policy.dlogps(), dvalues, &stats, policy.logps(), values, &rollout, &ranks, &entropy, &q));
+                plan.push(ops::ppo_loss(
+                    gpu,
+                    policy.dlogps(),
+                    dvalues,
+                    &stats,
+                    policy.logps(),
+                    values,
+                    &rollout,
+                    &ranks,
+                    &entropy,
+                    &q,
+                ));
                 minibatch_plans.push(plan);
             }
         }

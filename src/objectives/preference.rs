@@ -105,17 +105,30 @@ impl PreferenceLoss {
         match *self {
             PreferenceLoss::Dpo { beta } | PreferenceLoss::Hinge { beta } => pos(beta, "beta"),
             PreferenceLoss::FlexDpo { beta_pos, beta_neg } => pos(beta_pos, "beta_pos").and(pos(beta_neg, "beta_neg")),
-            PreferenceLoss::SftDpo { beta, gamma } => pos(beta, "beta").and(if gamma >= 0.0 { Ok(()) } else { Err(Error::config("sft-dpo: gamma must be >= 0")) }),
+            PreferenceLoss::SftDpo { beta, gamma } => pos(beta, "beta").and(if gamma >= 0.0 {
+                Ok(())
+            } else {
+                Err(Error::config("sft-dpo: gamma must be >= 0"))
+            }),
             PreferenceLoss::Ipo { eta } => pos(eta, "eta"),
-            PreferenceLoss::Slic { delta, eta } => pos(delta, "delta").and(if eta >= 0.0 { Ok(()) } else { Err(Error::config("slic: eta must be >= 0")) }),
+            PreferenceLoss::Slic { delta, eta } => {
+                pos(delta, "delta").and(if eta >= 0.0 { Ok(()) } else { Err(Error::config("slic: eta must be >= 0")) })
+            }
             PreferenceLoss::Cdpo { beta, label_smoothing } | PreferenceLoss::Robust { beta, label_smoothing } => {
                 pos(beta, "beta")?;
                 if !(0.0..0.5).contains(&label_smoothing) {
-                    return Err(Error::config(format!("{}: label_smoothing must be in [0, 0.5), got {label_smoothing}", self.name())));
+                    return Err(Error::config(format!(
+                        "{}: label_smoothing must be in [0, 0.5), got {label_smoothing}",
+                        self.name()
+                    )));
                 }
                 Ok(())
             }
-            PreferenceLoss::Dpop { beta, lambda } => pos(beta, "beta").and(if lambda >= 0.0 { Ok(()) } else { Err(Error::config("dpop: lambda must be >= 0")) }),
+            PreferenceLoss::Dpop { beta, lambda } => pos(beta, "beta").and(if lambda >= 0.0 {
+                Ok(())
+            } else {
+                Err(Error::config("dpop: lambda must be >= 0"))
+            }),
             PreferenceLoss::Simpo { beta, .. } => pos(beta, "beta"),
         }
     }
@@ -224,7 +237,8 @@ impl Preference {
         let n = rows / 2;
         let t = policy.seq_len();
         let z = |l: &str, len: usize| Tensor::zeros(gpu, l, len);
-        let (mask, ref_sum, ref_mean) = (z("pref mask", rows * t)?, z("ref logps sum", rows)?, z("ref logps mean", rows)?);
+        let (mask, ref_sum, ref_mean) =
+            (z("pref mask", rows * t)?, z("ref logps sum", rows)?, z("ref logps mean", rows)?);
         let (stats, coef, metrics) = (z("pref stats", n * STATS)?, z("pref coef", rows)?, z("pref metrics", STATS)?);
         let p = loss.params(n, t);
         let mut plan = Plan::new();
@@ -236,7 +250,11 @@ impl Preference {
 
     pub fn set_mask(&self, gpu: &Gpu, mask: &[f32]) -> Result<()> {
         if mask.len() != self.mask.len {
-            return Err(Error::config(format!("preference mask must have {} entries, got {}", self.mask.len, mask.len())));
+            return Err(Error::config(format!(
+                "preference mask must have {} entries, got {}",
+                self.mask.len,
+                mask.len()
+            )));
         }
         self.mask.write_f32(gpu, mask);
         Ok(())
@@ -246,7 +264,15 @@ impl Preference {
     /// policy's forward, then this. For a fixed dataset it can run once ("precomputed"); otherwise every step.
     pub fn reference_plan(&self, gpu: &Gpu, reference: &dyn Policy) -> Plan {
         let mut plan = Plan::new();
-        plan.push(logprobs::sequence_logps(gpu, &self.ref_sum, &self.ref_mean, reference.logps(), &self.mask, 2 * self.n_pairs, self.t));
+        plan.push(logprobs::sequence_logps(
+            gpu,
+            &self.ref_sum,
+            &self.ref_mean,
+            reference.logps(),
+            &self.mask,
+            2 * self.n_pairs,
+            self.t,
+        ));
         plan
     }
 }

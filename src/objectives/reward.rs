@@ -27,12 +27,15 @@ impl RewardObjective {
         };
         let rows = policy.rows();
         if rows % 2 != 0 || rows == 0 {
-            return Err(Error::config(format!("a reward-model batch needs 2N rows (chosen then rejected), got {rows}")));
+            return Err(Error::config(format!(
+                "a reward-model batch needs 2N rows (chosen then rejected), got {rows}"
+            )));
         }
         let (n, t) = (rows / 2, policy.seq_len());
         let p = PrefParams { n_pairs: n as u32, t: t as u32, ..Default::default() };
         let z = |l: &str, len: usize| Tensor::zeros(gpu, l, len);
-        let (last, stats, coef, metrics) = (z("rm last", rows)?, z("rm stats", n * STATS)?, z("rm coef", rows)?, z("rm metrics", STATS)?);
+        let (last, stats, coef, metrics) =
+            (z("rm last", rows)?, z("rm stats", n * STATS)?, z("rm coef", rows)?, z("rm metrics", STATS)?);
         let mut plan = Plan::new();
         plan.push(ops::bt_forward(gpu, &stats, &coef, policy.scalar().unwrap(), &last, &p));
         plan.push(ops::preference_reduce(gpu, &metrics, &stats, &p));

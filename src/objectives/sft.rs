@@ -26,7 +26,11 @@ impl Sft {
 
     pub fn set_mask(&self, gpu: &Gpu, mask: &[f32]) -> Result<()> {
         if mask.len() != self.mask.len {
-            return Err(crate::Error::config(format!("SFT mask must have {} entries, got {}", self.mask.len, mask.len())));
+            return Err(crate::Error::config(format!(
+                "SFT mask must have {} entries, got {}",
+                self.mask.len,
+                mask.len()
+            )));
         }
         self.mask.write_f32(gpu, mask);
         Ok(())

@@ -30,7 +30,16 @@ enum Grid {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn dispatch(gpu: &Gpu, entry: &'static str, b: usize, t: usize, c: usize, nh: usize, grid: Grid, bindings: &[(u32, &Tensor)]) -> Dispatch {
+fn dispatch(
+    gpu: &Gpu,
+    entry: &'static str,
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+    grid: Grid,
+    bindings: &[(u32, &Tensor)],
+) -> Dispatch {
     assert!(nh > 0 && c % nh == 0, "attention: C = {c} is not a multiple of NH = {nh}");
     let hs = c / nh;
     let (n, groups) = match grid {
@@ -88,8 +97,26 @@ pub fn attention_backward(
     nh: usize,
 ) -> Vec<Dispatch> {
     vec![
-        dispatch(gpu, "attention_datt", b, t, c, nh, Grid::Elements(b * nh * t * t), &[(8, inp), (9, dout), (10, datt)]),
-        dispatch(gpu, "attention_softmax_backward", b, t, c, nh, Grid::Rows(b * nh * t), &[(11, att), (12, datt), (13, dpreatt)]),
+        dispatch(
+            gpu,
+            "attention_datt",
+            b,
+            t,
+            c,
+            nh,
+            Grid::Elements(b * nh * t * t),
+            &[(8, inp), (9, dout), (10, datt)],
+        ),
+        dispatch(
+            gpu,
+            "attention_softmax_backward",
+            b,
+            t,
+            c,
+            nh,
+            Grid::Rows(b * nh * t),
+            &[(11, att), (12, datt), (13, dpreatt)],
+        ),
         dispatch(
             gpu,
             "attention_dqkv",

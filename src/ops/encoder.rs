@@ -63,13 +63,23 @@ pub fn encoder_backward(
     c: usize,
     v: usize,
 ) -> Vec<Dispatch> {
-    for (what, x, len) in [("dwte", dwte, v * c), ("dwpe", dwpe, t * c), ("dout", dout, b * t * c), ("tokens", tokens, b * t)] {
+    for (what, x, len) in
+        [("dwte", dwte, v * c), ("dwpe", dwpe, t * c), ("dout", dout, b * t * c), ("tokens", tokens, b * t)]
+    {
         check(what, x, len);
     }
     let p = Params { b: b as u32, t: t as u32, c: c as u32, v: v as u32 };
     let bytes = bytemuck::bytes_of(&p);
     vec![
-        Dispatch::new(gpu, SHADER, SRC, "encoder_backward_wpe", Some(bytes), &[(5, dout), (6, dwpe)], grid_1d(t * c, WORKGROUP_1D)),
+        Dispatch::new(
+            gpu,
+            SHADER,
+            SRC,
+            "encoder_backward_wpe",
+            Some(bytes),
+            &[(5, dout), (6, dwpe)],
+            grid_1d(t * c, WORKGROUP_1D),
+        ),
         Dispatch::new(
             gpu,
             SHADER,

@@ -41,7 +41,14 @@ pub fn layernorm_forward(
     n: usize,
     c: usize,
 ) -> Dispatch {
-    for (what, t, len) in [("out", out, n * c), ("mean", mean, n), ("rstd", rstd, n), ("inp", inp, n * c), ("weight", weight, c), ("bias", bias, c)] {
+    for (what, t, len) in [
+        ("out", out, n * c),
+        ("mean", mean, n),
+        ("rstd", rstd, n),
+        ("inp", inp, n * c),
+        ("weight", weight, c),
+        ("bias", bias, c),
+    ] {
         check(what, t, len);
     }
     let p = params(n, c);

@@ -45,7 +45,14 @@ pub fn logprobs_forward(
     v: usize,
 ) -> Dispatch {
     if v <= SMALL_V {
-        return dispatch(gpu, "logprobs_forward_small", n, v, &[(19, logits), (20, targets), (21, logps), (22, lse)], grid_1d(n, 64));
+        return dispatch(
+            gpu,
+            "logprobs_forward_small",
+            n,
+            v,
+            &[(19, logits), (20, targets), (21, logps), (22, lse)],
+            grid_1d(n, 64),
+        );
     }
     dispatch(gpu, "logprobs_forward", n, v, &[(1, logits), (2, targets), (3, logps), (4, lse)], grid_1d(n, 1))
 }

@@ -26,7 +26,8 @@ pub enum MatmulKernel {
 }
 
 impl MatmulKernel {
-    pub const ALL: [MatmulKernel; 4] = [MatmulKernel::Naive, MatmulKernel::Tiled16, MatmulKernel::Blocked64, MatmulKernel::Skinny8];
+    pub const ALL: [MatmulKernel; 4] =
+        [MatmulKernel::Naive, MatmulKernel::Tiled16, MatmulKernel::Blocked64, MatmulKernel::Skinny8];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -180,7 +181,11 @@ impl GemmDims {
     pub fn check(&self, c_len: usize, a_len: usize, b_len: usize) {
         let fits = |what: &str, l: &MatrixLayout, rows: usize, cols: usize, len: usize| {
             if let Some(max) = l.max_index(self.batch, rows, cols) {
-                assert!(max < len, "gemm: {what} ({rows}x{cols}, batch {}) reaches element {max} of a tensor of {len}: {self:?}", self.batch);
+                assert!(
+                    max < len,
+                    "gemm: {what} ({rows}x{cols}, batch {}) reaches element {max} of a tensor of {len}: {self:?}",
+                    self.batch
+                );
             }
         };
         if self.m == 0 || self.n == 0 || self.batch == 0 {
@@ -265,7 +270,15 @@ fn gemm_dispatch(
     let [ba, bb, bc, bbias] = kernel.bindings();
     // Without a bias the entry point still declares the binding; A stands in (read-only, never read).
     let bias = bias.unwrap_or(a);
-    Dispatch::new(gpu, SHADER, SRC, kernel.entry(), Some(bytemuck::bytes_of(&p)), &[(ba, a), (bb, b), (bc, c), (bbias, bias)], groups)
+    Dispatch::new(
+        gpu,
+        SHADER,
+        SRC,
+        kernel.entry(),
+        Some(bytemuck::bytes_of(&p)),
+        &[(ba, a), (bb, b), (bc, c), (bbias, bias)],
+        groups,
+    )
 }
 
 /// C = alpha * A @ B + beta * C with the default (fastest) kernel; see `GemmDims`.
@@ -282,10 +295,10 @@ pub fn gemm_with(gpu: &Gpu, kernel: MatmulKernel, c: &Tensor, a: &Tensor, b: &Te
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_forward(
     gpu: &Gpu,
-    out: &Tensor,           // (BT, OC)
-    inp: &Tensor,           // (BT, C)
-    weight: &Tensor,        // (OC, C)
-    bias: Option<&Tensor>,  // (OC)
+    out: &Tensor,          // (BT, OC)
+    inp: &Tensor,          // (BT, C)
+    weight: &Tensor,       // (OC, C)
+    bias: Option<&Tensor>, // (OC)
     bt: usize,
     c: usize,
     oc: usize,
@@ -313,10 +326,10 @@ pub fn auto_kernel(m: usize, _n: usize, _k: usize) -> MatmulKernel {
 pub fn matmul_forward_with(
     gpu: &Gpu,
     kernel: MatmulKernel,
-    out: &Tensor,           // (BT, OC)
-    inp: &Tensor,           // (BT, C)
-    weight: &Tensor,        // (OC, C)
-    bias: Option<&Tensor>,  // (OC)
+    out: &Tensor,          // (BT, OC)
+    inp: &Tensor,          // (BT, C)
+    weight: &Tensor,       // (OC, C)
+    bias: Option<&Tensor>, // (OC)
     bt: usize,
     c: usize,
     oc: usize,
@@ -341,7 +354,19 @@ pub fn matmul_backward(
     c: usize,
     oc: usize,
 ) -> Vec<Dispatch> {
-    backward_dispatches(gpu, [auto_kernel(bt, c, oc), auto_kernel(oc, c, bt)], dinp, dweight, dbias, dout, inp, weight, bt, c, oc)
+    backward_dispatches(
+        gpu,
+        [auto_kernel(bt, c, oc), auto_kernel(oc, c, bt)],
+        dinp,
+        dweight,
+        dbias,
+        dout,
+        inp,
+        weight,
+        bt,
+        c,
+        oc,
+    )
 }
 
 /// `matmul_backward` with a chosen GEMM kernel.
@@ -383,7 +408,15 @@ fn backward_dispatches(
         ds.push(gemm_dispatch(gpu, kernels[0], dinp, dout, weight, None, GemmDims::new(bt, c, oc).accumulate()));
     }
     // dweight (OC, C) += dout^T (OC, BT) @ inp (BT, C)
-    ds.push(gemm_dispatch(gpu, kernels[1], dweight, dout, inp, None, GemmDims::new(oc, c, bt).transpose_a().accumulate()));
+    ds.push(gemm_dispatch(
+        gpu,
+        kernels[1],
+        dweight,
+        dout,
+        inp,
+        None,
+        GemmDims::new(oc, c, bt).transpose_a().accumulate(),
+    ));
     if let Some(dbias) = dbias {
         ds.push(matmul_dbias(gpu, dbias, dout, bt, oc));
     }

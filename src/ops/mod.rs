@@ -2,15 +2,15 @@
 //! its parameter block filled, ready to be pushed onto a `Plan`; nothing here runs anything by itself.
 //! The CPU mirror of each family lives under the same name in `crate::reference`.
 
+pub mod adamw;
 pub mod attention;
 pub mod elementwise;
-pub mod layernorm;
 pub mod encoder;
-pub mod matmul;
+pub mod layernorm;
 pub mod logprobs;
-pub mod adamw;
-pub mod preference;
+pub mod matmul;
 pub mod ppo;
+pub mod preference;
 pub mod sampling;
 
 /// Every WGSL source of the crate, by file name: the naga validation test and the pipeline cache use this list.

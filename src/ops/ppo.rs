@@ -161,7 +161,16 @@ pub fn ppo_loss(
         gpu,
         "ppo_loss",
         p,
-        &[(14, logps), (15, values), (16, rollout), (17, ranks), (18, entropy), (19, dlogps), (20, dvalues), (21, stats)],
+        &[
+            (14, logps),
+            (15, values),
+            (16, rollout),
+            (17, ranks),
+            (18, entropy),
+            (19, dlogps),
+            (20, dvalues),
+            (21, stats),
+        ],
         [1, 1, 1],
     )
 }

@@ -45,7 +45,16 @@ pub struct PrefParams {
 
 /// stats (N, STATS), coef (2N) from token logps (2N, T), mask (2N, T) and the reference's sequence sums and means (2N).
 #[allow(clippy::too_many_arguments)]
-pub fn preference_forward(gpu: &Gpu, stats: &Tensor, coef: &Tensor, logps: &Tensor, mask: &Tensor, ref_sum: &Tensor, ref_mean: &Tensor, p: &PrefParams) -> Dispatch {
+pub fn preference_forward(
+    gpu: &Gpu,
+    stats: &Tensor,
+    coef: &Tensor,
+    logps: &Tensor,
+    mask: &Tensor,
+    ref_sum: &Tensor,
+    ref_mean: &Tensor,
+    p: &PrefParams,
+) -> Dispatch {
     Dispatch::new(
         gpu,
         SHADER,
@@ -59,7 +68,15 @@ pub fn preference_forward(gpu: &Gpu, stats: &Tensor, coef: &Tensor, logps: &Tens
 
 /// metrics (STATS) = mean over pairs of stats (N, STATS).
 pub fn preference_reduce(gpu: &Gpu, metrics: &Tensor, stats: &Tensor, p: &PrefParams) -> Dispatch {
-    Dispatch::new(gpu, SHADER, SRC, "preference_reduce", Some(bytemuck::bytes_of(p)), &[(7, stats), (8, metrics)], [1, 1, 1])
+    Dispatch::new(
+        gpu,
+        SHADER,
+        SRC,
+        "preference_reduce",
+        Some(bytemuck::bytes_of(p)),
+        &[(7, stats), (8, metrics)],
+        [1, 1, 1],
+    )
 }
 
 /// dlogps (2N, T) = coef[s] * mask (/ count when use_mean). Overwrites.
@@ -76,11 +93,34 @@ pub fn preference_backward(gpu: &Gpu, dlogps: &Tensor, coef: &Tensor, mask: &Ten
 }
 
 /// Bradley-Terry reward loss: stats (N, STATS) and coef (2N) from the scalar head (2N, T) read at `last` (2N, u32).
-pub fn bt_forward(gpu: &Gpu, stats: &Tensor, coef: &Tensor, scalar: &Tensor, last: &Tensor, p: &PrefParams) -> Dispatch {
-    Dispatch::new(gpu, SHADER, SRC, "bt_forward", Some(bytemuck::bytes_of(p)), &[(12, scalar), (13, last), (14, stats), (15, coef)], grid_1d(p.n_pairs as usize, 64))
+pub fn bt_forward(
+    gpu: &Gpu,
+    stats: &Tensor,
+    coef: &Tensor,
+    scalar: &Tensor,
+    last: &Tensor,
+    p: &PrefParams,
+) -> Dispatch {
+    Dispatch::new(
+        gpu,
+        SHADER,
+        SRC,
+        "bt_forward",
+        Some(bytemuck::bytes_of(p)),
+        &[(12, scalar), (13, last), (14, stats), (15, coef)],
+        grid_1d(p.n_pairs as usize, 64),
+    )
 }
 
 /// dscalar (2N, T) = coef[s] at t = last[s], 0 elsewhere. Overwrites.
 pub fn bt_backward(gpu: &Gpu, dscalar: &Tensor, coef: &Tensor, last: &Tensor, p: &PrefParams) -> Dispatch {
-    Dispatch::new(gpu, SHADER, SRC, "bt_backward", Some(bytemuck::bytes_of(p)), &[(16, coef), (17, last), (18, dscalar)], grid_1d(2 * p.n_pairs as usize, 64))
+    Dispatch::new(
+        gpu,
+        SHADER,
+        SRC,
+        "bt_backward",
+        Some(bytemuck::bytes_of(p)),
+        &[(16, coef), (17, last), (18, dscalar)],
+        grid_1d(2 * p.n_pairs as usize, 64),
+    )
 }

@@ -31,7 +31,13 @@ pub struct SamplingParams {
     pub _p: [u32; 3],
 }
 
-fn dispatch(gpu: &Gpu, entry: &'static str, p: &SamplingParams, bindings: &[(u32, &Tensor)], groups: [u32; 3]) -> Dispatch {
+fn dispatch(
+    gpu: &Gpu,
+    entry: &'static str,
+    p: &SamplingParams,
+    bindings: &[(u32, &Tensor)],
+    groups: [u32; 3],
+) -> Dispatch {
     Dispatch::new(gpu, SHADER, SRC, entry, Some(bytemuck::bytes_of(p)), bindings, groups)
 }
 
@@ -62,7 +68,10 @@ pub fn sample_categorical(
     top_k: usize,
     stream: u32,
 ) -> Dispatch {
-    assert!(row_offset + v <= row_stride, "sample_categorical: row_offset {row_offset} + V {v} exceeds the row stride {row_stride}");
+    assert!(
+        row_offset + v <= row_stride,
+        "sample_categorical: row_offset {row_offset} + V {v} exceeds the row stride {row_stride}"
+    );
     let p = SamplingParams {
         rows: b as u32,
         v: v as u32,
@@ -92,7 +101,10 @@ pub fn append_token(
     prompt_len: usize,
     eos: Option<u32>,
 ) -> Dispatch {
-    assert!(pos + 1 < t && pos + 1 >= prompt_len, "append_token: position {pos} outside the response of T = {t}, Lp = {prompt_len}");
+    assert!(
+        pos + 1 < t && pos + 1 >= prompt_len,
+        "append_token: position {pos} outside the response of T = {t}, Lp = {prompt_len}"
+    );
     let p = SamplingParams {
         rows: b as u32,
         t: t as u32,

@@ -75,14 +75,7 @@ impl<S> GptTensors<S> {
         let lnfw = next();
         let lnfb = next();
         let scorew = if cfg.scalar_head { Some(next()) } else { None };
-        GptTensors {
-            wte,
-            wpe,
-            layers,
-            lnfw,
-            lnfb,
-            scorew,
-        }
+        GptTensors { wte, wpe, layers, lnfw, lnfb, scorew }
     }
 }
 
@@ -113,11 +106,7 @@ pub(crate) fn split_packed<'a>(buf: &'a [f32], sizes: &[usize]) -> Vec<&'a [f32]
         out.push(a);
         rest = r;
     }
-    assert!(
-        rest.is_empty(),
-        "packed buffer has {} elements past the last tensor",
-        rest.len()
-    );
+    assert!(rest.is_empty(), "packed buffer has {} elements past the last tensor", rest.len());
     out
 }
 
@@ -130,11 +119,7 @@ pub(crate) fn split_packed_mut<'a>(buf: &'a mut [f32], sizes: &[usize]) -> Vec<&
         out.push(a);
         rest = r;
     }
-    assert!(
-        rest.is_empty(),
-        "packed buffer has {} elements past the last tensor",
-        rest.len()
-    );
+    assert!(rest.is_empty(), "packed buffer has {} elements past the last tensor", rest.len());
     out
 }
 
@@ -261,19 +246,13 @@ impl GptRef {
                 rng.fill_normal(p, 0.02);
             } // biases stay 0
         }
-        GptRef {
-            cfg: cfg.clone(),
-            params,
-        }
+        GptRef { cfg: cfg.clone(), params }
     }
 
     /// Wrap existing packed parameters (e.g. read back from the GPU or a checkpoint).
     pub fn from_params(cfg: &GptConfig, params: Vec<f32>) -> GptRef {
         assert_eq!(params.len(), cfg.num_params(), "packed GPT parameter count");
-        GptRef {
-            cfg: cfg.clone(),
-            params,
-        }
+        GptRef { cfg: cfg.clone(), params }
     }
 
     /// Read-only views of the parameters, one field per tensor.
@@ -351,16 +330,7 @@ impl GptRef {
             residual_forward(l_residual3, l_residual2, l_fcproj);
         }
         let residual = lay(&a.residual3, nl - 1, nl); // last residual is in residual3
-        layernorm_forward(
-            &mut a.lnf,
-            &mut a.lnf_mean,
-            &mut a.lnf_rstd,
-            residual,
-            p.lnfw,
-            p.lnfb,
-            bt,
-            c,
-        );
+        layernorm_forward(&mut a.lnf, &mut a.lnf_mean, &mut a.lnf_rstd, residual, p.lnfw, p.lnfb, bt, c);
         matmul_forward(&mut a.logits, &a.lnf, p.wte, None, bt, c, v); // tied head: logits = lnf @ wte^T
         logprobs_forward(&mut a.logps, &mut a.lse, &a.logits, targets, bt, v);
         if let (Some(scalar), Some(scorew)) = (a.scalar.as_mut(), p.scorew) {
@@ -404,10 +374,7 @@ impl GptRef {
         let (v, c, nh, nl) = (cfg.vocab_size, cfg.width, cfg.heads, cfg.layers);
         assert_eq!((acts.b, acts.t), (b, t), "activations were computed for another (B, T)");
         assert_eq!(dlogps.len(), b * t, "dlogps must be (B, T)");
-        assert!(
-            dscalar.is_none() || cfg.scalar_head,
-            "dscalar given but the config has no scalar head"
-        );
+        assert!(dscalar.is_none() || cfg.scalar_head, "dscalar given but the config has no scalar head");
         let (bt, btc) = (b * t, b * t * c);
         let z = |n: usize| vec![0.0f32; n];
         let p = self.views();
@@ -440,11 +407,7 @@ impl GptRef {
         );
 
         for l in (0..nl).rev() {
-            let residual: &[f32] = if l == 0 {
-                &acts.encoded
-            } else {
-                lay(&acts.residual3, l - 1, nl)
-            };
+            let residual: &[f32] = if l == 0 { &acts.encoded } else { lay(&acts.residual3, l - 1, nl) };
             let (lo, hi) = dres.split_at_mut(l + 1);
             let dresidual = &mut lo[l]; // (B, T, C) d of this layer's input
             let dl_residual3 = &hi[0]; // (B, T, C) d of this layer's output

@@ -43,7 +43,15 @@ pub fn gemm(c: &mut [f32], a: &[f32], b: &[f32], dims: GemmDims) {
 }
 
 /// out (BT, OC) = inp (BT, C) @ weight (OC, C)^T + bias (OC); overwrites out.
-pub fn matmul_forward(out: &mut [f32], inp: &[f32], weight: &[f32], bias: Option<&[f32]>, bt: usize, c: usize, oc: usize) {
+pub fn matmul_forward(
+    out: &mut [f32],
+    inp: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    bt: usize,
+    c: usize,
+    oc: usize,
+) {
     let dims = GemmDims::new(bt, oc, c).transpose_b();
     dims.check(out.len(), inp.len(), weight.len());
     gemm_bias(out, inp, weight, bias, dims);

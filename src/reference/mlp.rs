@@ -36,21 +36,8 @@ impl<S> MlpTensors<S> {
         let fc1w = next();
         let fc1b = if cfg.first_bias { Some(next()) } else { None };
         let (fc2w, fc2b, fc3w, fc3b) = (next(), next(), next(), next());
-        let (scorew, scoreb) = if cfg.scalar_head {
-            (Some(next()), Some(next()))
-        } else {
-            (None, None)
-        };
-        MlpTensors {
-            fc1w,
-            fc1b,
-            fc2w,
-            fc2b,
-            fc3w,
-            fc3b,
-            scorew,
-            scoreb,
-        }
+        let (scorew, scoreb) = if cfg.scalar_head { (Some(next()), Some(next())) } else { (None, None) };
+        MlpTensors { fc1w, fc1b, fc2w, fc2b, fc3w, fc3b, scorew, scoreb }
     }
 }
 
@@ -60,10 +47,7 @@ pub fn offsets(cfg: &MlpConfig) -> Vec<(String, usize, Vec<usize>)> {
 }
 
 pub fn num_params(cfg: &MlpConfig) -> usize {
-    cfg.param_shapes()
-        .iter()
-        .map(|(_, s)| s.iter().product::<usize>())
-        .sum()
+    cfg.param_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum()
 }
 
 fn sizes(cfg: &MlpConfig) -> Vec<usize> {
@@ -115,18 +99,12 @@ impl MlpRef {
             let bound = 1.0 / (fan_in as f32).sqrt();
             rng.fill_uniform(&mut params[off..off + n], -bound, bound);
         }
-        MlpRef {
-            cfg: cfg.clone(),
-            params,
-        }
+        MlpRef { cfg: cfg.clone(), params }
     }
 
     pub fn from_params(cfg: &MlpConfig, params: Vec<f32>) -> MlpRef {
         assert_eq!(params.len(), num_params(cfg), "packed MLP parameter count");
-        MlpRef {
-            cfg: cfg.clone(),
-            params,
-        }
+        MlpRef { cfg: cfg.clone(), params }
     }
 
     pub fn views(&self) -> MlpTensors<&[f32]> {
@@ -221,10 +199,7 @@ impl MlpRef {
         let b = acts.b;
         assert_eq!(prompts.len(), b, "prompts must be (B)");
         assert_eq!(dlogps.len(), b, "dlogps must be (B)");
-        assert!(
-            dscalar.is_none() || self.cfg.scalar_head,
-            "dscalar given but the config has no scalar head"
-        );
+        assert!(dscalar.is_none() || self.cfg.scalar_head, "dscalar given but the config has no scalar head");
         let w = self.views();
         let mut g = views_mut(&self.cfg, grads);
         let z = |n: usize| vec![0.0f32; n];
@@ -232,17 +207,7 @@ impl MlpRef {
         let mut dlogits = z(b * r); // (B, R)
         logprobs_backward(&mut dlogits, dlogps, &acts.logits, &acts.lse, targets, b, r);
         let mut dh2 = z(b * h); // (B, H)
-        matmul_backward(
-            Some(&mut dh2),
-            &mut *g.fc3w,
-            Some(&mut *g.fc3b),
-            &dlogits,
-            &acts.h2,
-            w.fc3w,
-            b,
-            h,
-            r,
-        );
+        matmul_backward(Some(&mut dh2), &mut *g.fc3w, Some(&mut *g.fc3b), &dlogits, &acts.h2, w.fc3w, b, h, r);
         if let (Some(dscalar), Some(sw), Some(dsw), Some(dsb)) =
             (dscalar, w.scorew, g.scorew.as_deref_mut(), g.scoreb.as_deref_mut())
         {
@@ -252,17 +217,7 @@ impl MlpRef {
         let mut dh2pre = z(b * h); // (B, H)
         relu_backward(&mut dh2pre, &acts.h2pre, &dh2);
         let mut dh1 = z(b * h); // (B, H)
-        matmul_backward(
-            Some(&mut dh1),
-            &mut *g.fc2w,
-            Some(&mut *g.fc2b),
-            &dh2pre,
-            &acts.h1,
-            w.fc2w,
-            b,
-            h,
-            h,
-        );
+        matmul_backward(Some(&mut dh1), &mut *g.fc2w, Some(&mut *g.fc2b), &dh2pre, &acts.h1, w.fc2w, b, h, h);
         let mut dh1pre = z(b * h); // (B, H)
         relu_backward(&mut dh1pre, &acts.h1pre, &dh1);
         // fc1: the column select's backward scatters each row into its prompt's column

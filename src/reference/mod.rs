@@ -2,15 +2,15 @@
 //! reference models built from them. The tests compare every GPU kernel and model against this code, and check
 //! the reference models' gradients by finite differences. Nothing in the training path calls it.
 
+pub mod adamw;
 pub mod attention;
 pub mod elementwise;
-pub mod layernorm;
 pub mod encoder;
-pub mod matmul;
-pub mod logprobs;
-pub mod adamw;
-pub mod preference;
-pub mod ppo;
-pub mod sampling;
 pub mod gpt;
+pub mod layernorm;
+pub mod logprobs;
+pub mod matmul;
 pub mod mlp;
+pub mod ppo;
+pub mod preference;
+pub mod sampling;

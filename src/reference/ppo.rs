@@ -4,7 +4,9 @@
 //! GPU agrees to float rounding. Also the analytic RLHF optimum of a bandit, pi* ∝ pi0 exp(r / beta), and the total
 //! variation distance the toy test measures against it.
 
-use crate::ops::ppo::{PpoParams, MB_STATS, RO, RO_ADV, RO_KL, RO_LOGP, RO_MASK, RO_REF_LOGP, RO_RET, RO_REWARD, RO_VALUE};
+use crate::ops::ppo::{
+    PpoParams, MB_STATS, RO, RO_ADV, RO_KL, RO_LOGP, RO_MASK, RO_REF_LOGP, RO_RET, RO_REWARD, RO_VALUE,
+};
 
 /// Per-lane partial sums as a `lanes`-wide workgroup accumulates them: lane l adds items l, l + lanes, ... in order.
 fn lane_partials(n: usize, lanes: usize, f: impl Fn(usize) -> f32) -> Vec<f32> {
@@ -298,7 +300,15 @@ pub fn pair_onehot(x: &mut [f32], prompts: &[u32], responses: &[u32], p: usize, 
 }
 
 /// scores[b] = scale * #{t : mask[b, t] > 0 and tokens[b, t + 1] == token}.
-pub fn count_token_reward(scores: &mut [f32], tokens: &[u32], mask: &[f32], b: usize, t: usize, token: u32, scale: f32) {
+pub fn count_token_reward(
+    scores: &mut [f32],
+    tokens: &[u32],
+    mask: &[f32],
+    b: usize,
+    t: usize,
+    token: u32,
+    scale: f32,
+) {
     for bi in 0..b {
         let mut c = 0.0f32;
         for ti in 0..t.saturating_sub(1) {
@@ -328,7 +338,8 @@ pub fn score_gather(scores: &mut [f32], src: &[f32], mask: &[f32], b: usize, t: 
 pub fn rlhf_optimum(pi0: &[f32], reward: &[f32], beta: f32, r: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; pi0.len()];
     for (row_out, (row_p, row_r)) in out.chunks_mut(r).zip(pi0.chunks(r).zip(reward.chunks(r))) {
-        let logits: Vec<f64> = row_p.iter().zip(row_r).map(|(&q, &rw)| (q as f64).ln() + rw as f64 / beta as f64).collect();
+        let logits: Vec<f64> =
+            row_p.iter().zip(row_r).map(|(&q, &rw)| (q as f64).ln() + rw as f64 / beta as f64).collect();
         let mx = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let z: f64 = logits.iter().map(|l| (l - mx).exp()).sum();
         for (o, l) in row_out.iter_mut().zip(&logits) {

@@ -29,7 +29,15 @@ fn seq_logp(logps: &[f32], mask: &[f32], s: usize, t: usize) -> (f32, f32, f32) 
 }
 
 /// stats (N, STATS) and coef (2N); see the shader for the meaning of each.
-pub fn preference_forward(stats: &mut [f32], coef: &mut [f32], logps: &[f32], mask: &[f32], ref_sum: &[f32], ref_mean: &[f32], p: &PrefParams) {
+pub fn preference_forward(
+    stats: &mut [f32],
+    coef: &mut [f32],
+    logps: &[f32],
+    mask: &[f32],
+    ref_sum: &[f32],
+    ref_mean: &[f32],
+    p: &PrefParams,
+) {
     let n = p.n_pairs as usize;
     let t = p.t as usize;
     for i in 0..n {

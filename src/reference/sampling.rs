@@ -93,7 +93,8 @@ pub fn sample_categorical(
 pub fn sampling_probs(row: &[f32], temperature: f32, top_k: usize) -> Vec<f32> {
     let thr = top_k_threshold(row, top_k);
     let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f64> = row.iter().map(|&x| if x >= thr { (((x - mx) / temperature) as f64).exp() } else { 0.0 }).collect();
+    let e: Vec<f64> =
+        row.iter().map(|&x| if x >= thr { (((x - mx) / temperature) as f64).exp() } else { 0.0 }).collect();
     let z: f64 = e.iter().sum();
     e.iter().map(|&x| (x / z) as f32).collect()
 }

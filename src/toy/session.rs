@@ -11,9 +11,9 @@ use crate::gpu::{Gpu, Readback};
 use crate::model::{Mlp, MlpConfig, Policy};
 use crate::objectives::ppo::{PpoConfig, PpoMetrics};
 use crate::objectives::{PreferenceMetrics, Sft};
+use crate::reference::mlp::MlpRef;
 use crate::train::ppo::{mlp_value_init, PpoToyTrainer, RewardSource};
 use crate::train::RewardTrainer;
-use crate::reference::mlp::MlpRef;
 use crate::train::{run_step, OptimConfig, Optimizer, OptimizerKind, PreferenceTrainer, ReferenceMode};
 use crate::{Error, Result};
 
@@ -52,7 +52,11 @@ fn rm_config() -> MlpConfig {
 
 /// Train the toy reward model (Bradley-Terry, Adam lr 1e-2, full batch); returns its config, parameters and its
 /// final metrics (loss, pairwise accuracy, reward margins).
-pub async fn train_toy_reward_model(gpu: &Gpu, seed: u64, epochs: usize) -> Result<(MlpConfig, Vec<f32>, Vec<(String, f32)>)> {
+pub async fn train_toy_reward_model(
+    gpu: &Gpu,
+    seed: u64,
+    epochs: usize,
+) -> Result<(MlpConfig, Vec<f32>, Vec<(String, f32)>)> {
     let cfg = rm_config();
     let params = MlpRef::init(&cfg, seed.wrapping_add(1000)).params;
     let b = 2 * PAIRS.len();
@@ -91,7 +95,13 @@ pub struct ToySession {
 }
 
 fn mlp_config(cfg: &ToyConfig) -> MlpConfig {
-    MlpConfig { prompts: PROMPTS, hidden: cfg.hidden, responses: RESPONSES, first_bias: cfg.first_bias, scalar_head: false }
+    MlpConfig {
+        prompts: PROMPTS,
+        hidden: cfg.hidden,
+        responses: RESPONSES,
+        first_bias: cfg.first_bias,
+        scalar_head: false,
+    }
 }
 
 fn optim(kind: OptimizerKind, lr: f32) -> OptimConfig {
@@ -120,7 +130,12 @@ pub async fn sft_phase(gpu: &Gpu, cfg: &ToyConfig) -> Result<(Vec<f32>, Vec<f32>
     for e in 0..cfg.sft_epochs {
         opt.prepare(gpu);
         let check = (e + 1) % 25 == 0;
-        let out = run_step(gpu, &[&mlp.forward, &sft.plan, &mlp.backward, &opt.plan], if check { Some(&loss_rb) } else { None }).await?;
+        let out = run_step(
+            gpu,
+            &[&mlp.forward, &sft.plan, &mlp.backward, &opt.plan],
+            if check { Some(&loss_rb) } else { None },
+        )
+        .await?;
         if let Some(out) = out {
             if !out[0][0].is_finite() {
                 return Err(Error::NonFinite(format!("toy SFT phase: loss {} at epoch {}", out[0][0], e + 1)));
@@ -129,7 +144,14 @@ pub async fn sft_phase(gpu: &Gpu, cfg: &ToyConfig) -> Result<(Vec<f32>, Vec<f32>
     }
     let rb = Readback::new(gpu, &[&mlp.log_probs]);
     let out = run_step(gpu, &[&mlp.forward], Some(&rb)).await?.expect("readback");
-    let probs: Vec<f32> = (0..PROMPTS).flat_map(|p| out[0][p * RESPONSES * RESPONSES..p * RESPONSES * RESPONSES + RESPONSES].iter().map(|x| x.exp()).collect::<Vec<_>>()).collect();
+    let probs: Vec<f32> = (0..PROMPTS)
+        .flat_map(|p| {
+            out[0][p * RESPONSES * RESPONSES..p * RESPONSES * RESPONSES + RESPONSES]
+                .iter()
+                .map(|x| x.exp())
+                .collect::<Vec<_>>()
+        })
+        .collect();
     if probs.iter().any(|p| !p.is_finite()) {
         return Err(Error::NonFinite(format!("toy SFT phase produced non-finite probabilities (lr {})", cfg.sft_lr)));
     }
@@ -154,7 +176,8 @@ impl ToySession {
             ToyMethod::Preference { loss } => {
                 // Rows 0..4: (prompt i, chosen_i); rows 4..8: (prompt i, rejected_i).
                 let prompts: Vec<u32> = PAIRS.iter().chain(PAIRS.iter()).map(|p| p.0 as u32).collect();
-                let responses: Vec<u32> = PAIRS.iter().map(|p| p.1 as u32).chain(PAIRS.iter().map(|p| p.2 as u32)).collect();
+                let responses: Vec<u32> =
+                    PAIRS.iter().map(|p| p.1 as u32).chain(PAIRS.iter().map(|p| p.2 as u32)).collect();
                 let b = 2 * PAIRS.len();
                 let policy = Mlp::new(gpu, &mcfg, b, &params)?;
                 policy.set_batch(gpu, &prompts, &responses)?;
@@ -165,10 +188,18 @@ impl ToySession {
                 } else {
                     None
                 };
-                let trainer = PreferenceTrainer::new(gpu, policy, reference, loss, &optim(cfg.optimizer, cfg.lr), ReferenceMode::Precomputed)?;
+                let trainer = PreferenceTrainer::new(
+                    gpu,
+                    policy,
+                    reference,
+                    loss,
+                    &optim(cfg.optimizer, cfg.lr),
+                    ReferenceMode::Precomputed,
+                )?;
                 trainer.objective.set_mask(gpu, &vec![1.0; b])?;
                 trainer.precompute_reference(gpu).await?;
-                let rb = Readback::new(gpu, &[&trainer.policy.log_probs, &trainer.objective.metrics, &trainer.opt.norm]);
+                let rb =
+                    Readback::new(gpu, &[&trainer.policy.log_probs, &trainer.objective.metrics, &trainer.opt.norm]);
                 Method::Preference { trainer, rb }
             }
             ToyMethod::Ppo { kl_coef, rm_epochs, samples_per_prompt } => {
@@ -188,7 +219,14 @@ impl ToySession {
                 Method::Ppo { trainer: Box::new(trainer), rm_metrics }
             }
         };
-        Ok(ToySession { cfg: cfg.clone(), epoch: 0, sft_probs: sft_probs.clone(), snapshots: Vec::new(), last_log_probs: sft_probs.iter().map(|p| p.ln()).collect(), method })
+        Ok(ToySession {
+            cfg: cfg.clone(),
+            epoch: 0,
+            sft_probs: sft_probs.clone(),
+            snapshots: Vec::new(),
+            last_log_probs: sft_probs.iter().map(|p| p.ln()).collect(),
+            method,
+        })
     }
 
     fn wants_log(&self, epoch: usize) -> bool {
@@ -214,7 +252,14 @@ impl ToySession {
             self.snapshots.push((epoch, lp.iter().map(|x| x.exp()).collect()));
         }
         self.last_log_probs = lp;
-        Ok(ToyRecord { run: self.cfg.run_name(), loss_type: self.cfg.method.name(), scenario: self.cfg.scenario, seed: self.cfg.seed, epoch, metrics })
+        Ok(ToyRecord {
+            run: self.cfg.run_name(),
+            loss_type: self.cfg.method.name(),
+            scenario: self.cfg.scenario,
+            seed: self.cfg.seed,
+            epoch,
+            metrics,
+        })
     }
 
     fn record_ppo(&mut self, epoch: usize, probs: &[f32], m: Option<&PpoMetrics>) -> Result<ToyRecord> {
@@ -233,7 +278,14 @@ impl ToySession {
             self.snapshots.push((epoch, probs[..PROMPTS * RESPONSES].to_vec()));
         }
         self.last_log_probs = lp;
-        Ok(ToyRecord { run: self.cfg.run_name(), loss_type: self.cfg.method.name(), scenario: self.cfg.scenario, seed: self.cfg.seed, epoch, metrics })
+        Ok(ToyRecord {
+            run: self.cfg.run_name(),
+            loss_type: self.cfg.method.name(),
+            scenario: self.cfg.scenario,
+            seed: self.cfg.seed,
+            epoch,
+            metrics,
+        })
     }
 
     /// Train up to `n` more epochs (stopping at cfg.epochs); returns the records logged on the way. The state at
@@ -262,10 +314,16 @@ impl ToySession {
             }
             self.epoch += 1;
         }
-        if self.epoch == self.cfg.epochs && end == self.cfg.epochs && n > 0 && self.snapshots.last().map(|s| s.0) != Some(self.cfg.epochs) {
+        if self.epoch == self.cfg.epochs
+            && end == self.cfg.epochs
+            && n > 0
+            && self.snapshots.last().map(|s| s.0) != Some(self.cfg.epochs)
+        {
             let rec = match &self.method {
                 Method::Preference { trainer, rb } => {
-                    let raw = run_step(gpu, &[trainer.policy.forward_plan(), &trainer.objective.plan], Some(rb)).await?.expect("readback");
+                    let raw = run_step(gpu, &[trainer.policy.forward_plan(), &trainer.objective.plan], Some(rb))
+                        .await?
+                        .expect("readback");
                     self.record(self.cfg.epochs, &raw)?
                 }
                 Method::Ppo { trainer, .. } => {

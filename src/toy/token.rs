@@ -84,7 +84,10 @@ pub const TOKEN_PAIRS: [(&[u32], &[u32], &[u32]); 4] = [
 
 /// The pairs as `PreferencePair`s.
 pub fn token_pairs() -> Vec<PreferencePair> {
-    TOKEN_PAIRS.iter().map(|(p, c, r)| PreferencePair { prompt: p.to_vec(), chosen: c.to_vec(), rejected: r.to_vec() }).collect()
+    TOKEN_PAIRS
+        .iter()
+        .map(|(p, c, r)| PreferencePair { prompt: p.to_vec(), chosen: c.to_vec(), rejected: r.to_vec() })
+        .collect()
 }
 
 /// The tokens that appear in no response (chosen or rejected), ascending.
@@ -148,7 +151,14 @@ impl TokenToyConfig {
     }
 
     pub fn gpt_config(&self) -> GptConfig {
-        GptConfig { vocab_size: TOKEN_VOCAB, context: TOKEN_T, layers: self.layers, heads: self.heads, width: self.width, scalar_head: false }
+        GptConfig {
+            vocab_size: TOKEN_VOCAB,
+            context: TOKEN_T,
+            layers: self.layers,
+            heads: self.heads,
+            width: self.width,
+            scalar_head: false,
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -174,7 +184,9 @@ pub fn token_study_configs(seeds: u64, epochs: usize) -> Vec<TokenToyConfig> {
     ];
     losses
         .iter()
-        .flat_map(|loss| (0..seeds).map(move |seed| TokenToyConfig { loss: loss.clone(), seed, epochs, ..Default::default() }))
+        .flat_map(|loss| {
+            (0..seeds).map(move |seed| TokenToyConfig { loss: loss.clone(), seed, epochs, ..Default::default() })
+        })
         .collect()
 }
 
@@ -186,7 +198,12 @@ pub async fn token_sft_phase(gpu: &Gpu, cfg: &TokenToyConfig) -> Result<Vec<f32>
     let gcfg = cfg.gpt_config();
     let examples: Vec<SftExample> = TOKEN_PAIRS
         .iter()
-        .flat_map(|(p, c, r)| [SftExample { prompt: p.to_vec(), completion: c.to_vec() }, SftExample { prompt: p.to_vec(), completion: r.to_vec() }])
+        .flat_map(|(p, c, r)| {
+            [
+                SftExample { prompt: p.to_vec(), completion: c.to_vec() },
+                SftExample { prompt: p.to_vec(), completion: r.to_vec() },
+            ]
+        })
         .collect();
     let batch = collate_sft(&examples, TOKEN_T, EOS)?;
     let init = GptRef::init(&gcfg, cfg.seed).params;
@@ -197,11 +214,15 @@ pub async fn token_sft_phase(gpu: &Gpu, cfg: &TokenToyConfig) -> Result<Vec<f32>
     // Full batch, nothing read back per step; the final loss is checked once.
     for _ in 0..cfg.sft_epochs {
         trainer.opt.prepare(gpu);
-        run_step(gpu, &[&trainer.gpt.forward, &trainer.sft.plan, &trainer.gpt.backward, &trainer.opt.plan], None).await?;
+        run_step(gpu, &[&trainer.gpt.forward, &trainer.sft.plan, &trainer.gpt.backward, &trainer.opt.plan], None)
+            .await?;
     }
     let loss = trainer.eval(gpu, &batch).await?;
     if !loss.is_finite() {
-        return Err(Error::NonFinite(format!("token toy SFT phase: loss {loss} after {} epochs (lr {})", cfg.sft_epochs, cfg.sft_lr)));
+        return Err(Error::NonFinite(format!(
+            "token toy SFT phase: loss {loss} after {} epochs (lr {})",
+            cfg.sft_epochs, cfg.sft_lr
+        )));
     }
     trainer.gpt.download_params(gpu).await
 }
@@ -311,7 +332,8 @@ pub async fn run_token_toy_from(gpu: &Gpu, cfg: &TokenToyConfig, pi0: &[f32]) ->
         None
     };
     // Plain Adam, as the MLP toy: no clipping, no weight decay.
-    let opt = OptimConfig { kind: OptimizerKind::Adam, lr: cfg.lr, grad_clip: 0.0, weight_decay: 0.0, ..Default::default() };
+    let opt =
+        OptimConfig { kind: OptimizerKind::Adam, lr: cfg.lr, grad_clip: 0.0, weight_decay: 0.0, ..Default::default() };
     let mut trainer = PreferenceTrainer::new(gpu, policy, reference, &cfg.loss, &opt, ReferenceMode::Precomputed)?;
     trainer.objective.set_mask(gpu, &batch.mask)?;
     trainer.precompute_reference(gpu).await?;
@@ -327,13 +349,22 @@ pub async fn run_token_toy_from(gpu: &Gpu, cfg: &TokenToyConfig, pi0: &[f32]) ->
     let mut out = Vec::new();
     for epoch in 0..=cfg.epochs {
         if epoch % cfg.log_every == 0 || epoch == cfg.epochs {
-            let raw = run_step(gpu, &[trainer.policy.forward_plan(), &trainer.objective.plan, &lsm], Some(&rb)).await?.expect("readback");
+            let raw = run_step(gpu, &[trainer.policy.forward_plan(), &trainer.objective.plan, &lsm], Some(&rb))
+                .await?
+                .expect("readback");
             let mut metrics: BTreeMap<String, f32> = PreferenceMetrics::from_raw(&raw[0]).values.into_iter().collect();
             metrics.extend(token_metrics(&batch, &raw[1], &raw[2]).into_iter().map(|(k, v)| (k.to_string(), v)));
             if let Some((k, v)) = metrics.iter().find(|(k, v)| !v.is_finite() && !k.starts_with("grad/")) {
                 return Err(Error::NonFinite(format!("run {run}: {k} = {v} at epoch {epoch}")));
             }
-            out.push(ToyRecord { run: run.clone(), loss_type: cfg.loss.name().to_string(), scenario: 0, seed: cfg.seed, epoch, metrics });
+            out.push(ToyRecord {
+                run: run.clone(),
+                loss_type: cfg.loss.name().to_string(),
+                scenario: 0,
+                seed: cfg.seed,
+                epoch,
+                metrics,
+            });
         }
         if epoch < cfg.epochs {
             trainer.step_with(gpu, None).await?;

@@ -52,7 +52,13 @@ pub struct MultiStepOptimizer {
 }
 
 impl MultiStepOptimizer {
-    pub fn new(gpu: &Gpu, params: &TensorArena, grads: &TensorArena, cfg: &OptimConfig, updates: usize) -> Result<Self> {
+    pub fn new(
+        gpu: &Gpu,
+        params: &TensorArena,
+        grads: &TensorArena,
+        cfg: &OptimConfig,
+        updates: usize,
+    ) -> Result<Self> {
         let n = params.all.len;
         let norm = Tensor::zeros(gpu, "ppo grad norm", 2)?;
         let scratch = Tensor::zeros(gpu, "ppo grad norm scratch", adamw::grad_norm_scratch_len(n))?;
@@ -67,7 +73,9 @@ impl MultiStepOptimizer {
             let mut plan = Plan::new();
             plan.extend(adamw::grad_norm(gpu, &norm, &grads.all, &scratch, n, cfg.grad_clip));
             match (&m, &v) {
-                (Some(m), Some(v)) => plan.push(adamw::adamw_update(gpu, &params.all, &grads.all, m, v, &hyper, &norm, n)),
+                (Some(m), Some(v)) => {
+                    plan.push(adamw::adamw_update(gpu, &params.all, &grads.all, m, v, &hyper, &norm, n))
+                }
                 _ => plan.push(adamw::sgd_update(gpu, &params.all, &grads.all, &hyper, &norm, n)),
             }
             hypers.push(hyper);
@@ -153,6 +161,8 @@ pub struct PpoToyTrainer {
     pub opt_policy: MultiStepOptimizer,
     pub opt_value: Option<MultiStepOptimizer>,
     readback: Readback,
+    /// The policy's (B, R) log-probs, read by `policy_probs` (built once: it runs at every logged epoch).
+    probs_readback: Readback,
     /// PPO steps taken.
     pub step: u32,
 }
@@ -174,10 +184,14 @@ impl PpoToyTrainer {
     ) -> Result<PpoToyTrainer> {
         let (np, nr) = (policy_cfg.prompts, policy_cfg.responses);
         if policy_cfg.scalar_head {
-            return Err(Error::config("PPO toy: the policy config must not have a scalar head (the value model gets one)"));
+            return Err(Error::config(
+                "PPO toy: the policy config must not have a scalar head (the value model gets one)",
+            ));
         }
         if rows == 0 || !rows.is_multiple_of(np) {
-            return Err(Error::config(format!("PPO toy: rows ({rows}) must be a positive multiple of the {np} prompts")));
+            return Err(Error::config(format!(
+                "PPO toy: rows ({rows}) must be a positive multiple of the {np} prompts"
+            )));
         }
         let value_cfg = MlpConfig { scalar_head: true, ..policy_cfg.clone() };
         let trunk = num_params(&policy_cfg.param_shapes());
@@ -189,7 +203,9 @@ impl PpoToyTrainer {
             )));
         }
         let (policy, value) = match cfg.value_model {
-            ValueModel::Separate => (Mlp::new(gpu, policy_cfg, rows, policy_params)?, Some(Mlp::new(gpu, &value_cfg, rows, value_params)?)),
+            ValueModel::Separate => {
+                (Mlp::new(gpu, policy_cfg, rows, policy_params)?, Some(Mlp::new(gpu, &value_cfg, rows, value_params)?))
+            }
             ValueModel::SharedTrunk => {
                 let mut shared = policy_params.to_vec();
                 shared.extend_from_slice(&value_params[trunk..]);
@@ -206,18 +222,35 @@ impl PpoToyTrainer {
         }
         let prompts = Tensor::from_u32(gpu, "ppo prompts", &prompt_ids)?;
         let value_model = value.as_ref().unwrap_or(&policy);
-        let (values, dvalues) = (value_model.scalar.clone().expect("scalar head"), value_model.dscalar.clone().expect("scalar head"));
+        let (values, dvalues) =
+            (value_model.scalar.clone().expect("scalar head"), value_model.dscalar.clone().expect("scalar head"));
         let ppo = Ppo::new(gpu, cfg, &policy, &policy.logits, nr, &reference, &values, &dvalues)?;
         ppo.mask.write_f32(gpu, &vec![1.0; rows]);
 
         let mut sample_plan = Plan::new();
-        sample_plan.push(sampling::sample_categorical(gpu, &policy.targets, &policy.logits, &ppo.rng, rows, nr, nr, 0, cfg.temperature, cfg.top_k, 0));
+        sample_plan.push(sampling::sample_categorical(
+            gpu,
+            &policy.targets,
+            &policy.logits,
+            &ppo.rng,
+            rows,
+            nr,
+            nr,
+            0,
+            cfg.temperature,
+            cfg.top_k,
+            0,
+        ));
         sample_plan.push(sampling::copy_u32(gpu, &reference.targets, &policy.targets, rows));
         let mut score_plan = Plan::new();
         let scorer = match reward {
             RewardSource::Table(table) => {
                 if table.len() != np * nr {
-                    return Err(Error::config(format!("PPO toy: the reward table must be (P, R) = {} values, got {}", np * nr, table.len())));
+                    return Err(Error::config(format!(
+                        "PPO toy: the reward table must be (P, R) = {} values, got {}",
+                        np * nr,
+                        table.len()
+                    )));
                 }
                 let t = Tensor::from_f32(gpu, "reward table", &table)?;
                 score_plan.push(ppo_ops::table_reward(gpu, &ppo.scores, &t, &prompts, &policy.targets, rows, nr));
@@ -234,7 +267,15 @@ impl PpoToyTrainer {
                 }
                 let rm = Mlp::new(gpu, &rm_cfg, rows, &params)?;
                 sample_plan.push(ppo_ops::pair_onehot(gpu, &rm.x, &prompts, &policy.targets, rows, np, nr));
-                score_plan.push(ppo_ops::score_gather(gpu, &ppo.scores, rm.scalar.as_ref().expect("scalar head"), &ppo.mask, rows, 1, 0));
+                score_plan.push(ppo_ops::score_gather(
+                    gpu,
+                    &ppo.scores,
+                    rm.scalar.as_ref().expect("scalar head"),
+                    &ppo.mask,
+                    rows,
+                    1,
+                    0,
+                ));
                 ToyScorer::Model { rm: Box::new(rm) }
             }
         };
@@ -246,6 +287,7 @@ impl PpoToyTrainer {
             Some(v) => Some(MultiStepOptimizer::new(gpu, &v.params, &v.grads, opt, k)?),
             None => None,
         };
+        let probs_readback = Readback::new(gpu, &[&policy.log_probs]);
         let readback = Readback::new(gpu, &[&ppo.rollout_metrics, &ppo.train_metrics]);
         Ok(PpoToyTrainer {
             cfg: cfg.clone(),
@@ -262,13 +304,15 @@ impl PpoToyTrainer {
             opt_policy,
             opt_value,
             readback,
+            probs_readback,
             step: 0,
         })
     }
 
     /// The plans of one PPO step, in order.
     fn plans(&self) -> Vec<&Plan> {
-        let mut v: Vec<&Plan> = vec![&self.policy.forward, &self.sample_plan, &self.policy.forward, &self.reference.forward];
+        let mut v: Vec<&Plan> =
+            vec![&self.policy.forward, &self.sample_plan, &self.policy.forward, &self.reference.forward];
         if let Some(val) = &self.value {
             v.push(&val.forward);
         }
@@ -277,7 +321,16 @@ impl PpoToyTrainer {
         }
         v.push(&self.score_plan);
         v.push(&self.ppo.rollout_plan);
-        push_updates(&mut v, &self.policy, self.value.as_ref().map(|m| m as &dyn Policy), &self.ppo, &self.zero_policy, &self.zero_value, &self.opt_policy, self.opt_value.as_ref());
+        push_updates(
+            &mut v,
+            &self.policy,
+            self.value.as_ref().map(|m| m as &dyn Policy),
+            &self.ppo,
+            &self.zero_policy,
+            &self.zero_value,
+            &self.opt_policy,
+            self.opt_value.as_ref(),
+        );
         v.push(&self.ppo.reduce_plan);
         v
     }
@@ -306,8 +359,7 @@ impl PpoToyTrainer {
 
     /// The policy's response probabilities pi(y | x), (P, R) row-major, at the current parameters.
     pub async fn policy_probs(&self, gpu: &Gpu) -> Result<Vec<f32>> {
-        let rb = Readback::new(gpu, &[&self.policy.log_probs]);
-        let out = run_step(gpu, &[&self.policy.forward], Some(&rb)).await?.expect("readback");
+        let out = run_step(gpu, &[&self.policy.forward], Some(&self.probs_readback)).await?.expect("readback");
         let n = self.policy.cfg.prompts * self.policy.cfg.responses;
         Ok(out[0][..n].iter().map(|l| l.exp()).collect())
     }
@@ -410,7 +462,9 @@ impl PpoGptTrainer {
         prompt_len: usize,
     ) -> Result<PpoGptTrainer> {
         if policy_cfg.scalar_head {
-            return Err(Error::config("PPO GPT: the policy config must not have a scalar head (the value model gets one)"));
+            return Err(Error::config(
+                "PPO GPT: the policy config must not have a scalar head (the value model gets one)",
+            ));
         }
         let t = prompt_len + cfg.response_length;
         if prompt_len == 0 || cfg.response_length == 0 || t > policy_cfg.context {
@@ -434,7 +488,9 @@ impl PpoGptTrainer {
             )));
         }
         let (policy, value) = match cfg.value_model {
-            ValueModel::Separate => (Gpt::new(gpu, policy_cfg, b, t, policy_params)?, Some(Gpt::new(gpu, &value_cfg, b, t, value_params)?)),
+            ValueModel::Separate => {
+                (Gpt::new(gpu, policy_cfg, b, t, policy_params)?, Some(Gpt::new(gpu, &value_cfg, b, t, value_params)?))
+            }
             ValueModel::SharedTrunk => {
                 let mut shared = policy_params.to_vec();
                 shared.extend_from_slice(&value_params[policy_cfg.num_params()..]);
@@ -443,7 +499,8 @@ impl PpoGptTrainer {
         };
         let reference = Gpt::new(gpu, policy_cfg, b, t, policy_params)?;
         let value_model = value.as_ref().unwrap_or(&policy);
-        let (values, dvalues) = (value_model.scalar.clone().expect("scalar head"), value_model.dscalar.clone().expect("scalar head"));
+        let (values, dvalues) =
+            (value_model.scalar.clone().expect("scalar head"), value_model.dscalar.clone().expect("scalar head"));
         let ppo = Ppo::new(gpu, cfg, &policy, &policy.logits, v, &reference, &values, &dvalues)?;
         let sampled = Tensor::zeros(gpu, "ppo sampled", b)?;
 
@@ -453,8 +510,31 @@ impl PpoGptTrainer {
         for s in 0..cfg.response_length {
             let pos = prompt_len - 1 + s;
             let mut plan = Plan::new();
-            plan.push(sampling::sample_categorical(gpu, &sampled, &policy.logits, &ppo.rng, b, v, t * v, pos * v, cfg.temperature, cfg.top_k, pos as u32));
-            plan.push(sampling::append_token(gpu, &policy.tokens, &policy.targets, &ppo.mask, &sampled, b, t, pos, prompt_len, cfg.stop_token_id));
+            plan.push(sampling::sample_categorical(
+                gpu,
+                &sampled,
+                &policy.logits,
+                &ppo.rng,
+                b,
+                v,
+                t * v,
+                pos * v,
+                cfg.temperature,
+                cfg.top_k,
+                pos as u32,
+            ));
+            plan.push(sampling::append_token(
+                gpu,
+                &policy.tokens,
+                &policy.targets,
+                &ppo.mask,
+                &sampled,
+                b,
+                t,
+                pos,
+                prompt_len,
+                cfg.stop_token_id,
+            ));
             gen_plans.push(plan);
         }
         let mut copy_plan = Plan::new();
@@ -466,16 +546,35 @@ impl PpoGptTrainer {
         let mut score_plan = Plan::new();
         let reward_model = match reward {
             GptRewardSource::CountToken { token, scale } => {
-                score_plan.push(ppo_ops::count_token_reward(gpu, &ppo.scores, &policy.tokens, &ppo.mask, b, t, token, scale));
+                score_plan.push(ppo_ops::count_token_reward(
+                    gpu,
+                    &ppo.scores,
+                    &policy.tokens,
+                    &ppo.mask,
+                    b,
+                    t,
+                    token,
+                    scale,
+                ));
                 None
             }
             GptRewardSource::Model { cfg: rm_cfg, params } => {
                 if !rm_cfg.scalar_head || rm_cfg.vocab_size != v || rm_cfg.context < t {
-                    return Err(Error::config("PPO GPT: the reward model needs a scalar head, the policy's vocabulary and a context >= T"));
+                    return Err(Error::config(
+                        "PPO GPT: the reward model needs a scalar head, the policy's vocabulary and a context >= T",
+                    ));
                 }
                 let rm = Gpt::new(gpu, &rm_cfg, b, t, &params)?;
                 copy_plan.push(sampling::copy_u32(gpu, &rm.tokens, &policy.tokens, b * t));
-                score_plan.push(ppo_ops::score_gather(gpu, &ppo.scores, rm.scalar.as_ref().expect("scalar head"), &ppo.mask, b, t, 1));
+                score_plan.push(ppo_ops::score_gather(
+                    gpu,
+                    &ppo.scores,
+                    rm.scalar.as_ref().expect("scalar head"),
+                    &ppo.mask,
+                    b,
+                    t,
+                    1,
+                ));
                 Some(rm)
             }
         };
@@ -532,7 +631,16 @@ impl PpoGptTrainer {
         }
         v.push(&self.score_plan);
         v.push(&self.ppo.rollout_plan);
-        push_updates(&mut v, &self.policy, self.value.as_ref().map(|m| m as &dyn Policy), &self.ppo, &self.zero_policy, &self.zero_value, &self.opt_policy, self.opt_value.as_ref());
+        push_updates(
+            &mut v,
+            &self.policy,
+            self.value.as_ref().map(|m| m as &dyn Policy),
+            &self.ppo,
+            &self.zero_policy,
+            &self.zero_value,
+            &self.opt_policy,
+            self.opt_value.as_ref(),
+        );
         v.push(&self.ppo.reduce_plan);
         v
     }
@@ -546,7 +654,11 @@ impl PpoGptTrainer {
     fn upload_prompts(&self, gpu: &Gpu, prompts: &[u32]) -> Result<()> {
         let (b, t, lp) = (self.policy.b, self.policy.t, self.prompt_len);
         if prompts.len() != b * lp {
-            return Err(Error::config(format!("PPO GPT: expected B * Lp = {} prompt tokens, got {}", b * lp, prompts.len())));
+            return Err(Error::config(format!(
+                "PPO GPT: expected B * Lp = {} prompt tokens, got {}",
+                b * lp,
+                prompts.len()
+            )));
         }
         let mut tokens = vec![0u32; b * t];
         let mut targets = vec![0u32; b * t];

@@ -33,7 +33,14 @@ pub struct PreferenceTrainer<P: Policy> {
 }
 
 impl<P: Policy> PreferenceTrainer<P> {
-    pub fn new(gpu: &Gpu, policy: P, reference: Option<P>, loss: &PreferenceLoss, opt: &OptimConfig, mode: ReferenceMode) -> Result<Self> {
+    pub fn new(
+        gpu: &Gpu,
+        policy: P,
+        reference: Option<P>,
+        loss: &PreferenceLoss,
+        opt: &OptimConfig,
+        mode: ReferenceMode,
+    ) -> Result<Self> {
         let objective = Preference::new(gpu, &policy, loss)?;
         if loss.uses_reference() && reference.is_none() {
             return Err(Error::config(format!("{} needs a reference policy", loss.name())));
@@ -41,7 +48,9 @@ impl<P: Policy> PreferenceTrainer<P> {
         let ref_plan = match &reference {
             Some(r) => {
                 if r.rows() != policy.rows() || r.seq_len() != policy.seq_len() {
-                    return Err(Error::config("the reference policy must be built for the same batch shape as the policy"));
+                    return Err(Error::config(
+                        "the reference policy must be built for the same batch shape as the policy",
+                    ));
                 }
                 objective.reference_plan(gpu, r)
             }
@@ -88,7 +97,12 @@ impl<P: Policy> PreferenceTrainer<P> {
         let metrics = PreferenceMetrics::from_raw(&out[0]);
         let norm = out[1][0];
         if !metrics.get("loss").is_finite() || !norm.is_finite() {
-            return Err(Error::NonFinite(format!("{} step {}: loss {} grad norm {norm}", self.objective.loss.name(), self.opt.step, metrics.get("loss"))));
+            return Err(Error::NonFinite(format!(
+                "{} step {}: loss {} grad norm {norm}",
+                self.objective.loss.name(),
+                self.opt.step,
+                metrics.get("loss")
+            )));
         }
         Ok((metrics, norm))
     }

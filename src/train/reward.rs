@@ -36,7 +36,8 @@ impl<P: Policy> RewardTrainer<P> {
     /// Loss and pairwise accuracy on the batch currently uploaded (e.g. held-out pairs), without updating.
     pub async fn evaluate(&self, gpu: &Gpu) -> Result<PreferenceMetrics> {
         let rb = Readback::new(gpu, &[&self.objective.metrics]);
-        let out = run_step(gpu, &[self.model.forward_plan(), &self.objective.plan], Some(&rb)).await?.expect("readback");
+        let out =
+            run_step(gpu, &[self.model.forward_plan(), &self.objective.plan], Some(&rb)).await?.expect("readback");
         Ok(PreferenceMetrics::from_raw(&out[0]))
     }
 }

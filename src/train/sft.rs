@@ -23,7 +23,14 @@ pub struct SftMetrics {
 }
 
 impl SftTrainer {
-    pub fn new(gpu: &Gpu, cfg: &GptConfig, params: &[f32], b: usize, t: usize, opt: &OptimConfig) -> Result<SftTrainer> {
+    pub fn new(
+        gpu: &Gpu,
+        cfg: &GptConfig,
+        params: &[f32],
+        b: usize,
+        t: usize,
+        opt: &OptimConfig,
+    ) -> Result<SftTrainer> {
         let gpt = Gpt::new(gpu, cfg, b, t, params)?;
         let sft = Sft::new(gpu, &gpt)?;
         let opt = Optimizer::new(gpu, &gpt.params, &gpt.grads, opt)?;
@@ -38,7 +45,10 @@ impl SftTrainer {
 
     fn upload(&self, gpu: &Gpu, batch: &SftBatch) -> Result<()> {
         if batch.b != self.gpt.b || batch.t != self.gpt.t {
-            return Err(Error::config(format!("batch shape ({}, {}) differs from the trainer's ({}, {})", batch.b, batch.t, self.gpt.b, self.gpt.t)));
+            return Err(Error::config(format!(
+                "batch shape ({}, {}) differs from the trainer's ({}, {})",
+                batch.b, batch.t, self.gpt.b, self.gpt.t
+            )));
         }
         self.gpt.set_batch(gpu, &batch.tokens, &batch.targets)?;
         self.sft.set_mask(gpu, &batch.mask)
