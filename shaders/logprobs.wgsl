@@ -144,24 +144,27 @@ fn log_softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
 }
 
-// sft_loss: masked mean negative log-likelihood.
-//   denom = max(sum(mask), 1); loss[0] = -sum(mask * logps) / denom; dlogps[i] = -mask[i] / denom (overwrites).
+// sft_loss: masked mean negative log-likelihood, per group of n consecutive positions (the replicas of a replicated
+// model each have their own loss; one group for a lone model):
+//   denom = max(sum(mask), 1); loss[g] = -sum(mask * logps) / denom; dlogps[i] = -mask[i] / denom (overwrites),
+// sums over group g's positions i in [g n, g n + n).
 // Positions with mask == 0 contribute nothing, even if their logp is -inf.
-// bindings: 12 logps (N) read, 13 mask (N) read, 14 loss (1) write, 15 dlogps (N) write.
-// grid: a single workgroup of 256 (any N); thread k reduces i = k, k + 256, ... in order, then a fixed tree.
+// bindings: 12 logps (G n) read, 13 mask (G n) read, 14 loss (G) write, 15 dlogps (G n) write.
+// grid: (G): one workgroup of 256 per group (any n); thread k reduces i = k, k + 256, ... in order, then a fixed tree.
 @group(0) @binding(12) var<storage, read> sft_logps: array<f32>;
 @group(0) @binding(13) var<storage, read> sft_mask: array<f32>;
 @group(0) @binding(14) var<storage, read_write> sft_loss_out: array<f32>;
 @group(0) @binding(15) var<storage, read_write> sft_dlogps: array<f32>;
 
 @compute @workgroup_size(256)
-fn sft_loss(@builtin(local_invocation_index) lid: u32) {
+fn sft_loss(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let base = wid.x * p.n;
     var s = 0.0;
     var c = 0.0;
     for (var i = lid; i < p.n; i = i + WG) {
-        let m = sft_mask[i];
+        let m = sft_mask[base + i];
         if (m != 0.0) {
-            s = s + m * sft_logps[i];
+            s = s + m * sft_logps[base + i];
             c = c + m;
         }
     }
@@ -171,10 +174,10 @@ fn sft_loss(@builtin(local_invocation_index) lid: u32) {
     tree_sum_ab(lid);
     let denom = max(red_b[0], 1.0);
     if (lid == 0u) {
-        sft_loss_out[0] = -red_a[0] / denom;
+        sft_loss_out[wid.x] = -red_a[0] / denom;
     }
     for (var i = lid; i < p.n; i = i + WG) {
-        sft_dlogps[i] = -sft_mask[i] / denom;
+        sft_dlogps[base + i] = -sft_mask[base + i] / denom;
     }
 }
 

@@ -1,13 +1,14 @@
 // Matmul op family: one batched, strided GEMM in three implementations (naive, 16x16 shared-memory tiled, 64x64
 // register-blocked), plus the column sum that gives a linear layer's bias gradient.
 //
-//   C[b](m, n) = alpha * sum_k A[b](m, k) * B[b](k, n)  + beta * C[b](m, n)  + bias[n]
+//   C[b](m, n) = alpha * sum_k A[b](m, k) * B[b](k, n)  + beta * C[b](m, n)  + bias[b * bias_bs + n]
 //
 // Every matrix is addressed through (offset, row stride, column stride, batch stride) in elements, so A^T or B^T is
 // just a choice of strides and the linear layer's three products (forward, dinp, dweight) are all this one kernel.
 // beta = 0 never reads C (so stale NaNs in an output buffer cannot leak in); beta = 1 accumulates, which is how the
-// backward products honour the `+=` convention. bias (length N) is added only when has_bias = 1; otherwise the bias
-// binding is bound to some read-only input and never read.
+// backward products honour the `+=` convention. bias (length N per batch) is added only when has_bias = 1; otherwise
+// the bias binding is bound to some read-only input and never read. bias_bs = 0 shares one bias across the batch;
+// replicated linear layers (several independent models in one dispatch) give each batch its own.
 //
 // Summation order is k = 0, 1, ..., K-1 in every kernel (and in the CPU mirror, src/reference/matmul.rs), so the
 // kernels differ from the reference only by rounding (fused multiply-adds).
@@ -31,8 +32,8 @@ struct Params {
     c_bs: u32,
     alpha: f32,
     beta: f32,
-    has_bias: u32,  // 1: add bias[n]
-    _p0: u32,
+    has_bias: u32,  // 1: add bias[b * bias_bs + n]
+    bias_bs: u32,   // the bias's batch stride (0: one bias for every batch)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -73,7 +74,7 @@ fn gemm_naive(@builtin(global_invocation_id) gid: vec3<u32>) {
     var c_old = 0.0;
     if (p.beta != 0.0) { c_old = na_c[ci]; }
     var bias = 0.0;
-    if (p.has_bias == 1u) { bias = na_bias[n]; }
+    if (p.has_bias == 1u) { bias = na_bias[bt * p.bias_bs + n]; }
     na_c[ci] = epilogue(acc, c_old, bias);
 }
 
@@ -135,7 +136,7 @@ fn gemm_tiled16(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
     var c_old = 0.0;
     if (p.beta != 0.0) { c_old = t16_c[ci]; }
     var bias = 0.0;
-    if (p.has_bias == 1u) { bias = t16_bias[n]; }
+    if (p.has_bias == 1u) { bias = t16_bias[bt * p.bias_bs + n]; }
     t16_c[ci] = epilogue(acc, c_old, bias);
 }
 
@@ -155,7 +156,7 @@ var<workgroup> b64_as: array<vec4<f32>, 256>; // [k][m / 4]: 16 x 64 floats
 var<workgroup> b64_bs: array<vec4<f32>, 256>; // [k][n / 4]: 16 x 64 floats
 
 // Store one row (4 columns from n) of a thread's 4x4 block, masked at the matrix edge.
-fn b64_store_row(c_base: u32, m: u32, n: u32, row: vec4<f32>) {
+fn b64_store_row(c_base: u32, bias_base: u32, m: u32, n: u32, row: vec4<f32>) {
     if (m >= p.m) { return; }
     for (var j = 0u; j < 4u; j++) {
         let nj = n + j;
@@ -164,7 +165,7 @@ fn b64_store_row(c_base: u32, m: u32, n: u32, row: vec4<f32>) {
             var c_old = 0.0;
             if (p.beta != 0.0) { c_old = b64_c[ci]; }
             var bias = 0.0;
-            if (p.has_bias == 1u) { bias = b64_bias[nj]; }
+            if (p.has_bias == 1u) { bias = b64_bias[bias_base + nj]; }
             b64_c[ci] = epilogue(row[j], c_old, bias);
         }
     }
@@ -224,20 +225,22 @@ fn gemm_blocked64(
         workgroupBarrier();
     }
     let c_base = p.c_off + bt * p.c_bs;
+    let bias_base = bt * p.bias_bs;
     let m = m0 + ty * 4u;
     let n = n0 + tx * 4u;
-    b64_store_row(c_base, m, n, acc0);
-    b64_store_row(c_base, m + 1u, n, acc1);
-    b64_store_row(c_base, m + 2u, n, acc2);
-    b64_store_row(c_base, m + 3u, n, acc3);
+    b64_store_row(c_base, bias_base, m, n, acc0);
+    b64_store_row(c_base, bias_base, m + 1u, n, acc1);
+    b64_store_row(c_base, bias_base, m + 2u, n, acc2);
+    b64_store_row(c_base, bias_base, m + 3u, n, acc3);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// matmul_dbias: dbias[oc] += sum_bt dout[bt, oc], the bias gradient of a linear layer (uses p.m = BT, p.n = OC).
+// matmul_dbias: dbias[b][oc] += sum_bt dout[b][bt, oc], the bias gradient of a linear layer (uses p.m = BT,
+// p.n = OC; batch b of `p.batch` replicated layers reads dout at b * a_bs and writes dbias at b * bias_bs).
 // Each workgroup owns 32 columns; its 8 rows of invocations sum rows y, y+8, y+16, ... and the 8 partial sums are
 // added in a fixed order, so the result is the same every run and each dbias element has exactly one writer.
-// bindings: 13 dout (BT, OC) read, 14 dbias (OC) read_write.
-// grid: (ceil(OC/32), 1, 1), workgroup (32, 8).
+// bindings: 13 dout (batch, BT, OC) read, 14 dbias (OC per batch) read_write.
+// grid: (ceil(OC/32), 1, batch), workgroup (32, 8).
 @group(0) @binding(13) var<storage, read> db_dout: array<f32>;
 @group(0) @binding(14) var<storage, read_write> db_dbias: array<f32>;
 
@@ -246,10 +249,11 @@ var<workgroup> db_part: array<f32, 256>; // [y][x]
 @compute @workgroup_size(32, 8)
 fn matmul_dbias(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let col = wid.x * 32u + lid.x;
+    let bt = wid.z;
     var s = 0.0;
     if (col < p.n) {
         for (var r = lid.y; r < p.m; r += 8u) {
-            s += db_dout[r * p.n + col];
+            s += db_dout[bt * p.a_bs + r * p.n + col];
         }
     }
     db_part[lid.y * 32u + lid.x] = s;
@@ -259,7 +263,7 @@ fn matmul_dbias(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
         for (var j = 0u; j < 8u; j++) {
             t += db_part[j * 32u + lid.x];
         }
-        db_dbias[col] += t;
+        db_dbias[bt * p.bias_bs + col] += t;
     }
 }
 
@@ -278,7 +282,7 @@ fn gemm_skinny8(@builtin(global_invocation_id) gid: vec3<u32>) {
     let bt = gid.z;
     if (n >= p.n) { return; }
     var bias = 0.0;
-    if (p.has_bias == 1u) { bias = sk_bias[n]; }
+    if (p.has_bias == 1u) { bias = sk_bias[bt * p.bias_bs + n]; }
     for (var m0 = 0u; m0 < p.m; m0 += 8u) {
         var acc: array<f32, 8>;
         for (var i = 0u; i < 8u; i++) { acc[i] = 0.0; }

@@ -5,6 +5,9 @@
 //
 // Batch layout (TRL's concatenated forward): S = 2N sequences of T tokens; rows [0, N) are the chosen responses,
 // rows [N, 2N) the rejected ones; pair i = (row i, row N + i).
+// Groups: a replicated policy (several independent models in one batch) packs G such batches one after another, each
+// of n = N / G pairs: pair i = g n + j is (row 2 g n + j, row 2 g n + n + j). Each group is its own loss (its mean over
+// its n pairs) and its own metrics row; G = 1 is the plain layout.
 //
 // Everything is in log space. The paper's gradient magnitudes |dl/dpi| = |dl/dlog pi| / pi are reported as
 // log10|dl/dpi| = (log|dl/dlog pi| - log pi) / ln 10, with log|dl/dlog pi| computed analytically (log-sigmoid) for the
@@ -23,6 +26,10 @@ struct Params {
     label_smoothing: f32,// cDPO / robust DPO
     lambda: f32,         // DPOP's penalty
     margin: f32,         // SimPO's gamma (target reward margin)
+    groups: u32,         // G (N is a multiple of G)
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 const LOSS_DPO: u32 = 0u;
@@ -53,6 +60,18 @@ fn log_sigmoid(x: f32) -> f32 {
 
 fn sigmoid(x: f32) -> f32 {
     return exp(log_sigmoid(x));
+}
+
+// Pairs per group.
+fn group_pairs() -> u32 {
+    return p.n_pairs / max(p.groups, 1u);
+}
+
+// (chosen row, rejected row) of pair i.
+fn pair_rows(i: u32) -> vec2<u32> {
+    let n = group_pairs();
+    let c = (i / n) * 2u * n + i % n;
+    return vec2<u32>(c, c + n);
 }
 
 // log |x| with a floor instead of -inf.
@@ -87,20 +106,20 @@ fn seq_logp(s: u32) -> vec3<f32> {
 @compute @workgroup_size(64)
 fn preference_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 64u;
-    let n = p.n_pairs;
-    if (i >= n) { return; }
-    let c = seq_logp(i);
-    let r = seq_logp(n + i);
+    if (i >= p.n_pairs) { return; }
+    let rows = pair_rows(i);
+    let c = seq_logp(rows.x);
+    let r = seq_logp(rows.y);
     // The log-probs the loss reads: sequence sums, or per-token means for the length-normalised losses.
     var pc = c.x;
     var pr = r.x;
-    var rc = f_ref_sum[i];
-    var rr = f_ref_sum[n + i];
+    var rc = f_ref_sum[rows.x];
+    var rr = f_ref_sum[rows.y];
     if (p.use_mean == 1u) {
         pc = c.y;
         pr = r.y;
-        rc = f_ref_mean[i];
-        rr = f_ref_mean[n + i];
+        rc = f_ref_mean[rows.x];
+        rr = f_ref_mean[rows.y];
     }
     let lc = pc - rc; // chosen log-ratio
     let lr = pr - rr; // rejected log-ratio
@@ -240,26 +259,28 @@ fn preference_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     f_stats[row + 9u] = c.y;
     f_stats[row + 10u] = r.y;
     f_stats[row + 11u] = -c.x;
-    let inv_n = 1.0 / f32(n);
-    f_coef[i] = dpc * inv_n;
-    f_coef[n + i] = dpr * inv_n;
+    let inv_n = 1.0 / f32(group_pairs());
+    f_coef[rows.x] = dpc * inv_n;
+    f_coef[rows.y] = dpr * inv_n;
 }
 
-// preference_reduce: mean over pairs of each statistic, in a fixed order (deterministic). One workgroup.
-// bindings: 7 stats (N, STATS) read, 8 metrics (STATS) write.
-// grid: (1, 1, 1)
+// preference_reduce: mean over each group's pairs of each statistic, in a fixed order (deterministic). One workgroup
+// per group.
+// bindings: 7 stats (N, STATS) read, 8 metrics (G, STATS) write.
+// grid: (G, 1, 1)
 @group(0) @binding(7) var<storage, read> r_stats: array<f32>;
 @group(0) @binding(8) var<storage, read_write> r_metrics: array<f32>;
 
 var<workgroup> partial: array<f32, 256>;
 
 @compute @workgroup_size(256)
-fn preference_reduce(@builtin(local_invocation_id) lid: vec3<u32>) {
-    let n = p.n_pairs;
+fn preference_reduce(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let n = group_pairs();
+    let first = wid.x * n;
     for (var k = 0u; k < STATS; k++) {
         var acc = 0.0;
         for (var i = lid.x; i < n; i += 256u) {
-            acc += r_stats[i * STATS + k];
+            acc += r_stats[(first + i) * STATS + k];
         }
         partial[lid.x] = acc;
         workgroupBarrier();
@@ -270,7 +291,7 @@ fn preference_reduce(@builtin(local_invocation_id) lid: vec3<u32>) {
             workgroupBarrier();
         }
         if (lid.x == 0u) {
-            r_metrics[k] = partial[0] / f32(max(n, 1u));
+            r_metrics[wid.x * STATS + k] = partial[0] / f32(max(n, 1u));
         }
         workgroupBarrier();
     }
@@ -316,10 +337,10 @@ fn preference_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
 @compute @workgroup_size(64)
 fn bt_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 64u;
-    let n = p.n_pairs;
-    if (i >= n) { return; }
-    let rc = bt_scalar[i * p.t + bt_last[i]];
-    let rr = bt_scalar[(n + i) * p.t + bt_last[n + i]];
+    if (i >= p.n_pairs) { return; }
+    let rows = pair_rows(i);
+    let rc = bt_scalar[rows.x * p.t + bt_last[rows.x]];
+    let rr = bt_scalar[rows.y * p.t + bt_last[rows.y]];
     let m = rc - rr;
     let g = sigmoid(-m);
     let row = i * STATS;
@@ -331,9 +352,9 @@ fn bt_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     for (var k = 5u; k < STATS; k++) {
         bt_stats[row + k] = 0.0;
     }
-    let inv_n = 1.0 / f32(n);
-    bt_coef[i] = -g * inv_n;
-    bt_coef[n + i] = g * inv_n;
+    let inv_n = 1.0 / f32(group_pairs());
+    bt_coef[rows.x] = -g * inv_n;
+    bt_coef[rows.y] = g * inv_n;
 }
 
 // bt_backward: dscalar[s, t] = coef[s] at t = last[s], 0 elsewhere (overwrites). One invocation per sequence.

@@ -122,3 +122,60 @@ fn should_match_reference_sgd_over_three_steps() {
         }
     }
 }
+
+/// Groups (independent models packed back to back, as a replicated model's arena): each gets its own norm and clip
+/// scale, the reference's per group, and bit-for-bit what the same gradients give as a lone model; AdamW and SGD
+/// then apply each group's own scale.
+#[test]
+fn should_clip_each_group_by_its_own_norm() {
+    let gpu = gpu();
+    for &(groups, len) in &[(3usize, 1000usize), (2, 300_001), (5, 64)] {
+        let n = groups * len;
+        // Group g's gradients are scaled by g + 1, so with max_norm between the norms some groups clip, some not.
+        let mut g = randn(60 + len as u64, n, 0.5);
+        for (i, x) in g.iter_mut().enumerate() {
+            *x *= (i / len + 1) as f32;
+        }
+        let norms: Vec<f32> = g.chunks(len).map(cpu::grad_norm).collect();
+        let max_norm = 0.5 * (norms[0] + norms[1]);
+        let tg = Tensor::from_f32(&gpu, "grads", &g).unwrap();
+        let scratch = Tensor::zeros(&gpu, "scratch", groups * ops::grad_norm_scratch_len(len)).unwrap();
+        let tnorm = Tensor::zeros(&gpu, "norm", 2 * groups).unwrap();
+        let params0 = randn(70, n, 1.0);
+        let tparams = Tensor::from_f32(&gpu, "params", &params0).unwrap();
+        let (tm, tv) = (Tensor::zeros(&gpu, "m", n).unwrap(), Tensor::zeros(&gpu, "v", n).unwrap());
+        let sgd_params = Tensor::from_f32(&gpu, "sgd params", &params0).unwrap();
+        let thyper =
+            Tensor::from_f32(&gpu, "hyper", AdamHyper::for_step(1, 1e-2, 0.9, 0.999, 1e-8, 0.0).as_f32s()).unwrap();
+        let mut plan = Plan::new();
+        plan.extend(ops::grad_norm_groups(&gpu, &tnorm, &tg, &scratch, n, groups, max_norm));
+        plan.push(ops::adamw_update_groups(&gpu, &tparams, &tg, &tm, &tv, &thyper, &tnorm, n, groups));
+        plan.push(ops::sgd_update_groups(&gpu, &sgd_params, &tg, &thyper, &tnorm, n, groups));
+        plan.submit(&gpu);
+        let got = tnorm.to_vec(&gpu).unwrap();
+        let (params, sgd) = (tparams.to_vec(&gpu).unwrap(), sgd_params.to_vec(&gpu).unwrap());
+        let mut clipped = 0;
+        for k in 0..groups {
+            let what = format!("groups={groups} len={len} group {k}");
+            let want = norms[k];
+            assert!((got[2 * k] - want).abs() <= 1e-5 * want, "{what}: norm {} vs {want}", got[2 * k]);
+            let scale = cpu::clip_scale(got[2 * k], max_norm);
+            assert!((got[2 * k + 1] - scale).abs() <= 1e-6, "{what}: scale {} vs {scale}", got[2 * k + 1]);
+            clipped += (scale < 1.0) as usize;
+            // The same gradients as a lone model: identical bits.
+            let lone = Tensor::from_f32(&gpu, "lone", &g[k * len..(k + 1) * len]).unwrap();
+            let (lplan, lnorm) = norm_plan(&gpu, &lone, len, max_norm);
+            lplan.submit(&gpu);
+            assert_eq!(lnorm.to_vec(&gpu).unwrap(), got[2 * k..2 * k + 2], "{what}: lone model's norm");
+            // Each group's update used its own scale.
+            let r = k * len..(k + 1) * len;
+            let (mut p, mut m, mut v) = (params0[r.clone()].to_vec(), vec![0.0; len], vec![0.0; len]);
+            cpu::adamw_update(&mut p, &g[r.clone()], &mut m, &mut v, 1, 1e-2, 0.9, 0.999, 1e-8, 0.0, scale);
+            assert_close(&format!("{what} adamw"), &params[r.clone()], &p, 1e-6, 1e-5);
+            let mut p = params0[r.clone()].to_vec();
+            cpu::sgd_update(&mut p, &g[r.clone()], 1e-2, 0.0, scale);
+            assert_close(&format!("{what} sgd"), &sgd[r], &p, 1e-6, 1e-5);
+        }
+        assert!(clipped >= 1 && clipped < groups, "max_norm between the norms clips some groups: {clipped}");
+    }
+}

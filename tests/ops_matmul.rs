@@ -299,3 +299,104 @@ fn should_match_finite_differences_reference_matmul_backward() {
 fn should_count_two_flops_per_multiply_add() {
     assert_eq!(ops::matmul_flops(2, 3, 4, 5), 240.0);
 }
+
+/// Replicated linear layers (several independent models in one dispatch, parameters `param_stride` apart in one
+/// arena) against the CPU reference, and bit-for-bit against each replica run alone through the unreplicated layer:
+/// forward with bias, and backward into all three gradients accumulating onto nonzero values.
+#[test]
+fn should_match_reference_and_lone_layers_for_replicated_matmul() {
+    use dpo3d::ops::matmul::Replicas;
+    let gpu = gpu();
+    for (i, &(r, bt, c, oc)) in
+        [(3usize, 8usize, 5usize, 10usize), (2, 17, 33, 7), (4, 1, 65, 3), (1, 5, 4, 6)].iter().enumerate()
+    {
+        let s = 300 + 10 * i as u64;
+        let wlen = oc * c;
+        let bias_at = wlen.div_ceil(64) * 64; // the arena's 64-element alignment
+        let stride = bias_at + oc.div_ceil(64) * 64;
+        let rep = Replicas::new(r, stride);
+        let params = randn(s, r * stride, 0.5);
+        let inp = randn(s + 1, r * bt * c, 1.0);
+        let dout = randn(s + 2, r * bt * oc, 1.0);
+        let dinp0 = randn(s + 3, r * bt * c, 1.0);
+        let grads0 = randn(s + 4, r * stride, 1.0);
+        let what = format!("replicas={r} bt={bt} c={c} oc={oc}");
+
+        // CPU reference.
+        let mut want_out = vec![0.0; r * bt * oc];
+        cpu::matmul_forward_replicas(&mut want_out, &inp, &params, Some(&params[bias_at..]), bt, c, oc, rep);
+        let (mut want_dinp, mut want_grads) = (dinp0.clone(), grads0.clone());
+        {
+            let (w, b) = want_grads.split_at_mut(bias_at);
+            // dweight and dbias interleave per replica; run the reference on copies and merge.
+            let mut dw = w.to_vec();
+            dw.extend_from_slice(b);
+            let mut db = dw.clone();
+            cpu::matmul_backward_replicas(Some(&mut want_dinp), &mut dw, None, &dout, &inp, &params, bt, c, oc, rep);
+            cpu::matmul_dbias_replicas(&mut db[bias_at..], &dout, bt, oc, rep);
+            for k in 0..r {
+                let base = k * stride;
+                want_grads[base..base + wlen].copy_from_slice(&dw[base..base + wlen]);
+                want_grads[base + bias_at..base + bias_at + oc]
+                    .copy_from_slice(&db[base + bias_at..base + bias_at + oc]);
+            }
+        }
+
+        // GPU, all replicas in one dispatch each.
+        let tp = upload(&gpu, &params);
+        let (tw, tb) = (tp.slice(0, rep.span(wlen)), tp.slice(bias_at, rep.span(oc)));
+        let (tinp, tdout, tdinp) = (upload(&gpu, &inp), upload(&gpu, &dout), upload(&gpu, &dinp0));
+        let tg = upload(&gpu, &grads0);
+        let (tdw, tdb) = (tg.slice(0, rep.span(wlen)), tg.slice(bias_at, rep.span(oc)));
+        let tout = upload(&gpu, &randn(s + 5, r * bt * oc, 1.0));
+        let mut plan = Plan::new();
+        plan.push(ops::matmul_forward_replicas(&gpu, &tout, &tinp, &tw, Some(&tb), bt, c, oc, rep));
+        plan.extend(ops::matmul_backward_replicas(
+            &gpu,
+            Some(&tdinp),
+            &tdw,
+            Some(&tdb),
+            &tdout,
+            &tinp,
+            &tw,
+            bt,
+            c,
+            oc,
+            rep,
+        ));
+        assert_eq!(plan.len(), 4, "one dispatch per product whatever the replica count");
+        plan.submit(&gpu);
+        let (out, dinp, grads) = (tout.to_vec(&gpu).unwrap(), tdinp.to_vec(&gpu).unwrap(), tg.to_vec(&gpu).unwrap());
+        assert_close(&format!("{what} out"), &out, &want_out, 1e-4, 1e-4);
+        assert_close(&format!("{what} dinp"), &dinp, &want_dinp, 1e-4, 1e-4);
+        assert_close(&format!("{what} grads"), &grads, &want_grads, 2e-4, 1e-4);
+        for kernel in MatmulKernel::ALL {
+            let t = Tensor::zeros(&gpu, "o", r * bt * oc).unwrap();
+            let mut plan = Plan::new();
+            plan.push(ops::gemm_bias_with(&gpu, kernel, &t, &tinp, &tw, &tb, ops::forward_dims(bt, c, oc, rep)));
+            plan.submit(&gpu);
+            assert_close(&format!("{what} {} out", kernel.name()), &t.to_vec(&gpu).unwrap(), &want_out, 1e-4, 1e-4);
+        }
+
+        // Each replica alone through the plain layer gives the same bits.
+        for k in 0..r {
+            let p = &params[k * stride..(k + 1) * stride];
+            let (lw, lb) = (upload(&gpu, &p[..wlen]), upload(&gpu, &p[bias_at..bias_at + oc]));
+            let g = &grads0[k * stride..(k + 1) * stride];
+            let (ldw, ldb) = (upload(&gpu, &g[..wlen]), upload(&gpu, &g[bias_at..bias_at + oc]));
+            let linp = upload(&gpu, &inp[k * bt * c..(k + 1) * bt * c]);
+            let ldout = upload(&gpu, &dout[k * bt * oc..(k + 1) * bt * oc]);
+            let ldinp = upload(&gpu, &dinp0[k * bt * c..(k + 1) * bt * c]);
+            let lout = Tensor::zeros(&gpu, "o", bt * oc).unwrap();
+            let mut plan = Plan::new();
+            plan.push(ops::matmul_forward(&gpu, &lout, &linp, &lw, Some(&lb), bt, c, oc));
+            plan.extend(ops::matmul_backward(&gpu, Some(&ldinp), &ldw, Some(&ldb), &ldout, &linp, &lw, bt, c, oc));
+            plan.submit(&gpu);
+            assert_eq!(lout.to_vec(&gpu).unwrap(), out[k * bt * oc..(k + 1) * bt * oc], "{what} replica {k} out");
+            assert_eq!(ldinp.to_vec(&gpu).unwrap(), dinp[k * bt * c..(k + 1) * bt * c], "{what} replica {k} dinp");
+            let gk = &grads[k * stride..(k + 1) * stride];
+            assert_eq!(ldw.to_vec(&gpu).unwrap(), gk[..wlen], "{what} replica {k} dweight");
+            assert_eq!(ldb.to_vec(&gpu).unwrap(), gk[bias_at..bias_at + oc], "{what} replica {k} dbias");
+        }
+    }
+}

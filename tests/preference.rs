@@ -55,7 +55,7 @@ fn run_gpu(gpu: &dpo3d::Gpu, c: &Case, p: &PrefParams) -> (Vec<f32>, Vec<f32>, V
     let (logps, mask, rs, rm) = (t(&c.logps), t(&c.mask), t(&c.ref_sum), t(&c.ref_mean));
     let stats = Tensor::zeros(gpu, "stats", c.n * STATS).unwrap();
     let coef = Tensor::zeros(gpu, "coef", 2 * c.n).unwrap();
-    let metrics = Tensor::zeros(gpu, "metrics", STATS).unwrap();
+    let metrics = Tensor::zeros(gpu, "metrics", p.groups() * STATS).unwrap();
     let dlogps = t(&vec![7.0; 2 * c.n * c.t]); // overwritten
     let mut plan = Plan::new();
     plan.push(ops::preference_forward(gpu, &stats, &coef, &logps, &mask, &rs, &rm, p));
@@ -68,10 +68,10 @@ fn run_gpu(gpu: &dpo3d::Gpu, c: &Case, p: &PrefParams) -> (Vec<f32>, Vec<f32>, V
 fn run_cpu(c: &Case, p: &PrefParams) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut stats = vec![0.0; c.n * STATS];
     let mut coef = vec![0.0; 2 * c.n];
-    let mut metrics = vec![0.0; STATS];
+    let mut metrics = vec![0.0; p.groups() * STATS];
     let mut dlogps = vec![0.0; 2 * c.n * c.t];
     cpu::preference_forward(&mut stats, &mut coef, &c.logps, &c.mask, &c.ref_sum, &c.ref_mean, p);
-    cpu::preference_reduce(&mut metrics, &stats, c.n);
+    cpu::preference_reduce_groups(&mut metrics, &stats, p);
     cpu::preference_backward(&mut dlogps, &coef, &c.mask, p);
     (stats, metrics, coef, dlogps)
 }
@@ -90,6 +90,43 @@ fn should_match_reference_every_preference_loss() {
             assert_close(&format!("{name} metrics"), &gm, &cm, 1e-4, 1e-4);
             assert_close(&format!("{name} coef"), &gc, &cc, 1e-6, 1e-4);
             assert_close(&format!("{name} dlogps"), &gd, &cd, 1e-6, 1e-4);
+        }
+    }
+}
+
+/// Groups (a replicated policy's replicas, each its own 2n rows and its own loss): every loss against the reference,
+/// and each group bit-for-bit what its rows give as a lone batch.
+#[test]
+fn should_match_reference_and_lone_batches_for_grouped_pairs() {
+    let gpu = gpu();
+    for (groups, n, t) in [(3usize, 7usize, 5usize), (4, 1, 1), (2, 70, 3)] {
+        let c = case(100 + n as u64, groups * n, t);
+        for loss in all_losses() {
+            let mut p = loss.params(groups * n, t);
+            p.groups = groups as u32;
+            let (gs, gm, gc, gd) = run_gpu(&gpu, &c, &p);
+            let (cs, cm, cc, cd) = run_cpu(&c, &p);
+            let name = format!("{} groups={groups} n={n} t={t}", loss.name());
+            assert_close(&format!("{name} stats"), &gs, &cs, 1e-4, 1e-4);
+            assert_close(&format!("{name} metrics"), &gm, &cm, 1e-4, 1e-4);
+            assert_close(&format!("{name} coef"), &gc, &cc, 1e-6, 1e-4);
+            assert_close(&format!("{name} dlogps"), &gd, &cd, 1e-6, 1e-4);
+            for g in 0..groups {
+                let rows = 2 * n * g..2 * n * (g + 1);
+                let lone = Case {
+                    n,
+                    t,
+                    logps: c.logps[rows.start * t..rows.end * t].to_vec(),
+                    mask: c.mask[rows.start * t..rows.end * t].to_vec(),
+                    ref_sum: c.ref_sum[rows.clone()].to_vec(),
+                    ref_mean: c.ref_mean[rows.clone()].to_vec(),
+                };
+                let (ls, lm, lc, ld) = run_gpu(&gpu, &lone, &loss.params(n, t));
+                assert_eq!(ls, gs[g * n * STATS..(g + 1) * n * STATS], "{name} group {g} stats");
+                assert_eq!(lm, gm[g * STATS..(g + 1) * STATS], "{name} group {g} metrics");
+                assert_eq!(lc, gc[rows.clone()], "{name} group {g} coef");
+                assert_eq!(ld, gd[rows.start * t..rows.end * t], "{name} group {g} dlogps");
+            }
         }
     }
 }

@@ -4,31 +4,40 @@
 //! hidden layer makes it a toy reward or value model.
 //!
 //! `forward` also writes the full (B, R) log-softmax, from which the toy study reads every response's probability.
+//!
+//! Replicas: `Mlp::replicated` builds N independent copies (own parameters, gradients, rows) evaluated by the same
+//! dispatches, which is how the toy study trains its 5 seeds (or 4 data scenarios) at once: on a launch-bound device
+//! N runs cost about what one does. Each replica computes bit-for-bit what it would alone (same kernels, same
+//! summation orders; objectives reduce and optimizers clip per replica). Rows are replica-major: (N, B) for every
+//! activation; the arenas hold N consecutive copies of the single model's layout.
 
 use crate::gpu::{Gpu, Plan, Tensor, TensorArena};
 use crate::model::{MlpConfig, Policy};
+use crate::ops::matmul::Replicas;
 use crate::ops::{elementwise, logprobs, matmul};
 use crate::Result;
 
 pub struct Mlp {
     pub cfg: MlpConfig,
-    /// B: rows per batch the plans are built for.
+    /// B: rows per replica the plans are built for.
     pub b: usize,
+    /// N: independent replicas (1 for a lone model).
+    pub replicas: usize,
     pub params: TensorArena,
     pub grads: TensorArena,
-    /// (B, P) one-hot prompts.
+    /// (N, B, P) one-hot prompts.
     pub x: Tensor,
-    /// (B) u32 response index of each row.
+    /// (N, B) u32 response index of each row.
     pub targets: Tensor,
-    /// (B, R)
+    /// (N, B, R)
     pub logits: Tensor,
-    /// (B, R) full log-softmax.
+    /// (N, B, R) full log-softmax.
     pub log_probs: Tensor,
-    /// (B)
+    /// (N, B)
     pub lse: Tensor,
-    /// (B) log pi(target | prompt)
+    /// (N, B) log pi(target | prompt)
     pub logps: Tensor,
-    /// (B) d loss / d logps
+    /// (N, B) d loss / d logps
     pub dlogps: Tensor,
     pub scalar: Option<Tensor>,
     pub dscalar: Option<Tensor>,
@@ -42,48 +51,103 @@ fn parts(cfg: &MlpConfig) -> Vec<(String, usize)> {
 
 impl Mlp {
     pub fn new(gpu: &Gpu, cfg: &MlpConfig, b: usize, params: &[f32]) -> Result<Mlp> {
-        cfg.validate()?;
-        if b == 0 {
-            return Err(crate::Error::config("MLP batch must have at least one row"));
-        }
-        let parts = parts(cfg);
-        let expected: usize = parts.iter().map(|p| p.1).sum();
-        if params.len() != expected {
-            return Err(crate::Error::config(format!("MLP expects {expected} parameters, got {}", params.len())));
-        }
-        let (p_, h, r) = (cfg.prompts, cfg.hidden, cfg.responses);
-        let pa = TensorArena::new(gpu, "mlp params", &parts)?;
-        pa.upload_contiguous(gpu, params);
-        let ga = TensorArena::new(gpu, "mlp grads", &parts)?;
-        let z = |label: &str, n: usize| Tensor::zeros(gpu, label, n);
-        let x = z("x", b * p_)?;
-        let targets = z("targets", b)?;
-        let (h1pre, h1, h2pre, h2) = (z("h1pre", b * h)?, z("h1", b * h)?, z("h2pre", b * h)?, z("h2", b * h)?);
-        let (dh1pre, dh1, dh2pre, dh2) = (z("dh1pre", b * h)?, z("dh1", b * h)?, z("dh2pre", b * h)?, z("dh2", b * h)?);
-        let logits = z("logits", b * r)?;
-        let dlogits = z("dlogits", b * r)?;
-        let log_probs = z("log_probs", b * r)?;
-        let lse = z("lse", b)?;
-        let logps = z("logps", b)?;
-        let dlogps = z("dlogps", b)?;
-        let (scalar, dscalar) =
-            if cfg.scalar_head { (Some(z("scalar", b)?), Some(z("dscalar", b)?)) } else { (None, None) };
+        Self::replicated(gpu, cfg, 1, b, params)
+    }
 
-        let p = |n: &str| pa.get(n).clone();
-        let g = |n: &str| ga.get(n).clone();
+    /// `replicas` independent copies of the model, each with B rows; `params` holds each replica's parameters
+    /// (in `MlpConfig::param_shapes` order) one replica after another.
+    pub fn replicated(gpu: &Gpu, cfg: &MlpConfig, replicas: usize, b: usize, params: &[f32]) -> Result<Mlp> {
+        cfg.validate()?;
+        if b == 0 || replicas == 0 {
+            return Err(crate::Error::config("an MLP needs at least one row and one replica"));
+        }
+        let one = parts(cfg);
+        let per: usize = one.iter().map(|p| p.1).sum();
+        if params.len() != replicas * per {
+            return Err(crate::Error::config(format!(
+                "MLP expects {} parameters ({replicas} replicas x {per}), got {}",
+                replicas * per,
+                params.len()
+            )));
+        }
+        let (offsets, stride) = TensorArena::layout(&one);
+        let all_parts: Vec<(String, usize)> = (0..replicas)
+            .flat_map(|k| {
+                one.iter().map(move |(n, l)| (if k == 0 { n.clone() } else { format!("replica{k}.{n}") }, *l))
+            })
+            .collect();
+        let (p_, h, r) = (cfg.prompts, cfg.hidden, cfg.responses);
+        let pa = TensorArena::new(gpu, "mlp params", &all_parts)?;
+        pa.upload_contiguous(gpu, params);
+        let ga = TensorArena::new(gpu, "mlp grads", &all_parts)?;
+        let rep = Replicas::new(replicas, stride);
+        let rows = replicas * b;
+        let z = |label: &str, n: usize| Tensor::zeros(gpu, label, n);
+        let x = z("x", rows * p_)?;
+        let targets = z("targets", rows)?;
+        let (h1pre, h1, h2pre, h2) =
+            (z("h1pre", rows * h)?, z("h1", rows * h)?, z("h2pre", rows * h)?, z("h2", rows * h)?);
+        let (dh1pre, dh1, dh2pre, dh2) =
+            (z("dh1pre", rows * h)?, z("dh1", rows * h)?, z("dh2pre", rows * h)?, z("dh2", rows * h)?);
+        let logits = z("logits", rows * r)?;
+        let dlogits = z("dlogits", rows * r)?;
+        let log_probs = z("log_probs", rows * r)?;
+        let lse = z("lse", rows)?;
+        let logps = z("logps", rows)?;
+        let dlogps = z("dlogps", rows)?;
+        let (scalar, dscalar) =
+            if cfg.scalar_head { (Some(z("scalar", rows)?), Some(z("dscalar", rows)?)) } else { (None, None) };
+
+        // Views from replica 0's tensor across every replica's copy (`Replicas::span`).
+        let view = |arena: &TensorArena, name: &str| {
+            let i = one.iter().position(|(n, _)| n == name).expect("parameter name");
+            arena.all.slice(offsets[i], rep.span(one[i].1))
+        };
+        let p = |n: &str| view(&pa, n);
+        let g = |n: &str| view(&ga, n);
         let fc1b = cfg.first_bias.then(|| p("fc1.bias"));
         let dfc1b = cfg.first_bias.then(|| g("fc1.bias"));
 
         let mut fwd = Plan::new();
-        fwd.push(matmul::matmul_forward(gpu, &h1pre, &x, &p("fc1.weight"), fc1b.as_ref(), b, p_, h));
-        fwd.push(elementwise::relu_forward(gpu, &h1, &h1pre, b * h));
-        fwd.push(matmul::matmul_forward(gpu, &h2pre, &h1, &p("fc2.weight"), Some(&p("fc2.bias")), b, h, h));
-        fwd.push(elementwise::relu_forward(gpu, &h2, &h2pre, b * h));
-        fwd.push(matmul::matmul_forward(gpu, &logits, &h2, &p("fc3.weight"), Some(&p("fc3.bias")), b, h, r));
-        fwd.push(logprobs::logprobs_forward(gpu, &logps, &lse, &logits, &targets, b, r));
-        fwd.push(logprobs::log_softmax(gpu, &log_probs, &logits, b, r));
+        fwd.push(matmul::matmul_forward_replicas(gpu, &h1pre, &x, &p("fc1.weight"), fc1b.as_ref(), b, p_, h, rep));
+        fwd.push(elementwise::relu_forward(gpu, &h1, &h1pre, rows * h));
+        fwd.push(matmul::matmul_forward_replicas(
+            gpu,
+            &h2pre,
+            &h1,
+            &p("fc2.weight"),
+            Some(&p("fc2.bias")),
+            b,
+            h,
+            h,
+            rep,
+        ));
+        fwd.push(elementwise::relu_forward(gpu, &h2, &h2pre, rows * h));
+        fwd.push(matmul::matmul_forward_replicas(
+            gpu,
+            &logits,
+            &h2,
+            &p("fc3.weight"),
+            Some(&p("fc3.bias")),
+            b,
+            h,
+            r,
+            rep,
+        ));
+        fwd.push(logprobs::logprobs_forward(gpu, &logps, &lse, &logits, &targets, rows, r));
+        fwd.push(logprobs::log_softmax(gpu, &log_probs, &logits, rows, r));
         if let Some(s) = &scalar {
-            fwd.push(matmul::matmul_forward(gpu, s, &h2, &p("score.weight"), Some(&p("score.bias")), b, h, 1));
+            fwd.push(matmul::matmul_forward_replicas(
+                gpu,
+                s,
+                &h2,
+                &p("score.weight"),
+                Some(&p("score.bias")),
+                b,
+                h,
+                1,
+                rep,
+            ));
         }
 
         let mut bwd = Plan::new();
@@ -91,8 +155,8 @@ impl Mlp {
         for t in [&dh1pre, &dh1, &dh2pre, &dh2, &dlogits] {
             bwd.clear(t);
         }
-        bwd.push(logprobs::logprobs_backward(gpu, &dlogits, &dlogps, &logits, &lse, &targets, b, r));
-        bwd.extend(matmul::matmul_backward(
+        bwd.push(logprobs::logprobs_backward(gpu, &dlogits, &dlogps, &logits, &lse, &targets, rows, r));
+        bwd.extend(matmul::matmul_backward_replicas(
             gpu,
             Some(&dh2),
             &g("fc3.weight"),
@@ -103,9 +167,10 @@ impl Mlp {
             b,
             h,
             r,
+            rep,
         ));
         if let (Some(_), Some(ds)) = (&scalar, &dscalar) {
-            bwd.extend(matmul::matmul_backward(
+            bwd.extend(matmul::matmul_backward_replicas(
                 gpu,
                 Some(&dh2),
                 &g("score.weight"),
@@ -116,10 +181,11 @@ impl Mlp {
                 b,
                 h,
                 1,
+                rep,
             ));
         }
-        bwd.push(elementwise::relu_backward(gpu, &dh2pre, &h2pre, &dh2, b * h));
-        bwd.extend(matmul::matmul_backward(
+        bwd.push(elementwise::relu_backward(gpu, &dh2pre, &h2pre, &dh2, rows * h));
+        bwd.extend(matmul::matmul_backward_replicas(
             gpu,
             Some(&dh1),
             &g("fc2.weight"),
@@ -130,9 +196,10 @@ impl Mlp {
             b,
             h,
             h,
+            rep,
         ));
-        bwd.push(elementwise::relu_backward(gpu, &dh1pre, &h1pre, &dh1, b * h));
-        bwd.extend(matmul::matmul_backward(
+        bwd.push(elementwise::relu_backward(gpu, &dh1pre, &h1pre, &dh1, rows * h));
+        bwd.extend(matmul::matmul_backward_replicas(
             gpu,
             None,
             &g("fc1.weight"),
@@ -143,11 +210,13 @@ impl Mlp {
             b,
             p_,
             h,
+            rep,
         ));
 
         Ok(Mlp {
             cfg: cfg.clone(),
             b,
+            replicas,
             params: pa,
             grads: ga,
             x,
@@ -164,17 +233,26 @@ impl Mlp {
         })
     }
 
-    /// Upload a batch: the prompt index and the response index of each of the B rows.
+    /// Rows over all replicas (N B).
+    pub fn rows(&self) -> usize {
+        self.replicas * self.b
+    }
+
+    /// Upload a batch: the prompt index and the response index of each of the B rows (the same batch for every
+    /// replica), or of all N B rows.
     pub fn set_batch(&self, gpu: &Gpu, prompts: &[u32], responses: &[u32]) -> Result<()> {
-        if prompts.len() != self.b || responses.len() != self.b {
+        let ok = |n: usize| n == self.b || n == self.rows();
+        if !ok(prompts.len()) || responses.len() != prompts.len() {
             return Err(crate::Error::config(format!(
-                "MLP batch needs {} prompts and responses, got {} and {}",
+                "MLP batch needs {} (or {}) prompts and as many responses, got {} and {}",
                 self.b,
+                self.rows(),
                 prompts.len(),
                 responses.len()
             )));
         }
-        let mut x = vec![0.0f32; self.b * self.cfg.prompts];
+        let (prompts, responses) = (self.tile(prompts), self.tile(responses));
+        let mut x = vec![0.0f32; self.rows() * self.cfg.prompts];
         for (i, &pr) in prompts.iter().enumerate() {
             if pr as usize >= self.cfg.prompts {
                 return Err(crate::Error::config(format!("prompt {pr} out of range (P = {})", self.cfg.prompts)));
@@ -185,17 +263,28 @@ impl Mlp {
             return Err(crate::Error::config(format!("response {bad} out of range (R = {})", self.cfg.responses)));
         }
         self.x.write_f32(gpu, &x);
-        self.targets.write_u32(gpu, responses);
+        self.targets.write_u32(gpu, &responses);
         Ok(())
+    }
+
+    /// A per-replica batch repeated for every replica (or all rows as given).
+    fn tile<T: Copy>(&self, v: &[T]) -> Vec<T> {
+        if v.len() == self.rows() {
+            v.to_vec()
+        } else {
+            v.iter().copied().cycle().take(self.rows()).collect()
+        }
     }
 
     /// Upload arbitrary inputs (B, P) (for example two-hot (prompt, response) encodings of a toy reward model)
     /// and the response index of each row.
     pub fn set_inputs(&self, gpu: &Gpu, x: &[f32], responses: &[u32]) -> Result<()> {
-        if x.len() != self.b * self.cfg.prompts || responses.len() != self.b {
+        if x.len() != self.rows() * self.cfg.prompts || responses.len() != self.rows() {
             return Err(crate::Error::config(format!(
                 "MLP inputs must be ({}, {}) with {} responses",
-                self.b, self.cfg.prompts, self.b
+                self.rows(),
+                self.cfg.prompts,
+                self.rows()
             )));
         }
         if let Some(&bad) = responses.iter().find(|&&r| r as usize >= self.cfg.responses) {
@@ -206,8 +295,16 @@ impl Mlp {
         Ok(())
     }
 
+    /// Every replica's parameters, one replica after another (contiguous, `MlpConfig::param_shapes` order).
     pub async fn download_params(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         self.params.download_contiguous(gpu).await
+    }
+
+    /// Each replica's parameters separately.
+    pub async fn download_replica_params(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        let all = self.download_params(gpu).await?;
+        let per = all.len() / self.replicas;
+        Ok(all.chunks(per).map(|c| c.to_vec()).collect())
     }
 
     pub fn upload_params(&self, gpu: &Gpu, params: &[f32]) {
@@ -241,7 +338,10 @@ impl Policy for Mlp {
         self.dscalar.as_ref()
     }
     fn rows(&self) -> usize {
-        self.b
+        self.replicas * self.b
+    }
+    fn replicas(&self) -> usize {
+        self.replicas
     }
     fn seq_len(&self) -> usize {
         1

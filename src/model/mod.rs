@@ -30,4 +30,10 @@ pub trait Policy {
     fn rows(&self) -> usize;
     /// T (1 for the MLP: one response per row)
     fn seq_len(&self) -> usize;
+    /// Independent models sharing these dispatches (a replicated MLP: several seeds at once). Rows split into
+    /// `replicas` equal consecutive blocks, one per replica, and the parameter and gradient arenas into `replicas`
+    /// equal consecutive blocks; objectives reduce, and optimizers clip, per replica.
+    fn replicas(&self) -> usize {
+        1
+    }
 }

@@ -222,8 +222,10 @@ pub struct Preference {
     pub stats: Tensor,
     /// (2N) d loss / d sequence log-prob.
     pub coef: Tensor,
-    /// (STATS) means over pairs; [0] is the loss.
+    /// (G, STATS) means over each replica's pairs; [g * STATS] is replica g's loss.
     pub metrics: Tensor,
+    /// G: the policy's replicas, each its own batch of 2N / G rows (chosen then rejected) and its own loss.
+    pub groups: usize,
     pub plan: Plan,
 }
 
@@ -231,21 +233,39 @@ impl Preference {
     pub fn new(gpu: &Gpu, policy: &dyn Policy, loss: &PreferenceLoss) -> Result<Preference> {
         loss.validate()?;
         let rows = policy.rows();
-        if rows % 2 != 0 || rows == 0 {
-            return Err(Error::config(format!("a preference batch needs 2N rows (chosen then rejected), got {rows}")));
+        let groups = policy.replicas().max(1);
+        if rows == 0 || rows % (2 * groups) != 0 {
+            return Err(Error::config(format!(
+                "a preference batch needs 2N rows (chosen then rejected) per replica, got {rows} rows for {groups} \
+                 replicas"
+            )));
         }
         let n = rows / 2;
         let t = policy.seq_len();
         let z = |l: &str, len: usize| Tensor::zeros(gpu, l, len);
         let (mask, ref_sum, ref_mean) =
             (z("pref mask", rows * t)?, z("ref logps sum", rows)?, z("ref logps mean", rows)?);
-        let (stats, coef, metrics) = (z("pref stats", n * STATS)?, z("pref coef", rows)?, z("pref metrics", STATS)?);
-        let p = loss.params(n, t);
+        let (stats, coef, metrics) =
+            (z("pref stats", n * STATS)?, z("pref coef", rows)?, z("pref metrics", groups * STATS)?);
+        let mut p = loss.params(n, t);
+        p.groups = groups as u32;
         let mut plan = Plan::new();
         plan.push(ops::preference_forward(gpu, &stats, &coef, policy.logps(), &mask, &ref_sum, &ref_mean, &p));
         plan.push(ops::preference_reduce(gpu, &metrics, &stats, &p));
         plan.push(ops::preference_backward(gpu, policy.dlogps(), &coef, &mask, &p));
-        Ok(Preference { loss: loss.clone(), n_pairs: n, t, mask, ref_sum, ref_mean, stats, coef, metrics, plan })
+        Ok(Preference {
+            loss: loss.clone(),
+            n_pairs: n,
+            t,
+            mask,
+            ref_sum,
+            ref_mean,
+            stats,
+            coef,
+            metrics,
+            groups,
+            plan,
+        })
     }
 
     pub fn set_mask(&self, gpu: &Gpu, mask: &[f32]) -> Result<()> {

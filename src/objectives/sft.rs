@@ -1,5 +1,6 @@
 //! SFT: masked negative log-likelihood of the response tokens, averaged over those tokens.
-//! loss = -sum(mask * logp) / sum(mask); d loss / d logp = -mask / sum(mask).
+//! loss = -sum(mask * logp) / sum(mask); d loss / d logp = -mask / sum(mask). A replicated policy gets one such loss
+//! per replica, over its own rows.
 
 use crate::gpu::{Gpu, Plan, Tensor};
 use crate::model::Policy;
@@ -9,7 +10,7 @@ use crate::Result;
 pub struct Sft {
     /// (B, T) 1.0 where the target is a response token.
     pub mask: Tensor,
-    /// (1) the loss of the last forward.
+    /// (G) the loss of the last forward, per replica (G = 1 for a lone model).
     pub loss: Tensor,
     pub plan: Plan,
 }
@@ -17,10 +18,11 @@ pub struct Sft {
 impl Sft {
     pub fn new(gpu: &Gpu, policy: &dyn Policy) -> Result<Sft> {
         let n = policy.rows() * policy.seq_len();
+        let groups = policy.replicas().max(1);
         let mask = Tensor::zeros(gpu, "sft mask", n)?;
-        let loss = Tensor::zeros(gpu, "sft loss", 1)?;
+        let loss = Tensor::zeros(gpu, "sft loss", groups)?;
         let mut plan = Plan::new();
-        plan.push(logprobs::sft_loss(gpu, &loss, policy.dlogps(), policy.logps(), &mask, n));
+        plan.push(logprobs::sft_loss_groups(gpu, &loss, policy.dlogps(), policy.logps(), &mask, n, groups));
         Ok(Sft { mask, loss, plan })
     }
 

@@ -48,7 +48,7 @@ struct Params {
     n: u32,
     num_partials: u32,
     max_norm: f32,
-    _p: u32,
+    group_len: u32,
 }
 
 /// Length of the scratch tensor `grad_norm` needs for `n` gradients (the number of pass-1 workgroups, a function of
@@ -69,9 +69,25 @@ pub fn grad_norm(
     n: usize,
     max_norm: f32,
 ) -> Vec<Dispatch> {
-    let parts = grad_norm_scratch_len(n);
-    assert!(scratch.len >= parts, "grad_norm scratch has {} elements, needs {parts}", scratch.len);
-    let p = Params { n: n as u32, num_partials: parts as u32, max_norm, _p: 0 };
+    grad_norm_groups(gpu, norm, grads, scratch, n, 1, max_norm)
+}
+
+/// `grad_norm` for `groups` independent models packed back to back in `grads` (n / groups elements each, e.g. the
+/// replicas of a replicated model): norm[2g], norm[2g + 1] per group, each summed in the order a lone model uses.
+pub fn grad_norm_groups(
+    gpu: &Gpu,
+    norm: &Tensor,    // (2G)
+    grads: &Tensor,   // (n) = G x (n / G)
+    scratch: &Tensor, // (G * grad_norm_scratch_len(n / G))
+    n: usize,
+    groups: usize,
+    max_norm: f32,
+) -> Vec<Dispatch> {
+    let len = group_len(n, groups);
+    let parts = grad_norm_scratch_len(len);
+    assert!(scratch.len >= groups * parts, "grad_norm scratch has {} elements, needs {}", scratch.len, groups * parts);
+    assert!(norm.len >= 2 * groups, "grad_norm: norm has {} elements for {groups} groups", norm.len);
+    let p = Params { n: n as u32, num_partials: parts as u32, max_norm, group_len: len as u32 };
     let bytes = bytemuck::bytes_of(&p);
     vec![
         Dispatch::new(
@@ -81,10 +97,24 @@ pub fn grad_norm(
             "grad_norm_partial",
             Some(bytes),
             &[(1, grads), (2, scratch)],
-            [parts as u32, 1, 1],
+            [parts as u32, groups as u32, 1],
         ),
-        Dispatch::new(gpu, SHADER, SRC, "grad_norm_final", Some(bytes), &[(3, scratch), (4, norm)], [1, 1, 1]),
+        Dispatch::new(
+            gpu,
+            SHADER,
+            SRC,
+            "grad_norm_final",
+            Some(bytes),
+            &[(3, scratch), (4, norm)],
+            [groups as u32, 1, 1],
+        ),
     ]
+}
+
+fn group_len(n: usize, groups: usize) -> usize {
+    assert!(groups >= 1 && n % groups == 0, "{n} optimizer elements do not split into {groups} equal groups");
+    assert!(groups <= 65535, "{groups} optimizer groups exceed a grid dimension");
+    (n / groups).max(1)
 }
 
 /// One AdamW step over n elements: gradients scaled by norm[1], decoupled weight decay, bias corrections and the
@@ -100,7 +130,23 @@ pub fn adamw_update(
     norm: &Tensor,   // (2) [L2 norm, grad scale]
     n: usize,
 ) -> Dispatch {
-    let p = Params { n: n as u32, num_partials: 0, max_norm: 0.0, _p: 0 };
+    adamw_update_groups(gpu, params, grads, m, v, hyper, norm, n, 1)
+}
+
+/// `adamw_update` where element i takes its group's clip scale norm[2 (i / (n / groups)) + 1].
+#[allow(clippy::too_many_arguments)]
+pub fn adamw_update_groups(
+    gpu: &Gpu,
+    params: &Tensor, // (n)
+    grads: &Tensor,  // (n)
+    m: &Tensor,      // (n) first moment
+    v: &Tensor,      // (n) second moment
+    hyper: &Tensor,  // (8) AdamHyper
+    norm: &Tensor,   // (2G) [L2 norm, grad scale] per group
+    n: usize,
+    groups: usize,
+) -> Dispatch {
+    let p = Params { n: n as u32, num_partials: 0, max_norm: 0.0, group_len: group_len(n, groups) as u32 };
     Dispatch::new(
         gpu,
         SHADER,
@@ -122,7 +168,20 @@ pub fn sgd_update(
     norm: &Tensor,   // (2) [L2 norm, grad scale]
     n: usize,
 ) -> Dispatch {
-    let p = Params { n: n as u32, num_partials: 0, max_norm: 0.0, _p: 0 };
+    sgd_update_groups(gpu, params, grads, hyper, norm, n, 1)
+}
+
+/// `sgd_update` with per-group clip scales (see `adamw_update_groups`).
+pub fn sgd_update_groups(
+    gpu: &Gpu,
+    params: &Tensor, // (n)
+    grads: &Tensor,  // (n)
+    hyper: &Tensor,  // (8) AdamHyper
+    norm: &Tensor,   // (2G)
+    n: usize,
+    groups: usize,
+) -> Dispatch {
+    let p = Params { n: n as u32, num_partials: 0, max_norm: 0.0, group_len: group_len(n, groups) as u32 };
     Dispatch::new(
         gpu,
         SHADER,

@@ -103,7 +103,23 @@ pub fn sft_loss(
     mask: &Tensor,   // (N)
     n: usize,
 ) -> Dispatch {
-    dispatch(gpu, "sft_loss", n, 0, &[(12, logps), (13, mask), (14, loss), (15, dlogps)], [1, 1, 1])
+    sft_loss_groups(gpu, loss, dlogps, logps, mask, n, 1)
+}
+
+/// `sft_loss` per group of n / groups consecutive positions (the replicas of a replicated model): loss[g] and the
+/// gradient of group g's own loss, each reduced in the order a lone model of n / groups positions uses.
+pub fn sft_loss_groups(
+    gpu: &Gpu,
+    loss: &Tensor,   // (G)
+    dlogps: &Tensor, // (N)
+    logps: &Tensor,  // (N)
+    mask: &Tensor,   // (N)
+    n: usize,
+    groups: usize,
+) -> Dispatch {
+    assert!(groups >= 1 && n % groups == 0 && loss.len >= groups, "sft_loss: {n} positions in {groups} groups");
+    let g = u32::try_from(groups).ok().filter(|&g| g <= 65535).expect("sft_loss: too many groups");
+    dispatch(gpu, "sft_loss", n / groups, 0, &[(12, logps), (13, mask), (14, loss), (15, dlogps)], [g, 1, 1])
 }
 
 /// Per sequence s: seq_sum[s] = sum_t mask[s, t] * logps[s, t]; seq_mean[s] = seq_sum[s] / max(sum_t mask[s, t], 1).

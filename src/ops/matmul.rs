@@ -123,6 +123,9 @@ pub struct GemmDims {
     pub c: MatrixLayout,
     pub alpha: f32,
     pub beta: f32,
+    /// The bias's batch stride: 0 adds the same bias (length N) to every batch; replicated linear layers give each
+    /// batch its own.
+    pub bias_batch: usize,
 }
 
 impl GemmDims {
@@ -138,6 +141,7 @@ impl GemmDims {
             c: MatrixLayout::row_major(m, n),
             alpha: 1.0,
             beta: 0.0,
+            bias_batch: 0,
         }
     }
 
@@ -170,6 +174,11 @@ impl GemmDims {
 
     pub fn scaled(self, alpha: f32, beta: f32) -> GemmDims {
         GemmDims { alpha, beta, ..self }
+    }
+
+    /// Batch b adds bias[b * stride + n] instead of bias[n].
+    pub fn with_bias_batch(self, stride: usize) -> GemmDims {
+        GemmDims { bias_batch: stride, ..self }
     }
 
     /// beta = 1: add the product onto C (backward passes).
@@ -215,7 +224,7 @@ struct Params {
     alpha: f32,
     beta: f32,
     has_bias: u32,
-    _p0: u32,
+    bias_bs: u32,
 }
 
 fn u(x: usize, what: &str) -> u32 {
@@ -238,7 +247,7 @@ fn params(dims: &GemmDims, has_bias: bool) -> Params {
         alpha: dims.alpha,
         beta: dims.beta,
         has_bias: has_bias as u32,
-        _p0: 0,
+        bias_bs: u(dims.bias_batch, "bias batch stride"),
     }
 }
 
@@ -260,7 +269,8 @@ fn gemm_dispatch(
 ) -> Dispatch {
     dims.check(c.len, a.len, b.len);
     if let Some(bias) = bias {
-        assert!(bias.len >= dims.n, "gemm: bias of {} elements for N = {}", bias.len, dims.n);
+        let need = (dims.batch.max(1) - 1) * dims.bias_batch + dims.n;
+        assert!(bias.len >= need, "gemm: bias of {} elements, {need} needed: {dims:?}", bias.len);
     }
     let p = params(&dims, bias.is_some());
     let tile = kernel.tile();
@@ -289,6 +299,45 @@ pub fn gemm(gpu: &Gpu, c: &Tensor, a: &Tensor, b: &Tensor, dims: GemmDims) -> Di
 /// `gemm` with a chosen kernel (tests and benchmarks compare them).
 pub fn gemm_with(gpu: &Gpu, kernel: MatmulKernel, c: &Tensor, a: &Tensor, b: &Tensor, dims: GemmDims) -> Dispatch {
     gemm_dispatch(gpu, kernel, c, a, b, None, dims)
+}
+
+/// Independent copies of a linear layer evaluated by the same dispatches: replica r has its own weight and bias,
+/// `param_stride` elements after replica r - 1's, and its own `bt` rows of input and output (packed one replica after
+/// another). A model built this way trains several seeds (or data scenarios) at once with the dispatch count of
+/// one, which is what small models on launch-bound GPUs (and CPU adapters) need. Each replica's products are the
+/// same kernel over the same k order as a lone layer, so a replica computes bit-for-bit what it would alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replicas {
+    pub count: usize,
+    /// Elements between one replica's parameter (or gradient) tensor and the next one's.
+    pub param_stride: usize,
+}
+
+impl Replicas {
+    /// A single layer.
+    pub const ONE: Replicas = Replicas { count: 1, param_stride: 0 };
+
+    pub fn new(count: usize, param_stride: usize) -> Replicas {
+        Replicas { count, param_stride }
+    }
+
+    /// Elements a parameter tensor of `len` elements per replica spans across all replicas.
+    pub fn span(&self, len: usize) -> usize {
+        (self.count.max(1) - 1) * self.param_stride + len
+    }
+}
+
+/// `gemm_with` plus a bias added to every row of C (`dims.bias_batch` apart per batch).
+pub fn gemm_bias_with(
+    gpu: &Gpu,
+    kernel: MatmulKernel,
+    c: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    bias: &Tensor,
+    dims: GemmDims,
+) -> Dispatch {
+    gemm_dispatch(gpu, kernel, c, a, b, Some(bias), dims)
 }
 
 /// out = inp @ weight^T + bias (overwrites out).
@@ -334,9 +383,61 @@ pub fn matmul_forward_with(
     c: usize,
     oc: usize,
 ) -> Dispatch {
-    // out (BT, OC) = inp (BT, C) @ B (C, OC) where B(c, oc) = weight[oc, c].
-    let dims = GemmDims::new(bt, oc, c).transpose_b();
-    gemm_dispatch(gpu, kernel, out, inp, weight, bias, dims)
+    forward_dispatch(gpu, kernel, out, inp, weight, bias, bt, c, oc, Replicas::ONE)
+}
+
+/// `matmul_forward` for `rep.count` replicated layers: out (R, BT, OC) = inp (R, BT, C) @ weight[r]^T + bias[r], with
+/// `weight` and `bias` views starting at replica 0's tensor and spanning `rep.span(len)` elements.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_forward_replicas(
+    gpu: &Gpu,
+    out: &Tensor,          // (R, BT, OC)
+    inp: &Tensor,          // (R, BT, C)
+    weight: &Tensor,       // R x (OC, C), param_stride apart
+    bias: Option<&Tensor>, // R x (OC), param_stride apart
+    bt: usize,
+    c: usize,
+    oc: usize,
+    rep: Replicas,
+) -> Dispatch {
+    forward_dispatch(gpu, auto_kernel(bt, oc, c), out, inp, weight, bias, bt, c, oc, rep)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_dispatch(
+    gpu: &Gpu,
+    kernel: MatmulKernel,
+    out: &Tensor,
+    inp: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    bt: usize,
+    c: usize,
+    oc: usize,
+    rep: Replicas,
+) -> Dispatch {
+    gemm_dispatch(gpu, kernel, out, inp, weight, bias, forward_dims(bt, c, oc, rep))
+}
+
+/// out (BT, OC) = inp (BT, C) @ B (C, OC) where B(c, oc) = weight[oc, c], per replica.
+pub fn forward_dims(bt: usize, c: usize, oc: usize, rep: Replicas) -> GemmDims {
+    let d = GemmDims::new(bt, oc, c).transpose_b().batched(rep.count);
+    let b = MatrixLayout { batch: rep.param_stride, ..d.b };
+    d.with_b(b).with_bias_batch(rep.param_stride)
+}
+
+/// dinp (BT, C) += dout (BT, OC) @ weight (OC, C), per replica.
+pub fn dinp_dims(bt: usize, c: usize, oc: usize, rep: Replicas) -> GemmDims {
+    let d = GemmDims::new(bt, c, oc).accumulate().batched(rep.count);
+    let b = MatrixLayout { batch: rep.param_stride, ..d.b };
+    d.with_b(b)
+}
+
+/// dweight (OC, C) += dout^T (OC, BT) @ inp (BT, C), per replica.
+pub fn dweight_dims(bt: usize, c: usize, oc: usize, rep: Replicas) -> GemmDims {
+    let d = GemmDims::new(oc, c, bt).transpose_a().accumulate().batched(rep.count);
+    let cl = MatrixLayout { batch: rep.param_stride, ..d.c };
+    d.with_c(cl)
 }
 
 /// The linear layer's gradients, accumulated (+=): dinp += dout @ weight (skipped when None),
@@ -354,6 +455,25 @@ pub fn matmul_backward(
     c: usize,
     oc: usize,
 ) -> Vec<Dispatch> {
+    matmul_backward_replicas(gpu, dinp, dweight, dbias, dout, inp, weight, bt, c, oc, Replicas::ONE)
+}
+
+/// `matmul_backward` for replicated layers (see `matmul_forward_replicas`): `dweight` and `dbias` are views spanning
+/// all replicas' gradients, `param_stride` apart like the parameters.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward_replicas(
+    gpu: &Gpu,
+    dinp: Option<&Tensor>,  // (R, BT, C)
+    dweight: &Tensor,       // R x (OC, C)
+    dbias: Option<&Tensor>, // R x (OC)
+    dout: &Tensor,          // (R, BT, OC)
+    inp: &Tensor,           // (R, BT, C)
+    weight: &Tensor,        // R x (OC, C)
+    bt: usize,
+    c: usize,
+    oc: usize,
+    rep: Replicas,
+) -> Vec<Dispatch> {
     backward_dispatches(
         gpu,
         [auto_kernel(bt, c, oc), auto_kernel(oc, c, bt)],
@@ -366,6 +486,7 @@ pub fn matmul_backward(
         bt,
         c,
         oc,
+        rep,
     )
 }
 
@@ -384,7 +505,7 @@ pub fn matmul_backward_with(
     c: usize,
     oc: usize,
 ) -> Vec<Dispatch> {
-    backward_dispatches(gpu, [kernel, kernel], dinp, dweight, dbias, dout, inp, weight, bt, c, oc)
+    backward_dispatches(gpu, [kernel, kernel], dinp, dweight, dbias, dout, inp, weight, bt, c, oc, Replicas::ONE)
 }
 
 /// The backward GEMMs with one kernel for the dinp product and one for the dweight product.
@@ -401,24 +522,15 @@ fn backward_dispatches(
     bt: usize,
     c: usize,
     oc: usize,
+    rep: Replicas,
 ) -> Vec<Dispatch> {
     let mut ds = Vec::with_capacity(3);
     if let Some(dinp) = dinp {
-        // dinp (BT, C) += dout (BT, OC) @ weight (OC, C)
-        ds.push(gemm_dispatch(gpu, kernels[0], dinp, dout, weight, None, GemmDims::new(bt, c, oc).accumulate()));
+        ds.push(gemm_dispatch(gpu, kernels[0], dinp, dout, weight, None, dinp_dims(bt, c, oc, rep)));
     }
-    // dweight (OC, C) += dout^T (OC, BT) @ inp (BT, C)
-    ds.push(gemm_dispatch(
-        gpu,
-        kernels[1],
-        dweight,
-        dout,
-        inp,
-        None,
-        GemmDims::new(oc, c, bt).transpose_a().accumulate(),
-    ));
+    ds.push(gemm_dispatch(gpu, kernels[1], dweight, dout, inp, None, dweight_dims(bt, c, oc, rep)));
     if let Some(dbias) = dbias {
-        ds.push(matmul_dbias(gpu, dbias, dout, bt, oc));
+        ds.push(matmul_dbias_replicas(gpu, dbias, dout, bt, oc, rep));
     }
     ds
 }
@@ -431,10 +543,30 @@ pub fn matmul_dbias(
     bt: usize,
     oc: usize,
 ) -> Dispatch {
-    assert!(dout.len >= bt * oc && dbias.len >= oc, "matmul_dbias: tensors too small for BT = {bt}, OC = {oc}");
-    let mut dims = GemmDims::new(bt, oc, 0);
-    dims.beta = 1.0;
+    matmul_dbias_replicas(gpu, dbias, dout, bt, oc, Replicas::ONE)
+}
+
+/// `matmul_dbias` per replica: dbias[r] += column sums of dout[r] (BT, OC).
+pub fn matmul_dbias_replicas(
+    gpu: &Gpu,
+    dbias: &Tensor, // R x (OC), param_stride apart
+    dout: &Tensor,  // (R, BT, OC)
+    bt: usize,
+    oc: usize,
+    rep: Replicas,
+) -> Dispatch {
+    assert!(
+        dout.len >= rep.count * bt * oc && dbias.len >= rep.span(oc),
+        "matmul_dbias: tensors too small for {} replicas of BT = {bt}, OC = {oc}",
+        rep.count
+    );
+    // p.m = BT, p.n = OC; dout's batch stride travels as A's, dbias's as the bias's.
+    let dims = GemmDims::new(bt, oc, 0)
+        .with_a(MatrixLayout::strided(oc, 1, bt * oc))
+        .batched(rep.count)
+        .with_bias_batch(rep.param_stride)
+        .accumulate();
     let p = params(&dims, false);
-    let groups = [grid_dim(oc.div_ceil(32), "OC"), 1, 1];
+    let groups = [grid_dim(oc.div_ceil(32), "OC"), 1, grid_dim(rep.count, "replicas")];
     Dispatch::new(gpu, SHADER, SRC, "matmul_dbias", Some(bytemuck::bytes_of(&p)), &[(13, dout), (14, dbias)], groups)
 }

@@ -41,6 +41,28 @@ pub struct PrefParams {
     pub label_smoothing: f32,
     pub lambda: f32,
     pub margin: f32,
+    /// Independent groups (replicas) in the batch; 0 or 1: one. See the shader's batch layout.
+    pub groups: u32,
+    pub _pad: [u32; 3],
+}
+
+impl PrefParams {
+    /// Groups in the batch (at least 1).
+    pub fn groups(&self) -> usize {
+        self.groups.max(1) as usize
+    }
+
+    /// Pairs per group.
+    pub fn group_pairs(&self) -> usize {
+        self.n_pairs as usize / self.groups()
+    }
+
+    /// (chosen row, rejected row) of pair i: group g = i / n holds rows [2 g n, 2 g n + 2n).
+    pub fn pair_rows(&self, i: usize) -> (usize, usize) {
+        let n = self.group_pairs();
+        let c = (i / n) * 2 * n + i % n;
+        (c, c + n)
+    }
 }
 
 /// stats (N, STATS), coef (2N) from token logps (2N, T), mask (2N, T) and the reference's sequence sums and means (2N).
@@ -66,8 +88,9 @@ pub fn preference_forward(
     )
 }
 
-/// metrics (STATS) = mean over pairs of stats (N, STATS).
+/// metrics (G, STATS) = mean over each group's pairs of stats (N, STATS).
 pub fn preference_reduce(gpu: &Gpu, metrics: &Tensor, stats: &Tensor, p: &PrefParams) -> Dispatch {
+    assert!(metrics.len >= p.groups() * STATS, "preference_reduce: metrics too small for {} groups", p.groups());
     Dispatch::new(
         gpu,
         SHADER,
@@ -75,7 +98,7 @@ pub fn preference_reduce(gpu: &Gpu, metrics: &Tensor, stats: &Tensor, p: &PrefPa
         "preference_reduce",
         Some(bytemuck::bytes_of(p)),
         &[(7, stats), (8, metrics)],
-        [1, 1, 1],
+        [p.groups() as u32, 1, 1],
     )
 }
 

@@ -75,6 +75,15 @@ pub fn sft_loss(loss: &mut [f32], dlogps: &mut [f32], logps: &[f32], mask: &[f32
     }
 }
 
+/// `sft_loss` per group of n / groups consecutive positions.
+pub fn sft_loss_groups(loss: &mut [f32], dlogps: &mut [f32], logps: &[f32], mask: &[f32], n: usize, groups: usize) {
+    let len = n / groups;
+    for g in 0..groups {
+        let r = g * len..(g + 1) * len;
+        sft_loss(&mut loss[g..g + 1], &mut dlogps[r.clone()], &logps[r.clone()], &mask[r], len);
+    }
+}
+
 /// Per sequence s: seq_sum[s] = sum_t mask[s, t] * logps[s, t]; seq_mean[s] = seq_sum[s] / max(sum_t mask[s, t], 1).
 pub fn sequence_logps(seq_sum: &mut [f32], seq_mean: &mut [f32], logps: &[f32], mask: &[f32], s: usize, t: usize) {
     for q in 0..s {

@@ -41,14 +41,15 @@ pub fn preference_forward(
     let n = p.n_pairs as usize;
     let t = p.t as usize;
     for i in 0..n {
-        let c = seq_logp(logps, mask, i, t);
-        let r = seq_logp(logps, mask, n + i, t);
-        let (mut pc, mut pr, mut rc, mut rr) = (c.0, r.0, ref_sum[i], ref_sum[n + i]);
+        let (ci, ri) = p.pair_rows(i);
+        let c = seq_logp(logps, mask, ci, t);
+        let r = seq_logp(logps, mask, ri, t);
+        let (mut pc, mut pr, mut rc, mut rr) = (c.0, r.0, ref_sum[ci], ref_sum[ri]);
         if p.use_mean == 1 {
             pc = c.1;
             pr = r.1;
-            rc = ref_mean[i];
-            rr = ref_mean[n + i];
+            rc = ref_mean[ci];
+            rr = ref_mean[ri];
         }
         let (lc, lr) = (pc - rc, pr - rr);
         let beta = p.beta;
@@ -166,16 +167,25 @@ pub fn preference_forward(
         row[9] = c.1;
         row[10] = r.1;
         row[11] = -c.0;
-        let inv_n = 1.0 / n as f32;
-        coef[i] = dpc * inv_n;
-        coef[n + i] = dpr * inv_n;
+        let inv_n = 1.0 / p.group_pairs() as f32;
+        coef[ci] = dpc * inv_n;
+        coef[ri] = dpr * inv_n;
     }
 }
 
+/// metrics (STATS) = means over the n pairs of stats (n, STATS).
 pub fn preference_reduce(metrics: &mut [f32], stats: &[f32], n: usize) {
     for k in 0..STATS {
         let s: f64 = (0..n).map(|i| stats[i * STATS + k] as f64).sum();
         metrics[k] = (s / n.max(1) as f64) as f32;
+    }
+}
+
+/// metrics (G, STATS): `preference_reduce` over each group's pairs.
+pub fn preference_reduce_groups(metrics: &mut [f32], stats: &[f32], p: &PrefParams) {
+    let n = p.group_pairs();
+    for g in 0..p.groups() {
+        preference_reduce(&mut metrics[g * STATS..(g + 1) * STATS], &stats[g * n * STATS..], n);
     }
 }
 
@@ -196,9 +206,11 @@ pub fn preference_backward(dlogps: &mut [f32], coef: &[f32], mask: &[f32], p: &P
 /// CPU mirror of `bt_forward`.
 pub fn bt_forward(stats: &mut [f32], coef: &mut [f32], scalar: &[f32], last: &[u32], p: &PrefParams) {
     let (n, t) = (p.n_pairs as usize, p.t as usize);
+    let per_group = p.group_pairs() as f32;
     for i in 0..n {
-        let rc = scalar[i * t + last[i] as usize];
-        let rr = scalar[(n + i) * t + last[n + i] as usize];
+        let (ci, ri) = p.pair_rows(i);
+        let rc = scalar[ci * t + last[ci] as usize];
+        let rr = scalar[ri * t + last[ri] as usize];
         let m = rc - rr;
         let g = sigmoid(-m);
         let row = &mut stats[i * STATS..(i + 1) * STATS];
@@ -208,8 +220,8 @@ pub fn bt_forward(stats: &mut [f32], coef: &mut [f32], scalar: &[f32], last: &[u
         row[2] = rr;
         row[3] = m;
         row[4] = if m > 0.0 { 1.0 } else { 0.0 };
-        coef[i] = -g / n as f32;
-        coef[n + i] = g / n as f32;
+        coef[ci] = -g / per_group;
+        coef[ri] = g / per_group;
     }
 }
 

@@ -48,8 +48,10 @@ pub struct Optimizer {
     pub cfg: OptimConfig,
     /// Updates taken so far.
     pub step: u32,
-    /// [global grad norm, clip scale] of the last step (2 elements).
+    /// [global grad norm, clip scale] of the last step (2 elements), per group (2G).
     pub norm: Tensor,
+    /// G: independent models packed in the arenas (a replicated model's replicas), each clipped by its own norm.
+    pub groups: usize,
     hyper: Tensor,
     pub plan: Plan,
     _state: Vec<Tensor>,
@@ -57,25 +59,41 @@ pub struct Optimizer {
 
 impl Optimizer {
     pub fn new(gpu: &Gpu, params: &TensorArena, grads: &TensorArena, cfg: &OptimConfig) -> Result<Optimizer> {
+        Self::with_groups(gpu, params, grads, cfg, 1)
+    }
+
+    /// An optimizer over `groups` independent models packed back to back in the arenas (`Policy::replicas`): the
+    /// same update everywhere, but each group's gradient norm, and so its clipping, is its own.
+    pub fn with_groups(
+        gpu: &Gpu,
+        params: &TensorArena,
+        grads: &TensorArena,
+        cfg: &OptimConfig,
+        groups: usize,
+    ) -> Result<Optimizer> {
         let n = params.all.len;
-        let norm = Tensor::zeros(gpu, "grad norm", 2)?;
+        let groups = groups.max(1);
+        if n % groups != 0 {
+            return Err(crate::Error::config(format!("{n} parameters do not split into {groups} equal replicas")));
+        }
+        let norm = Tensor::zeros(gpu, "grad norm", 2 * groups)?;
         let hyper = Tensor::zeros(gpu, "optimizer hyper", 8)?;
-        let scratch = Tensor::zeros(gpu, "grad norm scratch", adamw::grad_norm_scratch_len(n))?;
+        let scratch = Tensor::zeros(gpu, "grad norm scratch", groups * adamw::grad_norm_scratch_len(n / groups))?;
         let mut plan = Plan::new();
-        plan.extend(adamw::grad_norm(gpu, &norm, &grads.all, &scratch, n, cfg.grad_clip));
+        plan.extend(adamw::grad_norm_groups(gpu, &norm, &grads.all, &scratch, n, groups, cfg.grad_clip));
         let mut state = vec![scratch];
         match cfg.kind {
             OptimizerKind::Adam => {
                 let m = Tensor::zeros(gpu, "adam m", n)?;
                 let v = Tensor::zeros(gpu, "adam v", n)?;
-                plan.push(adamw::adamw_update(gpu, &params.all, &grads.all, &m, &v, &hyper, &norm, n));
+                plan.push(adamw::adamw_update_groups(gpu, &params.all, &grads.all, &m, &v, &hyper, &norm, n, groups));
                 state.extend([m, v]);
             }
             OptimizerKind::Sgd => {
-                plan.push(adamw::sgd_update(gpu, &params.all, &grads.all, &hyper, &norm, n));
+                plan.push(adamw::sgd_update_groups(gpu, &params.all, &grads.all, &hyper, &norm, n, groups));
             }
         }
-        Ok(Optimizer { cfg: cfg.clone(), step: 0, norm, hyper, plan, _state: state })
+        Ok(Optimizer { cfg: cfg.clone(), step: 0, norm, groups, hyper, plan, _state: state })
     }
 
     /// Advance the step counter and write this step's hyper-parameters; call before submitting the step.

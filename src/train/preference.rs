@@ -56,7 +56,7 @@ impl<P: Policy> PreferenceTrainer<P> {
             }
             None => Plan::new(),
         };
-        let optim = Optimizer::new(gpu, policy.params(), policy.grads(), opt)?;
+        let optim = Optimizer::with_groups(gpu, policy.params(), policy.grads(), opt, policy.replicas())?;
         let readback = Readback::new(gpu, &[&objective.metrics, &optim.norm]);
         Ok(PreferenceTrainer { policy, reference, objective, opt: optim, mode, ref_plan, readback })
     }
