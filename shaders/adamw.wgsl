@@ -1,7 +1,7 @@
 // Optimizer op family: the global gradient L2 norm with its clip scale (a deterministic two-pass reduction), the
 // AdamW update (decoupled weight decay) and plain SGD. The updates read their hyperparameters and the clip scale from
-// storage buffers, so the recorded plan never changes between steps: the host only rewrites the 8-float AdamHyper
-// block.
+// buffers (AdamHyper as a uniform block), so the recorded plan never changes between steps: the host only rewrites
+// the 8-float AdamHyper block.
 //
 // Determinism: pass 1 splits the n gradients into a fixed number of workgroups (a function of n only), each thread
 // summing a fixed strided slice and each workgroup a fixed tree; pass 2 sums the partials in one workgroup, again
@@ -105,7 +105,7 @@ struct AdamHyper {
 @group(0) @binding(6) var<storage, read> aw_grads: array<f32>;
 @group(0) @binding(7) var<storage, read_write> aw_m: array<f32>;
 @group(0) @binding(8) var<storage, read_write> aw_v: array<f32>;
-@group(0) @binding(9) var<storage, read> aw_hyper: AdamHyper;
+@group(0) @binding(9) var<uniform> aw_hyper: AdamHyper;
 @group(0) @binding(10) var<storage, read> aw_norm: array<f32>;
 
 @compute @workgroup_size(256)
@@ -131,7 +131,7 @@ fn adamw_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 // grid: one thread per element, workgroup 256, grid_1d(n, 256); i = gid.x + gid.y * nwg.x * 256.
 @group(0) @binding(11) var<storage, read_write> sgd_params: array<f32>;
 @group(0) @binding(12) var<storage, read> sgd_grads: array<f32>;
-@group(0) @binding(13) var<storage, read> sgd_hyper: AdamHyper;
+@group(0) @binding(13) var<uniform> sgd_hyper: AdamHyper;
 @group(0) @binding(14) var<storage, read> sgd_norm: array<f32>;
 
 @compute @workgroup_size(256)

@@ -264,37 +264,26 @@ fn preference_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     f_coef[rows.y] = dpr * inv_n;
 }
 
-// preference_reduce: mean over each group's pairs of each statistic, in a fixed order (deterministic). One workgroup
-// per group.
+// preference_reduce: mean over each group's pairs of each statistic. One invocation per (group, statistic) sums its
+// column in pair order: deterministic, and free of workgroup barriers (a 256-wide tree reduction per statistic cost
+// ~240 us per step on lavapipe for the toy's 4 pairs, as much as a 65k-parameter AdamW update).
 // bindings: 7 stats (N, STATS) read, 8 metrics (G, STATS) write.
-// grid: (G, 1, 1)
+// grid: grid_1d(G * STATS, 64)
 @group(0) @binding(7) var<storage, read> r_stats: array<f32>;
 @group(0) @binding(8) var<storage, read_write> r_metrics: array<f32>;
 
-var<workgroup> partial: array<f32, 256>;
-
-@compute @workgroup_size(256)
-fn preference_reduce(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+@compute @workgroup_size(64)
+fn preference_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * nwg.x * 64u;
+    if (idx >= max(p.groups, 1u) * STATS) { return; }
+    let g = idx / STATS;
+    let k = idx % STATS;
     let n = group_pairs();
-    let first = wid.x * n;
-    for (var k = 0u; k < STATS; k++) {
-        var acc = 0.0;
-        for (var i = lid.x; i < n; i += 256u) {
-            acc += r_stats[(first + i) * STATS + k];
-        }
-        partial[lid.x] = acc;
-        workgroupBarrier();
-        for (var stride = 128u; stride > 0u; stride >>= 1u) {
-            if (lid.x < stride) {
-                partial[lid.x] += partial[lid.x + stride];
-            }
-            workgroupBarrier();
-        }
-        if (lid.x == 0u) {
-            r_metrics[wid.x * STATS + k] = partial[0] / f32(max(n, 1u));
-        }
-        workgroupBarrier();
+    var acc = 0.0;
+    for (var i = g * n; i < (g + 1u) * n; i++) {
+        acc += r_stats[i * STATS + k];
     }
+    r_metrics[idx] = acc / f32(max(n, 1u));
 }
 
 // preference_backward: d loss / d token log-prob = coef[s] * mask (divided by the token count when use_mean).

@@ -226,7 +226,7 @@ impl WebToy {
                     finished: s.finished() || run.error.is_some(),
                     error: run.error.clone(),
                     records,
-                    log_probs: s.last_log_probs.clone(),
+                    log_probs: s.members[0].last_log_probs.clone(),
                 },
                 None => RunStep { epoch: 0, finished: true, error: run.error.clone(), records, log_probs: Vec::new() },
             };

@@ -75,7 +75,7 @@ fn should_match_reference_adamw_over_three_steps() {
         let tparams = Tensor::from_f32(&gpu, "params", &params0).unwrap();
         let tgrads = Tensor::zeros(&gpu, "grads", n).unwrap();
         let (tm, tv) = (Tensor::zeros(&gpu, "m", n).unwrap(), Tensor::zeros(&gpu, "v", n).unwrap());
-        let thyper = Tensor::zeros(&gpu, "hyper", 8).unwrap();
+        let thyper = Tensor::uniform(&gpu, "hyper", 8).unwrap();
         let (mut plan, tnorm) = norm_plan(&gpu, &tgrads, n, max_norm);
         plan.push(ops::adamw_update(&gpu, &tparams, &tgrads, &tm, &tv, &thyper, &tnorm, n));
         let (mut params, mut m, mut v) = (params0.clone(), vec![0.0; n], vec![0.0; n]);
@@ -106,7 +106,7 @@ fn should_match_reference_sgd_over_three_steps() {
         let params0 = randn(60, n, 1.0);
         let tparams = Tensor::from_f32(&gpu, "params", &params0).unwrap();
         let tgrads = Tensor::zeros(&gpu, "grads", n).unwrap();
-        let thyper = Tensor::zeros(&gpu, "hyper", 8).unwrap();
+        let thyper = Tensor::uniform(&gpu, "hyper", 8).unwrap();
         let (mut plan, tnorm) = norm_plan(&gpu, &tgrads, n, max_norm);
         plan.push(ops::sgd_update(&gpu, &tparams, &tgrads, &thyper, &tnorm, n));
         let mut params = params0.clone();
@@ -145,8 +145,8 @@ fn should_clip_each_group_by_its_own_norm() {
         let tparams = Tensor::from_f32(&gpu, "params", &params0).unwrap();
         let (tm, tv) = (Tensor::zeros(&gpu, "m", n).unwrap(), Tensor::zeros(&gpu, "v", n).unwrap());
         let sgd_params = Tensor::from_f32(&gpu, "sgd params", &params0).unwrap();
-        let thyper =
-            Tensor::from_f32(&gpu, "hyper", AdamHyper::for_step(1, 1e-2, 0.9, 0.999, 1e-8, 0.0).as_f32s()).unwrap();
+        let thyper = Tensor::uniform(&gpu, "hyper", 8).unwrap();
+        thyper.write_f32(&gpu, AdamHyper::for_step(1, 1e-2, 0.9, 0.999, 1e-8, 0.0).as_f32s());
         let mut plan = Plan::new();
         plan.extend(ops::grad_norm_groups(&gpu, &tnorm, &tg, &scratch, n, groups, max_norm));
         plan.push(ops::adamw_update_groups(&gpu, &tparams, &tg, &tm, &tv, &thyper, &tnorm, n, groups));

@@ -142,7 +142,7 @@ fn should_keep_ppo_rejected_probability_above_its_kl_optimum_floor() {
     let optimum = rlhf_optimum(&sft.1, &rewards, kl_coef, RESPONSES);
     let mut s = pollster::block_on(ToySession::with_sft(&gpu, &cfg, sft)).unwrap();
     let records = pollster::block_on(s.run(&gpu)).unwrap();
-    let probs = &s.snapshots.last().unwrap().1;
+    let probs = &s.members[0].snapshots.last().unwrap().1;
     for &(x, _, r) in &PAIRS {
         let (got, floor) = (probs[x * RESPONSES + r].ln(), optimum[x * RESPONSES + r].ln());
         assert!(got > floor - 0.5, "prompt {x}: PPO's rejected log-prob {got} fell below its KL-optimum {floor}");

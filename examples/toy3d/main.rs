@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use dpo3d::objectives::PreferenceLoss;
-use dpo3d::toy::{session::sft_phase, ToyConfig, ToyMethod, ToyRecord, ToySession};
+use dpo3d::toy::{session::sft_phase_group, ToyConfig, ToyMethod, ToyRecord, ToySession};
 use dpo3d::train::OptimizerKind;
 use dpo3d::Gpu;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -299,63 +299,102 @@ fn real_main() -> Result<(), String> {
     );
     drop(probe);
 
-    // Jobs: every (config, seed); SFT phases are shared by (scenario, seed).
-    let mut jobs = VecDeque::new();
-    for (ci, c) in configs.iter().enumerate() {
-        for &s in &seeds {
-            jobs.push_back((ci, base(c, s)));
-        }
-    }
-    let total_epochs: u64 = jobs.iter().map(|(_, c): &(usize, ToyConfig)| c.epochs as u64).sum();
+    // Every run: (config index, ToyConfig).
+    let all: Vec<(usize, ToyConfig)> =
+        configs.iter().enumerate().flat_map(|(ci, c)| seeds.iter().map(move |&s| (ci, base(c, s)))).collect();
+    let total_epochs: u64 = all.iter().map(|(_, c)| c.epochs as u64).sum();
     let bar = ProgressBar::new(total_epochs);
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} epochs  {msg}")
             .unwrap()
             .progress_chars("=> "),
     );
-    let jobs = Arc::new(Mutex::new(jobs));
-    let sft_cache: Arc<Mutex<BTreeMap<(u8, u64), Arc<(Vec<f32>, Vec<f32>)>>>> = Arc::new(Mutex::new(BTreeMap::new()));
-    let results: Arc<Mutex<Vec<(usize, RunOutput)>>> = Arc::new(Mutex::new(Vec::new()));
     let t0 = Instant::now();
+
+    // Phase 1: the SFT phases (pi0), one per (scenario, seed), trained as replicas, split over the threads.
+    bar.set_message("SFT phases");
+    let mut keys: Vec<(u8, u64)> = all.iter().map(|(_, c)| (c.scenario, c.seed)).collect();
+    keys.sort();
+    keys.dedup();
+    let key_cfgs: Vec<ToyConfig> =
+        keys.iter().map(|&(sc, seed)| ToyConfig { scenario: sc, seed, ..all[0].1.clone() }).collect();
+    let chunk = key_cfgs.len().div_ceil(threads).max(1);
+    let sft: BTreeMap<(u8, u64), (Vec<f32>, Vec<f32>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = key_cfgs
+            .chunks(chunk)
+            .map(|cfgs| {
+                scope.spawn(move || -> Result<Vec<((u8, u64), (Vec<f32>, Vec<f32>))>, String> {
+                    let gpu = Gpu::new_blocking().map_err(|e| e.to_string())?;
+                    let out = pollster::block_on(sft_phase_group(&gpu, cfgs)).map_err(|e| e.to_string())?;
+                    Ok(cfgs.iter().map(|c| (c.scenario, c.seed)).zip(out).collect())
+                })
+            })
+            .collect();
+        let mut m = BTreeMap::new();
+        for h in handles {
+            m.extend(h.join().map_err(|_| "an SFT thread panicked".to_string())??);
+        }
+        Ok::<_, String>(m)
+    })?;
+
+    // Phase 2: training jobs. Runs of the same method train together as replicas of one model (5 seeds; DPO's
+    // four scenarios too); RM+PPO runs one per job. Longest jobs first, spread over the worker threads.
+    let mut groups: Vec<Vec<(usize, ToyConfig)>> = Vec::new();
+    for (ci, c) in &all {
+        let together = |g: &Vec<(usize, ToyConfig)>| {
+            !matches!(c.method, ToyMethod::Ppo { .. }) && g[0].1.method == c.method && g[0].1.epochs == c.epochs
+        };
+        match groups.iter_mut().find(|g| together(g)) {
+            Some(g) => g.push((*ci, c.clone())),
+            None => groups.push(vec![(*ci, c.clone())]),
+        }
+    }
+    // Cost per epoch, measured on lavapipe: an RM+PPO step costs ~10 preference steps; replicas add ~1/4 each.
+    let cost = |g: &Vec<(usize, ToyConfig)>| {
+        let per = if matches!(g[0].1.method, ToyMethod::Ppo { .. }) { 10.0 } else { 1.0 + 0.25 * g.len() as f64 };
+        per * g[0].1.epochs as f64
+    };
+    groups.sort_by(|a, b| cost(b).total_cmp(&cost(a)));
+    let jobs = Arc::new(Mutex::new(groups.into_iter().collect::<VecDeque<_>>()));
+    let sft = Arc::new(sft);
+    let results: Arc<Mutex<Vec<(usize, RunOutput)>>> = Arc::new(Mutex::new(Vec::new()));
     let mut handles = Vec::new();
     for _ in 0..threads {
-        let (jobs, sft_cache, results, bar) = (jobs.clone(), sft_cache.clone(), results.clone(), bar.clone());
+        let (jobs, sft, results, bar) = (jobs.clone(), sft.clone(), results.clone(), bar.clone());
         let labels: Vec<String> = configs.iter().map(|c| c.label.clone()).collect();
         handles.push(std::thread::spawn(move || -> Result<(), String> {
             let gpu = Gpu::new_blocking().map_err(|e| e.to_string())?;
             loop {
-                let Some((ci, cfg)) = jobs.lock().unwrap().pop_front() else { return Ok(()) };
-                let key = (cfg.scenario, cfg.seed);
-                let cached = sft_cache.lock().unwrap().get(&key).cloned();
-                let sft = match cached {
-                    Some(s) => s,
-                    None => {
-                        let s = Arc::new(pollster::block_on(sft_phase(&gpu, &cfg)).map_err(|e| e.to_string())?);
-                        sft_cache.lock().unwrap().insert(key, s.clone());
-                        s
-                    }
-                };
-                let mut session = pollster::block_on(ToySession::with_sft(&gpu, &cfg, (*sft).clone()))
-                    .map_err(|e| format!("{}: {e}", cfg.run_name()))?;
-                bar.set_message(cfg.run_name());
+                let Some(group) = jobs.lock().unwrap().pop_front() else { return Ok(()) };
+                let cfgs: Vec<ToyConfig> = group.iter().map(|(_, c)| c.clone()).collect();
+                let name = format!("{} x{}", labels[group[0].0], cfgs.len());
+                let pi0: Vec<_> = cfgs.iter().map(|c| sft[&(c.scenario, c.seed)].clone()).collect();
+                let mut session =
+                    pollster::block_on(ToySession::group(&gpu, &cfgs, pi0)).map_err(|e| format!("{name}: {e}"))?;
+                bar.set_message(name.clone());
                 let mut records = Vec::new();
+                let epochs = session.cfg.epochs;
                 while !session.finished() {
-                    let chunk = 100.min(cfg.epochs - session.epoch);
-                    records.extend(
-                        pollster::block_on(session.advance(&gpu, chunk))
-                            .map_err(|e| format!("{}: {e}", cfg.run_name()))?,
-                    );
-                    bar.inc(chunk as u64);
+                    let chunk = 100.min(epochs - session.epoch);
+                    records
+                        .extend(pollster::block_on(session.advance(&gpu, chunk)).map_err(|e| format!("{name}: {e}"))?);
+                    bar.inc((chunk * cfgs.len()) as u64);
                 }
-                let out = RunOutput {
-                    label: labels[ci].clone(),
-                    scenario: cfg.scenario,
-                    seed: cfg.seed,
-                    records,
-                    sft_probs: session.sft_probs.clone(),
-                    snapshots: session.snapshots.clone(),
-                };
-                results.lock().unwrap().push((ci, out));
+                let mut out = results.lock().unwrap();
+                for ((ci, cfg), m) in group.iter().zip(&session.members) {
+                    let run = cfg.run_name();
+                    out.push((
+                        *ci,
+                        RunOutput {
+                            label: labels[*ci].clone(),
+                            scenario: cfg.scenario,
+                            seed: cfg.seed,
+                            records: records.iter().filter(|r| r.run == run).cloned().collect(),
+                            sft_probs: m.sft_probs.clone(),
+                            snapshots: m.snapshots.clone(),
+                        },
+                    ));
+                }
             }
         }));
     }

@@ -42,6 +42,20 @@ impl Tensor {
         Ok(Tensor { buffer, offset: 0, len })
     }
 
+    /// A zero-filled small parameter block that kernels read as a `var<uniform>` (a per-step hyperparameter block
+    /// such as AdamW's): the host rewrites it between submits. Uniform reads are one load per workgroup on CPU
+    /// adapters, where a storage read is a per-invocation gather.
+    pub fn uniform(gpu: &Gpu, label: &str, len: usize) -> Result<Tensor> {
+        let bytes = (len.max(4) * 4).div_ceil(16) as u64 * 16;
+        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: usage() | wgpu::BufferUsages::UNIFORM,
+            mapped_at_creation: false,
+        });
+        Ok(Tensor { buffer, offset: 0, len })
+    }
+
     pub fn from_f32(gpu: &Gpu, label: &str, data: &[f32]) -> Result<Tensor> {
         let t = Tensor::zeros(gpu, label, data.len())?;
         t.write_f32(gpu, data);

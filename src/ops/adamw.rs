@@ -54,9 +54,10 @@ struct Params {
 /// Length of the scratch tensor `grad_norm` needs for `n` gradients (the number of pass-1 workgroups, a function of
 /// `n` only, which is what makes the reduction order fixed).
 pub fn grad_norm_scratch_len(n: usize) -> usize {
-    // Each thread sums at least 16 elements: fewer workgroups means fewer barrier-heavy tree reductions (on
-    // lavapipe each workgroup's 8 barriers dominated: 275 partials for 70k parameters took ~8 ms).
-    n.div_ceil(WORKGROUP_1D as usize * 16).clamp(1, MAX_PARTIALS)
+    // Each thread sums at least 64 elements: fewer workgroups means fewer barrier-heavy tree reductions (on
+    // lavapipe each workgroup's 8 barriers dominate: 275 partials for 70k parameters took ~8 ms; 17 took 210 us,
+    // 5 take ~110 us), while a GPT of millions of parameters still gets hundreds of workgroups.
+    n.div_ceil(WORKGROUP_1D as usize * 64).clamp(1, MAX_PARTIALS)
 }
 
 /// norm[0] = ||grads||_2, norm[1] = clip scale (`reference::adamw::clip_scale(norm, max_norm)`; max_norm <= 0
@@ -126,7 +127,7 @@ pub fn adamw_update(
     grads: &Tensor,  // (n)
     m: &Tensor,      // (n) first moment
     v: &Tensor,      // (n) second moment
-    hyper: &Tensor,  // (8) AdamHyper
+    hyper: &Tensor,  // (8) AdamHyper, a `Tensor::uniform`
     norm: &Tensor,   // (2) [L2 norm, grad scale]
     n: usize,
 ) -> Dispatch {
@@ -141,7 +142,7 @@ pub fn adamw_update_groups(
     grads: &Tensor,  // (n)
     m: &Tensor,      // (n) first moment
     v: &Tensor,      // (n) second moment
-    hyper: &Tensor,  // (8) AdamHyper
+    hyper: &Tensor,  // (8) AdamHyper, a `Tensor::uniform`
     norm: &Tensor,   // (2G) [L2 norm, grad scale] per group
     n: usize,
     groups: usize,
@@ -164,7 +165,7 @@ pub fn sgd_update(
     gpu: &Gpu,
     params: &Tensor, // (n)
     grads: &Tensor,  // (n)
-    hyper: &Tensor,  // (8) AdamHyper
+    hyper: &Tensor,  // (8) AdamHyper, a `Tensor::uniform`
     norm: &Tensor,   // (2) [L2 norm, grad scale]
     n: usize,
 ) -> Dispatch {
@@ -176,7 +177,7 @@ pub fn sgd_update_groups(
     gpu: &Gpu,
     params: &Tensor, // (n)
     grads: &Tensor,  // (n)
-    hyper: &Tensor,  // (8) AdamHyper
+    hyper: &Tensor,  // (8) AdamHyper, a `Tensor::uniform`
     norm: &Tensor,   // (2G)
     n: usize,
     groups: usize,

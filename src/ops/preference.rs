@@ -98,7 +98,7 @@ pub fn preference_reduce(gpu: &Gpu, metrics: &Tensor, stats: &Tensor, p: &PrefPa
         "preference_reduce",
         Some(bytemuck::bytes_of(p)),
         &[(7, stats), (8, metrics)],
-        [p.groups() as u32, 1, 1],
+        grid_1d(p.groups() * STATS, 64),
     )
 }
 

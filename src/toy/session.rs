@@ -1,6 +1,10 @@
-//! `ToySession`: one toy run (SFT to the scenario's rows, then the chosen method), advanced a few epochs at a time.
+//! `ToySession`: toy runs (SFT to the scenario's rows, then the chosen method), advanced a few epochs at a time.
 //! Unlogged epochs are submitted without any readback; logged ones copy back the (B, R) log-probabilities, the
 //! objective's metric vector and the gradient norm in the same submit.
+//!
+//! A session holds one run, or several runs of the same method that differ only in seed and data scenario: those
+//! train as the replicas of one replicated MLP (`Mlp::replicated`), one set of dispatches for all of them, and each
+//! computes bit for bit what it would alone. The study trains its 5 seeds (and DPO's 4 scenarios) this way.
 
 use std::collections::BTreeMap;
 
@@ -81,16 +85,24 @@ pub async fn train_toy_reward_model(
     Ok((cfg, tr.model.download_params(gpu).await?, metrics))
 }
 
-pub struct ToySession {
+/// One run of a session: its config, pi0 and what has been read back so far.
+pub struct ToyMember {
     pub cfg: ToyConfig,
-    /// Updates done so far.
-    pub epoch: usize,
     /// pi0: the (P, R) probabilities after SFT.
     pub sft_probs: Vec<f32>,
     /// (epoch, (P, R) probabilities) at SNAPSHOT_EPOCHS and the last epoch.
     pub snapshots: Vec<(usize, Vec<f32>)>,
     /// The most recent (P, R) log-probabilities read back.
     pub last_log_probs: Vec<f32>,
+}
+
+pub struct ToySession {
+    /// The shared part of the members' configs (the first member's config).
+    pub cfg: ToyConfig,
+    /// Updates done so far (every member is at the same epoch).
+    pub epoch: usize,
+    /// The runs, in the order given; replica k of the policy is member k.
+    pub members: Vec<ToyMember>,
     method: Method,
 }
 
@@ -112,19 +124,40 @@ fn optim(kind: OptimizerKind, lr: f32) -> OptimConfig {
 /// The "SFT" phase: fit the policy to the scenario's target row for every prompt (soft-target cross-entropy,
 /// full batch of all P x R (prompt, response) rows weighted by the target). Returns (parameters, (P, R) probs).
 pub async fn sft_phase(gpu: &Gpu, cfg: &ToyConfig) -> Result<(Vec<f32>, Vec<f32>)> {
-    let row = scenario_row(cfg.scenario).ok_or_else(|| Error::config(format!("unknown scenario {}", cfg.scenario)))?;
+    Ok(sft_phase_group(gpu, std::slice::from_ref(cfg)).await?.remove(0))
+}
+
+/// `sft_phase` for several runs at once (replicas of one MLP; each its own seed's init and its own scenario's
+/// targets, bit for bit what it would get alone). They must share hidden width, first-layer bias and SFT schedule.
+pub async fn sft_phase_group(gpu: &Gpu, cfgs: &[ToyConfig]) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
+    let cfg = cfgs.first().ok_or_else(|| Error::config("an SFT group needs at least one run"))?;
+    for c in cfgs {
+        if (c.hidden, c.first_bias, c.sft_epochs, c.sft_lr) != (cfg.hidden, cfg.first_bias, cfg.sft_epochs, cfg.sft_lr)
+        {
+            return Err(Error::config(format!(
+                "runs {} and {} cannot share an SFT phase: hidden, first_bias, sft_epochs and sft_lr must match",
+                cfg.run_name(),
+                c.run_name()
+            )));
+        }
+    }
+    let rows: Vec<[f32; RESPONSES]> = cfgs
+        .iter()
+        .map(|c| scenario_row(c.scenario).ok_or_else(|| Error::config(format!("unknown scenario {}", c.scenario))))
+        .collect::<Result<_>>()?;
+    let n = cfgs.len();
     let mcfg = mlp_config(cfg);
-    let init = MlpRef::init(&mcfg, cfg.seed).params;
+    let init: Vec<f32> = cfgs.iter().flat_map(|c| MlpRef::init(&mcfg, c.seed).params).collect();
     let b = PROMPTS * RESPONSES;
-    let mlp = Mlp::new(gpu, &mcfg, b, &init)?;
+    let mlp = Mlp::replicated(gpu, &mcfg, n, b, &init)?;
     let prompts: Vec<u32> = (0..b).map(|i| (i / RESPONSES) as u32).collect();
     let responses: Vec<u32> = (0..b).map(|i| (i % RESPONSES) as u32).collect();
     mlp.set_batch(gpu, &prompts, &responses)?;
     let sft = Sft::new(gpu, &mlp)?;
-    let weights: Vec<f32> = (0..b).map(|i| row[i % RESPONSES]).collect();
+    let weights: Vec<f32> = rows.iter().flat_map(|row| (0..b).map(|i| row[i % RESPONSES])).collect();
     sft.set_mask(gpu, &weights)?;
-    let mut opt = Optimizer::new(gpu, &mlp.params, &mlp.grads, &optim(OptimizerKind::Adam, cfg.sft_lr))?;
-    // Every 25 epochs the loss comes back: it checks for NaN, and it waits for the GPU so a browser's command
+    let mut opt = Optimizer::with_groups(gpu, &mlp.params, &mlp.grads, &optim(OptimizerKind::Adam, cfg.sft_lr), n)?;
+    // Every 25 epochs the losses come back: they check for NaN, and it waits for the GPU so a browser's command
     // queue never holds hundreds of unfinished steps (which stalled the page for seconds).
     let loss_rb = Readback::new(gpu, &[&sft.loss]);
     for e in 0..cfg.sft_epochs {
@@ -137,25 +170,40 @@ pub async fn sft_phase(gpu: &Gpu, cfg: &ToyConfig) -> Result<(Vec<f32>, Vec<f32>
         )
         .await?;
         if let Some(out) = out {
-            if !out[0][0].is_finite() {
-                return Err(Error::NonFinite(format!("toy SFT phase: loss {} at epoch {}", out[0][0], e + 1)));
+            if let Some((k, l)) = out[0].iter().enumerate().find(|(_, l)| !l.is_finite()) {
+                return Err(Error::NonFinite(format!(
+                    "toy SFT phase of {}: loss {l} at epoch {}",
+                    cfgs[k].run_name(),
+                    e + 1
+                )));
             }
         }
     }
     let rb = Readback::new(gpu, &[&mlp.log_probs]);
     let out = run_step(gpu, &[&mlp.forward], Some(&rb)).await?.expect("readback");
-    let probs: Vec<f32> = (0..PROMPTS)
-        .flat_map(|p| {
-            out[0][p * RESPONSES * RESPONSES..p * RESPONSES * RESPONSES + RESPONSES]
-                .iter()
-                .map(|x| x.exp())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    if probs.iter().any(|p| !p.is_finite()) {
-        return Err(Error::NonFinite(format!("toy SFT phase produced non-finite probabilities (lr {})", cfg.sft_lr)));
+    let params = mlp.download_replica_params(gpu).await?;
+    let mut result = Vec::with_capacity(n);
+    for (k, p) in params.into_iter().enumerate() {
+        // Rows (prompt p, response j) of replica k; row p * R + p... every row of prompt p holds the same softmax.
+        let lp = &out[0][k * b * RESPONSES..(k + 1) * b * RESPONSES];
+        let probs: Vec<f32> = (0..PROMPTS)
+            .flat_map(|p| {
+                lp[p * RESPONSES * RESPONSES..p * RESPONSES * RESPONSES + RESPONSES]
+                    .iter()
+                    .map(|x| x.exp())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if probs.iter().any(|p| !p.is_finite()) {
+            return Err(Error::NonFinite(format!(
+                "toy SFT phase of {} produced non-finite probabilities (lr {})",
+                cfgs[k].run_name(),
+                cfg.sft_lr
+            )));
+        }
+        result.push((p, probs));
     }
-    Ok((mlp.download_params(gpu).await?, probs))
+    Ok(result)
 }
 
 impl ToySession {
@@ -169,20 +217,41 @@ impl ToySession {
     /// Like `new`, reusing an SFT phase already run for this (scenario, seed, hidden, first_bias): the study runs
     /// several methods from the same pi0.
     pub async fn with_sft(gpu: &Gpu, cfg: &ToyConfig, sft: (Vec<f32>, Vec<f32>)) -> Result<ToySession> {
-        cfg.validate()?;
-        let (params, sft_probs) = sft;
+        Self::group(gpu, std::slice::from_ref(cfg), vec![sft]).await
+    }
+
+    /// Several runs of one preference method that differ only in seed, scenario and run name, trained together as
+    /// replicas, from their SFT phases (`sft_phase_group`). RM+PPO sessions hold a single run.
+    pub async fn group(gpu: &Gpu, cfgs: &[ToyConfig], sfts: Vec<(Vec<f32>, Vec<f32>)>) -> Result<ToySession> {
+        let cfg = cfgs.first().ok_or_else(|| Error::config("a toy session needs at least one run"))?;
+        if sfts.len() != cfgs.len() {
+            return Err(Error::config(format!("{} runs but {} SFT phases", cfgs.len(), sfts.len())));
+        }
+        for c in cfgs {
+            c.validate()?;
+            let shared = |c: &ToyConfig| ToyConfig { run: String::new(), scenario: 1, seed: 0, ..c.clone() };
+            if shared(c) != shared(cfg) {
+                return Err(Error::config(format!(
+                    "runs {} and {} cannot train together: only seed, scenario and run name may differ",
+                    cfg.run_name(),
+                    c.run_name()
+                )));
+            }
+        }
+        let n = cfgs.len();
         let mcfg = mlp_config(cfg);
         let method = match &cfg.method {
             ToyMethod::Preference { loss } => {
-                // Rows 0..4: (prompt i, chosen_i); rows 4..8: (prompt i, rejected_i).
+                // Rows 0..4: (prompt i, chosen_i); rows 4..8: (prompt i, rejected_i); the same for every replica.
                 let prompts: Vec<u32> = PAIRS.iter().chain(PAIRS.iter()).map(|p| p.0 as u32).collect();
                 let responses: Vec<u32> =
                     PAIRS.iter().map(|p| p.1 as u32).chain(PAIRS.iter().map(|p| p.2 as u32)).collect();
                 let b = 2 * PAIRS.len();
-                let policy = Mlp::new(gpu, &mcfg, b, &params)?;
+                let params: Vec<f32> = sfts.iter().flat_map(|s| s.0.iter().copied()).collect();
+                let policy = Mlp::replicated(gpu, &mcfg, n, b, &params)?;
                 policy.set_batch(gpu, &prompts, &responses)?;
                 let reference = if loss.uses_reference() {
-                    let r = Mlp::new(gpu, &mcfg, b, &params)?;
+                    let r = Mlp::replicated(gpu, &mcfg, n, b, &params)?;
                     r.set_batch(gpu, &prompts, &responses)?;
                     Some(r)
                 } else {
@@ -196,13 +265,16 @@ impl ToySession {
                     &optim(cfg.optimizer, cfg.lr),
                     ReferenceMode::Precomputed,
                 )?;
-                trainer.objective.set_mask(gpu, &vec![1.0; b])?;
+                trainer.objective.set_mask(gpu, &vec![1.0; n * b])?;
                 trainer.precompute_reference(gpu).await?;
                 let rb =
                     Readback::new(gpu, &[&trainer.policy.log_probs, &trainer.objective.metrics, &trainer.opt.norm]);
                 Method::Preference { trainer, rb }
             }
             ToyMethod::Ppo { kl_coef, rm_epochs, samples_per_prompt } => {
+                if n != 1 {
+                    return Err(Error::config("an RM+PPO session trains one run (its own reward model and rollouts)"));
+                }
                 let (rm_cfg, rm_params, rm_metrics) = train_toy_reward_model(gpu, cfg.seed, *rm_epochs).await?;
                 let ppo = PpoConfig { kl_coef: *kl_coef, seed: cfg.seed, ..Default::default() };
                 let rows = PROMPTS * (*samples_per_prompt).max(1);
@@ -211,22 +283,25 @@ impl ToySession {
                     &ppo,
                     &optim(cfg.optimizer, cfg.lr),
                     &mcfg,
-                    &params,
-                    &mlp_value_init(&mcfg, &params),
+                    &sfts[0].0,
+                    &mlp_value_init(&mcfg, &sfts[0].0),
                     RewardSource::Model { cfg: rm_cfg, params: rm_params },
                     rows,
                 )?;
                 Method::Ppo { trainer: Box::new(trainer), rm_metrics }
             }
         };
-        Ok(ToySession {
-            cfg: cfg.clone(),
-            epoch: 0,
-            sft_probs: sft_probs.clone(),
-            snapshots: Vec::new(),
-            last_log_probs: sft_probs.iter().map(|p| p.ln()).collect(),
-            method,
-        })
+        let members = cfgs
+            .iter()
+            .zip(sfts)
+            .map(|(c, (_, sft_probs))| ToyMember {
+                cfg: c.clone(),
+                last_log_probs: sft_probs.iter().map(|p| p.ln()).collect(),
+                sft_probs,
+                snapshots: Vec::new(),
+            })
+            .collect();
+        Ok(ToySession { cfg: cfg.clone(), epoch: 0, members, method })
     }
 
     fn wants_log(&self, epoch: usize) -> bool {
@@ -237,36 +312,55 @@ impl ToySession {
         self.epoch >= self.cfg.epochs
     }
 
-    fn record(&mut self, epoch: usize, raw: &[Vec<f32>]) -> Result<ToyRecord> {
-        // raw[0]: (B, R) log-probs with rows 0..P the chosen rows = prompts 0..P in order.
-        let lp = raw[0][..PROMPTS * RESPONSES].to_vec();
-        let mut metrics: BTreeMap<String, f32> = PreferenceMetrics::from_raw(&raw[1]).values.into_iter().collect();
-        metrics.insert("grad_norm".into(), raw[2][0]);
-        for (k, v) in summarize(&lp) {
-            metrics.insert(k.into(), v);
+    /// Dispatches of one training epoch (all members together).
+    pub fn dispatches_per_epoch(&self) -> usize {
+        match &self.method {
+            Method::Preference { trainer, .. } => trainer.dispatches_per_step(),
+            Method::Ppo { trainer, .. } => trainer.dispatches_per_step(),
         }
-        if let Some((k, v)) = metrics.iter().find(|(k, v)| !v.is_finite() && !k.starts_with("grad/")) {
-            return Err(Error::NonFinite(format!("run {}: {k} = {v} at epoch {epoch}", self.cfg.run_name())));
-        }
-        if SNAPSHOT_EPOCHS.contains(&epoch) || epoch == self.cfg.epochs {
-            self.snapshots.push((epoch, lp.iter().map(|x| x.exp()).collect()));
-        }
-        self.last_log_probs = lp;
-        Ok(ToyRecord {
-            run: self.cfg.run_name(),
-            loss_type: self.cfg.method.name(),
-            scenario: self.cfg.scenario,
-            seed: self.cfg.seed,
-            epoch,
-            metrics,
-        })
     }
 
-    fn record_ppo(&mut self, epoch: usize, probs: &[f32], m: Option<&PpoMetrics>) -> Result<ToyRecord> {
+    /// Records of every member from a preference step's readback: raw[0] (N, B, R) log-probs, raw[1] (N, STATS)
+    /// metrics, raw[2] (2N) gradient norms and clip scales.
+    fn record(&mut self, epoch: usize, raw: &[Vec<f32>]) -> Result<Vec<ToyRecord>> {
+        let n = self.members.len();
+        let per_lp = raw[0].len() / n;
+        let per_m = raw[1].len() / n;
+        let snapshot = SNAPSHOT_EPOCHS.contains(&epoch) || epoch == self.cfg.epochs;
+        let mut out = Vec::with_capacity(n);
+        for (k, m) in self.members.iter_mut().enumerate() {
+            // Rows 0..P of a replica are the chosen rows = prompts 0..P in order.
+            let lp = raw[0][k * per_lp..k * per_lp + PROMPTS * RESPONSES].to_vec();
+            let mut metrics: BTreeMap<String, f32> =
+                PreferenceMetrics::from_raw(&raw[1][k * per_m..(k + 1) * per_m]).values.into_iter().collect();
+            metrics.insert("grad_norm".into(), raw[2][2 * k]);
+            for (key, v) in summarize(&lp) {
+                metrics.insert(key.into(), v);
+            }
+            if let Some((key, v)) = metrics.iter().find(|(key, v)| !v.is_finite() && !key.starts_with("grad/")) {
+                return Err(Error::NonFinite(format!("run {}: {key} = {v} at epoch {epoch}", m.cfg.run_name())));
+            }
+            if snapshot {
+                m.snapshots.push((epoch, lp.iter().map(|x| x.exp()).collect()));
+            }
+            m.last_log_probs = lp;
+            out.push(ToyRecord {
+                run: m.cfg.run_name(),
+                loss_type: m.cfg.method.name(),
+                scenario: m.cfg.scenario,
+                seed: m.cfg.seed,
+                epoch,
+                metrics,
+            });
+        }
+        Ok(out)
+    }
+
+    fn record_ppo(&mut self, epoch: usize, probs: &[f32], ppo: Option<&PpoMetrics>) -> Result<ToyRecord> {
         let lp: Vec<f32> = probs[..PROMPTS * RESPONSES].iter().map(|p| p.max(f32::MIN_POSITIVE).ln()).collect();
         let mut metrics: BTreeMap<String, f32> = BTreeMap::new();
-        if let Some(m) = m {
-            metrics.extend(m.values.iter().cloned());
+        if let Some(pm) = ppo {
+            metrics.extend(pm.values.iter().cloned());
         }
         if let Method::Ppo { rm_metrics, .. } = &self.method {
             metrics.extend(rm_metrics.iter().cloned());
@@ -274,23 +368,24 @@ impl ToySession {
         for (k, v) in summarize(&lp) {
             metrics.insert(k.into(), v);
         }
+        let m = &mut self.members[0];
         if SNAPSHOT_EPOCHS.contains(&epoch) || epoch == self.cfg.epochs {
-            self.snapshots.push((epoch, probs[..PROMPTS * RESPONSES].to_vec()));
+            m.snapshots.push((epoch, probs[..PROMPTS * RESPONSES].to_vec()));
         }
-        self.last_log_probs = lp;
+        m.last_log_probs = lp;
         Ok(ToyRecord {
-            run: self.cfg.run_name(),
-            loss_type: self.cfg.method.name(),
-            scenario: self.cfg.scenario,
-            seed: self.cfg.seed,
+            run: m.cfg.run_name(),
+            loss_type: m.cfg.method.name(),
+            scenario: m.cfg.scenario,
+            seed: m.cfg.seed,
             epoch,
             metrics,
         })
     }
 
-    /// Train up to `n` more epochs (stopping at cfg.epochs); returns the records logged on the way. The state at
-    /// epoch e (after e updates) is logged by the step that performs update e + 1, and the last epoch by a final
-    /// forward without update.
+    /// Train up to `n` more epochs (stopping at cfg.epochs); returns the records logged on the way (every member's,
+    /// epoch by epoch). The state at epoch e (after e updates) is logged by the step that performs update e + 1, and
+    /// the last epoch by a final forward without update.
     pub async fn advance(&mut self, gpu: &Gpu, n: usize) -> Result<Vec<ToyRecord>> {
         let mut out = Vec::new();
         let end = (self.epoch + n).min(self.cfg.epochs);
@@ -300,7 +395,7 @@ impl ToySession {
             match &mut self.method {
                 Method::Preference { trainer, rb } => {
                     if let Some(raw) = trainer.step_with(gpu, if log { Some(&*rb) } else { None }).await? {
-                        out.push(self.record(e, &raw)?);
+                        out.extend(self.record(e, &raw)?);
                     }
                 }
                 Method::Ppo { trainer, .. } => {
@@ -314,24 +409,20 @@ impl ToySession {
             }
             self.epoch += 1;
         }
-        if self.epoch == self.cfg.epochs
-            && end == self.cfg.epochs
-            && n > 0
-            && self.snapshots.last().map(|s| s.0) != Some(self.cfg.epochs)
-        {
-            let rec = match &self.method {
+        let last_logged = self.members[0].snapshots.last().map(|s| s.0);
+        if self.epoch == self.cfg.epochs && end == self.cfg.epochs && n > 0 && last_logged != Some(self.cfg.epochs) {
+            match &self.method {
                 Method::Preference { trainer, rb } => {
                     let raw = run_step(gpu, &[trainer.policy.forward_plan(), &trainer.objective.plan], Some(rb))
                         .await?
                         .expect("readback");
-                    self.record(self.cfg.epochs, &raw)?
+                    out.extend(self.record(self.cfg.epochs, &raw)?);
                 }
                 Method::Ppo { trainer, .. } => {
                     let lp = trainer.policy_probs(gpu).await?;
-                    self.record_ppo(self.cfg.epochs, &lp, None)?
+                    out.push(self.record_ppo(self.cfg.epochs, &lp, None)?);
                 }
-            };
-            out.push(rec);
+            }
         }
         Ok(out)
     }

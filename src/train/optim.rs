@@ -77,7 +77,7 @@ impl Optimizer {
             return Err(crate::Error::config(format!("{n} parameters do not split into {groups} equal replicas")));
         }
         let norm = Tensor::zeros(gpu, "grad norm", 2 * groups)?;
-        let hyper = Tensor::zeros(gpu, "optimizer hyper", 8)?;
+        let hyper = Tensor::uniform(gpu, "optimizer hyper", 8)?;
         let scratch = Tensor::zeros(gpu, "grad norm scratch", groups * adamw::grad_norm_scratch_len(n / groups))?;
         let mut plan = Plan::new();
         plan.extend(adamw::grad_norm_groups(gpu, &norm, &grads.all, &scratch, n, groups, cfg.grad_clip));

@@ -69,7 +69,7 @@ impl MultiStepOptimizer {
         let mut hypers = Vec::with_capacity(updates);
         let mut plans = Vec::with_capacity(updates);
         for _ in 0..updates {
-            let hyper = Tensor::zeros(gpu, "optimizer hyper", 8)?;
+            let hyper = Tensor::uniform(gpu, "optimizer hyper", 8)?;
             let mut plan = Plan::new();
             plan.extend(adamw::grad_norm(gpu, &norm, &grads.all, &scratch, n, cfg.grad_clip));
             match (&m, &v) {
