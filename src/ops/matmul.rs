@@ -355,16 +355,15 @@ pub fn matmul_forward(
 }
 
 /// The kernel `matmul_forward`/`matmul_backward` use for an (M, N, K) product: the register-blocked one, except for
-/// skinny products (M < 32 rows, like the toy MLP's batch of 8, or K <= 16, the weight gradient of such a batch),
-/// where most of its 64-row tile (or 16-deep K tile) would be idle and the few-row kernels are faster: Skinny8 up to
-/// 16 rows or depth, naive below 32 rows. Measured per dispatch on lavapipe (`examples/profile_toy.rs`, the toy's
-/// 8 x 256 x 256 products): Skinny8 316 us forward, 255 us dinp; the weight gradient (256 x 256 x 8) 776 us with
-/// Blocked64.
+/// skinny products (M <= 64 rows, like the toy MLP's batches, or K <= 16, the weight gradient of such a batch), where
+/// most of its 64 x 64 tile or 16-deep K tile would be idle and its workgroup barriers dominate on CPU adapters.
+/// Measured on lavapipe: the toy's 8 x 256 x 256 products take 316 us (forward) and 255 us (dinp) with Skinny8, and
+/// its 256 x 256 x 8 weight gradient 645 us against 776 us with Blocked64 (`examples/profile_toy.rs`); 100 RM+PPO
+/// toy steps (64-row batches) took 8.6 s against 12.2 s with Blocked64 for 17-64 rows
+/// (`toy3d --loss ppo --seeds 1 --epochs 100 --threads 1 --sft-epochs 50`).
 pub fn auto_kernel(m: usize, _n: usize, k: usize) -> MatmulKernel {
-    if m <= 16 || k <= 16 {
+    if m <= 64 || k <= 16 {
         MatmulKernel::Skinny8
-    } else if m < 32 {
-        MatmulKernel::Naive
     } else {
         DEFAULT_KERNEL
     }
