@@ -8,6 +8,7 @@
 use crate::gpu::{dispatch_count, Gpu, Plan, Readback};
 use crate::model::Policy;
 use crate::objectives::{Preference, PreferenceLoss, PreferenceMetrics};
+use crate::ops::preference::STATS;
 use crate::train::{run_step, OptimConfig, Optimizer};
 use crate::{Error, Result};
 
@@ -89,22 +90,24 @@ impl<P: Policy> PreferenceTrainer<P> {
     }
 
     /// One optimizer step; returns the metrics of the batch before the update (as TRL logs them) and the gradient
-    /// norm. Stops with an error naming the step if anything is not finite.
+    /// norm (replica 0's for a replicated policy; `step_with` reads every replica's). Stops with an error naming the
+    /// step (and the replica) if any replica's loss or gradient norm is not finite.
     pub async fn step(&mut self, gpu: &Gpu) -> Result<(PreferenceMetrics, f32)> {
         self.opt.prepare(gpu);
         let plans = self.step_plans(true);
         let out = run_step(gpu, &plans, Some(&self.readback)).await?.expect("readback");
-        let metrics = PreferenceMetrics::from_raw(&out[0]);
-        let norm = out[1][0];
-        if !metrics.get("loss").is_finite() || !norm.is_finite() {
-            return Err(Error::NonFinite(format!(
-                "{} step {}: loss {} grad norm {norm}",
-                self.objective.loss.name(),
-                self.opt.step,
-                metrics.get("loss")
-            )));
+        for g in 0..self.objective.groups {
+            let (loss, norm) = (out[0][g * STATS], out[1][2 * g]);
+            if !loss.is_finite() || !norm.is_finite() {
+                let replica = if self.objective.groups > 1 { format!(" replica {g}") } else { String::new() };
+                return Err(Error::NonFinite(format!(
+                    "{} step {}{replica}: loss {loss} grad norm {norm}",
+                    self.objective.loss.name(),
+                    self.opt.step
+                )));
+            }
         }
-        Ok((metrics, norm))
+        Ok((PreferenceMetrics::from_raw(&out[0][..STATS]), out[1][0]))
     }
 
     /// One optimizer step without reading anything back (the toy study's unlogged epochs), or with `extra`'s
