@@ -1,5 +1,7 @@
-// Matmul op family: one batched, strided GEMM in three implementations (naive, 16x16 shared-memory tiled, 64x64
-// register-blocked), plus the column sum that gives a linear layer's bias gradient.
+// Matmul op family: one batched, strided GEMM in several implementations (naive; 16x16 shared-memory tiled; 64x64
+// and 128x128 register-blocked for GPUs; skinny and vec4 register-blocked for CPU adapters such as lavapipe), plus
+// the column sum that gives a linear layer's bias gradient. Which kernel runs for a given product is chosen by
+// measurement on the adapter in hand (src/gpu/tune.rs), never by a fixed rule.
 //
 //   C[b](m, n) = alpha * sum_k A[b](m, k) * B[b](k, n)  + beta * C[b](m, n)  + bias[b * bias_bs + n]
 //
@@ -351,5 +353,261 @@ fn gemm_skinny8(@builtin(global_invocation_id) gid: vec3<u32>) {
         sk_store(bt, m0 + 5u, n, acc5);
         sk_store(bt, m0 + 6u, n, acc6);
         sk_store(bt, m0 + 7u, n, acc7);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// gemm_v4nn / gemm_v4nt / gemm_v4tn: for CPU adapters (lavapipe). Each invocation owns a 4-row x 8-column block
+// (32 accumulators: what fits a CPU's 32 vector registers) and reads its operands as vec4s. On lavapipe a load
+// whose address is the same for the whole workgroup (here: A, which depends only on the workgroup's rows) is one
+// scalar load, and every other load is a gather, so the cost follows the gathers per multiply-add; vec4 loads also
+// share one address computation and bounds check among 4 elements. Measured at 1024^3 on lavapipe: about 1.7x the
+// GFLOP/s of gemm_skinny8. The three variants differ in which operand is stored transposed:
+//   v4nn: A (M, K) row-major, B (K, N) row-major          (a linear layer's dinp = dout @ W)
+//   v4nt: A (M, K) row-major, B stored as B^T (N, K)      (the forward, out = inp @ W^T)
+//   v4tn: A stored as A^T (K, M), B (K, N) row-major      (the weight gradient, dW = dout^T @ inp)
+// Requirements (checked on the host, `MatmulKernel::supports`): the vec4 axes have unit stride, their lengths (K;
+// N for v4nn/v4tn; M for v4tn) are multiples of 4, and the offsets and other strides of A and B are multiples of 4.
+// Rows past M and columns past N are clamped to the last one (loaded, never stored). C is written element by element
+// with its general strides, with the same epilogue (alpha, beta, bias) as every kernel.
+// bindings: 19 a (vec4) read, 20 b (vec4) read, 21 c read_write, 22 bias (N) read (read only when has_bias = 1).
+// grid: (ceil(N / 128), ceil(M / 4), batch), workgroup 16 (x 8 columns = 128 columns per workgroup).
+@group(0) @binding(19) var<storage, read> v4_a: array<vec4<f32>>;
+@group(0) @binding(20) var<storage, read> v4_b: array<vec4<f32>>;
+@group(0) @binding(21) var<storage, read_write> v4_c: array<f32>;
+@group(0) @binding(22) var<storage, read> v4_bias: array<f32>;
+
+// Store row m, columns n..n+3 (masked at the matrix edge).
+fn v4_store(bt: u32, m: u32, n: u32, acc: vec4<f32>) {
+    if (m >= p.m) { return; }
+    for (var j = 0u; j < 4u; j++) {
+        let nj = n + j;
+        if (nj < p.n) {
+            let ci = p.c_off + bt * p.c_bs + m * p.c_rs + nj * p.c_cs;
+            var c_old = 0.0;
+            if (p.beta != 0.0) { c_old = v4_c[ci]; }
+            var bias = 0.0;
+            if (p.has_bias == 1u) { bias = v4_bias[bt * p.bias_bs + nj]; }
+            v4_c[ci] = epilogue(acc[j], c_old, bias);
+        }
+    }
+}
+
+fn v4_store_block(bt: u32, m0: u32, n0: u32, acc: array<vec4<f32>, 8>) {
+    v4_store(bt, m0, n0, acc[0]);
+    v4_store(bt, m0, n0 + 4u, acc[1]);
+    v4_store(bt, m0 + 1u, n0, acc[2]);
+    v4_store(bt, m0 + 1u, n0 + 4u, acc[3]);
+    v4_store(bt, m0 + 2u, n0, acc[4]);
+    v4_store(bt, m0 + 2u, n0 + 4u, acc[5]);
+    v4_store(bt, m0 + 3u, n0, acc[6]);
+    v4_store(bt, m0 + 3u, n0 + 4u, acc[7]);
+}
+
+@compute @workgroup_size(16)
+fn gemm_v4nn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let n0 = (wid.x * 16u + lid.x) * 8u;
+    let m0 = wid.y * 4u;
+    let bt = wid.z;
+    if (n0 >= p.n) { return; }
+    let last_m = p.m - 1u;
+    // vec4 indices: A rows (uniform over the workgroup), B's two column groups of this invocation.
+    let a0 = (p.a_off + bt * p.a_bs + min(m0, last_m) * p.a_rs) / 4u;
+    let a1 = (p.a_off + bt * p.a_bs + min(m0 + 1u, last_m) * p.a_rs) / 4u;
+    let a2 = (p.a_off + bt * p.a_bs + min(m0 + 2u, last_m) * p.a_rs) / 4u;
+    let a3 = (p.a_off + bt * p.a_bs + min(m0 + 3u, last_m) * p.a_rs) / 4u;
+    let b_rs4 = p.b_rs / 4u;
+    let bb0 = (p.b_off + bt * p.b_bs + n0) / 4u;
+    let bb1 = (p.b_off + bt * p.b_bs + min(n0 + 4u, p.n - 4u)) / 4u;
+    var acc: array<vec4<f32>, 8>;
+    var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0); var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
+    var c20 = vec4<f32>(0.0); var c21 = vec4<f32>(0.0); var c30 = vec4<f32>(0.0); var c31 = vec4<f32>(0.0);
+    let k4s = p.k / 4u;
+    for (var k4 = 0u; k4 < k4s; k4++) {
+        let x0 = v4_a[a0 + k4];
+        let x1 = v4_a[a1 + k4];
+        let x2 = v4_a[a2 + k4];
+        let x3 = v4_a[a3 + k4];
+        for (var j = 0u; j < 4u; j++) {
+            let kb = (k4 * 4u + j) * b_rs4;
+            let y0 = v4_b[bb0 + kb];
+            let y1 = v4_b[bb1 + kb];
+            c00 += x0[j] * y0; c01 += x0[j] * y1;
+            c10 += x1[j] * y0; c11 += x1[j] * y1;
+            c20 += x2[j] * y0; c21 += x2[j] * y1;
+            c30 += x3[j] * y0; c31 += x3[j] * y1;
+        }
+    }
+    acc[0] = c00; acc[1] = c01; acc[2] = c10; acc[3] = c11; acc[4] = c20; acc[5] = c21; acc[6] = c30; acc[7] = c31;
+    v4_store_block(bt, m0, n0, acc);
+}
+
+@compute @workgroup_size(16)
+fn gemm_v4nt(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let n0 = (wid.x * 16u + lid.x) * 8u;
+    let m0 = wid.y * 4u;
+    let bt = wid.z;
+    if (n0 >= p.n) { return; }
+    let last_m = p.m - 1u;
+    let last_n = p.n - 1u;
+    let a0 = (p.a_off + bt * p.a_bs + min(m0, last_m) * p.a_rs) / 4u;
+    let a1 = (p.a_off + bt * p.a_bs + min(m0 + 1u, last_m) * p.a_rs) / 4u;
+    let a2 = (p.a_off + bt * p.a_bs + min(m0 + 2u, last_m) * p.a_rs) / 4u;
+    let a3 = (p.a_off + bt * p.a_bs + min(m0 + 3u, last_m) * p.a_rs) / 4u;
+    // B^T rows (one per output column), read 4 k at a time.
+    let bb = p.b_off + bt * p.b_bs;
+    let r0 = (bb + min(n0, last_n) * p.b_cs) / 4u;
+    let r1 = (bb + min(n0 + 1u, last_n) * p.b_cs) / 4u;
+    let r2 = (bb + min(n0 + 2u, last_n) * p.b_cs) / 4u;
+    let r3 = (bb + min(n0 + 3u, last_n) * p.b_cs) / 4u;
+    let r4 = (bb + min(n0 + 4u, last_n) * p.b_cs) / 4u;
+    let r5 = (bb + min(n0 + 5u, last_n) * p.b_cs) / 4u;
+    let r6 = (bb + min(n0 + 6u, last_n) * p.b_cs) / 4u;
+    let r7 = (bb + min(n0 + 7u, last_n) * p.b_cs) / 4u;
+    var acc: array<vec4<f32>, 8>;
+    var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0); var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
+    var c20 = vec4<f32>(0.0); var c21 = vec4<f32>(0.0); var c30 = vec4<f32>(0.0); var c31 = vec4<f32>(0.0);
+    let k4s = p.k / 4u;
+    for (var k4 = 0u; k4 < k4s; k4++) {
+        let x0 = v4_a[a0 + k4];
+        let x1 = v4_a[a1 + k4];
+        let x2 = v4_a[a2 + k4];
+        let x3 = v4_a[a3 + k4];
+        let w0 = v4_b[r0 + k4]; let w1 = v4_b[r1 + k4]; let w2 = v4_b[r2 + k4]; let w3 = v4_b[r3 + k4];
+        let w4 = v4_b[r4 + k4]; let w5 = v4_b[r5 + k4]; let w6 = v4_b[r6 + k4]; let w7 = v4_b[r7 + k4];
+        for (var j = 0u; j < 4u; j++) {
+            let y0 = vec4<f32>(w0[j], w1[j], w2[j], w3[j]);
+            let y1 = vec4<f32>(w4[j], w5[j], w6[j], w7[j]);
+            c00 += x0[j] * y0; c01 += x0[j] * y1;
+            c10 += x1[j] * y0; c11 += x1[j] * y1;
+            c20 += x2[j] * y0; c21 += x2[j] * y1;
+            c30 += x3[j] * y0; c31 += x3[j] * y1;
+        }
+    }
+    acc[0] = c00; acc[1] = c01; acc[2] = c10; acc[3] = c11; acc[4] = c20; acc[5] = c21; acc[6] = c30; acc[7] = c31;
+    v4_store_block(bt, m0, n0, acc);
+}
+
+@compute @workgroup_size(16)
+fn gemm_v4tn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let n0 = (wid.x * 16u + lid.x) * 8u;
+    let m0 = wid.y * 4u;
+    let bt = wid.z;
+    if (n0 >= p.n) { return; }
+    // A^T (K, M): the 4 rows m0..m0+3 at one k are one vec4 (M is a multiple of 4, so m0 + 3 < M).
+    let aa = (p.a_off + bt * p.a_bs + m0) / 4u;
+    let a_cs4 = p.a_cs / 4u;
+    let b_rs4 = p.b_rs / 4u;
+    let bb0 = (p.b_off + bt * p.b_bs + n0) / 4u;
+    let bb1 = (p.b_off + bt * p.b_bs + min(n0 + 4u, p.n - 4u)) / 4u;
+    var acc: array<vec4<f32>, 8>;
+    var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0); var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
+    var c20 = vec4<f32>(0.0); var c21 = vec4<f32>(0.0); var c30 = vec4<f32>(0.0); var c31 = vec4<f32>(0.0);
+    for (var k = 0u; k < p.k; k++) {
+        let x = v4_a[aa + k * a_cs4];
+        let y0 = v4_b[bb0 + k * b_rs4];
+        let y1 = v4_b[bb1 + k * b_rs4];
+        c00 += x.x * y0; c01 += x.x * y1;
+        c10 += x.y * y0; c11 += x.y * y1;
+        c20 += x.z * y0; c21 += x.z * y1;
+        c30 += x.w * y0; c31 += x.w * y1;
+    }
+    acc[0] = c00; acc[1] = c01; acc[2] = c10; acc[3] = c11; acc[4] = c20; acc[5] = c21; acc[6] = c30; acc[7] = c31;
+    v4_store_block(bt, m0, n0, acc);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// gemm_tile128: for GPUs. 128x128 output tile per workgroup of 256 invocations, each computing an 8x8 block in
+// registers: rows {4 ty .. 4 ty + 3} and {64 + 4 ty .. 64 + 4 ty + 3}, likewise for columns with tx, so that the
+// inner loop reads its operands from workgroup memory as vec4s at addresses that neighbouring invocations share
+// or step through contiguously. Per K-tile of 8, A (128x8) and B (8x128) are staged in workgroup memory (8 KiB)
+// with every invocation loading 4 elements of each, consecutive invocations taking consecutive addresses along the
+// operand's unit-stride dimension. 64 multiply-adds per 4 vec4 loads from workgroup memory.
+// Edges (any M, N, K) are zero-filled on load and masked on store.
+// bindings: 23 a read, 24 b read, 25 c read_write, 26 bias (N) read (read only when has_bias = 1).
+// grid: (ceil(N/128), ceil(M/128), batch), workgroup (16, 16).
+@group(0) @binding(23) var<storage, read> t128_a: array<f32>;
+@group(0) @binding(24) var<storage, read> t128_b: array<f32>;
+@group(0) @binding(25) var<storage, read_write> t128_c: array<f32>;
+@group(0) @binding(26) var<storage, read> t128_bias: array<f32>;
+
+var<workgroup> t128_as: array<vec4<f32>, 256>; // [k (8)][m / 4 (32)]
+var<workgroup> t128_bs: array<vec4<f32>, 256>; // [k (8)][n / 4 (32)]
+
+fn t128_store(bt: u32, m: u32, n: u32, acc: vec4<f32>) {
+    if (m >= p.m) { return; }
+    for (var j = 0u; j < 4u; j++) {
+        let nj = n + j;
+        if (nj < p.n) {
+            let ci = p.c_off + bt * p.c_bs + m * p.c_rs + nj * p.c_cs;
+            var c_old = 0.0;
+            if (p.beta != 0.0) { c_old = t128_c[ci]; }
+            var bias = 0.0;
+            if (p.has_bias == 1u) { bias = t128_bias[bt * p.bias_bs + nj]; }
+            t128_c[ci] = epilogue(acc[j], c_old, bias);
+        }
+    }
+}
+
+@compute @workgroup_size(16, 16)
+fn gemm_tile128(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let tx = lid.x;
+    let ty = lid.y;
+    let m0 = wid.y * 128u;
+    let n0 = wid.x * 128u;
+    let bt = wid.z;
+    let a_base = p.a_off + bt * p.a_bs;
+    let b_base = p.b_off + bt * p.b_bs;
+    // acc[i][j]: row group i (0..7 -> rows 4ty+i for i<4, 64+4ty+i-4 otherwise), column halves j (0: 4tx.., 1: 64+4tx..).
+    var acc: array<vec4<f32>, 16>; // zero-initialised
+    for (var k0 = 0u; k0 < p.k; k0 += 8u) {
+        for (var r = 0u; r < 4u; r++) {
+            let idx = tid + r * 256u; // 0..1023 over the 128x8 A tile
+            var kk: u32;
+            var mm: u32;
+            if (p.a_cs == 1u) { kk = idx % 8u; mm = idx / 8u; } else { mm = idx % 128u; kk = idx / 128u; }
+            let gm = m0 + mm;
+            let gk = k0 + kk;
+            var v = 0.0;
+            if (gm < p.m && gk < p.k) { v = t128_a[a_base + gm * p.a_rs + gk * p.a_cs]; }
+            t128_as[kk * 32u + mm / 4u][mm % 4u] = v;
+        }
+        for (var r = 0u; r < 4u; r++) {
+            let idx = tid + r * 256u; // 0..1023 over the 8x128 B tile
+            var kk: u32;
+            var nn: u32;
+            if (p.b_cs == 1u) { nn = idx % 128u; kk = idx / 128u; } else { kk = idx % 8u; nn = idx / 8u; }
+            let gn = n0 + nn;
+            let gk = k0 + kk;
+            var v = 0.0;
+            if (gk < p.k && gn < p.n) { v = t128_b[b_base + gk * p.b_rs + gn * p.b_cs]; }
+            t128_bs[kk * 32u + nn / 4u][nn % 4u] = v;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < 8u; kk++) {
+            let a_lo = t128_as[kk * 32u + ty];
+            let a_hi = t128_as[kk * 32u + 16u + ty];
+            let b_lo = t128_bs[kk * 32u + tx];
+            let b_hi = t128_bs[kk * 32u + 16u + tx];
+            acc[0] += a_lo.x * b_lo; acc[1] += a_lo.x * b_hi;
+            acc[2] += a_lo.y * b_lo; acc[3] += a_lo.y * b_hi;
+            acc[4] += a_lo.z * b_lo; acc[5] += a_lo.z * b_hi;
+            acc[6] += a_lo.w * b_lo; acc[7] += a_lo.w * b_hi;
+            acc[8] += a_hi.x * b_lo; acc[9] += a_hi.x * b_hi;
+            acc[10] += a_hi.y * b_lo; acc[11] += a_hi.y * b_hi;
+            acc[12] += a_hi.z * b_lo; acc[13] += a_hi.z * b_hi;
+            acc[14] += a_hi.w * b_lo; acc[15] += a_hi.w * b_hi;
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        t128_store(bt, m0 + 4u * ty + i, n0 + 4u * tx, acc[2u * i]);
+        t128_store(bt, m0 + 4u * ty + i, n0 + 64u + 4u * tx, acc[2u * i + 1u]);
+        t128_store(bt, m0 + 64u + 4u * ty + i, n0 + 4u * tx, acc[8u + 2u * i]);
+        t128_store(bt, m0 + 64u + 4u * ty + i, n0 + 64u + 4u * tx, acc[8u + 2u * i + 1u]);
     }
 }

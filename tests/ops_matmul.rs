@@ -1,4 +1,4 @@
-//! GPU GEMM kernels (naive, tiled16, blocked64) and the linear layer built on them against the CPU reference: odd
+//! GPU GEMM kernels (naive, tiled16, blocked64, skinny8, vec4, tile128) and the linear layer built on them against the CPU reference: odd
 //! shapes that are not multiples of any tile, batches, transposed and padded layouts, alpha/beta; matmul forward
 //! with and without bias; matmul backward in all four dinp/dbias combinations accumulating onto nonzero gradients;
 //! run-to-run determinism; and finite differences of the reference backward (where the gradient is first defined).
@@ -129,6 +129,49 @@ fn should_match_reference_gemm_skinny8() {
 }
 
 #[test]
+fn should_match_reference_gemm_tile128() {
+    let gpu = gpu();
+    for (i, d) in gemm_cases().into_iter().enumerate() {
+        run_gemm_case(&gpu, MatmulKernel::Tile128, d, 500 + 10 * i as u64);
+    }
+}
+
+/// Products the vec4 kernel computes (unit-stride vec4 axes, lengths and offsets multiples of 4), covering its three
+/// variants, ragged rows (M not a multiple of 4) and columns (N not a multiple of 8, and for NT of 4), batches with
+/// padded strides and offsets, alpha/beta.
+fn vec4_cases() -> Vec<GemmDims> {
+    vec![
+        GemmDims::new(5, 12, 8),                                        // NN, second column group clamped
+        GemmDims::new(130, 136, 68).batched(3).scaled(0.5, 1.0),        // NN, batched, accumulating
+        GemmDims::new(7, 13, 20).transpose_b().batched(2),              // NT, ragged N
+        GemmDims::new(33, 8, 4).transpose_b().scaled(-1.25, 0.75),      // NT, K = 4
+        GemmDims::new(12, 20, 9).transpose_a().batched(2).accumulate(), // TN, odd K
+        GemmDims::new(64, 4, 3).transpose_a(),                          // TN, one column group
+        GemmDims::new(9, 16, 12)
+            .batched(2)
+            .with_a(MatrixLayout::strided(16, 1, 9 * 16 + 8).at(4)) // padded rows, offset
+            .with_b(MatrixLayout::strided(20, 1, 12 * 20).at(8))
+            .with_c(MatrixLayout::strided(17, 1, 9 * 17 + 1).at(3)), // C's strides are free
+    ]
+}
+
+#[test]
+fn should_match_reference_gemm_vec4() {
+    let gpu = gpu();
+    let cases = vec4_cases();
+    for d in &cases {
+        assert!(MatmulKernel::Vec4.supports(d), "vec4 case not supported: {d:?}");
+    }
+    for (i, d) in cases.into_iter().enumerate() {
+        run_gemm_case(&gpu, MatmulKernel::Vec4, d, 600 + 10 * i as u64);
+    }
+    // Misaligned or strided operands are refused (the tuner then never offers it).
+    assert!(!MatmulKernel::Vec4.supports(&GemmDims::new(4, 6, 8)));
+    assert!(!MatmulKernel::Vec4.supports(&GemmDims::new(4, 8, 6)));
+    assert!(!MatmulKernel::Vec4.supports(&GemmDims::new(4, 8, 8).with_a(MatrixLayout::row_major(4, 8).at(2))));
+}
+
+#[test]
 fn should_not_read_output_when_beta_is_zero() {
     // beta = 0 must overwrite, not scale: a NaN already in C (stale activations) must not leak into the result.
     let gpu = gpu();
@@ -137,7 +180,7 @@ fn should_not_read_output_when_beta_is_zero() {
     let b = randn(2, 3 * 65, 1.0);
     let mut want = vec![0.0; 17 * 65];
     cpu::gemm(&mut want, &a, &b, d);
-    for kernel in MatmulKernel::ALL {
+    for kernel in MatmulKernel::ALL.into_iter().filter(|k| k.supports(&d)) {
         let tc = upload(&gpu, &vec![f32::NAN; 17 * 65]);
         let mut plan = Plan::new();
         plan.push(ops::gemm_with(&gpu, kernel, &tc, &upload(&gpu, &a), &upload(&gpu, &b), d));
@@ -149,7 +192,7 @@ fn should_not_read_output_when_beta_is_zero() {
 #[test]
 fn should_match_reference_matmul_forward_with_and_without_bias() {
     let gpu = gpu();
-    for (i, &(bt, c, oc)) in [(1, 1, 1), (3, 17, 5), (65, 33, 130), (130, 64, 17)].iter().enumerate() {
+    for (i, &(bt, c, oc)) in [(1, 1, 1), (3, 17, 5), (65, 33, 130), (130, 64, 17), (9, 12, 20)].iter().enumerate() {
         let inp = randn(10 + i as u64, bt * c, 1.0);
         let weight = randn(20 + i as u64, oc * c, 0.5);
         let bias = randn(30 + i as u64, oc, 1.0);
@@ -163,7 +206,8 @@ fn should_match_reference_matmul_forward_with_and_without_bias() {
             plan.submit(&gpu);
             let what = format!("matmul_forward bt={bt} c={c} oc={oc} bias={with_bias}");
             assert_close(&what, &tout.to_vec(&gpu).unwrap(), &want, 1e-4, 1e-4);
-            for kernel in MatmulKernel::ALL {
+            let fwd = ops::forward_dims(bt, c, oc, ops::Replicas::ONE);
+            for kernel in MatmulKernel::ALL.into_iter().filter(|k| k.supports(&fwd)) {
                 let tout = Tensor::zeros(&gpu, "o", bt * oc).unwrap();
                 let mut plan = Plan::new();
                 plan.push(ops::matmul_forward_with(
@@ -187,7 +231,7 @@ fn should_match_reference_matmul_forward_with_and_without_bias() {
 #[test]
 fn should_match_reference_matmul_backward_accumulating() {
     let gpu = gpu();
-    for (i, &(bt, c, oc)) in [(3, 5, 7), (70, 33, 65), (131, 18, 40)].iter().enumerate() {
+    for (i, &(bt, c, oc)) in [(3, 5, 7), (70, 33, 65), (131, 18, 40), (12, 16, 20)].iter().enumerate() {
         let s = 50 + 10 * i as u64;
         let inp = randn(s, bt * c, 1.0);
         let weight = randn(s + 1, oc * c, 0.5);
@@ -370,7 +414,8 @@ fn should_match_reference_and_lone_layers_for_replicated_matmul() {
         assert_close(&format!("{what} out"), &out, &want_out, 1e-4, 1e-4);
         assert_close(&format!("{what} dinp"), &dinp, &want_dinp, 1e-4, 1e-4);
         assert_close(&format!("{what} grads"), &grads, &want_grads, 2e-4, 1e-4);
-        for kernel in MatmulKernel::ALL {
+        let fwd = ops::forward_dims(bt, c, oc, rep);
+        for kernel in MatmulKernel::ALL.into_iter().filter(|k| k.supports(&fwd)) {
             let t = Tensor::zeros(&gpu, "o", r * bt * oc).unwrap();
             let mut plan = Plan::new();
             plan.push(ops::gemm_bias_with(&gpu, kernel, &t, &tinp, &tw, &tb, ops::forward_dims(bt, c, oc, rep)));

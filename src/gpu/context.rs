@@ -25,6 +25,9 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub info: GpuInfo,
     pub limits: wgpu::Limits,
+    /// Which kernel each op family uses for each shape class, chosen by measurement on this adapter
+    /// (`super::tune`).
+    pub tuner: super::tune::Tuner,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<(&'static str, &'static str), wgpu::ComputePipeline>>,
 }
@@ -62,7 +65,8 @@ impl Gpu {
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("dpo3d"),
-                required_features: wgpu::Features::empty(),
+                // Timestamp queries, where the adapter has them, time kernel candidates on the GPU itself.
+                required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
                 required_limits: limits.clone(),
                 experimental_features: wgpu::ExperimentalFeatures::disabled(),
                 memory_hints: wgpu::MemoryHints::Performance,
@@ -78,11 +82,13 @@ impl Gpu {
             max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
             max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
         };
+        let tuner = super::tune::Tuner::new(format!("{} | {} | {}", info.name, info.backend, info.driver));
         Ok(Gpu {
             device,
             queue,
             info,
             limits,
+            tuner,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
         })

@@ -9,6 +9,7 @@
 mod context;
 mod plan;
 mod tensor;
+pub mod tune;
 
 pub use context::{Gpu, GpuInfo};
 pub use plan::{dispatch_count, encode_all, grid_1d, submit_all, Dispatch, Plan, WORKGROUP_1D};

@@ -1,8 +1,10 @@
-//! Dispatches of `shaders/matmul.wgsl`: a batched, strided GEMM (three kernels: naive, 16x16 tiled, 64x64
-//! register-blocked) and the linear layer built on it, `matmul_forward` / `matmul_backward` (llm.c's names).
+//! Dispatches of `shaders/matmul.wgsl`: a batched, strided GEMM (six kernels, `MatmulKernel`, chosen per shape by
+//! measurement on the adapter in hand: `choose_kernel`) and the linear layer built on it, `matmul_forward` /
+//! `matmul_backward` (llm.c's names).
 //!
 //! Most of a transformer's training time is spent here. Every product the linear layer needs (out = inp W^T,
-//! dinp += dout W, dweight += dout^T inp) is the same kernel with different strides, so one kernel gets the tuning.
+//! dinp += dout W, dweight += dout^T inp) is the same GEMM with different strides, so the kernels are tuned once
+//! for all of them.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -11,7 +13,9 @@ use crate::gpu::{Dispatch, Gpu, Tensor};
 const SHADER: &str = "matmul";
 const SRC: &str = include_str!("../../shaders/matmul.wgsl");
 
-/// Which GEMM kernel to run. All compute the same thing (same k order); they differ in speed only.
+/// Which GEMM kernel to run. All compute the same thing (same k order); they differ in speed only, and which is
+/// fastest depends on the adapter and the shape, so `matmul_forward`/`matmul_backward`/`gemm` pick one per shape by
+/// measurement (`choose_kernel`, `crate::gpu::tune`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MatmulKernel {
     /// One invocation per output element, operands straight from global memory.
@@ -20,14 +24,25 @@ pub enum MatmulKernel {
     Tiled16,
     /// 64x64 output tile per workgroup of 256 invocations, 4x4 outputs per invocation in registers.
     Blocked64,
-    /// For few rows (M small, like the toy's batch of 8): one invocation per output column, 8 rows at a time in
-    /// registers, so each element of B is read once per 8 rows; 64 invocations per workgroup.
+    /// For few rows (M small, like the toy's batch of 8): one invocation per 4 output columns, 8 rows at a time in
+    /// registers, so each element of B is read once per 8 rows; 16 invocations per workgroup.
     Skinny8,
+    /// For CPU adapters: a 4x8 block per invocation with vec4 loads, no workgroup memory (needs unit-stride,
+    /// 4-aligned operands; see `supports`).
+    Vec4,
+    /// For GPUs: 128x128 output tile per workgroup of 256 invocations, 8x8 outputs per invocation.
+    Tile128,
 }
 
 impl MatmulKernel {
-    pub const ALL: [MatmulKernel; 4] =
-        [MatmulKernel::Naive, MatmulKernel::Tiled16, MatmulKernel::Blocked64, MatmulKernel::Skinny8];
+    pub const ALL: [MatmulKernel; 6] = [
+        MatmulKernel::Naive,
+        MatmulKernel::Tiled16,
+        MatmulKernel::Blocked64,
+        MatmulKernel::Skinny8,
+        MatmulKernel::Vec4,
+        MatmulKernel::Tile128,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -35,23 +50,46 @@ impl MatmulKernel {
             MatmulKernel::Tiled16 => "tiled16",
             MatmulKernel::Blocked64 => "blocked64",
             MatmulKernel::Skinny8 => "skinny8",
+            MatmulKernel::Vec4 => "vec4",
+            MatmulKernel::Tile128 => "tile128",
         }
     }
 
-    fn entry(self) -> &'static str {
+    pub fn from_name(name: &str) -> Option<MatmulKernel> {
+        MatmulKernel::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Whether this kernel can compute `dims` (every kernel but Vec4 computes any product).
+    pub fn supports(self, dims: &GemmDims) -> bool {
+        match self {
+            MatmulKernel::Vec4 => vec4_variant(dims).is_some(),
+            _ => true,
+        }
+    }
+
+    fn entry(self, dims: &GemmDims) -> &'static str {
         match self {
             MatmulKernel::Naive => "gemm_naive",
             MatmulKernel::Tiled16 => "gemm_tiled16",
             MatmulKernel::Blocked64 => "gemm_blocked64",
             MatmulKernel::Skinny8 => "gemm_skinny8",
+            MatmulKernel::Vec4 => match vec4_variant(dims) {
+                Some(Vec4Variant::NN) => "gemm_v4nn",
+                Some(Vec4Variant::NT) => "gemm_v4nt",
+                Some(Vec4Variant::TN) => "gemm_v4tn",
+                None => panic!("gemm: the vec4 kernel cannot compute {dims:?} (see MatmulKernel::supports)"),
+            },
+            MatmulKernel::Tile128 => "gemm_tile128",
         }
     }
 
-    /// Output tile edge per workgroup.
-    fn tile(self) -> usize {
+    /// Output tile (rows, columns) per workgroup.
+    fn tile(self) -> (usize, usize) {
         match self {
-            MatmulKernel::Naive | MatmulKernel::Tiled16 => 16,
-            MatmulKernel::Blocked64 | MatmulKernel::Skinny8 => 64,
+            MatmulKernel::Naive | MatmulKernel::Tiled16 => (16, 16),
+            MatmulKernel::Blocked64 | MatmulKernel::Skinny8 => (64, 64),
+            MatmulKernel::Vec4 => (4, 128),
+            MatmulKernel::Tile128 => (128, 128),
         }
     }
 
@@ -62,11 +100,45 @@ impl MatmulKernel {
             MatmulKernel::Tiled16 => [5, 6, 7, 8],
             MatmulKernel::Blocked64 => [9, 10, 11, 12],
             MatmulKernel::Skinny8 => [15, 16, 17, 18],
+            MatmulKernel::Vec4 => [19, 20, 21, 22],
+            MatmulKernel::Tile128 => [23, 24, 25, 26],
         }
     }
 }
 
-/// The kernel `gemm`, `matmul_forward` and `matmul_backward` use: the fastest correct one.
+/// Which operand of a Vec4 product is stored transposed (see `shaders/matmul.wgsl`, gemm_v4nn/nt/tn).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Vec4Variant {
+    NN,
+    NT,
+    TN,
+}
+
+/// The Vec4 variant that computes `dims`, if any: its vec4 axes need unit stride and lengths that are multiples of
+/// 4, and the other offsets and strides of A and B multiples of 4 (so every vec4 load is aligned).
+fn vec4_variant(d: &GemmDims) -> Option<Vec4Variant> {
+    let q = |x: usize| x % 4 == 0;
+    let a_rows = d.a.col == 1 && q(d.a.offset) && q(d.a.row) && q(d.a.batch) && q(d.k); // A (M, K) row-major
+    let a_cols = d.a.row == 1 && q(d.a.offset) && q(d.a.col) && q(d.a.batch) && q(d.m); // A stored (K, M)
+    let b_rows = d.b.col == 1 && q(d.b.offset) && q(d.b.row) && q(d.b.batch) && q(d.n); // B (K, N) row-major
+    let b_cols = d.b.row == 1 && q(d.b.offset) && q(d.b.col) && q(d.b.batch) && q(d.k); // B stored (N, K)
+    if d.m == 0 || d.n == 0 || d.k == 0 {
+        return None;
+    }
+    if a_rows && b_rows {
+        Some(Vec4Variant::NN)
+    } else if a_rows && b_cols {
+        Some(Vec4Variant::NT)
+    } else if a_cols && b_rows {
+        Some(Vec4Variant::TN)
+    } else {
+        None
+    }
+}
+
+/// The kernel `gemm` uses under `DPO3D_KERNELS=rule` and where nothing can be measured (wasm): the register-blocked
+/// GPU kernel, except for skinny products (M <= 64 rows, like the toy MLP's batches, or K <= 16, the weight gradient
+/// of such a batch), where most of its 64 x 64 tile or 16-deep K tile would be idle.
 pub const DEFAULT_KERNEL: MatmulKernel = MatmulKernel::Blocked64;
 
 /// Where a matrix lives inside its tensor, in elements: element (b, row, col) is at
@@ -272,10 +344,11 @@ fn gemm_dispatch(
         let need = (dims.batch.max(1) - 1) * dims.bias_batch + dims.n;
         assert!(bias.len >= need, "gemm: bias of {} elements, {need} needed: {dims:?}", bias.len);
     }
+    assert!(kernel.supports(&dims), "gemm: the {} kernel cannot compute {dims:?}", kernel.name());
     let p = params(&dims, bias.is_some());
-    let tile = kernel.tile();
-    let m_groups = dims.m.div_ceil(tile);
-    let groups = [grid_dim(dims.n.div_ceil(tile), "N"), grid_dim(m_groups, "M"), grid_dim(dims.batch, "batch")];
+    let (tile_m, tile_n) = kernel.tile();
+    let groups =
+        [grid_dim(dims.n.div_ceil(tile_n), "N"), grid_dim(dims.m.div_ceil(tile_m), "M"), grid_dim(dims.batch, "batch")];
     let [ba, bb, bc, bbias] = kernel.bindings();
     // Without a bias the entry point still declares the binding; A stands in (read-only, never read).
     let bias = bias.unwrap_or(a);
@@ -283,16 +356,78 @@ fn gemm_dispatch(
         gpu,
         SHADER,
         SRC,
-        kernel.entry(),
+        kernel.entry(&dims),
         Some(bytemuck::bytes_of(&p)),
         &[(ba, a), (bb, b), (bc, c), (bbias, bias)],
         groups,
     )
 }
 
-/// C = alpha * A @ B + beta * C with the default (fastest) kernel; see `GemmDims`.
+/// C = alpha * A @ B + beta * C with the kernel chosen for this shape on this adapter; see `GemmDims`.
 pub fn gemm(gpu: &Gpu, c: &Tensor, a: &Tensor, b: &Tensor, dims: GemmDims) -> Dispatch {
-    gemm_dispatch(gpu, DEFAULT_KERNEL, c, a, b, None, dims)
+    gemm_dispatch(gpu, choose_kernel(gpu, &dims, false), c, a, b, None, dims)
+}
+
+/// The rule's kernel for a product (see `DEFAULT_KERNEL`).
+pub fn rule_kernel(dims: &GemmDims) -> MatmulKernel {
+    if dims.m <= 64 || dims.k <= 16 {
+        MatmulKernel::Skinny8
+    } else {
+        DEFAULT_KERNEL
+    }
+}
+
+/// The kernel for `dims` on this adapter: measured once per shape class (`crate::gpu::tune`) among the kernels
+/// that can compute it (all but Tiled16, which no adapter measured so far runs faster than Blocked64; it stays for
+/// the tests and the bench). The shape class is (M, N, K, which operands are transposed, alignment), not the batch:
+/// a replicated layer (batch = replicas) uses the kernel a lone layer uses, so replicas stay bit-for-bit equal to
+/// lone runs.
+pub fn choose_kernel(gpu: &Gpu, dims: &GemmDims, has_bias: bool) -> MatmulKernel {
+    let rule = rule_kernel(dims);
+    let mut candidates: Vec<&'static str> = vec![rule.name()];
+    for k in
+        [MatmulKernel::Vec4, MatmulKernel::Skinny8, MatmulKernel::Blocked64, MatmulKernel::Tile128, MatmulKernel::Naive]
+    {
+        if k != rule && k.supports(dims) {
+            candidates.push(k.name());
+        }
+    }
+    let layout = |l: &MatrixLayout| {
+        if l.col == 1 {
+            "n"
+        } else if l.row == 1 {
+            "t"
+        } else {
+            "s"
+        }
+    };
+    let key = format!(
+        "{}x{}x{} {}{}{}{}",
+        dims.m,
+        dims.n,
+        dims.k,
+        layout(&dims.a),
+        layout(&dims.b),
+        if vec4_variant(dims).is_some() { " v4" } else { "" },
+        if dims.beta != 0.0 { " acc" } else { "" }
+    );
+    let name = gpu.tuner.choose("matmul", &key, &candidates, |name| {
+        let kernel = MatmulKernel::from_name(name)?;
+        time_gemm(gpu, kernel, dims, has_bias)
+    });
+    MatmulKernel::from_name(name).unwrap_or(rule)
+}
+
+/// Seconds per run of `kernel` on scratch buffers shaped like `dims` (batch 1), or None if they cannot be made.
+fn time_gemm(gpu: &Gpu, kernel: MatmulKernel, dims: &GemmDims, has_bias: bool) -> Option<f64> {
+    let d = GemmDims { batch: 1, ..*dims };
+    let len = |l: &MatrixLayout, r: usize, c: usize| l.max_index(1, r, c).map_or(1, |i| i + 1);
+    let a = Tensor::zeros(gpu, "tune a", len(&d.a, d.m, d.k)).ok()?;
+    let b = Tensor::zeros(gpu, "tune b", len(&d.b, d.k, d.n)).ok()?;
+    let c = Tensor::zeros(gpu, "tune c", len(&d.c, d.m, d.n)).ok()?;
+    let bias = if has_bias { Some(Tensor::zeros(gpu, "tune bias", d.n).ok()?) } else { None };
+    let dispatch = gemm_dispatch(gpu, kernel, &c, &a, &b, bias.as_ref(), d);
+    crate::gpu::tune::time_dispatch(gpu, &dispatch)
 }
 
 /// `gemm` with a chosen kernel (tests and benchmarks compare them).
@@ -351,22 +486,8 @@ pub fn matmul_forward(
     c: usize,
     oc: usize,
 ) -> Dispatch {
-    matmul_forward_with(gpu, auto_kernel(bt, oc, c), out, inp, weight, bias, bt, c, oc)
-}
-
-/// The kernel `matmul_forward`/`matmul_backward` use for an (M, N, K) product: the register-blocked one, except for
-/// skinny products (M <= 64 rows, like the toy MLP's batches, or K <= 16, the weight gradient of such a batch), where
-/// most of its 64 x 64 tile or 16-deep K tile would be idle and its workgroup barriers dominate on CPU adapters.
-/// Measured on lavapipe: the toy's 8 x 256 x 256 products take 316 us (forward) and 255 us (dinp) with Skinny8, and
-/// its 256 x 256 x 8 weight gradient 645 us against 776 us with Blocked64 (`examples/profile_toy.rs`); 100 RM+PPO
-/// toy steps (64-row batches) took 8.6 s against 12.2 s with Blocked64 for 17-64 rows
-/// (`toy3d --loss ppo --seeds 1 --epochs 100 --threads 1 --sft-epochs 50`).
-pub fn auto_kernel(m: usize, _n: usize, k: usize) -> MatmulKernel {
-    if m <= 64 || k <= 16 {
-        MatmulKernel::Skinny8
-    } else {
-        DEFAULT_KERNEL
-    }
+    let kernel = choose_kernel(gpu, &forward_dims(bt, c, oc, Replicas::ONE), bias.is_some());
+    matmul_forward_with(gpu, kernel, out, inp, weight, bias, bt, c, oc)
 }
 
 /// `matmul_forward` with a chosen kernel.
@@ -399,7 +520,8 @@ pub fn matmul_forward_replicas(
     oc: usize,
     rep: Replicas,
 ) -> Dispatch {
-    forward_dispatch(gpu, auto_kernel(bt, oc, c), out, inp, weight, bias, bt, c, oc, rep)
+    let kernel = choose_kernel(gpu, &forward_dims(bt, c, oc, rep), bias.is_some());
+    forward_dispatch(gpu, kernel, out, inp, weight, bias, bt, c, oc, rep)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -475,7 +597,10 @@ pub fn matmul_backward_replicas(
 ) -> Vec<Dispatch> {
     backward_dispatches(
         gpu,
-        [auto_kernel(bt, c, oc), auto_kernel(oc, c, bt)],
+        [
+            choose_kernel(gpu, &dinp_dims(bt, c, oc, rep), false),
+            choose_kernel(gpu, &dweight_dims(bt, c, oc, rep), false),
+        ],
         dinp,
         dweight,
         dbias,
