@@ -176,8 +176,11 @@ def main():
     ap.add_argument("--vocab", type=int, default=256)
     ap.add_argument("--sdpa", action="store_true", help="attention through F.scaled_dot_product_attention")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU runs)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
     no_tf32()

@@ -106,6 +106,10 @@ struct Args {
     /// Skip the figures and the report (metrics.jsonl and probs.json only).
     #[arg(long)]
     no_report: bool,
+    /// Leave RM+PPO out of the full study (the DPO family only; `scripts/bench-vs-torch` times this part against
+    /// the same runs in PyTorch).
+    #[arg(long)]
+    no_ppo: bool,
 }
 
 /// One configuration of the study (run once per seed).
@@ -164,7 +168,9 @@ fn study(a: &Args) -> Result<Vec<StudyConfig>, String> {
     add(p(PreferenceLoss::SftDpo { beta: a.beta, gamma: 0.1 }), 1);
     add(p(PreferenceLoss::Ipo { eta: 0.1 }), 1);
     add(p(PreferenceLoss::Slic { delta: 5.0, eta: 0.1 }), 1);
-    add(ToyMethod::Ppo { kl_coef: a.kl_coef, rm_epochs: 300, samples_per_prompt: 16 }, 1);
+    if !a.no_ppo {
+        add(ToyMethod::Ppo { kl_coef: a.kl_coef, rm_epochs: 300, samples_per_prompt: 16 }, 1);
+    }
     for s in 2..=4 {
         add(p(PreferenceLoss::Dpo { beta: a.beta }), s);
     }
@@ -419,6 +425,14 @@ fn real_main() -> Result<(), String> {
         }
     }
     write_atomic(&a.out.join("metrics.jsonl"), jsonl.as_bytes())?;
+    // kernels.json: which GEMM kernel each product shape ran with on this adapter (chosen by measurement and
+    // cached per adapter; see dpo3d::gpu::tune), saved with the run so it can be reproduced with DPO3D_KERNELS.
+    {
+        let gpu = Gpu::new_blocking().map_err(|e| e.to_string())?;
+        let kernels = serde_json::json!({ "adapter": gpu.tuner.adapter_key, "choices": gpu.tuner.cached_choices() });
+        let json = serde_json::to_string_pretty(&kernels).map_err(|e| e.to_string())?;
+        write_atomic(&a.out.join("kernels.json"), json.as_bytes())?;
+    }
     // probs.json: run -> {"sft": P x R, "<epoch>": P x R}
     let mut probs = serde_json::Map::new();
     for r in runs.iter().filter(|r| !r.sft_probs.is_empty()) {

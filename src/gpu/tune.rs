@@ -147,6 +147,11 @@ impl Tuner {
         kernel
     }
 
+    /// Every choice known for this adapter: the cache file's as loaded, plus this process's measurements.
+    pub fn cached_choices(&self) -> BTreeMap<String, String> {
+        self.cached.lock().unwrap().clone()
+    }
+
     /// Every choice this process made, by "family shape-key".
     pub fn choices(&self) -> BTreeMap<String, KernelChoice> {
         self.chosen.lock().unwrap().clone()
