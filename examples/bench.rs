@@ -63,6 +63,10 @@ struct Args {
     /// Skip the GPT part.
     #[arg(long)]
     no_gpt: bool,
+    /// Per-dispatch profile of each GPT step (forward, loss, backward, optimizer): each dispatch timed alone
+    /// (GPU timestamps where the adapter has them), summed per kernel, largest first. Shows the next bottleneck.
+    #[arg(long)]
+    profile: bool,
 }
 
 /// The JSON written to --out (fields in this order).
@@ -143,7 +147,7 @@ fn run(args: &Args) -> Result<()> {
         let configs = if args.quick { &GPT_CONFIGS[..1] } else { &GPT_CONFIGS[..] };
         for &(layers, width, heads, context, batch) in configs {
             let cfg = GptConfig { vocab_size: args.vocab, context, layers, heads, width, scalar_head: false };
-            let r = bench_gpt_step(&gpu, &cfg, batch, args.warmup, steps)?;
+            let r = bench_gpt_step(&gpu, &cfg, batch, args.warmup, steps, args.profile)?;
             println!(
                 "{:>3} {:>5} {:>3} {:>5} {:>3} {:>6} {:>11.2} {:>11} {:>12.0}",
                 r.layers,
@@ -209,7 +213,14 @@ fn bench_matmul(gpu: &Gpu, kernel: MatmulKernel, n: usize, target_ms: f64) -> Re
 }
 
 /// Median wall time of `SftTrainer::step` on a fixed random batch (every position a target).
-fn bench_gpt_step(gpu: &Gpu, cfg: &GptConfig, b: usize, warmup: usize, steps: usize) -> Result<GptStepResult> {
+fn bench_gpt_step(
+    gpu: &Gpu,
+    cfg: &GptConfig,
+    b: usize,
+    warmup: usize,
+    steps: usize,
+    profile: bool,
+) -> Result<GptStepResult> {
     let t = cfg.context;
     let params = GptRef::init(cfg, 1).params;
     let mut tr = SftTrainer::new(gpu, cfg, &params, b, t, &OptimConfig::default())?;
@@ -232,6 +243,9 @@ fn bench_gpt_step(gpu: &Gpu, cfg: &GptConfig, b: usize, warmup: usize, steps: us
         .collect::<Result<_>>()?;
     times.sort_by(f64::total_cmp);
     let median = (times[(times.len() - 1) / 2] + times[times.len() / 2]) / 2.0;
+    if profile {
+        print_profile(gpu, &[&tr.gpt.forward, &tr.sft.plan, &tr.gpt.backward, &tr.opt.plan], median);
+    }
     Ok(GptStepResult {
         layers: cfg.layers,
         width: cfg.width,
@@ -243,4 +257,33 @@ fn bench_gpt_step(gpu: &Gpu, cfg: &GptConfig, b: usize, warmup: usize, steps: us
         dispatches_per_step: tr.dispatches_per_step(),
         tokens_per_s: (b * t) as f64 / median,
     })
+}
+
+/// Time every dispatch of the step's plans alone (`dpo3d::gpu::tune::time_dispatch`: several copies in one pass,
+/// GPU timestamps where available) and print the sum per kernel entry point, largest first, with its share of the
+/// sum and the count. The sum leaves out what a whole step adds (submit, readback, barriers between dispatches),
+/// which the last line shows as the difference from the measured step.
+fn print_profile(gpu: &Gpu, plans: &[&dpo3d::gpu::Plan], step_s: f64) {
+    let mut per: std::collections::BTreeMap<&'static str, (f64, usize)> = Default::default();
+    for plan in plans {
+        for d in &plan.dispatches {
+            let s = dpo3d::gpu::tune::time_dispatch(gpu, d).unwrap_or(f64::NAN);
+            let e = per.entry(d.label).or_default();
+            e.0 += s;
+            e.1 += 1;
+        }
+    }
+    let total: f64 = per.values().map(|v| v.0).sum();
+    let mut rows: Vec<_> = per.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    println!("      {:<28} {:>10} {:>6} {:>5}", "kernel", "us", "share", "count");
+    for (label, (s, n)) in rows {
+        println!("      {:<28} {:>10.1} {:>5.1}% {:>5}", label, s * 1e6, 100.0 * s / total, n);
+    }
+    println!(
+        "      sum of dispatches {:.1} us; whole step {:.1} us (submit, barriers, readback: {:.1} us)",
+        total * 1e6,
+        step_s * 1e6,
+        (step_s - total) * 1e6
+    );
 }

@@ -36,6 +36,10 @@ struct Params {
     beta: f32,
     has_bias: u32,  // 1: add bias[b * bias_bs + n]
     bias_bs: u32,   // the bias's batch stride (0: one bias for every batch)
+    splits: u32,    // split-K only: the K range is cut into `splits` chunks of `k_chunk` (a multiple of 16)
+    k_chunk: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -173,24 +177,22 @@ fn b64_store_row(c_base: u32, bias_base: u32, m: u32, n: u32, row: vec4<f32>) {
     }
 }
 
-@compute @workgroup_size(16, 16)
-fn gemm_blocked64(
-    @builtin(local_invocation_id) lid: vec3<u32>,
-    @builtin(local_invocation_index) tid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-) {
-    let tx = lid.x;
-    let ty = lid.y;
-    let m0 = wid.y * 64u;
-    let n0 = wid.x * 64u;
-    let bt = wid.z;
+// The 4x4 block of invocation (tx, ty) of the 64x64 tile at (m0, n0), batch bt, summed over k in [k_begin, k_end).
+struct B64Acc {
+    r0: vec4<f32>,
+    r1: vec4<f32>,
+    r2: vec4<f32>,
+    r3: vec4<f32>,
+}
+
+fn b64_accumulate(tx: u32, ty: u32, tid: u32, m0: u32, n0: u32, bt: u32, k_begin: u32, k_end: u32) -> B64Acc {
     let a_base = p.a_off + bt * p.a_bs;
     let b_base = p.b_off + bt * p.b_bs;
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < p.k; k0 += 16u) {
+    for (var k0 = k_begin; k0 < k_end; k0 += 16u) {
         // Stage the 64x16 A tile and the 16x64 B tile, 4 elements per invocation each. Consecutive invocations
         // take consecutive elements along whichever dimension has unit stride in global memory.
         for (var r = 0u; r < 4u; r++) {
@@ -201,7 +203,7 @@ fn gemm_blocked64(
             let gm = m0 + mm;
             let gk = k0 + kk;
             var v = 0.0;
-            if (gm < p.m && gk < p.k) { v = b64_a[a_base + gm * p.a_rs + gk * p.a_cs]; }
+            if (gm < p.m && gk < k_end) { v = b64_a[a_base + gm * p.a_rs + gk * p.a_cs]; }
             b64_as[kk * 16u + mm / 4u][mm % 4u] = v;
         }
         for (var r = 0u; r < 4u; r++) {
@@ -212,7 +214,7 @@ fn gemm_blocked64(
             let gn = n0 + nn;
             let gk = k0 + kk;
             var v = 0.0;
-            if (gk < p.k && gn < p.n) { v = b64_b[b_base + gk * p.b_rs + gn * p.b_cs]; }
+            if (gk < k_end && gn < p.n) { v = b64_b[b_base + gk * p.b_rs + gn * p.b_cs]; }
             b64_bs[kk * 16u + nn / 4u][nn % 4u] = v;
         }
         workgroupBarrier();
@@ -226,14 +228,86 @@ fn gemm_blocked64(
         }
         workgroupBarrier();
     }
+    return B64Acc(acc0, acc1, acc2, acc3);
+}
+
+@compute @workgroup_size(16, 16)
+fn gemm_blocked64(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let m0 = wid.y * 64u;
+    let n0 = wid.x * 64u;
+    let bt = wid.z;
+    let acc = b64_accumulate(lid.x, lid.y, tid, m0, n0, bt, 0u, p.k);
     let c_base = p.c_off + bt * p.c_bs;
     let bias_base = bt * p.bias_bs;
-    let m = m0 + ty * 4u;
-    let n = n0 + tx * 4u;
-    b64_store_row(c_base, bias_base, m, n, acc0);
-    b64_store_row(c_base, bias_base, m + 1u, n, acc1);
-    b64_store_row(c_base, bias_base, m + 2u, n, acc2);
-    b64_store_row(c_base, bias_base, m + 3u, n, acc3);
+    let m = m0 + lid.y * 4u;
+    let n = n0 + lid.x * 4u;
+    b64_store_row(c_base, bias_base, m, n, acc.r0);
+    b64_store_row(c_base, bias_base, m + 1u, n, acc.r1);
+    b64_store_row(c_base, bias_base, m + 2u, n, acc.r2);
+    b64_store_row(c_base, bias_base, m + 3u, n, acc.r3);
+}
+
+// gemm_b64_splitk: Blocked64 over one chunk of K, for products with few output tiles and a long K (a linear
+// layer's weight gradient: K = B*T rows): workgroup z = bt * splits + s sums k in [s * k_chunk, (s+1) * k_chunk)
+// and writes the raw sums to part[((s * batch + bt) * M + m) * N + n]; gemm_splitk_reduce then adds the chunks in
+// order s = 0, 1, ... and applies the epilogue. The result is deterministic; it differs from the one-pass kernels
+// only by rounding (the chunks are summed separately).
+// bindings: 9 a read, 10 b read, 27 part (splits * batch * M * N) read_write.
+// grid: (ceil(N/64), ceil(M/64), batch * splits), workgroup (16, 16).
+@group(0) @binding(27) var<storage, read_write> sk64_part: array<f32>;
+
+@compute @workgroup_size(16, 16)
+fn gemm_b64_splitk(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let m0 = wid.y * 64u;
+    let n0 = wid.x * 64u;
+    let bt = wid.z / p.splits;
+    let s = wid.z % p.splits;
+    let k_begin = s * p.k_chunk;
+    let acc = b64_accumulate(lid.x, lid.y, tid, m0, n0, bt, k_begin, min(p.k, k_begin + p.k_chunk));
+    let m = m0 + lid.y * 4u;
+    let n = n0 + lid.x * 4u;
+    let base = (s * p.batch + bt) * p.m;
+    let rows = array<vec4<f32>, 4>(acc.r0, acc.r1, acc.r2, acc.r3);
+    for (var i = 0u; i < 4u; i++) {
+        if (m + i < p.m) {
+            for (var j = 0u; j < 4u; j++) {
+                if (n + j < p.n) { sk64_part[(base + m + i) * p.n + n + j] = rows[i][j]; }
+            }
+        }
+    }
+}
+
+// gemm_splitk_reduce: C[b](m, n) = epilogue(sum over s of part[((s * batch + b) * M + m) * N + n]), s ascending.
+// bindings: 28 part read, 29 c read_write, 30 bias (N) read (read only when has_bias = 1).
+// grid: (ceil(N/16), ceil(M/16), batch), workgroup (16, 16).
+@group(0) @binding(28) var<storage, read> skr_part: array<f32>;
+@group(0) @binding(29) var<storage, read_write> skr_c: array<f32>;
+@group(0) @binding(30) var<storage, read> skr_bias: array<f32>;
+
+@compute @workgroup_size(16, 16)
+fn gemm_splitk_reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = gid.x;
+    let m = gid.y;
+    let bt = gid.z;
+    if (m >= p.m || n >= p.n) { return; }
+    var acc = 0.0;
+    for (var s = 0u; s < p.splits; s++) {
+        acc += skr_part[((s * p.batch + bt) * p.m + m) * p.n + n];
+    }
+    let ci = p.c_off + bt * p.c_bs + m * p.c_rs + n * p.c_cs;
+    var c_old = 0.0;
+    if (p.beta != 0.0) { c_old = skr_c[ci]; }
+    var bias = 0.0;
+    if (p.has_bias == 1u) { bias = skr_bias[bt * p.bias_bs + n]; }
+    skr_c[ci] = epilogue(acc, c_old, bias);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -266,6 +340,36 @@ fn matmul_dbias(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
             t += db_part[j * 32u + lid.x];
         }
         db_dbias[bt * p.bias_bs + col] += t;
+    }
+}
+
+// matmul_dbias_tall: the same column sums for GPUs, where 32 columns per workgroup leave most of the chip idle (a
+// bias of 256 gives 8 workgroups): 4 columns per workgroup of (4, 64), each invocation summing rows y, y+64, ...,
+// then a fixed-order tree over the 64 partials. Chosen per shape by measurement (`dbias` in the tuner).
+// bindings: 13 dout read, 14 dbias read_write (as matmul_dbias).
+// grid: (ceil(OC/4), 1, batch), workgroup (4, 64).
+var<workgroup> dbt_part: array<f32, 256>; // [y][x]
+
+@compute @workgroup_size(4, 64)
+fn matmul_dbias_tall(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let col = wid.x * 4u + lid.x;
+    let bt = wid.z;
+    var s = 0.0;
+    if (col < p.n) {
+        for (var r = lid.y; r < p.m; r += 64u) {
+            s += db_dout[bt * p.a_bs + r * p.n + col];
+        }
+    }
+    dbt_part[lid.y * 4u + lid.x] = s;
+    workgroupBarrier();
+    for (var h = 32u; h > 0u; h = h / 2u) {
+        if (lid.y < h) {
+            dbt_part[lid.y * 4u + lid.x] += dbt_part[(lid.y + h) * 4u + lid.x];
+        }
+        workgroupBarrier();
+    }
+    if (lid.y == 0u && col < p.n) {
+        db_dbias[bt * p.bias_bs + col] += dbt_part[lid.x];
     }
 }
 
@@ -562,14 +666,20 @@ fn gemm_tile128(
     let bt = wid.z;
     let a_base = p.a_off + bt * p.a_bs;
     let b_base = p.b_off + bt * p.b_bs;
-    // acc[i][j]: row group i (0..7 -> rows 4ty+i for i<4, 64+4ty+i-4 otherwise), column halves j (0: 4tx.., 1: 64+4tx..).
-    var acc: array<vec4<f32>, 16>; // zero-initialised
+    // Accumulators: rows 4 ty + i (lo) and 64 + 4 ty + i (hi), columns 4 tx.. (l) and 64 + 4 tx.. (h). Named
+    // registers, not an array: a dynamically indexed array would live in slow local memory on some compilers.
+    var lo0l = vec4<f32>(0.0); var lo0h = vec4<f32>(0.0); var lo1l = vec4<f32>(0.0); var lo1h = vec4<f32>(0.0);
+    var lo2l = vec4<f32>(0.0); var lo2h = vec4<f32>(0.0); var lo3l = vec4<f32>(0.0); var lo3h = vec4<f32>(0.0);
+    var hi0l = vec4<f32>(0.0); var hi0h = vec4<f32>(0.0); var hi1l = vec4<f32>(0.0); var hi1h = vec4<f32>(0.0);
+    var hi2l = vec4<f32>(0.0); var hi2h = vec4<f32>(0.0); var hi3l = vec4<f32>(0.0); var hi3h = vec4<f32>(0.0);
+    let a_unit = p.a_cs == 1u;
+    let b_unit = p.b_cs == 1u;
     for (var k0 = 0u; k0 < p.k; k0 += 8u) {
         for (var r = 0u; r < 4u; r++) {
             let idx = tid + r * 256u; // 0..1023 over the 128x8 A tile
-            var kk: u32;
-            var mm: u32;
-            if (p.a_cs == 1u) { kk = idx % 8u; mm = idx / 8u; } else { mm = idx % 128u; kk = idx / 128u; }
+            var kk = idx / 128u;
+            var mm = idx % 128u;
+            if (a_unit) { kk = idx % 8u; mm = idx / 8u; }
             let gm = m0 + mm;
             let gk = k0 + kk;
             var v = 0.0;
@@ -578,9 +688,9 @@ fn gemm_tile128(
         }
         for (var r = 0u; r < 4u; r++) {
             let idx = tid + r * 256u; // 0..1023 over the 8x128 B tile
-            var kk: u32;
-            var nn: u32;
-            if (p.b_cs == 1u) { nn = idx % 128u; kk = idx / 128u; } else { kk = idx % 8u; nn = idx / 8u; }
+            var kk = idx / 128u;
+            var nn = idx % 128u;
+            if (!b_unit) { kk = idx % 8u; nn = idx / 8u; }
             let gn = n0 + nn;
             let gk = k0 + kk;
             var v = 0.0;
@@ -591,23 +701,29 @@ fn gemm_tile128(
         for (var kk = 0u; kk < 8u; kk++) {
             let a_lo = t128_as[kk * 32u + ty];
             let a_hi = t128_as[kk * 32u + 16u + ty];
-            let b_lo = t128_bs[kk * 32u + tx];
-            let b_hi = t128_bs[kk * 32u + 16u + tx];
-            acc[0] += a_lo.x * b_lo; acc[1] += a_lo.x * b_hi;
-            acc[2] += a_lo.y * b_lo; acc[3] += a_lo.y * b_hi;
-            acc[4] += a_lo.z * b_lo; acc[5] += a_lo.z * b_hi;
-            acc[6] += a_lo.w * b_lo; acc[7] += a_lo.w * b_hi;
-            acc[8] += a_hi.x * b_lo; acc[9] += a_hi.x * b_hi;
-            acc[10] += a_hi.y * b_lo; acc[11] += a_hi.y * b_hi;
-            acc[12] += a_hi.z * b_lo; acc[13] += a_hi.z * b_hi;
-            acc[14] += a_hi.w * b_lo; acc[15] += a_hi.w * b_hi;
+            let b_l = t128_bs[kk * 32u + tx];
+            let b_h = t128_bs[kk * 32u + 16u + tx];
+            lo0l += a_lo.x * b_l; lo0h += a_lo.x * b_h;
+            lo1l += a_lo.y * b_l; lo1h += a_lo.y * b_h;
+            lo2l += a_lo.z * b_l; lo2h += a_lo.z * b_h;
+            lo3l += a_lo.w * b_l; lo3h += a_lo.w * b_h;
+            hi0l += a_hi.x * b_l; hi0h += a_hi.x * b_h;
+            hi1l += a_hi.y * b_l; hi1h += a_hi.y * b_h;
+            hi2l += a_hi.z * b_l; hi2h += a_hi.z * b_h;
+            hi3l += a_hi.w * b_l; hi3h += a_hi.w * b_h;
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i++) {
-        t128_store(bt, m0 + 4u * ty + i, n0 + 4u * tx, acc[2u * i]);
-        t128_store(bt, m0 + 4u * ty + i, n0 + 64u + 4u * tx, acc[2u * i + 1u]);
-        t128_store(bt, m0 + 64u + 4u * ty + i, n0 + 4u * tx, acc[8u + 2u * i]);
-        t128_store(bt, m0 + 64u + 4u * ty + i, n0 + 64u + 4u * tx, acc[8u + 2u * i + 1u]);
-    }
+    let ml = m0 + 4u * ty;
+    let mh = m0 + 64u + 4u * ty;
+    let nl = n0 + 4u * tx;
+    let nh = n0 + 64u + 4u * tx;
+    t128_store(bt, ml, nl, lo0l); t128_store(bt, ml, nh, lo0h);
+    t128_store(bt, ml + 1u, nl, lo1l); t128_store(bt, ml + 1u, nh, lo1h);
+    t128_store(bt, ml + 2u, nl, lo2l); t128_store(bt, ml + 2u, nh, lo2h);
+    t128_store(bt, ml + 3u, nl, lo3l); t128_store(bt, ml + 3u, nh, lo3h);
+    t128_store(bt, mh, nl, hi0l); t128_store(bt, mh, nh, hi0h);
+    t128_store(bt, mh + 1u, nl, hi1l); t128_store(bt, mh + 1u, nh, hi1h);
+    t128_store(bt, mh + 2u, nl, hi2l); t128_store(bt, mh + 2u, nh, hi2h);
+    t128_store(bt, mh + 3u, nl, hi3l); t128_store(bt, mh + 3u, nh, hi3h);
 }

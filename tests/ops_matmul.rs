@@ -172,6 +172,54 @@ fn should_match_reference_gemm_vec4() {
 }
 
 #[test]
+fn should_match_reference_dbias_both_kernels() {
+    let gpu = gpu();
+    for &(bt, oc) in &[(1, 1), (3, 37), (130, 5), (2048, 67)] {
+        let dout = randn(800 + bt as u64, bt * oc, 1.0);
+        let dbias0 = randn(900, oc, 1.0);
+        let mut want = dbias0.clone();
+        for r in 0..bt {
+            for (j, w) in want.iter_mut().enumerate() {
+                *w += dout[r * oc + j]; // independent of src/reference: the column sum written out
+            }
+        }
+        for tall in [false, true] {
+            let t = upload(&gpu, &dbias0);
+            let mut plan = Plan::new();
+            plan.push(ops::matmul_dbias_with(&gpu, tall, &t, &upload(&gpu, &dout), bt, oc));
+            plan.submit(&gpu);
+            assert_close(&format!("dbias bt={bt} oc={oc} tall={tall}"), &t.to_vec(&gpu).unwrap(), &want, 1e-4, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn should_match_reference_gemm_split_k() {
+    // Split-K (a linear layer's weight gradient with a long K): chunks summed separately, then reduced in order.
+    let gpu = gpu();
+    let cases = [
+        GemmDims::new(70, 33, 700).transpose_a().batched(2).accumulate(), // 6 chunks, ragged last chunk and tiles
+        GemmDims::new(5, 130, 256).scaled(-1.25, 0.75),                   // 2 chunks
+        GemmDims::new(64, 64, 4096).transpose_a(),                        // 16 chunks
+    ];
+    for (i, d) in cases.into_iter().enumerate() {
+        assert!(ops::split_k_chunks(&d).is_some());
+        let (alen, blen, clen) =
+            (extent(&d.a, d.batch, d.m, d.k), extent(&d.b, d.batch, d.k, d.n), extent(&d.c, d.batch, d.m, d.n));
+        let (a, b, c0) = (randn(700 + i as u64, alen, 1.0), randn(710 + i as u64, blen, 1.0), randn(720, clen, 1.0));
+        let tc = upload(&gpu, &c0);
+        let mut plan = Plan::new();
+        plan.extend(ops::gemm_split_k(&gpu, &tc, &upload(&gpu, &a), &upload(&gpu, &b), d));
+        plan.submit(&gpu);
+        let mut want = c0.clone();
+        cpu::gemm(&mut want, &a, &b, d);
+        let what = format!("split-k gemm m={} n={} k={} batch={}", d.m, d.n, d.k, d.batch);
+        assert_close(&what, &tc.to_vec(&gpu).unwrap(), &want, 5e-4, 2e-4);
+    }
+    assert!(ops::split_k_chunks(&GemmDims::new(64, 64, 255)).is_none());
+}
+
+#[test]
 fn should_not_read_output_when_beta_is_zero() {
     // beta = 0 must overwrite, not scale: a NaN already in C (stale activations) must not leak into the result.
     let gpu = gpu();

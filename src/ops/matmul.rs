@@ -297,6 +297,9 @@ struct Params {
     beta: f32,
     has_bias: u32,
     bias_bs: u32,
+    splits: u32,
+    k_chunk: u32,
+    _pad: [u32; 2],
 }
 
 fn u(x: usize, what: &str) -> u32 {
@@ -320,6 +323,9 @@ fn params(dims: &GemmDims, has_bias: bool) -> Params {
         beta: dims.beta,
         has_bias: has_bias as u32,
         bias_bs: u(dims.bias_batch, "bias batch stride"),
+        splits: 1,
+        k_chunk: u(dims.k, "K"),
+        _pad: [0; 2],
     }
 }
 
@@ -416,6 +422,30 @@ pub fn choose_kernel(gpu: &Gpu, dims: &GemmDims, has_bias: bool) -> MatmulKernel
         time_gemm(gpu, kernel, dims, has_bias)
     });
     MatmulKernel::from_name(name).unwrap_or(rule)
+}
+
+/// The tuner's shape class of a product: (M, N, K), which operands are transposed, whether the vec4 kernel applies,
+/// whether it accumulates. Not the batch (see `choose_kernel`).
+fn shape_key(dims: &GemmDims) -> String {
+    let layout = |l: &MatrixLayout| {
+        if l.col == 1 {
+            "n"
+        } else if l.row == 1 {
+            "t"
+        } else {
+            "s"
+        }
+    };
+    format!(
+        "{}x{}x{} {}{}{}{}",
+        dims.m,
+        dims.n,
+        dims.k,
+        layout(&dims.a),
+        layout(&dims.b),
+        if vec4_variant(dims).is_some() { " v4" } else { "" },
+        if dims.beta != 0.0 { " acc" } else { "" }
+    )
 }
 
 /// Seconds per run of `kernel` on scratch buffers shaped like `dims` (batch 1), or None if they cannot be made.
@@ -597,10 +627,7 @@ pub fn matmul_backward_replicas(
 ) -> Vec<Dispatch> {
     backward_dispatches(
         gpu,
-        [
-            choose_kernel(gpu, &dinp_dims(bt, c, oc, rep), false),
-            choose_kernel(gpu, &dweight_dims(bt, c, oc, rep), false),
-        ],
+        (choose_kernel(gpu, &dinp_dims(bt, c, oc, rep), false), choose_weight_grad(gpu, &dweight_dims(bt, c, oc, rep))),
         dinp,
         dweight,
         dbias,
@@ -629,14 +656,14 @@ pub fn matmul_backward_with(
     c: usize,
     oc: usize,
 ) -> Vec<Dispatch> {
-    backward_dispatches(gpu, [kernel, kernel], dinp, dweight, dbias, dout, inp, weight, bt, c, oc, Replicas::ONE)
+    backward_dispatches(gpu, (kernel, Some(kernel)), dinp, dweight, dbias, dout, inp, weight, bt, c, oc, Replicas::ONE)
 }
 
 /// The backward GEMMs with one kernel for the dinp product and one for the dweight product.
 #[allow(clippy::too_many_arguments)]
 fn backward_dispatches(
     gpu: &Gpu,
-    kernels: [MatmulKernel; 2],
+    kernels: (MatmulKernel, Option<MatmulKernel>),
     dinp: Option<&Tensor>,
     dweight: &Tensor,
     dbias: Option<&Tensor>,
@@ -648,11 +675,11 @@ fn backward_dispatches(
     oc: usize,
     rep: Replicas,
 ) -> Vec<Dispatch> {
-    let mut ds = Vec::with_capacity(3);
+    let mut ds = Vec::with_capacity(4);
     if let Some(dinp) = dinp {
-        ds.push(gemm_dispatch(gpu, kernels[0], dinp, dout, weight, None, dinp_dims(bt, c, oc, rep)));
+        ds.push(gemm_dispatch(gpu, kernels.0, dinp, dout, weight, None, dinp_dims(bt, c, oc, rep)));
     }
-    ds.push(gemm_dispatch(gpu, kernels[1], dweight, dout, inp, None, dweight_dims(bt, c, oc, rep)));
+    ds.extend(weight_grad_dispatches(gpu, kernels.1, dweight, dout, inp, dweight_dims(bt, c, oc, rep)));
     if let Some(dbias) = dbias {
         ds.push(matmul_dbias_replicas(gpu, dbias, dout, bt, oc, rep));
     }
@@ -691,6 +718,113 @@ pub fn matmul_dbias_replicas(
         .with_bias_batch(rep.param_stride)
         .accumulate();
     let p = params(&dims, false);
-    let groups = [grid_dim(oc.div_ceil(32), "OC"), 1, grid_dim(rep.count, "replicas")];
-    Dispatch::new(gpu, SHADER, SRC, "matmul_dbias", Some(bytemuck::bytes_of(&p)), &[(13, dout), (14, dbias)], groups)
+    let build = |entry: &'static str, dbias: &Tensor| {
+        let cols = if entry == "matmul_dbias" { 32 } else { 4 };
+        let groups = [grid_dim(oc.div_ceil(cols), "OC"), 1, grid_dim(rep.count, "replicas")];
+        Dispatch::new(gpu, SHADER, SRC, entry, Some(bytemuck::bytes_of(&p)), &[(13, dout), (14, dbias)], groups)
+    };
+    // Measured per shape: 32 columns per workgroup (few, wide workgroups: CPU adapters) or 4 (GPUs).
+    let entry = gpu.tuner.choose("dbias", &format!("{bt}x{oc}"), &["matmul_dbias", "matmul_dbias_tall"], |entry| {
+        let scratch = Tensor::zeros(gpu, "tune dbias", dbias.len).ok()?;
+        crate::gpu::tune::time_dispatch(gpu, &build(entry, &scratch))
+    });
+    build(entry, dbias)
+}
+
+/// `matmul_dbias` with a chosen kernel: `tall` = matmul_dbias_tall (tests compare both with the reference).
+pub fn matmul_dbias_with(gpu: &Gpu, tall: bool, dbias: &Tensor, dout: &Tensor, bt: usize, oc: usize) -> Dispatch {
+    let dims = GemmDims::new(bt, oc, 0).with_a(MatrixLayout::strided(oc, 1, bt * oc)).accumulate();
+    let p = params(&dims, false);
+    let (entry, cols) = if tall { ("matmul_dbias_tall", 4) } else { ("matmul_dbias", 32) };
+    let groups = [grid_dim(oc.div_ceil(cols), "OC"), 1, 1];
+    Dispatch::new(gpu, SHADER, SRC, entry, Some(bytemuck::bytes_of(&p)), &[(13, dout), (14, dbias)], groups)
+}
+
+/// Split-K for products with few output tiles and a long K (a linear layer's weight gradient, K = B*T): K is cut
+/// into chunks summed by separate workgroups (Blocked64 tiles) into a scratch buffer, which a second dispatch
+/// reduces in a fixed order. `None` when K is too short for chunks of at least 128 (16 chunks at most).
+pub fn split_k_chunks(dims: &GemmDims) -> Option<(usize, usize)> {
+    if dims.k < 256 {
+        return None;
+    }
+    let splits = (dims.k / 128).min(16);
+    let chunk = dims.k.div_ceil(splits).div_ceil(16) * 16;
+    Some((dims.k.div_ceil(chunk), chunk))
+}
+
+/// C = alpha * A @ B + beta * C by split-K (two dispatches; see `split_k_chunks`, which must give Some for `dims`).
+pub fn gemm_split_k(gpu: &Gpu, c: &Tensor, a: &Tensor, b: &Tensor, dims: GemmDims) -> Vec<Dispatch> {
+    assert!(split_k_chunks(&dims).is_some(), "gemm_split_k: K = {} is too short for split-K", dims.k);
+    weight_grad_dispatches(gpu, None, c, a, b, dims)
+}
+
+/// Name of the split-K choice in the tuner (beside the `MatmulKernel` names).
+pub const SPLIT_K: &str = "b64-splitk";
+
+/// The kernel choice for a weight-gradient product: a `MatmulKernel`, or None for split-K.
+fn choose_weight_grad(gpu: &Gpu, dims: &GemmDims) -> Option<MatmulKernel> {
+    let Some(_) = split_k_chunks(dims) else { return Some(choose_kernel(gpu, dims, false)) };
+    let rule = rule_kernel(dims);
+    let mut candidates: Vec<&'static str> = vec![rule.name()];
+    for k in [MatmulKernel::Vec4, MatmulKernel::Skinny8, MatmulKernel::Blocked64, MatmulKernel::Tile128] {
+        if k != rule && k.supports(dims) {
+            candidates.push(k.name());
+        }
+    }
+    candidates.push(SPLIT_K);
+    let key = format!("{} dweight", shape_key(dims));
+    let name = gpu.tuner.choose("matmul", &key, &candidates, |name| {
+        let d = GemmDims { batch: 1, ..*dims };
+        let len = |l: &MatrixLayout, r: usize, c: usize| l.max_index(1, r, c).map_or(1, |i| i + 1);
+        let a = Tensor::zeros(gpu, "tune a", len(&d.a, d.m, d.k)).ok()?;
+        let b = Tensor::zeros(gpu, "tune b", len(&d.b, d.k, d.n)).ok()?;
+        let c = Tensor::zeros(gpu, "tune c", len(&d.c, d.m, d.n)).ok()?;
+        let ds = weight_grad_dispatches(gpu, MatmulKernel::from_name(name), &c, &a, &b, d);
+        ds.iter().map(|x| crate::gpu::tune::time_dispatch(gpu, x)).sum()
+    });
+    MatmulKernel::from_name(name)
+}
+
+/// The dispatches of one weight-gradient product: one GEMM with `kernel`, or (None) split-K's two.
+fn weight_grad_dispatches(
+    gpu: &Gpu,
+    kernel: Option<MatmulKernel>,
+    c: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    dims: GemmDims,
+) -> Vec<Dispatch> {
+    let Some((splits, chunk)) = kernel.is_none().then(|| split_k_chunks(&dims)).flatten() else {
+        return vec![gemm_dispatch(gpu, kernel.unwrap_or(MatmulKernel::Blocked64), c, a, b, None, dims)];
+    };
+    dims.check(c.len, a.len, b.len);
+    let part = Tensor::zeros(gpu, "split-k partial sums", splits * dims.batch * dims.m * dims.n)
+        .unwrap_or_else(|e| panic!("split-K scratch for {dims:?}: {e}"));
+    let mut p = params(&dims, false);
+    p.splits = splits as u32;
+    p.k_chunk = chunk as u32;
+    let bytes = bytemuck::bytes_of(&p);
+    let sums = Dispatch::new(
+        gpu,
+        SHADER,
+        SRC,
+        "gemm_b64_splitk",
+        Some(bytes),
+        &[(9, a), (10, b), (27, &part)],
+        [
+            grid_dim(dims.n.div_ceil(64), "N"),
+            grid_dim(dims.m.div_ceil(64), "M"),
+            grid_dim(dims.batch * splits, "batch x splits"),
+        ],
+    );
+    let reduce = Dispatch::new(
+        gpu,
+        SHADER,
+        SRC,
+        "gemm_splitk_reduce",
+        Some(bytes),
+        &[(28, &part), (29, c), (30, a)],
+        [grid_dim(dims.n.div_ceil(16), "N"), grid_dim(dims.m.div_ceil(16), "M"), grid_dim(dims.batch, "batch")],
+    );
+    vec![sums, reduce]
 }
