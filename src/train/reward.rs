@@ -27,6 +27,7 @@ impl<P: Policy> RewardTrainer<P> {
         let plans = [self.model.forward_plan(), &self.objective.plan, self.model.backward_plan(), &self.opt.plan];
         let out = run_step(gpu, &plans, Some(&self.readback)).await?.expect("readback");
         let m = PreferenceMetrics::from_raw(&out[0]);
+        self.opt.check(&out[1], &format!("reward model step {}", self.opt.step))?;
         if !m.get("loss").is_finite() || !out[1][0].is_finite() {
             return Err(Error::NonFinite(format!("reward model step {}: loss {}", self.opt.step, m.get("loss"))));
         }

@@ -1,5 +1,6 @@
 //! The SFT loop for the GPT: forward, masked NLL, backward, clip + AdamW: one encoder, one submit, and a readback
-//! of the loss and gradient norm only. A non-finite loss stops training with the step number.
+//! of the loss and gradient norm only. A non-finite loss stops training with the step number; a non-finite gradient
+//! norm is caught on the GPU before the update (the parameters stay the last good ones).
 
 use crate::data::SftBatch;
 use crate::gpu::{dispatch_count, Gpu, Readback};
@@ -61,6 +62,7 @@ impl SftTrainer {
         let plans = [&self.gpt.forward, &self.sft.plan, &self.gpt.backward, &self.opt.plan];
         let out = run_step(gpu, &plans, Some(&self.readback)).await?.expect("readback");
         let m = SftMetrics { step: self.opt.step, loss: out[0][0], grad_norm: out[1][0] };
+        self.opt.check(&out[1], &format!("SFT step {} (loss {})", m.step, m.loss))?;
         if !m.loss.is_finite() || !m.grad_norm.is_finite() {
             return Err(Error::NonFinite(format!("SFT step {}: loss {} grad norm {}", m.step, m.loss, m.grad_norm)));
         }
