@@ -207,6 +207,22 @@ impl PpoToyTrainer {
         reward: RewardSource,
         rows: usize,
     ) -> Result<PpoToyTrainer> {
+        gpu.scoped_blocking("building the PPO toy trainer", || {
+            Self::build(gpu, cfg, opt, policy_cfg, policy_params, value_params, reward, rows)
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        gpu: &Gpu,
+        cfg: &PpoConfig,
+        opt: &OptimConfig,
+        policy_cfg: &MlpConfig,
+        policy_params: &[f32],
+        value_params: &[f32],
+        reward: RewardSource,
+        rows: usize,
+    ) -> Result<PpoToyTrainer> {
         let (np, nr) = (policy_cfg.prompts, policy_cfg.responses);
         if policy_cfg.scalar_head {
             return Err(Error::config(
@@ -403,6 +419,24 @@ impl PpoGptTrainer {
     /// shared trunk only their `score.weight` is used. `b` prompts of `prompt_len` tokens per step.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
+        gpu: &Gpu,
+        cfg: &PpoConfig,
+        opt: &OptimConfig,
+        policy_cfg: &GptConfig,
+        policy_params: &[f32],
+        value_params: &[f32],
+        reward: GptRewardSource,
+        b: usize,
+        prompt_len: usize,
+    ) -> Result<PpoGptTrainer> {
+        let what = format!("building the PPO trainer (GPT of {} parameters, B = {b})", policy_cfg.num_params());
+        gpu.scoped_blocking(&what, || {
+            Self::build(gpu, cfg, opt, policy_cfg, policy_params, value_params, reward, b, prompt_len)
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
         gpu: &Gpu,
         cfg: &PpoConfig,
         opt: &OptimConfig,

@@ -42,6 +42,19 @@ impl<P: Policy> PreferenceTrainer<P> {
         opt: &OptimConfig,
         mode: ReferenceMode,
     ) -> Result<Self> {
+        gpu.scoped_blocking(&format!("building the {} trainer", loss.name()), || {
+            Self::build(gpu, policy, reference, loss, opt, mode)
+        })
+    }
+
+    fn build(
+        gpu: &Gpu,
+        policy: P,
+        reference: Option<P>,
+        loss: &PreferenceLoss,
+        opt: &OptimConfig,
+        mode: ReferenceMode,
+    ) -> Result<Self> {
         let objective = Preference::new(gpu, &policy, loss)?;
         if loss.uses_reference() && reference.is_none() {
             return Err(Error::config(format!("{} needs a reference policy", loss.name())));

@@ -16,10 +16,12 @@ pub struct RewardTrainer<P: Policy> {
 
 impl<P: Policy> RewardTrainer<P> {
     pub fn new(gpu: &Gpu, model: P, opt: &OptimConfig) -> Result<Self> {
-        let objective = RewardObjective::new(gpu, &model)?;
-        let opt = Optimizer::new(gpu, model.params(), model.grads(), opt)?;
-        let readback = Readback::new(gpu, &[&objective.metrics, &opt.norm]);
-        Ok(RewardTrainer { model, objective, opt, readback })
+        gpu.scoped_blocking("building the reward-model trainer", || {
+            let objective = RewardObjective::new(gpu, &model)?;
+            let opt = Optimizer::new(gpu, model.params(), model.grads(), opt)?;
+            let readback = Readback::new(gpu, &[&objective.metrics, &opt.norm]);
+            Ok(RewardTrainer { model, objective, opt, readback })
+        })
     }
 
     pub async fn step(&mut self, gpu: &Gpu) -> Result<PreferenceMetrics> {

@@ -32,11 +32,14 @@ impl SftTrainer {
         t: usize,
         opt: &OptimConfig,
     ) -> Result<SftTrainer> {
-        let gpt = Gpt::new(gpu, cfg, b, t, params)?;
-        let sft = Sft::new(gpu, &gpt)?;
-        let opt = Optimizer::new(gpu, &gpt.params, &gpt.grads, opt)?;
-        let readback = Readback::new(gpu, &[&sft.loss, &opt.norm]);
-        Ok(SftTrainer { gpt, sft, opt, readback })
+        let what = format!("building the SFT trainer (GPT of {} parameters, B = {b}, T = {t})", cfg.num_params());
+        gpu.scoped_blocking(&what, || {
+            let gpt = Gpt::new(gpu, cfg, b, t, params)?;
+            let sft = Sft::new(gpu, &gpt)?;
+            let opt = Optimizer::new(gpu, &gpt.params, &gpt.grads, opt)?;
+            let readback = Readback::new(gpu, &[&sft.loss, &opt.norm]);
+            Ok(SftTrainer { gpt, sft, opt, readback })
+        })
     }
 
     /// Dispatches recorded per training step (forward + loss + backward + optimizer).
