@@ -1,7 +1,17 @@
 // Optimizer op family: the global gradient L2 norm with its clip scale (a deterministic two-pass reduction), the
 // AdamW update (decoupled weight decay) and plain SGD. The updates read their hyperparameters and the clip scale from
-// buffers (AdamHyper as a uniform block), so the recorded plan never changes between steps: the host only rewrites
-// the 8-float AdamHyper block.
+// buffers (AdamHyper as a uniform block), and Adam's step counter t lives on the GPU, so the recorded plan never
+// changes between steps and several optimizer steps can be recorded into one submit.
+//
+// Non-finite gradients: grad_norm_final checks each group's norm (NaN or infinity in any gradient, or a sum of squares
+// that overflows f32, makes it non-finite). A finite norm advances the group's step state; a non-finite one counts a
+// skipped step instead, and the updates then leave that group's parameters and moments untouched, so they stay the
+// last good ones. The host reads the skip count back with the norm.
+//
+// The norm buffer (6G f32): [L2 norm, clip scale] per group (2G), then the step state per group (4G):
+// [t (applied steps), beta1^t, beta2^t, skipped steps], initialised to [0, 1, 1, 0]. The powers are kept as running
+// products (one f32 multiply per applied step), so the bias corrections 1 - beta^t are exact f32 arithmetic the CPU
+// reference repeats bit for bit.
 //
 // Determinism: pass 1 splits the n gradients into a fixed number of workgroups (a function of n only), each thread
 // summing a fixed strided slice and each workgroup a fixed tree; pass 2 sums the partials in one workgroup, again
@@ -15,6 +25,29 @@ struct Params {
     num_partials: u32, // workgroups of grad_norm_partial per group = scratch length per group
     max_norm: f32,     // clip threshold (<= 0: no clipping)
     group_len: u32,    // elements per group
+}
+
+// The 8-float hyperparameter block the host writes (bias corrections come from the step state, not from here).
+struct AdamHyper {
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    _pad0: f32,
+    _pad1: f32,
+    _pad2: f32,
+}
+
+// true unless x is NaN or +-infinity (exponent bits all ones); a bit test, because WGSL lets a compiler assume
+// floats are finite in arithmetic comparisons.
+fn is_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}
+
+// Index of group g's step state [t, beta1^t, beta2^t, skipped] in the norm buffer.
+fn state_index(g: u32) -> u32 {
+    return 2u * (p.n / p.group_len) + 4u * g;
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -57,11 +90,13 @@ fn grad_norm_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
 }
 
 // grad_norm_final (pass 2), per group g: norm[2g] = sqrt(sum of the group's scratch); norm[2g + 1] = clip scale:
-//   max_norm <= 0: 1; else min(1, max_norm / (norm + 1e-6)).
-// bindings: 3 scratch (G * P) read, 4 norm (2G) write.
+//   max_norm <= 0: 1; else min(1, max_norm / (norm + 1e-6)). Then the step state s = state_index(g): a finite norm
+//   applies the step (t += 1, beta1^t *= beta1, beta2^t *= beta2); a non-finite one skips it (skipped += 1).
+// bindings: 3 scratch (G * P) read, 4 norm (6G) read_write, 15 hyper (AdamHyper: beta1, beta2) read.
 // grid: (G): one workgroup of 256 per group.
 @group(0) @binding(3) var<storage, read> gnf_scratch: array<f32>;
 @group(0) @binding(4) var<storage, read_write> gnf_norm: array<f32>;
+@group(0) @binding(15) var<uniform> gnf_hyper: AdamHyper;
 
 @compute @workgroup_size(256)
 fn grad_norm_final(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -81,25 +116,23 @@ fn grad_norm_final(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
         }
         gnf_norm[2u * g] = norm;
         gnf_norm[2u * g + 1u] = scale;
+        let st = state_index(g);
+        if (is_finite(norm)) {
+            gnf_norm[st] = gnf_norm[st] + 1.0;
+            gnf_norm[st + 1u] = gnf_norm[st + 1u] * gnf_hyper.beta1;
+            gnf_norm[st + 2u] = gnf_norm[st + 2u] * gnf_hyper.beta2;
+        } else {
+            gnf_norm[st + 3u] = gnf_norm[st + 3u] + 1.0;
+        }
     }
 }
 
-// The 8-float hyperparameter block the host rewrites before each step (bias corrections are 1 - beta^step).
-struct AdamHyper {
-    lr: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    weight_decay: f32,
-    bias_correction1: f32,
-    bias_correction2: f32,
-    _pad: f32,
-}
-
-// adamw_update: g = grads[i] * norm[2 * (i / group_len) + 1] (its group's clip scale); m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-//   params -= lr * ((m / bc1) / (sqrt(v / bc2) + eps) + weight_decay * params)
+// adamw_update, element i of group k = i / group_len, skipped when norm[2k] is not finite:
+//   g = grads[i] * norm[2k + 1] (the group's clip scale); m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+//   params -= lr * ((m / bc1) / (sqrt(v / bc2) + eps) + weight_decay * params), bc = 1 - beta^t from the step state
+//   (grad_norm_final advanced t for this step).
 // bindings: 5 params (n) read_write, 6 grads (n) read, 7 m (n) read_write, 8 v (n) read_write,
-//   9 hyper (AdamHyper, 8 f32) read, 10 norm (2G: [L2 norm, grad scale] per group) read.
+//   9 hyper (AdamHyper, 8 f32) read, 10 norm (6G: [L2 norm, grad scale] per group, then the step states) read.
 // grid: one thread per element, workgroup 256, grid_1d(n, 256); i = gid.x + gid.y * nwg.x * 256.
 @group(0) @binding(5) var<storage, read_write> aw_params: array<f32>;
 @group(0) @binding(6) var<storage, read> aw_grads: array<f32>;
@@ -112,22 +145,28 @@ struct AdamHyper {
 fn adamw_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * WG;
     if (i >= p.n) { return; }
+    let k = i / p.group_len;
+    if (!is_finite(aw_norm[2u * k])) { return; }
     let h = aw_hyper;
-    let g = aw_grads[i] * aw_norm[2u * (i / p.group_len) + 1u];
+    let st = state_index(k);
+    let bias_correction1 = 1.0 - aw_norm[st + 1u];
+    let bias_correction2 = 1.0 - aw_norm[st + 2u];
+    let g = aw_grads[i] * aw_norm[2u * k + 1u];
     let m = h.beta1 * aw_m[i] + (1.0 - h.beta1) * g;
     let v = h.beta2 * aw_v[i] + (1.0 - h.beta2) * g * g;
     aw_m[i] = m;
     aw_v[i] = v;
-    let mhat = m / h.bias_correction1;
-    let vhat = v / h.bias_correction2;
+    let mhat = m / bias_correction1;
+    let vhat = v / bias_correction2;
     let param = aw_params[i];
     aw_params[i] = param - h.lr * (mhat / (sqrt(vhat) + h.eps) + h.weight_decay * param);
 }
 
-// sgd_update: plain SGD behind the same clipping, with decoupled weight decay:
-//   params -= lr * (grads[i] * scale + weight_decay * params)   (scale: the group's norm[2g + 1]; reads lr and
+// sgd_update: plain SGD behind the same clipping, with decoupled weight decay, skipped like adamw_update when the
+// group's norm is not finite:
+//   params -= lr * (grads[i] * scale + weight_decay * params)   (scale: the group's norm[2k + 1]; reads lr and
 //   weight_decay from AdamHyper)
-// bindings: 11 params (n) read_write, 12 grads (n) read, 13 hyper (AdamHyper, 8 f32) read, 14 norm (2G) read.
+// bindings: 11 params (n) read_write, 12 grads (n) read, 13 hyper (AdamHyper, 8 f32) read, 14 norm (6G) read.
 // grid: one thread per element, workgroup 256, grid_1d(n, 256); i = gid.x + gid.y * nwg.x * 256.
 @group(0) @binding(11) var<storage, read_write> sgd_params: array<f32>;
 @group(0) @binding(12) var<storage, read> sgd_grads: array<f32>;
@@ -138,7 +177,9 @@ fn adamw_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 fn sgd_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * WG;
     if (i >= p.n) { return; }
-    let g = sgd_grads[i] * sgd_norm[2u * (i / p.group_len) + 1u];
+    let k = i / p.group_len;
+    if (!is_finite(sgd_norm[2u * k])) { return; }
+    let g = sgd_grads[i] * sgd_norm[2u * k + 1u];
     let param = sgd_params[i];
     sgd_params[i] = param - sgd_hyper.lr * (g + sgd_hyper.weight_decay * param);
 }

@@ -113,6 +113,7 @@ fn should_match_reference_sft_adamw_steps() {
     let mut trainer = SftTrainer::new(&gpu, &cfg, &reference.params, b, t, &opt).unwrap();
     let n = reference.params.len();
     let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
+    let mut state = ref_adamw::StepState::default();
     for step in 1..=4u32 {
         let batch = sft_batch(&cfg, b, t, 100 + step as u64);
         let got = pollster::block_on(trainer.step(&gpu, &batch)).unwrap();
@@ -124,20 +125,19 @@ fn should_match_reference_sft_adamw_steps() {
             "step {step}: grad norm {} vs {norm}",
             got.grad_norm
         );
-        let scale = ref_adamw::clip_scale(norm, opt.grad_clip);
-        ref_adamw::adamw_update(
+        assert!(ref_adamw::adamw_step(
             &mut reference.params,
             &grads,
             &mut m,
             &mut v,
-            step,
+            &mut state,
             opt.lr,
             opt.beta1,
             opt.beta2,
             opt.eps,
             opt.weight_decay,
-            scale,
-        );
+            opt.grad_clip,
+        ));
     }
     let got = pollster::block_on(trainer.gpt.download_params(&gpu)).unwrap();
     assert_close("params after 4 AdamW steps", &got, &reference.params, 2e-5, 1e-3);

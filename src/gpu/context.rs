@@ -3,9 +3,16 @@
 //! `Gpu::new()` honours `WGPU_BACKEND` (tests and CI set `WGPU_BACKEND=vulkan` so that a missing driver fails loudly
 //! instead of falling back to a slow GL path), requests the adapter's own limits (so big models fit where the
 //! hardware allows) and reports what it got.
+//!
+//! GPU errors are `dpo3d::Error`s, never panics: wgpu's default for a validation or out-of-memory error nobody
+//! catches is to panic, so `Gpu` installs an uncaptured-error handler and a device-lost callback that record the
+//! error; `Gpu::check` (called by every training step's submit, `train::run_step`) returns it. Building something
+//! (`Gpu::scoped`, `Gpu::scoped_blocking`; the trainers' constructors and `Gpu::pipeline` use them) runs inside error
+//! scopes, so an out-of-memory or validation error there comes back from the constructor itself, with what was asked
+//! and what the adapter allows.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::{Error, Result};
 
@@ -30,6 +37,31 @@ pub struct Gpu {
     pub tuner: super::tune::Tuner,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<(&'static str, &'static str), wgpu::ComputePipeline>>,
+    errors: Arc<ErrorLog>,
+}
+
+/// GPU errors nobody's scope caught (the uncaptured-error handler's and the device-lost callback's record), kept
+/// until `Gpu::check` hands them out. A lost device stays lost: its error is returned by every later check.
+#[derive(Default)]
+struct ErrorLog {
+    pending: Mutex<Vec<String>>,
+    lost: Mutex<Option<String>>,
+}
+
+impl ErrorLog {
+    fn push(&self, msg: String) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        // A broken step can raise the same error for every dispatch; keep the first few.
+        if p.len() < 8 {
+            p.push(msg);
+        }
+    }
+}
+
+/// An open set of error scopes (out-of-memory, validation, internal) from `Gpu::push_scopes`; close it with
+/// `Gpu::pop_scopes`.
+pub struct ErrorScopes {
+    guards: Vec<wgpu::ErrorScopeGuard>,
 }
 
 const INSTALL_HINT: &str = "dpo3d needs a GPU reachable through wgpu (Vulkan, Metal, DX12 or WebGPU). \
@@ -74,6 +106,14 @@ impl Gpu {
             })
             .await
             .map_err(|e| Error::Gpu(format!("adapter {} refused a device: {e}", ai.name)))?;
+        let errors = Arc::new(ErrorLog::default());
+        let log = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| log.push(describe(&e))));
+        let log = errors.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            *log.lost.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(format!("the GPU device was lost ({reason:?}): {msg}; create a new `Gpu` to continue"));
+        });
         let info = GpuInfo {
             name: ai.name.clone(),
             backend: format!("{:?}", ai.backend),
@@ -91,7 +131,90 @@ impl Gpu {
             tuner,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
+            errors,
         })
+    }
+
+    /// `Err` with the GPU errors recorded since the last check (validation or out-of-memory errors outside any scope,
+    /// a lost device), `Ok` if there were none.
+    pub fn check(&self) -> Result<()> {
+        if let Some(lost) = self.errors.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Err(Error::Gpu(lost));
+        }
+        let pending = std::mem::take(&mut *self.errors.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Gpu(pending.join("; ")))
+        }
+    }
+
+    /// Open error scopes for out-of-memory, validation and internal errors: everything this thread does on the device
+    /// until `pop_scopes` reports its errors there instead of to the uncaptured-error handler.
+    pub fn push_scopes(&self) -> ErrorScopes {
+        let guards = [wgpu::ErrorFilter::Internal, wgpu::ErrorFilter::Validation, wgpu::ErrorFilter::OutOfMemory]
+            .into_iter()
+            .map(|f| self.device.push_error_scope(f))
+            .collect();
+        ErrorScopes { guards }
+    }
+
+    /// Close `scopes`: `Err` naming `what` with the first error they caught (out-of-memory first), and the adapter's
+    /// limits when it was about memory.
+    pub async fn pop_scopes(&self, scopes: ErrorScopes, what: &str) -> Result<()> {
+        let mut first = None;
+        // Pop in reverse order of pushing (out-of-memory, validation, internal).
+        for g in scopes.guards.into_iter().rev() {
+            if let Some(e) = g.pop().await {
+                first.get_or_insert(e);
+            }
+        }
+        match first {
+            None => Ok(()),
+            Some(e) => Err(Error::Gpu(format!("{what}: {}{}", describe(&e), self.limits_note(&e)))),
+        }
+    }
+
+    /// Run `build` (which creates buffers, pipelines, bind groups) inside error scopes: its own error, or a GPU error
+    /// it raised (named by `what`, e.g. "building the SFT trainer"), or what it built. Errors recorded before are
+    /// returned first (`check`).
+    pub async fn scoped<T>(&self, what: &str, build: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.check()?;
+        let scopes = self.push_scopes();
+        let built = build();
+        let popped = self.pop_scopes(scopes, what).await;
+        let built = built?;
+        popped?;
+        Ok(built)
+    }
+
+    /// `scoped` for synchronous callers. Native wgpu resolves a popped scope at once, so this never waits; on the
+    /// web (where it would) the scope is left to the uncaptured-error handler and the next `check`.
+    pub fn scoped_blocking<T>(&self, what: &str, build: impl FnOnce() -> Result<T>) -> Result<T> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            pollster::block_on(self.scoped(what, build))
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            self.check()?;
+            let _ = what;
+            build()
+        }
+    }
+
+    /// For a memory error, what the adapter allows.
+    fn limits_note(&self, e: &wgpu::Error) -> String {
+        let msg = e.to_string().to_lowercase();
+        if matches!(e, wgpu::Error::OutOfMemory { .. }) || msg.contains("size") || msg.contains("memory") {
+            format!(
+                " (adapter {}: max_buffer_size {} bytes, max_storage_buffer_binding_size {} bytes; make the model or \
+                 batch smaller)",
+                self.info.name, self.limits.max_buffer_size, self.limits.max_storage_buffer_binding_size
+            )
+        } else {
+            String::new()
+        }
     }
 
     /// The compute pipeline for `entry` in the WGSL source `source` (named `shader`), compiled once and cached.
@@ -101,6 +224,11 @@ impl Gpu {
         if let Some(p) = self.pipelines.lock().unwrap().get(&(shader, entry)) {
             return p.clone();
         }
+        // Natively, compile inside error scopes, so a shader or layout the driver rejects is recorded with its name for
+        // the next `check` (this function returns a pipeline either way; wgpu hands back an invalid one that fails at
+        // use). On the web, the caller's scopes or the uncaptured-error handler catch it.
+        #[cfg(not(target_arch = "wasm32"))]
+        let scopes = self.push_scopes();
         let module = {
             let mut modules = self.modules.lock().unwrap();
             modules
@@ -122,6 +250,10 @@ impl Gpu {
             cache: None,
         });
         self.pipelines.lock().unwrap().insert((shader, entry), p.clone());
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Err(e) = pollster::block_on(self.pop_scopes(scopes, &format!("compiling {shader}.wgsl entry {entry}"))) {
+            self.errors.push(e.to_string().trim_start_matches("GPU error: ").to_string());
+        }
         p
     }
 
@@ -145,4 +277,14 @@ impl Gpu {
             let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
         }
     }
+}
+
+/// One line for a wgpu error: its kind and message (wgpu's `Display` carries the label of the object that failed).
+fn describe(e: &wgpu::Error) -> String {
+    let kind = match e {
+        wgpu::Error::OutOfMemory { .. } => "out of GPU memory",
+        wgpu::Error::Validation { .. } => "validation error",
+        wgpu::Error::Internal { .. } => "internal GPU error",
+    };
+    format!("{kind}: {}", e.to_string().trim())
 }

@@ -446,8 +446,18 @@ impl Gpt {
         self.params.download_contiguous(gpu).await
     }
 
-    pub fn upload_params(&self, gpu: &Gpu, params: &[f32]) {
+    /// Replace the parameters (contiguous, `param_shapes` order); an error unless there are exactly as many as the
+    /// model has.
+    pub fn upload_params(&self, gpu: &Gpu, params: &[f32]) -> Result<()> {
+        let want: usize = self.params.tensors.iter().map(|(_, t)| t.len).sum();
+        if params.len() != want {
+            return Err(crate::Error::config(format!(
+                "upload_params: this GPT has {want} parameters, got {}",
+                params.len()
+            )));
+        }
         self.params.upload_contiguous(gpu, params);
+        Ok(())
     }
 }
 

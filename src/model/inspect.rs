@@ -14,6 +14,15 @@ impl Gpt {
     /// `tokens` ((B, T) ids, the shape this model was built for), then a log-softmax over `logits`.
     /// Returns (B, T, V) row-major; each row's logsumexp is 0.
     pub async fn full_logprobs(&self, gpu: &Gpu, tokens: &[u32]) -> Result<Vec<f32>> {
+        if tokens.len() != self.b * self.t {
+            return Err(Error::config(format!(
+                "full_logprobs: this GPT was built for (B, T) = ({}, {}), i.e. {} token ids, got {}",
+                self.b,
+                self.t,
+                self.b * self.t,
+                tokens.len()
+            )));
+        }
         // The forward also gathers target log-probs; any in-vocabulary targets do, so use the next input token.
         let targets: Vec<u32> =
             (0..tokens.len()).map(|i| if (i + 1) % self.t == 0 { 0 } else { tokens[i + 1] }).collect();

@@ -307,8 +307,19 @@ impl Mlp {
         Ok(all.chunks(per).map(|c| c.to_vec()).collect())
     }
 
-    pub fn upload_params(&self, gpu: &Gpu, params: &[f32]) {
+    /// Replace every replica's parameters (one replica after another, as `download_params` gives them); an error
+    /// unless there are exactly as many as the model has.
+    pub fn upload_params(&self, gpu: &Gpu, params: &[f32]) -> Result<()> {
+        let want: usize = self.params.tensors.iter().map(|(_, t)| t.len).sum();
+        if params.len() != want {
+            return Err(crate::Error::config(format!(
+                "upload_params: this MLP has {want} parameters ({} replica(s)), got {}",
+                self.replicas,
+                params.len()
+            )));
+        }
         self.params.upload_contiguous(gpu, params);
+        Ok(())
     }
 }
 

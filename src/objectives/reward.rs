@@ -46,6 +46,14 @@ impl RewardObjective {
     /// The last response token of each of the 2N sequences (from a (2N, T) response mask: the last 1.0).
     pub fn set_last_from_mask(&self, gpu: &Gpu, mask: &[f32]) -> Result<()> {
         let t = self.t;
+        if mask.len() != 2 * self.n_pairs * t {
+            return Err(Error::config(format!(
+                "reward model mask must be (2N, T) = ({}, {t}), {} entries, got {}",
+                2 * self.n_pairs,
+                2 * self.n_pairs * t,
+                mask.len()
+            )));
+        }
         let mut last = Vec::with_capacity(2 * self.n_pairs);
         for s in 0..2 * self.n_pairs {
             let row = &mask[s * t..(s + 1) * t];

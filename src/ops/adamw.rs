@@ -1,6 +1,11 @@
 //! Dispatches of `shaders/adamw.wgsl`: the global gradient L2 norm with its clip scale (deterministic two-pass
-//! reduction), the AdamW update and plain SGD. The updates read `AdamHyper` and the clip scale from storage buffers,
-//! so a plan is built once; before each step the host writes `AdamHyper::for_step(..)` into the 8-float hyper tensor.
+//! reduction), the AdamW update and plain SGD. The updates read `AdamHyper` and the clip scale from buffers, and
+//! Adam's step counter t lives in the norm buffer on the GPU, so a plan is built once and can be recorded several times
+//! into one submit; the host writes `AdamHyper::new(..)` into the 8-float hyper tensor when the hyperparameters change.
+//!
+//! The norm buffer holds `norm_len(G)` = 6G f32: [L2 norm, clip scale] per group, then the step state per group
+//! [t, beta1^t, beta2^t, skipped] (start it from `norm_init(G)`). A step whose group norm is not finite is skipped
+//! on the GPU (parameters and moments untouched, t not advanced, skipped + 1).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -12,7 +17,29 @@ const SRC: &str = include_str!("../../shaders/adamw.wgsl");
 /// Most workgroups pass 1 of `grad_norm` uses; beyond that each thread just loops over more elements.
 const MAX_PARTIALS: usize = 1024;
 
-/// AdamW hyperparameters for one step, as the kernel reads them (8 f32, written with `Tensor::write_f32`).
+/// Elements of the per-group step state in the norm buffer: [t, beta1^t, beta2^t, skipped].
+pub const STEP_STATE: usize = 4;
+
+/// Length of the norm buffer for G groups: 2G [L2 norm, clip scale], then G step states.
+pub fn norm_len(groups: usize) -> usize {
+    groups * (2 + STEP_STATE)
+}
+
+/// The initial contents of the norm buffer: norms 0, clip scales 1, step states [t = 0, 1, 1, skipped = 0].
+pub fn norm_init(groups: usize) -> Vec<f32> {
+    let mut v = [0.0f32, 1.0].repeat(groups);
+    v.extend([0.0f32, 1.0, 1.0, 0.0].repeat(groups));
+    v
+}
+
+/// Group g's step state [t, beta1^t, beta2^t, skipped] in a norm buffer's contents of G groups.
+pub fn step_state(norm: &[f32], groups: usize, g: usize) -> [f32; STEP_STATE] {
+    let s = 2 * groups + STEP_STATE * g;
+    [norm[s], norm[s + 1], norm[s + 2], norm[s + 3]]
+}
+
+/// AdamW hyperparameters as the kernels read them (8 f32, written with `Tensor::write_f32`). The bias corrections
+/// come from the step state on the GPU.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Debug)]
 pub struct AdamHyper {
@@ -21,19 +48,12 @@ pub struct AdamHyper {
     pub beta2: f32,
     pub eps: f32,
     pub weight_decay: f32,
-    /// 1 - beta1^step
-    pub bias_correction1: f32,
-    /// 1 - beta2^step
-    pub bias_correction2: f32,
-    pub _pad: f32,
+    pub _pad: [f32; 3],
 }
 
 impl AdamHyper {
-    /// The block for optimizer step `step` (1-based), with bias corrections computed exactly as
-    /// `reference::adamw::adamw_update` does.
-    pub fn for_step(step: u32, lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32) -> AdamHyper {
-        let (bias_correction1, bias_correction2) = crate::reference::adamw::bias_corrections(step, beta1, beta2);
-        AdamHyper { lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2, _pad: 0.0 }
+    pub fn new(lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32) -> AdamHyper {
+        AdamHyper { lr, beta1, beta2, eps, weight_decay, _pad: [0.0; 3] }
     }
 
     /// The 8 floats to write into the hyper tensor.
@@ -60,26 +80,31 @@ pub fn grad_norm_scratch_len(n: usize) -> usize {
     n.div_ceil(WORKGROUP_1D as usize * 64).clamp(1, MAX_PARTIALS)
 }
 
-/// norm[0] = ||grads||_2, norm[1] = clip scale (`reference::adamw::clip_scale(norm, max_norm)`; max_norm <= 0
-/// disables clipping). Two dispatches: workgroup partial sums of squares into `scratch`, then one workgroup sums them.
+/// norm[0] = ||grads||_2, norm[1] = clip scale (min(1, max_norm / (norm + 1e-6)); max_norm <= 0 disables
+/// clipping), and the step state norm[2..6] advanced (finite norm: t + 1, beta powers times hyper's betas) or the step
+/// counted as skipped. Two dispatches: workgroup partial sums of squares into `scratch`, then one workgroup sums them.
 pub fn grad_norm(
     gpu: &Gpu,
-    norm: &Tensor,    // (2) [global L2 norm, clip scale]
+    norm: &Tensor,    // (6) [global L2 norm, clip scale, t, beta1^t, beta2^t, skipped], from norm_init(1)
     grads: &Tensor,   // (n)
     scratch: &Tensor, // (grad_norm_scratch_len(n))
+    hyper: &Tensor,   // (8) AdamHyper, a `Tensor::uniform` (beta1, beta2)
     n: usize,
     max_norm: f32,
 ) -> Vec<Dispatch> {
-    grad_norm_groups(gpu, norm, grads, scratch, n, 1, max_norm)
+    grad_norm_groups(gpu, norm, grads, scratch, hyper, n, 1, max_norm)
 }
 
 /// `grad_norm` for `groups` independent models packed back to back in `grads` (n / groups elements each, e.g. the
-/// replicas of a replicated model): norm[2g], norm[2g + 1] per group, each summed in the order a lone model uses.
+/// replicas of a replicated model): norm[2g], norm[2g + 1] and step state g per group, each norm summed in the order
+/// a lone model uses.
+#[allow(clippy::too_many_arguments)]
 pub fn grad_norm_groups(
     gpu: &Gpu,
-    norm: &Tensor,    // (2G)
+    norm: &Tensor,    // (norm_len(G)) from norm_init(G)
     grads: &Tensor,   // (n) = G x (n / G)
     scratch: &Tensor, // (G * grad_norm_scratch_len(n / G))
+    hyper: &Tensor,   // (8) AdamHyper
     n: usize,
     groups: usize,
     max_norm: f32,
@@ -87,7 +112,7 @@ pub fn grad_norm_groups(
     let len = group_len(n, groups);
     let parts = grad_norm_scratch_len(len);
     assert!(scratch.len >= groups * parts, "grad_norm scratch has {} elements, needs {}", scratch.len, groups * parts);
-    assert!(norm.len >= 2 * groups, "grad_norm: norm has {} elements for {groups} groups", norm.len);
+    assert!(norm.len >= norm_len(groups), "grad_norm: norm has {} elements for {groups} groups", norm.len);
     let p = Params { n: n as u32, num_partials: parts as u32, max_norm, group_len: len as u32 };
     let bytes = bytemuck::bytes_of(&p);
     vec![
@@ -106,7 +131,7 @@ pub fn grad_norm_groups(
             SRC,
             "grad_norm_final",
             Some(bytes),
-            &[(3, scratch), (4, norm)],
+            &[(3, scratch), (4, norm), (15, hyper)],
             [groups as u32, 1, 1],
         ),
     ]
@@ -118,8 +143,9 @@ fn group_len(n: usize, groups: usize) -> usize {
     (n / groups).max(1)
 }
 
-/// One AdamW step over n elements: gradients scaled by norm[1], decoupled weight decay, bias corrections and the
-/// other hyperparameters read from `hyper` (an `AdamHyper`, 8 f32).
+/// One AdamW step over n elements: gradients scaled by norm[1], decoupled weight decay, bias corrections from the step
+/// state in `norm` (advanced by `grad_norm` just before), the other hyperparameters read from `hyper` (an
+/// `AdamHyper`, 8 f32). Nothing changes when norm[0] is not finite.
 #[allow(clippy::too_many_arguments)]
 pub fn adamw_update(
     gpu: &Gpu,
@@ -128,7 +154,7 @@ pub fn adamw_update(
     m: &Tensor,      // (n) first moment
     v: &Tensor,      // (n) second moment
     hyper: &Tensor,  // (8) AdamHyper, a `Tensor::uniform`
-    norm: &Tensor,   // (2) [L2 norm, grad scale]
+    norm: &Tensor,   // (6) [L2 norm, grad scale, step state]
     n: usize,
 ) -> Dispatch {
     adamw_update_groups(gpu, params, grads, m, v, hyper, norm, n, 1)
@@ -143,7 +169,7 @@ pub fn adamw_update_groups(
     m: &Tensor,      // (n) first moment
     v: &Tensor,      // (n) second moment
     hyper: &Tensor,  // (8) AdamHyper, a `Tensor::uniform`
-    norm: &Tensor,   // (2G) [L2 norm, grad scale] per group
+    norm: &Tensor,   // (norm_len(G)) [L2 norm, grad scale] per group, then the step states
     n: usize,
     groups: usize,
 ) -> Dispatch {
@@ -160,13 +186,14 @@ pub fn adamw_update_groups(
 }
 
 /// One plain SGD step over n elements: params -= lr * (grads * norm[1] + weight_decay * params), lr and
-/// weight_decay read from `hyper` (the other AdamHyper fields are ignored).
+/// weight_decay read from `hyper` (the other AdamHyper fields are ignored). Nothing changes when norm[0] is not
+/// finite.
 pub fn sgd_update(
     gpu: &Gpu,
     params: &Tensor, // (n)
     grads: &Tensor,  // (n)
     hyper: &Tensor,  // (8) AdamHyper, a `Tensor::uniform`
-    norm: &Tensor,   // (2) [L2 norm, grad scale]
+    norm: &Tensor,   // (6) [L2 norm, grad scale, step state]
     n: usize,
 ) -> Dispatch {
     sgd_update_groups(gpu, params, grads, hyper, norm, n, 1)
@@ -178,7 +205,7 @@ pub fn sgd_update_groups(
     params: &Tensor, // (n)
     grads: &Tensor,  // (n)
     hyper: &Tensor,  // (8) AdamHyper, a `Tensor::uniform`
-    norm: &Tensor,   // (2G)
+    norm: &Tensor,   // (norm_len(G))
     n: usize,
     groups: usize,
 ) -> Dispatch {

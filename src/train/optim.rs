@@ -1,7 +1,10 @@
 //! Optimizers on the GPU: AdamW (decoupled weight decay, bias correction) and plain SGD, both behind the same global
 //! gradient-norm clipping. The whole update is a fixed `Plan` (norm pass, clip scale, one update dispatch over the
-//! packed parameter buffer); what changes per step (learning rate, bias corrections) is a small parameter block the
-//! host writes before submitting, so nothing is rebuilt or allocated per step.
+//! packed parameter buffer); Adam's step counter and its bias corrections live on the GPU, and the hyperparameters are
+//! a small block the host writes before submitting, so nothing is rebuilt or allocated per step and several steps
+//! can be recorded into one submit. A step whose gradient norm is not finite is skipped on the GPU (parameters and
+//! moments keep their last good values) and counted; `Optimizer::check` turns the count read back with the metrics
+//! into an error naming the step.
 
 use serde::{Deserialize, Serialize};
 
@@ -46,14 +49,21 @@ impl Default for OptimConfig {
 
 pub struct Optimizer {
     pub cfg: OptimConfig,
-    /// Updates taken so far.
+    /// Steps asked for so far (`prepare` counts them; applied ones and skipped ones alike). Adam's own t, which counts
+    /// applied steps only, lives on the GPU in `norm`'s step state.
     pub step: u32,
-    /// [global grad norm, clip scale] of the last step (2 elements), per group (2G).
+    /// `ops::adamw::norm_len(G)` f32: [global grad norm, clip scale] of the last step per group (2G), then each
+    /// group's step state [t, beta1^t, beta2^t, skipped]. Trainers read it back with their metrics and pass it to
+    /// `check`.
     pub norm: Tensor,
     /// G: independent models packed in the arenas (a replicated model's replicas), each clipped by its own norm.
     pub groups: usize,
     hyper: Tensor,
+    /// One optimizer step (norm, clip, non-finite check, update). It depends on nothing the host writes per step, so
+    /// several steps may be recorded into one submit by recording it several times.
     pub plan: Plan,
+    /// Skipped steps per group as of the last `check`.
+    skipped_seen: Vec<u32>,
     _state: Vec<Tensor>,
 }
 
@@ -63,7 +73,8 @@ impl Optimizer {
     }
 
     /// An optimizer over `groups` independent models packed back to back in the arenas (`Policy::replicas`): the
-    /// same update everywhere, but each group's gradient norm, and so its clipping, is its own.
+    /// same update everywhere, but each group's gradient norm, and so its clipping, its step counter and its skipping
+    /// of non-finite steps, is its own.
     pub fn with_groups(
         gpu: &Gpu,
         params: &TensorArena,
@@ -76,11 +87,14 @@ impl Optimizer {
         if n % groups != 0 {
             return Err(crate::Error::config(format!("{n} parameters do not split into {groups} equal replicas")));
         }
-        let norm = Tensor::zeros(gpu, "grad norm", 2 * groups)?;
+        if grads.all.len != n {
+            return Err(crate::Error::config(format!("{n} parameters but {} gradients", grads.all.len)));
+        }
+        let norm = Tensor::from_f32(gpu, "grad norm", &adamw::norm_init(groups))?;
         let hyper = Tensor::uniform(gpu, "optimizer hyper", 8)?;
         let scratch = Tensor::zeros(gpu, "grad norm scratch", groups * adamw::grad_norm_scratch_len(n / groups))?;
         let mut plan = Plan::new();
-        plan.extend(adamw::grad_norm_groups(gpu, &norm, &grads.all, &scratch, n, groups, cfg.grad_clip));
+        plan.extend(adamw::grad_norm_groups(gpu, &norm, &grads.all, &scratch, &hyper, n, groups, cfg.grad_clip));
         let mut state = vec![scratch];
         match cfg.kind {
             OptimizerKind::Adam => {
@@ -93,23 +107,67 @@ impl Optimizer {
                 plan.push(adamw::sgd_update_groups(gpu, &params.all, &grads.all, &hyper, &norm, n, groups));
             }
         }
-        Ok(Optimizer { cfg: cfg.clone(), step: 0, norm, groups, hyper, plan, _state: state })
+        let opt = Optimizer {
+            cfg: cfg.clone(),
+            step: 0,
+            norm,
+            groups,
+            hyper,
+            plan,
+            skipped_seen: vec![0; groups],
+            _state: state,
+        };
+        opt.write_hyper(gpu);
+        Ok(opt)
     }
 
-    /// Advance the step counter and write this step's hyper-parameters; call before submitting the step.
-    pub fn prepare(&mut self, gpu: &Gpu) {
-        self.step += 1;
+    fn write_hyper(&self, gpu: &Gpu) {
         let c = &self.cfg;
-        let h = AdamHyper {
-            lr: c.lr,
-            beta1: c.beta1,
-            beta2: c.beta2,
-            eps: c.eps,
-            weight_decay: c.weight_decay,
-            bias_correction1: 1.0 - c.beta1.powi(self.step as i32),
-            bias_correction2: 1.0 - c.beta2.powi(self.step as i32),
-            _pad: 0.0,
-        };
-        self.hyper.write_f32(gpu, bytemuck::cast_slice(&[h]));
+        self.hyper.write_f32(gpu, AdamHyper::new(c.lr, c.beta1, c.beta2, c.eps, c.weight_decay).as_f32s());
+    }
+
+    /// Count the step about to be submitted and write the hyperparameters (`cfg` may have changed, e.g. the learning
+    /// rate); call before submitting the step.
+    pub fn prepare(&mut self, gpu: &Gpu) {
+        self.prepare_steps(gpu, 1);
+    }
+
+    /// `prepare` for a submit that records `plan` `k` times (k optimizer steps).
+    pub fn prepare_steps(&mut self, gpu: &Gpu, k: u32) {
+        self.step += k;
+        self.write_hyper(gpu);
+    }
+
+    /// Check `norm`'s contents read back after a step (with the metrics, in the same submit): an error naming `what`
+    /// (e.g. "DPO step 12"), the replica and the norm if a group skipped a step since the last check. The skipped
+    /// step left that group's parameters and optimizer moments as they were.
+    pub fn check(&mut self, norm: &[f32], what: &str) -> Result<()> {
+        let mut bad = Vec::new();
+        for g in 0..self.groups {
+            let [t, _, _, skipped] = adamw::step_state(norm, self.groups, g);
+            let skipped = skipped as u32;
+            if skipped > self.skipped_seen[g] {
+                let replica = if self.groups > 1 { format!(" replica {g}") } else { String::new() };
+                bad.push(format!(
+                    "{what}{replica}: gradient norm {} is not finite; {} update(s) skipped, parameters kept from the \
+                     last good step ({} applied)",
+                    norm[2 * g],
+                    skipped - self.skipped_seen[g],
+                    t as u32
+                ));
+                self.skipped_seen[g] = skipped;
+            }
+        }
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::Error::NonFinite(bad.join("; ")))
+        }
+    }
+
+    /// Adam's applied step count t of group g, read from the GPU (a separate readback: for tests and inspection).
+    pub async fn applied_steps(&self, gpu: &Gpu, g: usize) -> Result<u32> {
+        let norm = self.norm.read_f32(gpu).await?;
+        Ok(adamw::step_state(&norm, self.groups, g)[0] as u32)
     }
 }

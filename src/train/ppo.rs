@@ -28,71 +28,101 @@
 //! scalar head on the policy itself (one model, one optimizer, loss = policy loss + vf_coef * value loss).
 //! Gradient clipping applies per model (the policy's and the separate value model's global norms separately).
 
-use crate::gpu::{dispatch_count, Gpu, Plan, Readback, Tensor, TensorArena};
+use crate::gpu::{dispatch_count, Gpu, Plan, Readback, Tensor};
 use crate::model::{Gpt, GptConfig, Mlp, MlpConfig, Policy};
 use crate::objectives::ppo::{Ppo, PpoConfig, PpoMetrics, ValueModel};
-use crate::ops::adamw::{self, AdamHyper};
 use crate::ops::{elementwise, ppo as ppo_ops, sampling};
-use crate::train::{run_step, OptimConfig, OptimizerKind};
+use crate::train::{run_step, OptimConfig, Optimizer};
 use crate::{Error, Result};
 
-/// The optimizer of a PPO step: `updates` AdamW (or SGD) updates recorded into one submit, each with its own
-/// hyper-parameter block (its own bias corrections), written by `prepare` before the submit. Gradient clipping by
-/// the global norm as in `train::Optimizer`.
-pub struct MultiStepOptimizer {
-    pub cfg: OptimConfig,
-    /// Updates taken so far.
+/// What both PPO trainers share around the [`Ppo`] objective: the policy's (and the separate value model's) optimizer,
+/// the plans that zero their gradients, the metrics readback and the step counter; and the part of a step after the
+/// scoring, identical for both: the rollout plan, the `updates_per_step` minibatch updates, the metric reduction.
+///
+/// One [`Optimizer`] per model, its plan recorded once per minibatch update: Adam's step counter and bias
+/// corrections live on the GPU, so the k updates of a PPO step share one plan and one hyperparameter block. An update
+/// whose gradient norm is not finite is skipped on the GPU, and the step returns an error naming it.
+pub struct PpoCore {
+    pub opt_policy: Optimizer,
+    pub opt_value: Option<Optimizer>,
+    zero_policy: Plan,
+    zero_value: Plan,
+    /// [rollout metrics, train metrics, policy optimizer norm (+ step state), value optimizer norm if separate]
+    readback: Readback,
+    /// PPO steps taken.
     pub step: u32,
-    /// [global grad norm, clip scale] of the last update.
-    pub norm: Tensor,
-    hypers: Vec<Tensor>,
-    /// One plan per update, in order.
-    pub plans: Vec<Plan>,
-    _state: Vec<Tensor>,
 }
 
-impl MultiStepOptimizer {
-    pub fn new(
-        gpu: &Gpu,
-        params: &TensorArena,
-        grads: &TensorArena,
-        cfg: &OptimConfig,
-        updates: usize,
-    ) -> Result<Self> {
-        let n = params.all.len;
-        let norm = Tensor::zeros(gpu, "ppo grad norm", 2)?;
-        let scratch = Tensor::zeros(gpu, "ppo grad norm scratch", adamw::grad_norm_scratch_len(n))?;
-        let (m, v) = match cfg.kind {
-            OptimizerKind::Adam => (Some(Tensor::zeros(gpu, "adam m", n)?), Some(Tensor::zeros(gpu, "adam v", n)?)),
-            OptimizerKind::Sgd => (None, None),
+impl PpoCore {
+    fn new(gpu: &Gpu, opt: &OptimConfig, ppo: &Ppo, policy: &dyn Policy, value: Option<&dyn Policy>) -> Result<Self> {
+        let zero_policy = zero_plan(gpu, policy.backward_plan());
+        let zero_value = value.map(|v| zero_plan(gpu, v.backward_plan())).unwrap_or_default();
+        let opt_policy = Optimizer::new(gpu, policy.params(), policy.grads(), opt)?;
+        let opt_value = match value {
+            Some(v) => Some(Optimizer::new(gpu, v.params(), v.grads(), opt)?),
+            None => None,
         };
-        let mut hypers = Vec::with_capacity(updates);
-        let mut plans = Vec::with_capacity(updates);
-        for _ in 0..updates {
-            let hyper = Tensor::uniform(gpu, "optimizer hyper", 8)?;
-            let mut plan = Plan::new();
-            plan.extend(adamw::grad_norm(gpu, &norm, &grads.all, &scratch, n, cfg.grad_clip));
-            match (&m, &v) {
-                (Some(m), Some(v)) => {
-                    plan.push(adamw::adamw_update(gpu, &params.all, &grads.all, m, v, &hyper, &norm, n))
-                }
-                _ => plan.push(adamw::sgd_update(gpu, &params.all, &grads.all, &hyper, &norm, n)),
-            }
-            hypers.push(hyper);
-            plans.push(plan);
+        let mut read: Vec<&Tensor> = vec![&ppo.rollout_metrics, &ppo.train_metrics, &opt_policy.norm];
+        if let Some(o) = &opt_value {
+            read.push(&o.norm);
         }
-        let state = [Some(scratch), m, v].into_iter().flatten().collect();
-        Ok(MultiStepOptimizer { cfg: cfg.clone(), step: 0, norm, hypers, plans, _state: state })
+        let readback = Readback::new(gpu, &read);
+        Ok(PpoCore { opt_policy, opt_value, zero_policy, zero_value, readback, step: 0 })
     }
 
-    /// Write the hyper-parameters of the next `plans.len()` updates and advance the counter.
-    pub fn prepare(&mut self, gpu: &Gpu) {
-        let c = &self.cfg;
-        for (k, h) in self.hypers.iter().enumerate() {
-            let hy = AdamHyper::for_step(self.step + k as u32 + 1, c.lr, c.beta1, c.beta2, c.eps, c.weight_decay);
-            h.write_f32(gpu, hy.as_f32s());
+    /// After the scoring: the rollout plan, then per minibatch update the forwards, the PPO loss, zeroed gradients,
+    /// the backward passes and the optimizer steps, then the metric reduction.
+    fn push_train<'a>(
+        &'a self,
+        v: &mut Vec<&'a Plan>,
+        ppo: &'a Ppo,
+        policy: &'a dyn Policy,
+        value: Option<&'a dyn Policy>,
+    ) {
+        v.push(&ppo.rollout_plan);
+        for k in 0..ppo.minibatch_plans.len() {
+            v.push(policy.forward_plan());
+            if let Some(val) = value {
+                v.push(val.forward_plan());
+            }
+            v.push(&ppo.minibatch_plans[k]);
+            v.push(&self.zero_policy);
+            v.push(policy.backward_plan());
+            if let Some(val) = value {
+                v.push(&self.zero_value);
+                v.push(val.backward_plan());
+            }
+            v.push(&self.opt_policy.plan);
+            if let Some(o) = &self.opt_value {
+                v.push(&o.plan);
+            }
         }
-        self.step += self.hypers.len() as u32;
+        v.push(&ppo.reduce_plan);
+    }
+
+    /// Count the step and write what the GPU reads per step (the sampling seed's step, the optimizers' blocks).
+    fn begin(&mut self, gpu: &Gpu, ppo: &Ppo) {
+        self.step += 1;
+        ppo.set_step(gpu, self.step);
+        let k = ppo.minibatch_plans.len() as u32;
+        self.opt_policy.prepare_steps(gpu, k);
+        if let Some(o) = &mut self.opt_value {
+            o.prepare_steps(gpu, k);
+        }
+    }
+
+    /// The step's metrics from `readback`'s contents, checked: skipped (non-finite) updates, then non-finite metrics.
+    fn finish(&mut self, out: &[Vec<f32>]) -> Result<PpoMetrics> {
+        let step = self.step;
+        self.opt_policy.check(&out[2], &format!("PPO step {step} (policy)"))?;
+        if let Some(o) = &mut self.opt_value {
+            o.check(&out[3], &format!("PPO step {step} (value model)"))?;
+        }
+        let m = PpoMetrics::from_raw(step, &out[0], &out[1]);
+        if let Some((name, x)) = m.values.iter().find(|(_, x)| !x.is_finite()) {
+            return Err(Error::NonFinite(format!("PPO step {step}: {name} = {x}")));
+        }
+        Ok(m)
     }
 }
 
@@ -156,15 +186,10 @@ pub struct PpoToyTrainer {
     scorer: ToyScorer,
     sample_plan: Plan,
     score_plan: Plan,
-    zero_policy: Plan,
-    zero_value: Plan,
-    pub opt_policy: MultiStepOptimizer,
-    pub opt_value: Option<MultiStepOptimizer>,
-    readback: Readback,
+    /// Optimizers, step counter and the shared tail of a step.
+    pub core: PpoCore,
     /// The policy's (B, R) log-probs, read by `policy_probs` (built once: it runs at every logged epoch).
     probs_readback: Readback,
-    /// PPO steps taken.
-    pub step: u32,
 }
 
 impl PpoToyTrainer {
@@ -173,6 +198,22 @@ impl PpoToyTrainer {
     /// gives the usual start); with a shared trunk only their scalar head is used. `rows` = B, a multiple of P.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
+        gpu: &Gpu,
+        cfg: &PpoConfig,
+        opt: &OptimConfig,
+        policy_cfg: &MlpConfig,
+        policy_params: &[f32],
+        value_params: &[f32],
+        reward: RewardSource,
+        rows: usize,
+    ) -> Result<PpoToyTrainer> {
+        gpu.scoped_blocking("building the PPO toy trainer", || {
+            Self::build(gpu, cfg, opt, policy_cfg, policy_params, value_params, reward, rows)
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
         gpu: &Gpu,
         cfg: &PpoConfig,
         opt: &OptimConfig,
@@ -279,16 +320,8 @@ impl PpoToyTrainer {
                 ToyScorer::Model { rm: Box::new(rm) }
             }
         };
-        let k = cfg.updates_per_step();
-        let zero_policy = zero_plan(gpu, &policy.backward);
-        let zero_value = value.as_ref().map(|v| zero_plan(gpu, &v.backward)).unwrap_or_default();
-        let opt_policy = MultiStepOptimizer::new(gpu, &policy.params, &policy.grads, opt, k)?;
-        let opt_value = match &value {
-            Some(v) => Some(MultiStepOptimizer::new(gpu, &v.params, &v.grads, opt, k)?),
-            None => None,
-        };
+        let core = PpoCore::new(gpu, opt, &ppo, &policy, value.as_ref().map(|v| v as &dyn Policy))?;
         let probs_readback = Readback::new(gpu, &[&policy.log_probs]);
-        let readback = Readback::new(gpu, &[&ppo.rollout_metrics, &ppo.train_metrics]);
         Ok(PpoToyTrainer {
             cfg: cfg.clone(),
             policy,
@@ -299,13 +332,8 @@ impl PpoToyTrainer {
             scorer,
             sample_plan,
             score_plan,
-            zero_policy,
-            zero_value,
-            opt_policy,
-            opt_value,
-            readback,
+            core,
             probs_readback,
-            step: 0,
         })
     }
 
@@ -320,18 +348,7 @@ impl PpoToyTrainer {
             v.push(&rm.forward);
         }
         v.push(&self.score_plan);
-        v.push(&self.ppo.rollout_plan);
-        push_updates(
-            &mut v,
-            &self.policy,
-            self.value.as_ref().map(|m| m as &dyn Policy),
-            &self.ppo,
-            &self.zero_policy,
-            &self.zero_value,
-            &self.opt_policy,
-            self.opt_value.as_ref(),
-        );
-        v.push(&self.ppo.reduce_plan);
+        self.core.push_train(&mut v, &self.ppo, &self.policy, self.value.as_ref().map(|m| m as &dyn Policy));
         v
     }
 
@@ -342,14 +359,9 @@ impl PpoToyTrainer {
 
     /// One PPO step (rollout + all updates), one submit; returns the step's metrics.
     pub async fn step(&mut self, gpu: &Gpu) -> Result<PpoMetrics> {
-        self.step += 1;
-        self.ppo.set_step(gpu, self.step);
-        self.opt_policy.prepare(gpu);
-        if let Some(o) = &mut self.opt_value {
-            o.prepare(gpu);
-        }
-        let out = run_step(gpu, &self.plans(), Some(&self.readback)).await?.expect("readback");
-        metrics(self.step, &out)
+        self.core.begin(gpu, &self.ppo);
+        let out = run_step(gpu, &self.plans(), Some(&self.core.readback)).await?.expect("readback");
+        self.core.finish(&out)
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -368,46 +380,6 @@ impl PpoToyTrainer {
     pub fn policy_probs_blocking(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         pollster::block_on(self.policy_probs(gpu))
     }
-}
-
-/// The minibatch updates of a step: per update, the forwards, the PPO loss, zeroed gradients, the backward passes and
-/// the optimizer updates.
-#[allow(clippy::too_many_arguments)]
-fn push_updates<'a>(
-    v: &mut Vec<&'a Plan>,
-    policy: &'a dyn Policy,
-    value: Option<&'a dyn Policy>,
-    ppo: &'a Ppo,
-    zero_policy: &'a Plan,
-    zero_value: &'a Plan,
-    opt_policy: &'a MultiStepOptimizer,
-    opt_value: Option<&'a MultiStepOptimizer>,
-) {
-    for k in 0..ppo.minibatch_plans.len() {
-        v.push(policy.forward_plan());
-        if let Some(val) = value {
-            v.push(val.forward_plan());
-        }
-        v.push(&ppo.minibatch_plans[k]);
-        v.push(zero_policy);
-        v.push(policy.backward_plan());
-        if let Some(val) = value {
-            v.push(zero_value);
-            v.push(val.backward_plan());
-        }
-        v.push(&opt_policy.plans[k]);
-        if let Some(o) = opt_value {
-            v.push(&o.plans[k]);
-        }
-    }
-}
-
-fn metrics(step: u32, out: &[Vec<f32>]) -> Result<PpoMetrics> {
-    let m = PpoMetrics::from_raw(step, &out[0], &out[1]);
-    if let Some((name, x)) = m.values.iter().find(|(_, x)| !x.is_finite()) {
-        return Err(Error::NonFinite(format!("PPO step {step}: {name} = {x}")));
-    }
-    Ok(m)
 }
 
 /// How the GPT trainer scores a response, on the GPU.
@@ -437,12 +409,8 @@ pub struct PpoGptTrainer {
     gen_plans: Vec<Plan>,
     copy_plan: Plan,
     score_plan: Plan,
-    zero_policy: Plan,
-    zero_value: Plan,
-    pub opt_policy: MultiStepOptimizer,
-    pub opt_value: Option<MultiStepOptimizer>,
-    readback: Readback,
-    pub step: u32,
+    /// Optimizers, step counter and the shared tail of a step.
+    pub core: PpoCore,
 }
 
 impl PpoGptTrainer {
@@ -451,6 +419,24 @@ impl PpoGptTrainer {
     /// shared trunk only their `score.weight` is used. `b` prompts of `prompt_len` tokens per step.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
+        gpu: &Gpu,
+        cfg: &PpoConfig,
+        opt: &OptimConfig,
+        policy_cfg: &GptConfig,
+        policy_params: &[f32],
+        value_params: &[f32],
+        reward: GptRewardSource,
+        b: usize,
+        prompt_len: usize,
+    ) -> Result<PpoGptTrainer> {
+        let what = format!("building the PPO trainer (GPT of {} parameters, B = {b})", policy_cfg.num_params());
+        gpu.scoped_blocking(&what, || {
+            Self::build(gpu, cfg, opt, policy_cfg, policy_params, value_params, reward, b, prompt_len)
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
         gpu: &Gpu,
         cfg: &PpoConfig,
         opt: &OptimConfig,
@@ -578,15 +564,7 @@ impl PpoGptTrainer {
                 Some(rm)
             }
         };
-        let k = cfg.updates_per_step();
-        let zero_policy = zero_plan(gpu, &policy.backward);
-        let zero_value = value.as_ref().map(|m| zero_plan(gpu, &m.backward)).unwrap_or_default();
-        let opt_policy = MultiStepOptimizer::new(gpu, &policy.params, &policy.grads, opt, k)?;
-        let opt_value = match &value {
-            Some(m) => Some(MultiStepOptimizer::new(gpu, &m.params, &m.grads, opt, k)?),
-            None => None,
-        };
-        let readback = Readback::new(gpu, &[&ppo.rollout_metrics, &ppo.train_metrics]);
+        let core = PpoCore::new(gpu, opt, &ppo, &policy, value.as_ref().map(|v| v as &dyn Policy))?;
         Ok(PpoGptTrainer {
             cfg: cfg.clone(),
             policy,
@@ -600,12 +578,7 @@ impl PpoGptTrainer {
             gen_plans,
             copy_plan,
             score_plan,
-            zero_policy,
-            zero_value,
-            opt_policy,
-            opt_value,
-            readback,
-            step: 0,
+            core,
         })
     }
 
@@ -630,18 +603,7 @@ impl PpoGptTrainer {
             v.push(&rm.forward);
         }
         v.push(&self.score_plan);
-        v.push(&self.ppo.rollout_plan);
-        push_updates(
-            &mut v,
-            &self.policy,
-            self.value.as_ref().map(|m| m as &dyn Policy),
-            &self.ppo,
-            &self.zero_policy,
-            &self.zero_value,
-            &self.opt_policy,
-            self.opt_value.as_ref(),
-        );
-        v.push(&self.ppo.reduce_plan);
+        self.core.push_train(&mut v, &self.ppo, &self.policy, self.value.as_ref().map(|m| m as &dyn Policy));
         v
     }
 
@@ -675,14 +637,9 @@ impl PpoGptTrainer {
     /// submit; returns the step's metrics.
     pub async fn step(&mut self, gpu: &Gpu, prompts: &[u32]) -> Result<PpoMetrics> {
         self.upload_prompts(gpu, prompts)?;
-        self.step += 1;
-        self.ppo.set_step(gpu, self.step);
-        self.opt_policy.prepare(gpu);
-        if let Some(o) = &mut self.opt_value {
-            o.prepare(gpu);
-        }
-        let out = run_step(gpu, &self.plans(), Some(&self.readback)).await?.expect("readback");
-        metrics(self.step, &out)
+        self.core.begin(gpu, &self.ppo);
+        let out = run_step(gpu, &self.plans(), Some(&self.core.readback)).await?.expect("readback");
+        self.core.finish(&out)
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -694,8 +651,8 @@ impl PpoGptTrainer {
     /// (B, T) and the response mask (B, T).
     pub async fn generate(&mut self, gpu: &Gpu, prompts: &[u32]) -> Result<(Vec<u32>, Vec<f32>)> {
         self.upload_prompts(gpu, prompts)?;
-        self.step += 1;
-        self.ppo.set_step(gpu, self.step);
+        self.core.step += 1;
+        self.ppo.set_step(gpu, self.core.step);
         let mut plans: Vec<&Plan> = vec![&self.begin_plan];
         for g in &self.gen_plans {
             plans.push(&self.policy.forward);

@@ -42,6 +42,19 @@ impl<P: Policy> PreferenceTrainer<P> {
         opt: &OptimConfig,
         mode: ReferenceMode,
     ) -> Result<Self> {
+        gpu.scoped_blocking(&format!("building the {} trainer", loss.name()), || {
+            Self::build(gpu, policy, reference, loss, opt, mode)
+        })
+    }
+
+    fn build(
+        gpu: &Gpu,
+        policy: P,
+        reference: Option<P>,
+        loss: &PreferenceLoss,
+        opt: &OptimConfig,
+        mode: ReferenceMode,
+    ) -> Result<Self> {
         let objective = Preference::new(gpu, &policy, loss)?;
         if loss.uses_reference() && reference.is_none() {
             return Err(Error::config(format!("{} needs a reference policy", loss.name())));
@@ -91,11 +104,13 @@ impl<P: Policy> PreferenceTrainer<P> {
 
     /// One optimizer step; returns the metrics of the batch before the update (as TRL logs them) and the gradient
     /// norm (replica 0's for a replicated policy; `step_with` reads every replica's). Stops with an error naming the
-    /// step (and the replica) if any replica's loss or gradient norm is not finite.
+    /// step (and the replica) if any replica's loss or gradient norm is not finite; a non-finite gradient norm was
+    /// caught on the GPU before the update, so the parameters are still those of the last good step.
     pub async fn step(&mut self, gpu: &Gpu) -> Result<(PreferenceMetrics, f32)> {
         self.opt.prepare(gpu);
         let plans = self.step_plans(true);
         let out = run_step(gpu, &plans, Some(&self.readback)).await?.expect("readback");
+        self.opt.check(&out[1], &format!("{} step {}", self.objective.loss.name(), self.opt.step))?;
         for g in 0..self.objective.groups {
             let (loss, norm) = (out[0][g * STATS], out[1][2 * g]);
             if !loss.is_finite() || !norm.is_finite() {

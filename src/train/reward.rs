@@ -16,10 +16,12 @@ pub struct RewardTrainer<P: Policy> {
 
 impl<P: Policy> RewardTrainer<P> {
     pub fn new(gpu: &Gpu, model: P, opt: &OptimConfig) -> Result<Self> {
-        let objective = RewardObjective::new(gpu, &model)?;
-        let opt = Optimizer::new(gpu, model.params(), model.grads(), opt)?;
-        let readback = Readback::new(gpu, &[&objective.metrics, &opt.norm]);
-        Ok(RewardTrainer { model, objective, opt, readback })
+        gpu.scoped_blocking("building the reward-model trainer", || {
+            let objective = RewardObjective::new(gpu, &model)?;
+            let opt = Optimizer::new(gpu, model.params(), model.grads(), opt)?;
+            let readback = Readback::new(gpu, &[&objective.metrics, &opt.norm]);
+            Ok(RewardTrainer { model, objective, opt, readback })
+        })
     }
 
     pub async fn step(&mut self, gpu: &Gpu) -> Result<PreferenceMetrics> {
@@ -27,6 +29,7 @@ impl<P: Policy> RewardTrainer<P> {
         let plans = [self.model.forward_plan(), &self.objective.plan, self.model.backward_plan(), &self.opt.plan];
         let out = run_step(gpu, &plans, Some(&self.readback)).await?.expect("readback");
         let m = PreferenceMetrics::from_raw(&out[0]);
+        self.opt.check(&out[1], &format!("reward model step {}", self.opt.step))?;
         if !m.get("loss").is_finite() || !out[1][0].is_finite() {
             return Err(Error::NonFinite(format!("reward model step {}: loss {}", self.opt.step, m.get("loss"))));
         }

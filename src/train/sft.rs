@@ -1,5 +1,6 @@
 //! The SFT loop for the GPT: forward, masked NLL, backward, clip + AdamW: one encoder, one submit, and a readback
-//! of the loss and gradient norm only. A non-finite loss stops training with the step number.
+//! of the loss and gradient norm only. A non-finite loss stops training with the step number; a non-finite gradient
+//! norm is caught on the GPU before the update (the parameters stay the last good ones).
 
 use crate::data::SftBatch;
 use crate::gpu::{dispatch_count, Gpu, Readback};
@@ -31,11 +32,14 @@ impl SftTrainer {
         t: usize,
         opt: &OptimConfig,
     ) -> Result<SftTrainer> {
-        let gpt = Gpt::new(gpu, cfg, b, t, params)?;
-        let sft = Sft::new(gpu, &gpt)?;
-        let opt = Optimizer::new(gpu, &gpt.params, &gpt.grads, opt)?;
-        let readback = Readback::new(gpu, &[&sft.loss, &opt.norm]);
-        Ok(SftTrainer { gpt, sft, opt, readback })
+        let what = format!("building the SFT trainer (GPT of {} parameters, B = {b}, T = {t})", cfg.num_params());
+        gpu.scoped_blocking(&what, || {
+            let gpt = Gpt::new(gpu, cfg, b, t, params)?;
+            let sft = Sft::new(gpu, &gpt)?;
+            let opt = Optimizer::new(gpu, &gpt.params, &gpt.grads, opt)?;
+            let readback = Readback::new(gpu, &[&sft.loss, &opt.norm]);
+            Ok(SftTrainer { gpt, sft, opt, readback })
+        })
     }
 
     /// Dispatches recorded per training step (forward + loss + backward + optimizer).
@@ -61,6 +65,7 @@ impl SftTrainer {
         let plans = [&self.gpt.forward, &self.sft.plan, &self.gpt.backward, &self.opt.plan];
         let out = run_step(gpu, &plans, Some(&self.readback)).await?.expect("readback");
         let m = SftMetrics { step: self.opt.step, loss: out[0][0], grad_norm: out[1][0] };
+        self.opt.check(&out[1], &format!("SFT step {} (loss {})", m.step, m.loss))?;
         if !m.loss.is_finite() || !m.grad_norm.is_finite() {
             return Err(Error::NonFinite(format!("SFT step {}: loss {} grad norm {}", m.step, m.loss, m.grad_norm)));
         }
