@@ -89,6 +89,30 @@ fn grad_norm_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     }
 }
 
+// grad_norm_partial4: grad_norm_partial over vec4s (group_len a multiple of 4): scratch[g * P + w] = sum of |grads4|^2
+// over vec4 index i = w*256 + k + r*(P*256) < L/4. Same partial count and tree; fewer, wider loads.
+// bindings: 22 grads (n/4 vec4) read, 2 scratch (G * P) write.
+// grid: (P = num_partials, G): workgroups of 256.
+@group(0) @binding(22) var<storage, read> gn4_grads: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn grad_norm_partial4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let stride = p.num_partials * WG;
+    let len4 = p.group_len / 4u;
+    let base = wid.y * len4;
+    var s = 0.0;
+    for (var i = wid.x * WG + lid; i < len4; i = i + stride) {
+        let g = gn4_grads[base + i];
+        s = s + dot(g, g);
+    }
+    red[lid] = s;
+    workgroupBarrier();
+    tree_sum(lid);
+    if (lid == 0u) {
+        gn_scratch[wid.y * p.num_partials + wid.x] = red[0];
+    }
+}
+
 // grad_norm_final (pass 2), per group g: norm[2g] = sqrt(sum of the group's scratch); norm[2g + 1] = clip scale:
 //   max_norm <= 0: 1; else min(1, max_norm / (norm + 1e-6)). Then the step state s = state_index(g): a finite norm
 //   applies the step (t += 1, beta1^t *= beta1, beta2^t *= beta2); a non-finite one skips it (skipped += 1).
@@ -127,13 +151,21 @@ fn grad_norm_final(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     }
 }
 
-// adamw_update, element i of group k = i / group_len, skipped when norm[2k] is not finite:
+// The updates' grid: (x, y = group, z) with element i = (z * nwg.x + x) * 256 + local of the group (z only for
+// groups of more than 65535 workgroups). The group comes from the workgroup id, so its norm and step state are one
+// load per workgroup (on CPU adapters a per-invocation index would make each of them a gather), and there is no
+// per-element integer division.
+fn update_index(lid: u32, wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return (wid.z * nwg.x + wid.x) * WG + lid;
+}
+
+// adamw_update, element j of group k (i = k * group_len + j), skipped when norm[2k] is not finite:
 //   g = grads[i] * norm[2k + 1] (the group's clip scale); m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 //   params -= lr * ((m / bc1) / (sqrt(v / bc2) + eps) + weight_decay * params), bc = 1 - beta^t from the step state
 //   (grad_norm_final advanced t for this step).
 // bindings: 5 params (n) read_write, 6 grads (n) read, 7 m (n) read_write, 8 v (n) read_write,
 //   9 hyper (AdamHyper, 8 f32) read, 10 norm (6G: [L2 norm, grad scale] per group, then the step states) read.
-// grid: one thread per element, workgroup 256, grid_1d(n, 256); i = gid.x + gid.y * nwg.x * 256.
+// grid: (ceil(group_len / 256) [split with z past 65535], G, z), workgroup 256.
 @group(0) @binding(5) var<storage, read_write> aw_params: array<f32>;
 @group(0) @binding(6) var<storage, read> aw_grads: array<f32>;
 @group(0) @binding(7) var<storage, read_write> aw_m: array<f32>;
@@ -142,11 +174,15 @@ fn grad_norm_final(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
 @group(0) @binding(10) var<storage, read> aw_norm: array<f32>;
 
 @compute @workgroup_size(256)
-fn adamw_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
-    if (i >= p.n) { return; }
-    let k = i / p.group_len;
-    if (!is_finite(aw_norm[2u * k])) { return; }
+fn adamw_update(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let k = wid.y;
+    let j = update_index(lid, wid, nwg);
+    if (j >= p.group_len || !is_finite(aw_norm[2u * k])) { return; }
+    let i = k * p.group_len + j;
     let h = aw_hyper;
     let st = state_index(k);
     let bias_correction1 = 1.0 - aw_norm[st + 1u];
@@ -162,23 +198,64 @@ fn adamw_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     aw_params[i] = param - h.lr * (mhat / (sqrt(vhat) + h.eps) + h.weight_decay * param);
 }
 
+// adamw_update4: adamw_update on 4 consecutive elements per invocation, as vec4s (the same arithmetic per element),
+// for groups whose length is a multiple of 4 (every arena-packed model). On CPU adapters each vec4 load or store
+// shares one address computation and bounds check among 4 elements.
+// bindings: 16 params (n/4 vec4) read_write, 17 grads read, 18 m read_write, 19 v read_write, 20 hyper, 21 norm read.
+// grid: (ceil(group_len / 1024) [split with z past 65535], G, z), workgroup 256.
+@group(0) @binding(16) var<storage, read_write> aw4_params: array<vec4<f32>>;
+@group(0) @binding(17) var<storage, read> aw4_grads: array<vec4<f32>>;
+@group(0) @binding(18) var<storage, read_write> aw4_m: array<vec4<f32>>;
+@group(0) @binding(19) var<storage, read_write> aw4_v: array<vec4<f32>>;
+@group(0) @binding(20) var<uniform> aw4_hyper: AdamHyper;
+@group(0) @binding(21) var<storage, read> aw4_norm: array<f32>;
+
+@compute @workgroup_size(256)
+fn adamw_update4(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let k = wid.y;
+    let j = update_index(lid, wid, nwg);
+    if (j >= p.group_len / 4u || !is_finite(aw4_norm[2u * k])) { return; }
+    let i = k * (p.group_len / 4u) + j;
+    let h = aw4_hyper;
+    let st = state_index(k);
+    let bias_correction1 = 1.0 - aw4_norm[st + 1u];
+    let bias_correction2 = 1.0 - aw4_norm[st + 2u];
+    let g = aw4_grads[i] * aw4_norm[2u * k + 1u];
+    let m = h.beta1 * aw4_m[i] + (1.0 - h.beta1) * g;
+    let v = h.beta2 * aw4_v[i] + (1.0 - h.beta2) * g * g;
+    aw4_m[i] = m;
+    aw4_v[i] = v;
+    let mhat = m / bias_correction1;
+    let vhat = v / bias_correction2;
+    let param = aw4_params[i];
+    aw4_params[i] = param - h.lr * (mhat / (sqrt(vhat) + h.eps) + h.weight_decay * param);
+}
+
 // sgd_update: plain SGD behind the same clipping, with decoupled weight decay, skipped like adamw_update when the
 // group's norm is not finite:
 //   params -= lr * (grads[i] * scale + weight_decay * params)   (scale: the group's norm[2k + 1]; reads lr and
 //   weight_decay from AdamHyper)
 // bindings: 11 params (n) read_write, 12 grads (n) read, 13 hyper (AdamHyper, 8 f32) read, 14 norm (6G) read.
-// grid: one thread per element, workgroup 256, grid_1d(n, 256); i = gid.x + gid.y * nwg.x * 256.
+// grid: as adamw_update.
 @group(0) @binding(11) var<storage, read_write> sgd_params: array<f32>;
 @group(0) @binding(12) var<storage, read> sgd_grads: array<f32>;
 @group(0) @binding(13) var<uniform> sgd_hyper: AdamHyper;
 @group(0) @binding(14) var<storage, read> sgd_norm: array<f32>;
 
 @compute @workgroup_size(256)
-fn sgd_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
-    if (i >= p.n) { return; }
-    let k = i / p.group_len;
-    if (!is_finite(sgd_norm[2u * k])) { return; }
+fn sgd_update(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let k = wid.y;
+    let j = update_index(lid, wid, nwg);
+    if (j >= p.group_len || !is_finite(sgd_norm[2u * k])) { return; }
+    let i = k * p.group_len + j;
     let g = sgd_grads[i] * sgd_norm[2u * k + 1u];
     let param = sgd_params[i];
     sgd_params[i] = param - sgd_hyper.lr * (g + sgd_hyper.weight_decay * param);

@@ -9,7 +9,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor, WORKGROUP_1D};
+use crate::gpu::{Dispatch, Gpu, Tensor, WORKGROUP_1D};
 
 const SHADER: &str = "adamw";
 const SRC: &str = include_str!("../../shaders/adamw.wgsl");
@@ -115,14 +115,15 @@ pub fn grad_norm_groups(
     assert!(norm.len >= norm_len(groups), "grad_norm: norm has {} elements for {groups} groups", norm.len);
     let p = Params { n: n as u32, num_partials: parts as u32, max_norm, group_len: len as u32 };
     let bytes = bytemuck::bytes_of(&p);
+    let vec4 = len % 4 == 0 && grads.len % 4 == 0;
     vec![
         Dispatch::new(
             gpu,
             SHADER,
             SRC,
-            "grad_norm_partial",
+            if vec4 { "grad_norm_partial4" } else { "grad_norm_partial" },
             Some(bytes),
-            &[(1, grads), (2, scratch)],
+            &[(if vec4 { 22 } else { 1 }, grads), (2, scratch)],
             [parts as u32, groups as u32, 1],
         ),
         Dispatch::new(
@@ -173,7 +174,20 @@ pub fn adamw_update_groups(
     n: usize,
     groups: usize,
 ) -> Dispatch {
-    let p = Params { n: n as u32, num_partials: 0, max_norm: 0.0, group_len: group_len(n, groups) as u32 };
+    let len = group_len(n, groups);
+    let p = Params { n: n as u32, num_partials: 0, max_norm: 0.0, group_len: len as u32 };
+    // Four elements per invocation where every buffer splits into whole vec4s (all arena-packed models).
+    if len % 4 == 0 && [params, grads, m, v].iter().all(|t| t.len % 4 == 0) {
+        return Dispatch::new(
+            gpu,
+            SHADER,
+            SRC,
+            "adamw_update4",
+            Some(bytemuck::bytes_of(&p)),
+            &[(16, params), (17, grads), (18, m), (19, v), (20, hyper), (21, norm)],
+            update_grid(len / 4, groups),
+        );
+    }
     Dispatch::new(
         gpu,
         SHADER,
@@ -181,8 +195,16 @@ pub fn adamw_update_groups(
         "adamw_update",
         Some(bytemuck::bytes_of(&p)),
         &[(5, params), (6, grads), (7, m), (8, v), (9, hyper), (10, norm)],
-        grid_1d(n, WORKGROUP_1D),
+        update_grid(len, groups),
     )
+}
+
+/// The updates' grid: workgroups of 256 over a group's `per_group` invocations along x (past 65535 workgroups,
+/// spread over z), groups along y (see `update_index` in the shader).
+fn update_grid(per_group: usize, groups: usize) -> [u32; 3] {
+    let wgs = per_group.div_ceil(WORKGROUP_1D as usize).max(1);
+    let z = wgs.div_ceil(65535);
+    [wgs.div_ceil(z) as u32, groups as u32, z as u32]
 }
 
 /// One plain SGD step over n elements: params -= lr * (grads * norm[1] + weight_decay * params), lr and
@@ -217,6 +239,6 @@ pub fn sgd_update_groups(
         "sgd_update",
         Some(bytemuck::bytes_of(&p)),
         &[(11, params), (12, grads), (13, hyper), (14, norm)],
-        grid_1d(n, WORKGROUP_1D),
+        update_grid(p.group_len as usize, groups),
     )
 }
