@@ -132,15 +132,22 @@ impl Plan {
 
 /// Encode several plans as one step: all their clears first, then one compute pass with every dispatch in order.
 pub fn encode_all(encoder: &mut wgpu::CommandEncoder, plans: &[&Plan]) {
-    for p in plans {
-        for t in &p.clears {
+    // Each plan's clears go right before its dispatches (a clear cannot sit inside a compute pass, so a plan with
+    // clears starts a new pass). Hoisting them all to the front would be wrong once a submit holds several steps:
+    // the second step's gradients would accumulate onto the first's.
+    let mut i = 0;
+    while i < plans.len() {
+        for t in &plans[i].clears {
             encoder.clear_buffer(&t.buffer, t.offset, Some(t.bytes()));
         }
-    }
-    let mut pass =
-        encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("dpo3d step"), timestamp_writes: None });
-    for p in plans {
-        p.record(&mut pass);
+        let mut pass = encoder
+            .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("dpo3d step"), timestamp_writes: None });
+        plans[i].record(&mut pass);
+        i += 1;
+        while i < plans.len() && plans[i].clears.is_empty() {
+            plans[i].record(&mut pass);
+            i += 1;
+        }
     }
 }
 

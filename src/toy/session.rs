@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{scenario_row, summarize, ToyConfig, ToyMethod, PAIRS, PROMPTS, RESPONSES};
-use crate::gpu::{Gpu, Readback};
+use crate::gpu::{Gpu, Plan, Readback};
 use crate::model::{Mlp, MlpConfig, Policy};
 use crate::objectives::ppo::{PpoConfig, PpoMetrics};
 use crate::objectives::{PreferenceMetrics, Sft};
@@ -160,23 +160,18 @@ pub async fn sft_phase_group(gpu: &Gpu, cfgs: &[ToyConfig]) -> Result<Vec<(Vec<f
     // Every 25 epochs the losses come back: they check for NaN, and it waits for the GPU so a browser's command
     // queue never holds hundreds of unfinished steps (which stalled the page for seconds).
     let loss_rb = Readback::new(gpu, &[&sft.loss]);
-    for e in 0..cfg.sft_epochs {
-        opt.prepare(gpu);
-        let check = (e + 1) % 25 == 0;
-        let out = run_step(
-            gpu,
-            &[&mlp.forward, &sft.plan, &mlp.backward, &opt.plan],
-            if check { Some(&loss_rb) } else { None },
-        )
-        .await?;
-        if let Some(out) = out {
-            if let Some((k, l)) = out[0].iter().enumerate().find(|(_, l)| !l.is_finite()) {
-                return Err(Error::NonFinite(format!(
-                    "toy SFT phase of {}: loss {l} at epoch {}",
-                    cfgs[k].run_name(),
-                    e + 1
-                )));
-            }
+    // Epochs go to the GPU 25 to a submit (Adam's step counter lives on the GPU), the last one reading the losses
+    // back: they check for NaN, and waiting then keeps a browser's queue from holding hundreds of unfinished steps.
+    let mut e = 0;
+    while e < cfg.sft_epochs {
+        let k = 25.min(cfg.sft_epochs - e);
+        opt.prepare_steps(gpu, k as u32);
+        let step = [&mlp.forward, &sft.plan, &mlp.backward, &opt.plan];
+        let plans: Vec<&Plan> = (0..k).flat_map(|_| step.iter().copied()).collect();
+        let out = run_step(gpu, &plans, Some(&loss_rb)).await?.expect("readback");
+        e += k;
+        if let Some((r, l)) = out[0].iter().enumerate().find(|(_, l)| !l.is_finite()) {
+            return Err(Error::NonFinite(format!("toy SFT phase of {}: loss {l} at epoch {e}", cfgs[r].run_name())));
         }
     }
     let rb = Readback::new(gpu, &[&mlp.log_probs]);
@@ -393,10 +388,18 @@ impl ToySession {
             let e = self.epoch;
             let log = self.wants_log(e);
             match &mut self.method {
-                Method::Preference { trainer, rb } => {
-                    if let Some(raw) = trainer.step_with(gpu, if log { Some(&*rb) } else { None }).await? {
-                        out.extend(self.record(e, &raw)?);
+                Method::Preference { .. } => {
+                    // The unlogged epochs up to the next logged one (or the end) and that logged epoch, in one
+                    // submit: its readback comes last, after its own forward, as if it were submitted alone.
+                    let next_log = (e..end).find(|&x| self.wants_log(x));
+                    let last = next_log.unwrap_or(end - 1);
+                    let k = last + 1 - e;
+                    let Method::Preference { trainer, rb } = &mut self.method else { unreachable!() };
+                    if let Some(raw) = trainer.steps_with(gpu, k, next_log.map(|_| &*rb)).await? {
+                        out.extend(self.record(last, &raw)?);
                     }
+                    self.epoch += k;
+                    continue;
                 }
                 Method::Ppo { trainer, .. } => {
                     // The policy's probabilities before this step's update, then the step (rollout + PPO epochs).

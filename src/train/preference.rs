@@ -133,6 +133,19 @@ impl<P: Policy> PreferenceTrainer<P> {
         run_step(gpu, &plans, extra).await
     }
 
+    /// `k` optimizer steps recorded into one submit (Adam's step counter lives on the GPU), with `extra`'s tensors
+    /// copied back after the last one: what the toy study does between two logged epochs, so that a short step
+    /// pays the submit-and-wait overhead once per `k` steps. Non-finite values are detected where read back.
+    pub async fn steps_with(&mut self, gpu: &Gpu, k: usize, extra: Option<&Readback>) -> Result<Option<Vec<Vec<f32>>>> {
+        if k == 0 {
+            return Ok(None);
+        }
+        self.opt.prepare_steps(gpu, k as u32);
+        let plans = self.step_plans(true);
+        let all: Vec<&Plan> = (0..k).flat_map(|_| plans.iter().copied()).collect();
+        run_step(gpu, &all, extra).await
+    }
+
     /// Metrics of the current batch without updating.
     pub async fn evaluate(&self, gpu: &Gpu) -> Result<PreferenceMetrics> {
         let plans = self.step_plans(false);
