@@ -241,7 +241,9 @@ fn should_skip_a_step_whose_gradient_norm_is_not_finite() {
         plan.extend(ops::grad_norm_groups(&gpu, &tnorm, &tg, &scratch, &thyper, n, groups, 1.0));
         plan.push(ops::adamw_update_groups(&gpu, &tparams, &tg, &tm, &tv, &thyper, &tnorm, n, groups));
         plan.push(ops::sgd_update_groups(&gpu, &sgd_params, &tg, &thyper, &tnorm, n, groups));
-        let mut want: Vec<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, cpu::StepState)> = (0..groups)
+        // per group: the reference's (AdamW params, m, v, SGD params, step state)
+        type Want = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, cpu::StepState);
+        let mut want: Vec<Want> = (0..groups)
             .map(|k| {
                 let p = params0[k * len..(k + 1) * len].to_vec();
                 (p.clone(), vec![0.0; len], vec![0.0; len], p, cpu::StepState::default())

@@ -84,7 +84,7 @@ impl Optimizer {
     ) -> Result<Optimizer> {
         let n = params.all.len;
         let groups = groups.max(1);
-        if n % groups != 0 {
+        if !n.is_multiple_of(groups) {
             return Err(crate::Error::config(format!("{n} parameters do not split into {groups} equal replicas")));
         }
         if grads.all.len != n {
