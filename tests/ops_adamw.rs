@@ -384,4 +384,10 @@ fn should_stop_preference_training_at_a_nan_step_naming_the_replica() {
     let half = after.len() / 2;
     assert_eq!(after[half..], good[half..], "replica 1 keeps the parameters of step 1");
     assert_ne!(after[..half], good[..half], "replica 0 took step 2");
+    // A skip in a step that reads nothing back (the toy study's unlogged epochs) is reported by the next checked step.
+    pollster::block_on(tr.step_with(&gpu, None)).unwrap();
+    tr.objective.set_mask(&gpu, &vec![1.0; replicas * b]).unwrap();
+    let err = pollster::block_on(tr.step(&gpu)).unwrap_err().to_string();
+    assert!(err.contains("step 4 replica 1: 1 update(s) since the last check"), "{err}");
+    pollster::block_on(tr.step(&gpu)).unwrap();
 }
