@@ -11,7 +11,8 @@ pub enum Error {
     #[error("no GPU adapter found (backends tried: {backends}). {hint}")]
     NoAdapter { backends: String, hint: String },
 
-    /// The adapter exists but refused the device (limits, features) or a GPU call failed validation.
+    /// The adapter exists but refused the device (limits, features), a GPU call failed validation, ran out of GPU
+    /// memory, or the device was lost (`Gpu::check` returns what the device reported; nothing panics).
     #[error("GPU error: {0}")]
     Gpu(String),
 

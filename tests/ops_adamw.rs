@@ -241,7 +241,9 @@ fn should_skip_a_step_whose_gradient_norm_is_not_finite() {
         plan.extend(ops::grad_norm_groups(&gpu, &tnorm, &tg, &scratch, &thyper, n, groups, 1.0));
         plan.push(ops::adamw_update_groups(&gpu, &tparams, &tg, &tm, &tv, &thyper, &tnorm, n, groups));
         plan.push(ops::sgd_update_groups(&gpu, &sgd_params, &tg, &thyper, &tnorm, n, groups));
-        let mut want: Vec<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, cpu::StepState)> = (0..groups)
+        // per group: the reference's (AdamW params, m, v, SGD params, step state)
+        type Want = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, cpu::StepState);
+        let mut want: Vec<Want> = (0..groups)
             .map(|k| {
                 let p = params0[k * len..(k + 1) * len].to_vec();
                 (p.clone(), vec![0.0; len], vec![0.0; len], p, cpu::StepState::default())
@@ -382,4 +384,10 @@ fn should_stop_preference_training_at_a_nan_step_naming_the_replica() {
     let half = after.len() / 2;
     assert_eq!(after[half..], good[half..], "replica 1 keeps the parameters of step 1");
     assert_ne!(after[..half], good[..half], "replica 0 took step 2");
+    // A skip in a step that reads nothing back (the toy study's unlogged epochs) is reported by the next checked step.
+    pollster::block_on(tr.step_with(&gpu, None)).unwrap();
+    tr.objective.set_mask(&gpu, &vec![1.0; replicas * b]).unwrap();
+    let err = pollster::block_on(tr.step(&gpu)).unwrap_err().to_string();
+    assert!(err.contains("step 4 replica 1: 1 update(s) since the last check"), "{err}");
+    pollster::block_on(tr.step(&gpu)).unwrap();
 }

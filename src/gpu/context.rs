@@ -119,7 +119,7 @@ impl Gpu {
             backend: format!("{:?}", ai.backend),
             device_type: format!("{:?}", ai.device_type),
             driver: format!("{} {}", ai.driver, ai.driver_info).trim().to_string(),
-            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
             max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
         };
         let tuner = super::tune::Tuner::new(format!("{} | {} | {}", info.name, info.backend, info.driver));
@@ -259,7 +259,7 @@ impl Gpu {
 
     /// Check a requested buffer size against the device's limits, with an error that says which buffer.
     pub fn check_binding_size(&self, what: &str, bytes: u64) -> Result<()> {
-        let max = self.limits.max_storage_buffer_binding_size as u64;
+        let max = self.limits.max_storage_buffer_binding_size;
         if bytes > max {
             return Err(Error::config(format!(
                 "{what} needs a {bytes}-byte storage buffer but {} allows at most {max} bytes per binding; \

@@ -139,7 +139,7 @@ pub fn grad_norm_groups(
 }
 
 fn group_len(n: usize, groups: usize) -> usize {
-    assert!(groups >= 1 && n % groups == 0, "{n} optimizer elements do not split into {groups} equal groups");
+    assert!(groups >= 1 && n.is_multiple_of(groups), "{n} optimizer elements do not split into {groups} equal groups");
     assert!(groups <= 65535, "{groups} optimizer groups exceed a grid dimension");
     (n / groups).max(1)
 }

@@ -79,7 +79,8 @@ pub fn adamw_step(
     true
 }
 
-/// One plain SGD step with clipping and the non-finite check (see `adamw_step`).
+/// One plain SGD step with clipping and the non-finite check (see `adamw_step`). SGD uses no bias corrections: this
+/// mirror advances t and skipped as the GPU does, and leaves the beta powers at 0.
 pub fn sgd_step(
     params: &mut [f32],
     grads: &[f32],

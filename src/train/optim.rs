@@ -84,7 +84,7 @@ impl Optimizer {
     ) -> Result<Optimizer> {
         let n = params.all.len;
         let groups = groups.max(1);
-        if n % groups != 0 {
+        if !n.is_multiple_of(groups) {
             return Err(crate::Error::config(format!("{n} parameters do not split into {groups} equal replicas")));
         }
         if grads.all.len != n {
@@ -148,13 +148,22 @@ impl Optimizer {
             let skipped = skipped as u32;
             if skipped > self.skipped_seen[g] {
                 let replica = if self.groups > 1 { format!(" replica {g}") } else { String::new() };
-                bad.push(format!(
-                    "{what}{replica}: gradient norm {} is not finite; {} update(s) skipped, parameters kept from the \
-                     last good step ({} applied)",
-                    norm[2 * g],
-                    skipped - self.skipped_seen[g],
-                    t as u32
-                ));
+                let new = skipped - self.skipped_seen[g];
+                let kept =
+                    format!("parameters and optimizer state kept from the last good step ({} applied)", t as u32);
+                bad.push(if !norm[2 * g].is_finite() {
+                    let earlier =
+                        if new > 1 { format!(" (and {} earlier unchecked one(s))", new - 1) } else { String::new() };
+                    format!(
+                        "{what}{replica}: gradient norm {} is not finite; update skipped{earlier}, {kept}",
+                        norm[2 * g]
+                    )
+                } else {
+                    format!(
+                        "{what}{replica}: {new} update(s) since the last check had a gradient norm that is not finite \
+                             and were skipped; {kept}"
+                    )
+                });
                 self.skipped_seen[g] = skipped;
             }
         }

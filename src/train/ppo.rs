@@ -24,6 +24,10 @@
 //! kernel over cached keys and values, per-position plans). Recomputation was chosen; on a real GPU these forwards
 //! are launch-latency bound with identical dispatch counts, which narrows the gap further (not measured here).
 //!
+//! Both trainers share [`PpoCore`]: one [`Optimizer`] per trained model (the same type every trainer uses), whose plan
+//! is recorded once per minibatch update (Adam's step counter lives on the GPU, so the updates of a step need nothing
+//! written between them), the zeroing plans, the metrics readback and the step's rollout-to-reduction tail.
+//!
 //! The value model is a separate model with a scalar head by default; `PpoConfig::value_model = SharedTrunk` puts the
 //! scalar head on the policy itself (one model, one optimizer, loss = policy loss + vf_coef * value loss).
 //! Gradient clipping applies per model (the policy's and the separate value model's global norms separately).
