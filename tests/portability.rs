@@ -14,6 +14,8 @@
 //! No GPU is needed, so this runs on every CI machine. What it cannot show: that Apple's Metal compiler, DXC/FXC or a
 //! Vulkan driver accept the output (see the README's "Platforms" section).
 
+mod common;
+
 use naga::back::{glsl, hlsl, msl, spv};
 use naga::proc::{BoundsCheckPolicies, BoundsCheckPolicy};
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
@@ -478,4 +480,79 @@ fn should_catch_kernels_over_the_limits() {
     assert_eq!(limit_violations(&kernel(&body("", "16, 32", "out[i] = 1.0;"))).len(), 1);
     assert_eq!(limit_violations(&kernel(&body("", "1, 1, 65", "out[i] = 1.0;"))).len(), 1);
     assert!(limit_violations(&kernel(&body("", "16, 16", "out[i] = 1.0;"))).is_empty());
+}
+
+// ---- Buffers against the adapter's limits ----
+
+/// Every limit `check_buffer` applies, on made-up limits (no GPU): the error names the buffer, the bytes asked, the
+/// bytes allowed and which limit; a size exactly at a limit passes.
+#[test]
+fn should_check_buffer_sizes_against_each_adapter_limit() {
+    use dpo3d::gpu::check_buffer;
+    use wgpu::BufferUsages as U;
+    let limits = wgpu::Limits {
+        max_buffer_size: 1000,
+        max_storage_buffer_binding_size: 800,
+        max_uniform_buffer_binding_size: 400,
+        ..wgpu::Limits::default()
+    };
+    let storage = U::STORAGE | U::COPY_SRC | U::COPY_DST;
+    assert!(check_buffer(&limits, "test", "a", 800, storage).is_ok());
+    assert!(check_buffer(&limits, "test", "a", 1000, U::COPY_DST).is_ok());
+    assert!(check_buffer(&limits, "test", "a", 400, storage | U::UNIFORM).is_ok());
+    for (bytes, usage, limit, max) in [
+        (1001, U::COPY_DST, "max_buffer_size", 1000),
+        (801, storage, "max_storage_buffer_binding_size", 800),
+        (401, U::UNIFORM | U::COPY_DST, "max_uniform_buffer_binding_size", 400),
+    ] {
+        let e = check_buffer(&limits, "test adapter", "logits", bytes, usage).unwrap_err().to_string();
+        for want in ["\"logits\"", &format!("{bytes} bytes"), &format!("at most {max} bytes"), limit, "test adapter"] {
+            assert!(e.contains(want), "error {e:?} does not mention {want:?}");
+        }
+    }
+}
+
+/// A GPT whose (B, T, V) logits exceed this adapter's storage-binding limit is refused with an error, before that
+/// buffer exists: V is large and the width tiny so that every buffer allocated before the logits is a few MiB,
+/// and B is chosen from the adapter's own limit (lavapipe: 128 MiB; a big GPU: 2 GiB or more).
+#[test]
+fn should_refuse_a_gpt_whose_logits_exceed_the_binding_limit() {
+    let gpu = common::gpu();
+    let max = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
+    let cfg =
+        dpo3d::model::GptConfig { vocab_size: 65536, context: 16, layers: 1, heads: 1, width: 4, scalar_head: false };
+    let t = 16;
+    let b = (max / (cfg.vocab_size as u64 * t as u64 * 4) + 1) as usize; // B*T*V*4 > max
+    let n_params: usize = cfg.param_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    let params = vec![0.0f32; n_params];
+    let err = match dpo3d::model::Gpt::new(&gpu, &cfg, b, t, &params) {
+        Ok(_) => panic!("a GPT with {} bytes of logits was built on an adapter allowing {max}", b * t * 65536 * 4),
+        Err(e) => e.to_string(),
+    };
+    let bytes = (b * t * cfg.vocab_size * 4).to_string();
+    for want in ["\"logits\"", bytes.as_str(), &format!("at most {max} bytes"), gpu.info.name.as_str()] {
+        assert!(err.contains(want), "error {err:?} does not mention {want:?}");
+    }
+}
+
+/// Readbacks larger than the adapter's `max_buffer_size` are spread over several staging buffers and still return
+/// every tensor intact. The limit is lowered on this `Gpu` to 1 KiB; the tensors are 800, 224, 1000, 28, 1024 and 4
+/// bytes, which fill staging buffers in order as 800+224 = 1024 | 1000 | 28 | 1024 | 4: five of them.
+#[test]
+fn should_split_readbacks_over_the_buffer_size_limit() {
+    use dpo3d::gpu::{Readback, Tensor};
+    let mut gpu = common::gpu();
+    let lens = [200usize, 56, 250, 7, 256, 1];
+    let data: Vec<Vec<f32>> = lens.iter().map(|&n| common::randn(n as u64, n, 1.0)).collect();
+    let tensors: Vec<Tensor> = data.iter().map(|d| Tensor::from_f32(&gpu, "readback part", d).unwrap()).collect();
+    gpu.limits.max_buffer_size = 1024;
+    // Tensors created under the lowered limit are checked against it too.
+    assert!(Tensor::zeros(&gpu, "too big", 257).is_err());
+    let rb = Readback::new(&gpu, &tensors.iter().collect::<Vec<_>>());
+    assert_eq!(rb.staging_buffers(), 5);
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    rb.record(&mut enc);
+    gpu.queue.submit([enc.finish()]);
+    let got = rb.fetch_blocking(&gpu).unwrap();
+    assert_eq!(got, data);
 }
