@@ -11,8 +11,13 @@
 //! - OpenGL / GLES (wgpu's GL back end, compute needs ES 3.1 or GL 4.3): GLSL 310 es and 430.
 //!
 //! Each failure names the shader, the entry point, the target and naga's message; all failures are listed at once.
-//! No GPU is needed, so this runs on every CI machine. What it cannot show: that Apple's Metal compiler, DXC/FXC or a
-//! Vulkan driver accept the output (see the README's "Platforms" section).
+//! The SPIR-V and GLSL are then checked by the Khronos validators (`spirv-val`, `glslangValidator`; Debian's
+//! spirv-tools and glslang-tools, installed by scripts/test). No GPU is needed for any of that. What it cannot show:
+//! that Apple's Metal compiler or DXC/FXC accept the MSL and HLSL (neither is packaged for Linux in the registries
+//! this project can use; see the README's "Platforms" section).
+//!
+//! Also here: every kernel within WebGPU's default workgroup limits (computed from naga's module), and every buffer
+//! checked against the adapter's limits before it is created (`dpo3d::gpu::check_buffer`).
 
 mod common;
 
@@ -555,4 +560,86 @@ fn should_split_readbacks_over_the_buffer_size_limit() {
     gpu.queue.submit([enc.finish()]);
     let got = rb.fetch_blocking(&gpu).unwrap();
     assert_eq!(got, data);
+}
+
+// ---- The translated kernels through the platforms' own front ends ----
+
+/// Runs `tool args.. file` and returns its output when it fails.
+fn run_tool(tool: &str, args: &[&str], file: &std::path::Path) -> Result<(), String> {
+    let out = std::process::Command::new(tool).args(args).arg(file).output().map_err(|e| format!("{tool}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// `true` when `tool` can be run; when it cannot, fails if `DPO3D_REQUIRE_SHADER_TOOLS=1` (scripts/test sets it and
+/// installs the tools), else says the check is skipped.
+fn have_tool(tool: &str) -> bool {
+    let ok = std::process::Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        let required = std::env::var("DPO3D_REQUIRE_SHADER_TOOLS").is_ok_and(|v| v == "1");
+        assert!(!required, "{tool} not found (Debian: apt-get install spirv-tools glslang-tools)");
+        eprintln!("SKIPPED: {tool} not found (Debian: apt-get install spirv-tools glslang-tools)");
+    }
+    ok
+}
+
+/// Beyond naga translating: the Khronos validators accept what it wrote. `spirv-val` checks every SPIR-V module
+/// against the Vulkan environment it targets (SPIR-V 1.0 for Vulkan 1.0, 1.6 for Vulkan 1.3); `glslangValidator`
+/// compiles every GLSL compute shader (310 es for GLES 3.1, 430 for desktop GL).
+#[test]
+fn should_pass_the_khronos_validators() {
+    if !have_tool("spirv-val") || !have_tool("glslangValidator") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("dpo3d-portability-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The validators do reject: a module cut short and a shader with a type error.
+    let k = &kernels()[0];
+    let words =
+        to_spirv(k, (1, 0), BoundsCheckPolicy::Restrict, spv::ZeroInitializeWorkgroupMemoryMode::Polyfill).unwrap();
+    let cut = dir.join("cut.spv");
+    std::fs::write(&cut, bytemuck::cast_slice::<u32, u8>(&words[..words.len() / 2])).unwrap();
+    assert!(run_tool("spirv-val", &["--target-env", "vulkan1.0"], &cut).is_err(), "spirv-val accepted a cut module");
+    let bad = dir.join("bad.comp");
+    std::fs::write(&bad, "#version 310 es\nlayout(local_size_x = 1) in;\nvoid main() { float x = vec2(1.0); }\n")
+        .unwrap();
+    assert!(run_tool("glslangValidator", &[], &bad).is_err(), "glslangValidator accepted a type error");
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    let mut glsl_files = Vec::new();
+    for k in kernels() {
+        let stem = format!("{}-{}", k.shader, k.entry);
+        for (v, env) in [((1, 0), "vulkan1.0"), ((1, 6), "vulkan1.3")] {
+            let words = to_spirv(&k, v, BoundsCheckPolicy::Restrict, spv::ZeroInitializeWorkgroupMemoryMode::Polyfill)
+                .unwrap_or_else(|e| panic!("{}: {e}", k.name()));
+            let path = dir.join(format!("{stem}-{env}.spv"));
+            std::fs::write(&path, bytemuck::cast_slice::<u32, u8>(&words)).unwrap();
+            if let Err(e) = run_tool("spirv-val", &["--target-env", env], &path) {
+                failures.push(format!("{} SPIR-V {}.{} (spirv-val --target-env {env}): {e}", k.name(), v.0, v.1));
+            }
+            checked += 1;
+        }
+        for (version, tag) in [(glsl::Version::new_gles(310), "es310"), (glsl::Version::Desktop(430), "430")] {
+            let src = to_glsl(&k, version).unwrap_or_else(|e| panic!("{}: {e}", k.name()));
+            let path = dir.join(format!("{stem}-{tag}.comp"));
+            std::fs::write(&path, src).unwrap();
+            glsl_files.push(path);
+            checked += 1;
+        }
+    }
+    // One glslangValidator run for all GLSL files (it starts slowly); its output names each rejected file.
+    let out = std::process::Command::new("glslangValidator").args(&glsl_files).output().unwrap();
+    if !out.status.success() {
+        failures.push(format!(
+            "glslangValidator: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(failures.is_empty(), "{} of {checked} rejected:\n{}", failures.len(), failures.join("\n"));
+    eprintln!("{checked} SPIR-V modules and GLSL shaders accepted by spirv-val and glslangValidator");
 }
