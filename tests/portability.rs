@@ -534,6 +534,7 @@ fn should_refuse_a_gpt_whose_logits_exceed_the_binding_limit() {
         Ok(_) => panic!("a GPT with {} bytes of logits was built on an adapter allowing {max}", b * t * 65536 * 4),
         Err(e) => e.to_string(),
     };
+    eprintln!("{err}");
     let bytes = (b * t * cfg.vocab_size * 4).to_string();
     for want in ["\"logits\"", bytes.as_str(), &format!("at most {max} bytes"), gpu.info.name.as_str()] {
         assert!(err.contains(want), "error {err:?} does not mention {want:?}");
