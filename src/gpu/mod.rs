@@ -13,4 +13,4 @@ pub mod tune;
 
 pub use context::{Gpu, GpuInfo};
 pub use plan::{dispatch_count, encode_all, grid_1d, submit_all, Dispatch, Plan, WORKGROUP_1D};
-pub use tensor::{Readback, Tensor, TensorArena, ARENA_ALIGN_ELEMS};
+pub use tensor::{check_buffer, create_buffer, Readback, Tensor, TensorArena, ARENA_ALIGN_ELEMS};

@@ -50,6 +50,12 @@ impl Dispatch {
         let ubuf = uniform.map(|u| {
             let mut bytes = u.to_vec();
             bytes.resize(bytes.len().div_ceil(16).max(1) * 16, 0);
+            // A kernel's parameter block is a fixed struct of a few dozen bytes, far under the 64 KiB per uniform
+            // binding that WebGPU guarantees, so exceeding the limit here is a bug in dpo3d, not a user's input.
+            let usage = wgpu::BufferUsages::UNIFORM;
+            if let Err(e) = super::tensor::check_buffer(&gpu.limits, &gpu.info.name, entry, bytes.len() as u64, usage) {
+                panic!("{shader}.wgsl::{entry}: parameter block over the uniform limit: {e}");
+            }
             gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(entry),
                 contents: &bytes,

@@ -4,6 +4,11 @@
 //!
 //! Readback is batched: `Readback` copies any set of tensors into one staging buffer inside the caller's command
 //! encoder, and `fetch` maps it once.
+//!
+//! Every buffer dpo3d allocates goes through `create_buffer`, which checks the size against the adapter's limits
+//! (`max_buffer_size`, and the per-binding limit of the way it will be bound) before asking the device, so an
+//! oversized model or batch is a `dpo3d::Error` naming the buffer, the bytes asked and the bytes allowed, not a
+//! device validation error or an out-of-memory abort.
 
 use std::num::NonZeroU64;
 
@@ -28,17 +33,59 @@ fn usage() -> wgpu::BufferUsages {
     wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST
 }
 
+/// Check a buffer of `bytes` bytes, to be used as `usage`, against `limits` (those of the adapter named `adapter`):
+/// `max_buffer_size` always, `max_storage_buffer_binding_size` when it is bound as storage (dpo3d binds whole
+/// tensors), `max_uniform_buffer_binding_size` when bound as a uniform. The error names the buffer, what was asked
+/// and what the adapter allows.
+pub fn check_buffer(
+    limits: &wgpu::Limits,
+    adapter: &str,
+    label: &str,
+    bytes: u64,
+    usage: wgpu::BufferUsages,
+) -> Result<()> {
+    let mut checks = vec![("max_buffer_size", limits.max_buffer_size)];
+    if usage.contains(wgpu::BufferUsages::STORAGE) {
+        checks.push(("max_storage_buffer_binding_size", limits.max_storage_buffer_binding_size));
+    }
+    if usage.contains(wgpu::BufferUsages::UNIFORM) {
+        checks.push(("max_uniform_buffer_binding_size", limits.max_uniform_buffer_binding_size));
+    }
+    for (limit, max) in checks {
+        if bytes > max {
+            return Err(Error::config(format!(
+                "buffer \"{label}\" needs {bytes} bytes ({:.1} MiB) but adapter {adapter} allows at most {max} bytes \
+                 ({:.1} MiB, its {limit}); make the model or batch smaller",
+                bytes as f64 / 1048576.0,
+                max as f64 / 1048576.0
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Bytes of `len` 4-byte elements (at least 4: WebGPU has no empty bindings), or an error if that overflows.
+fn elem_bytes(label: &str, len: usize) -> Result<u64> {
+    (len.max(1) as u64)
+        .checked_mul(4)
+        .ok_or_else(|| Error::config(format!("buffer \"{label}\": {len} elements do not fit in 64-bit byte sizes")))
+}
+
+/// The one checked allocation: `check_buffer` against the device's limits, then `create_buffer`.
+pub fn create_buffer(gpu: &Gpu, label: &str, bytes: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+    check_buffer(&gpu.limits, &gpu.info.name, label, bytes, usage)?;
+    Ok(gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: bytes,
+        usage,
+        mapped_at_creation: false,
+    }))
+}
+
 impl Tensor {
     /// A zero-filled buffer of `len` 4-byte elements.
     pub fn zeros(gpu: &Gpu, label: &str, len: usize) -> Result<Tensor> {
-        let bytes = (len.max(1) * 4) as u64;
-        gpu.check_binding_size(label, bytes)?;
-        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: bytes,
-            usage: usage(),
-            mapped_at_creation: false,
-        });
+        let buffer = create_buffer(gpu, label, elem_bytes(label, len)?, usage())?;
         Ok(Tensor { buffer, offset: 0, len })
     }
 
@@ -46,13 +93,8 @@ impl Tensor {
     /// such as AdamW's): the host rewrites it between submits. Uniform reads are one load per workgroup on CPU
     /// adapters, where a storage read is a per-invocation gather.
     pub fn uniform(gpu: &Gpu, label: &str, len: usize) -> Result<Tensor> {
-        let bytes = (len.max(4) * 4).div_ceil(16) as u64 * 16;
-        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: bytes,
-            usage: usage() | wgpu::BufferUsages::UNIFORM,
-            mapped_at_creation: false,
-        });
+        let bytes = elem_bytes(label, len.max(4))?.div_ceil(16) * 16;
+        let buffer = create_buffer(gpu, label, bytes, usage() | wgpu::BufferUsages::UNIFORM)?;
         Ok(Tensor { buffer, offset: 0, len })
     }
 
@@ -127,55 +169,81 @@ impl Tensor {
 
 /// A batched readback: `record` copies every tensor into one staging buffer (inside the caller's encoder, so it
 /// rides along with a training step's single submit); `fetch` maps that buffer once and splits it.
-/// Create it once and reuse it every step.
+/// Create it once and reuse it every step. When the tensors together exceed the adapter's `max_buffer_size`, they
+/// are spread over as few staging buffers as fit (each tensor was checked against that limit when it was created),
+/// so a readback never asks for a buffer the adapter cannot make.
 pub struct Readback {
-    staging: wgpu::Buffer,
-    parts: Vec<(Tensor, u64)>,
+    /// (staging buffer, its tensors with their byte offsets in it), in the order the tensors were given.
+    chunks: Vec<(wgpu::Buffer, Vec<(Tensor, u64)>)>,
 }
 
 impl Readback {
     pub fn new(gpu: &Gpu, tensors: &[&Tensor]) -> Readback {
-        let mut parts = Vec::new();
-        let mut off = 0u64;
+        let max = gpu.limits.max_buffer_size;
+        let mut groups: Vec<(u64, Vec<(Tensor, u64)>)> = vec![(0, Vec::new())];
         for t in tensors {
-            parts.push(((*t).clone(), off));
-            off += t.bytes();
+            let last = groups.last_mut().unwrap();
+            if last.0 > 0 && last.0 + t.bytes() > max {
+                groups.push((0, Vec::new()));
+            }
+            let last = groups.last_mut().unwrap();
+            last.1.push(((*t).clone(), last.0));
+            last.0 += t.bytes();
         }
-        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback staging"),
-            size: off.max(4),
-            // MAP_READ: the CPU reads it; COPY_DST: tensors are copied into it.
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        Readback { staging, parts }
+        let chunks = groups
+            .into_iter()
+            .map(|(size, parts)| {
+                let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("readback staging"),
+                    size: size.max(4),
+                    // MAP_READ: the CPU reads it; COPY_DST: tensors are copied into it.
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                (staging, parts)
+            })
+            .collect();
+        Readback { chunks }
+    }
+
+    /// How many staging buffers this readback uses (1 unless the tensors exceed `max_buffer_size` together).
+    pub fn staging_buffers(&self) -> usize {
+        self.chunks.len()
     }
 
     pub fn record(&self, encoder: &mut wgpu::CommandEncoder) {
-        for (t, off) in &self.parts {
-            if t.len > 0 {
-                encoder.copy_buffer_to_buffer(&t.buffer, t.offset, &self.staging, *off, t.bytes());
+        for (staging, parts) in &self.chunks {
+            for (t, off) in parts {
+                if t.len > 0 {
+                    encoder.copy_buffer_to_buffer(&t.buffer, t.offset, staging, *off, t.bytes());
+                }
             }
         }
     }
 
-    /// Map the staging buffer (after the submit that recorded the copies) and return one Vec per tensor.
+    /// Map the staging buffer(s) (after the submit that recorded the copies) and return one Vec per tensor.
     pub async fn fetch(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
-        let slice = self.staging.slice(..);
-        let (tx, rx) = futures_channel::oneshot::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
+        let mut receivers = Vec::with_capacity(self.chunks.len());
+        for (staging, _) in &self.chunks {
+            let (tx, rx) = futures_channel::oneshot::channel();
+            staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+            receivers.push(rx);
+        }
         gpu.wait();
-        rx.await
-            .map_err(|_| Error::Gpu("readback channel closed (device lost?)".into()))?
-            .map_err(|e| Error::Gpu(format!("readback map failed: {e}")))?;
-        let out = {
-            let view = slice.get_mapped_range().map_err(|e| Error::Gpu(format!("readback: {e:?}")))?;
-            let all: &[f32] = bytemuck::cast_slice(&view);
-            self.parts.iter().map(|(t, off)| all[(*off / 4) as usize..(*off / 4) as usize + t.len].to_vec()).collect()
-        };
-        self.staging.unmap();
+        let mut out = Vec::new();
+        for ((staging, parts), rx) in self.chunks.iter().zip(receivers) {
+            rx.await
+                .map_err(|_| Error::Gpu("readback channel closed (device lost?)".into()))?
+                .map_err(|e| Error::Gpu(format!("readback map failed: {e}")))?;
+            {
+                let view = staging.slice(..).get_mapped_range().map_err(|e| Error::Gpu(format!("readback: {e:?}")))?;
+                let all: &[f32] = bytemuck::cast_slice(&view);
+                out.extend(parts.iter().map(|(t, off)| all[(*off / 4) as usize..(*off / 4) as usize + t.len].to_vec()));
+            }
+            staging.unmap();
+        }
         Ok(out)
     }
 
