@@ -7,10 +7,10 @@
 
 mod common;
 use common::*;
+use dpo3d::model::init::{gpt_params, mlp_params};
 use dpo3d::model::{GptConfig, MlpConfig};
 use dpo3d::objectives::ppo::{PpoConfig, ValueModel};
 use dpo3d::reference::gpt::GptRef;
-use dpo3d::reference::mlp::MlpRef;
 use dpo3d::reference::ppo as cpu;
 use dpo3d::rng::Rng;
 use dpo3d::train::ppo::{gpt_value_init, mlp_value_init, GptRewardSource, PpoGptTrainer, PpoToyTrainer, RewardSource};
@@ -47,7 +47,7 @@ fn should_approach_the_kl_regularised_optimum_on_the_toy_bandit() {
     let gpu = gpu();
     let beta = 0.1;
     let cfg = toy_cfg();
-    let pi0_params = MlpRef::init(&cfg, 3).params;
+    let pi0_params = mlp_params(&cfg, 3).unwrap();
     let table = reward_table();
     let rows = env("PPO_ROWS", 64);
     let mut tr = PpoToyTrainer::new(
@@ -134,7 +134,7 @@ fn should_raise_a_rule_based_score_with_bounded_kl_on_a_tiny_gpt() {
         ..Default::default()
     };
     let opt = OptimConfig { lr: env("PPO_GPT_LR", 1e-3), ..Default::default() };
-    let pi0 = GptRef::init(&cfg, 9).params;
+    let pi0 = gpt_params(&cfg, 9).unwrap();
     let mut tr = PpoGptTrainer::new(
         &gpu,
         &ppo,
@@ -225,7 +225,7 @@ fn table_reward_model(table: &[f32]) -> (MlpConfig, Vec<f32>) {
 fn should_be_deterministic_for_a_seed_and_score_with_a_reward_model_like_its_table() {
     let gpu = gpu();
     let cfg = toy_cfg();
-    let pi0 = MlpRef::init(&cfg, 3).params;
+    let pi0 = mlp_params(&cfg, 3).unwrap();
     let table = reward_table();
     let run = |seed: u64, reward: RewardSource| -> Vec<Vec<(String, f32)>> {
         let ppo = PpoConfig { seed, num_mini_batches: 2, ..toy_ppo(0.1) };
@@ -251,7 +251,7 @@ fn should_be_deterministic_for_a_seed_and_score_with_a_reward_model_like_its_tab
 fn should_approach_the_optimum_with_a_shared_trunk_value_head() {
     let gpu = gpu();
     let (beta, cfg) = (0.1, toy_cfg());
-    let pi0_params = MlpRef::init(&cfg, 3).params;
+    let pi0_params = mlp_params(&cfg, 3).unwrap();
     let table = reward_table();
     let ppo = PpoConfig { value_model: ValueModel::SharedTrunk, ..toy_ppo(beta) };
     let mut tr = PpoToyTrainer::new(
@@ -287,7 +287,7 @@ fn should_generate_like_the_reference_gpt_and_sampler_with_end_of_sequence() {
     let gpu = gpu();
     let cfg = tiny_gpt();
     let (b, lp, eos) = (5usize, 2usize, 0u32);
-    let mut reference = GptRef::init(&cfg, 4);
+    let mut reference = GptRef::from_params(&cfg, gpt_params(&cfg, 4).unwrap());
     // sharpen the next-token distributions so that responses differ and some end early
     for w in reference.tensor_mut("transformer.wte.weight") {
         *w *= 40.0;
@@ -365,9 +365,9 @@ fn should_score_with_a_reward_model_gpt_at_the_last_response_token_with_a_shared
     let gpu = gpu();
     let cfg = tiny_gpt();
     let (b, lp) = (6usize, 2usize);
-    let pi0 = GptRef::init(&cfg, 11).params;
+    let pi0 = gpt_params(&cfg, 11).unwrap();
     let rm_cfg = GptConfig { scalar_head: true, ..cfg.clone() };
-    let mut rm = GptRef::init(&rm_cfg, 12);
+    let mut rm = GptRef::from_params(&rm_cfg, gpt_params(&rm_cfg, 12).unwrap());
     for w in rm.tensor_mut("score.weight") {
         *w *= 50.0; // scores of order 1
     }
@@ -437,7 +437,7 @@ fn measure_generation_recompute_vs_cached_step() {
         (GptConfig { vocab_size: 32, context: 16, layers: 2, heads: 4, width: 64, scalar_head: false }, 16, 4),
     ] {
         let t = cfg.context;
-        let params = GptRef::init(&cfg, 1).params;
+        let params = gpt_params(&cfg, 1).unwrap();
         let full = Gpt::new(&gpu, &cfg, b, t, &params).unwrap();
         let one = Gpt::new(&gpu, &cfg, b, 1, &params).unwrap();
         // minimum over repetitions: robust to other processes sharing the CPU that lavapipe runs on

@@ -6,10 +6,10 @@
 mod common;
 use common::*;
 use dpo3d::gpu::{Plan, Tensor};
+use dpo3d::model::init::mlp_params;
 use dpo3d::model::{Mlp, MlpConfig};
 use dpo3d::objectives::PreferenceLoss;
 use dpo3d::ops::preference::{self as ops, PrefParams, STATS};
-use dpo3d::reference::mlp::MlpRef;
 use dpo3d::reference::preference as cpu;
 use dpo3d::rng::Rng;
 use dpo3d::train::{OptimConfig, RewardTrainer};
@@ -308,7 +308,7 @@ fn should_train_a_reward_model_to_high_held_out_accuracy() {
         }
         x
     };
-    let params = MlpRef::init(&cfg, 5).params;
+    let params = mlp_params(&cfg, 5).unwrap();
     let model = Mlp::new(&gpu, &cfg, 2 * train.len(), &params).unwrap();
     model.set_inputs(&gpu, &encode(train), &vec![0; 2 * train.len()]).unwrap();
     let mut tr = RewardTrainer::new(&gpu, model, &OptimConfig { lr: 1e-2, ..Default::default() }).unwrap();
