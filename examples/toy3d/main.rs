@@ -106,6 +106,9 @@ struct Args {
     /// Skip the figures and the report (metrics.jsonl and probs.json only).
     #[arg(long)]
     no_report: bool,
+    /// Train nothing: rebuild figures and one report into --out from earlier studies' outputs (dir1:dir2:...).
+    #[arg(long)]
+    replay: Option<String>,
 }
 
 /// One configuration of the study (run once per seed).
@@ -259,6 +262,9 @@ fn main() {
 
 fn real_main() -> Result<(), String> {
     let a = Args::parse();
+    if let Some(dirs) = &a.replay {
+        return report::replay(dirs, &a.out);
+    }
     let optimizer = match a.optimizer.as_str() {
         "adam" => OptimizerKind::Adam,
         "sgd" => OptimizerKind::Sgd,

@@ -770,10 +770,89 @@ pub fn token_section(records: &[ToyRecord]) -> String {
     md
 }
 
+// ---- replay -------------------------------------------------------------------------------------------------------
+
+/// Rebuild runs from earlier studies' outputs (each directory's study.json, metrics.jsonl and probs.json) and write
+/// their figures and one report into `out`; trains nothing (`toy3d --replay dir1:dir2 --out dir`).
+pub fn replay(dirs: &str, out: &Path) -> Result<(), String> {
+    use serde_json::Value;
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let json = |p: &Path| -> Result<Value, String> {
+        serde_json::from_str(&read(p)?).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let mut runs: Vec<RunOutput> = Vec::new();
+    let mut metas: Vec<StudyMeta> = Vec::new();
+    for d in dirs.split(':') {
+        let d = Path::new(d);
+        let (probs_path, study_path) = (d.join("probs.json"), d.join("study.json"));
+        let (probs, study) = (json(&probs_path)?, json(&study_path)?);
+        let bad = |p: &Path, what: &str| format!("{}: missing or malformed {what}", p.display());
+        let label = study["configs"][0][0].as_str().ok_or_else(|| bad(&study_path, "configs[0][0]"))?.to_string();
+        let metrics_path = d.join("metrics.jsonl");
+        let mut by_run: BTreeMap<String, Vec<ToyRecord>> = BTreeMap::new();
+        for (i, line) in read(&metrics_path)?.lines().enumerate() {
+            let rec: ToyRecord =
+                serde_json::from_str(line).map_err(|e| format!("{}:{}: {e}", metrics_path.display(), i + 1))?;
+            by_run.entry(rec.run.clone()).or_default().push(rec);
+        }
+        let flat = |v: &Value| -> Option<Vec<f32>> {
+            let mut out = Vec::new();
+            for row in v.as_array()? {
+                for x in row.as_array()? {
+                    out.push(x.as_f64()? as f32);
+                }
+            }
+            Some(out)
+        };
+        for (run, records) in by_run {
+            let p = probs[&run].as_object().ok_or_else(|| bad(&probs_path, &run))?;
+            let mut snapshots = Vec::new();
+            for (k, v) in p.iter().filter(|(k, _)| *k != "sft") {
+                let epoch = k.parse().map_err(|_| bad(&probs_path, &format!("{run}.{k} (an epoch)")))?;
+                snapshots.push((epoch, flat(v).ok_or_else(|| bad(&probs_path, &format!("{run}.{k}")))?));
+            }
+            snapshots.sort_by_key(|s| s.0);
+            runs.push(RunOutput {
+                label: label.clone(),
+                scenario: records[0].scenario,
+                seed: records[0].seed,
+                sft_probs: flat(&p["sft"]).ok_or_else(|| bad(&probs_path, &format!("{run}.sft")))?,
+                snapshots,
+                records,
+            });
+        }
+        let str_ = |k: &str| study[k].as_str().map(String::from).ok_or_else(|| bad(&study_path, k));
+        let u64_ = |k: &str| study[k].as_u64().ok_or_else(|| bad(&study_path, k));
+        let f64_ = |k: &str| study[k].as_f64().ok_or_else(|| bad(&study_path, k));
+        let seeds = study["seeds"].as_array().ok_or_else(|| bad(&study_path, "seeds"))?;
+        metas.push(StudyMeta {
+            device: str_("device")?,
+            backend: str_("backend")?,
+            threads: u64_("threads")? as usize,
+            seconds: f64_("seconds")?,
+            epochs: u64_("epochs")? as usize,
+            seeds: seeds
+                .iter()
+                .map(|s| s.as_u64().ok_or_else(|| bad(&study_path, "seeds")))
+                .collect::<Result<_, _>>()?,
+            hidden: u64_("hidden")? as usize,
+            optimizer: str_("optimizer")?,
+            lr: f64_("lr")? as f32,
+            configs: vec![(label.clone(), runs.last().map(|r| r.scenario).unwrap_or(1))],
+        });
+    }
+    let mut meta = metas.first().cloned().ok_or("--replay: no directories")?;
+    meta.seconds = metas.iter().map(|m| m.seconds).sum();
+    meta.epochs = metas.iter().map(|m| m.epochs).max().unwrap_or(0);
+    meta.configs = metas.iter().flat_map(|m| m.configs.clone()).collect();
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    crate::figures::write_all(out, &runs)?;
+    write_report(out, &runs, &meta)
+}
+
 #[cfg(test)]
 mod tests {
-    //! The report and figures on synthetic runs (no GPU): every section must render with missing configurations,
-    //! and `TOY3D_REPLAY=dir1:dir2...` rebuilds runs from earlier studies' metrics.jsonl / probs.json.
+    //! The report and figures on synthetic runs (no GPU): every section must render with missing configurations.
     use super::*;
     use crate::figures::write_all;
 
@@ -845,9 +924,6 @@ mod tests {
         write_all(&dir, runs).unwrap();
         write_report(&dir, runs, &meta(runs)).unwrap();
         let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
-        if let Ok(keep) = std::env::var("TOY3D_TEST_KEEP") {
-            let _ = std::fs::write(Path::new(&keep).join(format!("report-{}.md", runs.len())), &md);
-        }
         let _ = std::fs::remove_dir_all(&dir);
         md
     }
@@ -893,73 +969,5 @@ mod tests {
         assert!(!md.contains("## Token-level toy"));
         let md = render_all(&[]);
         assert!(md.contains("## How it ran"));
-    }
-
-    /// Rebuilds runs from earlier study outputs and writes their figures and report into TOY3D_REPLAY_OUT.
-    #[test]
-    #[ignore]
-    fn replay_study_outputs() {
-        let dirs = std::env::var("TOY3D_REPLAY").expect("TOY3D_REPLAY=dir1:dir2");
-        let out = std::path::PathBuf::from(std::env::var("TOY3D_REPLAY_OUT").expect("TOY3D_REPLAY_OUT"));
-        let mut runs: Vec<RunOutput> = Vec::new();
-        let mut metas: Vec<StudyMeta> = Vec::new();
-        for d in dirs.split(':') {
-            let d = Path::new(d);
-            let probs: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(d.join("probs.json")).unwrap()).unwrap();
-            let study: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(d.join("study.json")).unwrap()).unwrap();
-            let (label, _) = (study["configs"][0][0].as_str().unwrap().to_string(), 0);
-            let mut by_run: BTreeMap<String, Vec<ToyRecord>> = BTreeMap::new();
-            for line in std::fs::read_to_string(d.join("metrics.jsonl")).unwrap().lines() {
-                let rec: ToyRecord = serde_json::from_str(line).unwrap();
-                by_run.entry(rec.run.clone()).or_default().push(rec);
-            }
-            for (run, records) in by_run {
-                let p = &probs[&run];
-                let flat = |v: &serde_json::Value| {
-                    v.as_array()
-                        .unwrap()
-                        .iter()
-                        .flat_map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
-                        .collect::<Vec<f32>>()
-                };
-                let mut snapshots: Vec<(usize, Vec<f32>)> = p
-                    .as_object()
-                    .unwrap()
-                    .iter()
-                    .filter(|(k, _)| *k != "sft")
-                    .map(|(k, v)| (k.parse().unwrap(), flat(v)))
-                    .collect();
-                snapshots.sort_by_key(|s| s.0);
-                runs.push(RunOutput {
-                    label: label.clone(),
-                    scenario: records[0].scenario,
-                    seed: records[0].seed,
-                    sft_probs: flat(&p["sft"]),
-                    snapshots,
-                    records,
-                });
-            }
-            metas.push(StudyMeta {
-                device: study["device"].as_str().unwrap().into(),
-                backend: study["backend"].as_str().unwrap().into(),
-                threads: study["threads"].as_u64().unwrap() as usize,
-                seconds: study["seconds"].as_f64().unwrap(),
-                epochs: study["epochs"].as_u64().unwrap() as usize,
-                seeds: study["seeds"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap()).collect(),
-                hidden: study["hidden"].as_u64().unwrap() as usize,
-                optimizer: study["optimizer"].as_str().unwrap().into(),
-                lr: study["lr"].as_f64().unwrap() as f32,
-                configs: vec![(label.clone(), runs.last().map(|r| r.scenario).unwrap_or(1))],
-            });
-        }
-        let mut meta = metas[0].clone();
-        meta.seconds = metas.iter().map(|m| m.seconds).sum();
-        meta.epochs = metas.iter().map(|m| m.epochs).max().unwrap();
-        meta.configs = metas.iter().flat_map(|m| m.configs.clone()).collect();
-        std::fs::create_dir_all(&out).unwrap();
-        write_all(&out, &runs).unwrap();
-        write_report(&out, &runs, &meta).unwrap();
     }
 }
