@@ -65,11 +65,47 @@ fn run_gpu(gpu: &dpo3d::Gpu, c: &Case, p: &PrefParams) -> (Vec<f32>, Vec<f32>, V
     (stats.to_vec(gpu).unwrap(), metrics.to_vec(gpu).unwrap(), coef.to_vec(gpu).unwrap(), dlogps.to_vec(gpu).unwrap())
 }
 
+/// The same parameters for the CPU mirror, which declares its own copy of the shader's block.
+fn cpu_params(p: &PrefParams) -> cpu::PrefParams {
+    let PrefParams {
+        loss_type,
+        n_pairs,
+        t,
+        use_mean,
+        beta,
+        beta_neg,
+        gamma,
+        eta,
+        delta,
+        label_smoothing,
+        lambda,
+        margin,
+        groups,
+        _pad,
+    } = *p;
+    cpu::PrefParams {
+        loss_type,
+        n_pairs,
+        t,
+        use_mean,
+        beta,
+        beta_neg,
+        gamma,
+        eta,
+        delta,
+        label_smoothing,
+        lambda,
+        margin,
+        groups,
+    }
+}
+
 fn run_cpu(c: &Case, p: &PrefParams) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut stats = vec![0.0; c.n * STATS];
     let mut coef = vec![0.0; 2 * c.n];
     let mut metrics = vec![0.0; p.groups() * STATS];
     let mut dlogps = vec![0.0; 2 * c.n * c.t];
+    let p = &cpu_params(p);
     cpu::preference_forward(&mut stats, &mut coef, &c.logps, &c.mask, &c.ref_sum, &c.ref_mean, p);
     cpu::preference_reduce_groups(&mut metrics, &stats, p);
     cpu::preference_backward(&mut dlogps, &coef, &c.mask, p);
@@ -254,14 +290,15 @@ fn should_match_reference_bradley_terry() {
     plan.push(ops::bt_backward(&gpu, &ds, &coef, &tl, &p));
     plan.submit(&gpu);
     let (mut cs, mut cc, mut cds) = (vec![0.0; n * STATS], vec![0.0; 2 * n], vec![0.0; 2 * n * t]);
-    cpu::bt_forward(&mut cs, &mut cc, &scalar, &last, &p);
-    cpu::bt_backward(&mut cds, &cc, &last, &p);
+    let cp = cpu_params(&p);
+    cpu::bt_forward(&mut cs, &mut cc, &scalar, &last, &cp);
+    cpu::bt_backward(&mut cds, &cc, &last, &cp);
     assert_close("bt stats", &stats.to_vec(&gpu).unwrap(), &cs, 1e-5, 1e-5);
     assert_close("bt dscalar", &ds.to_vec(&gpu).unwrap(), &cds, 1e-7, 1e-5);
     // finite differences of the mean BT loss w.r.t. the chosen reward of pair 0
     let loss = |s: &[f32]| {
         let (mut st, mut c) = (vec![0.0; n * STATS], vec![0.0; 2 * n]);
-        cpu::bt_forward(&mut st, &mut c, s, &last, &p);
+        cpu::bt_forward(&mut st, &mut c, s, &last, &cp);
         (0..n).map(|i| st[i * STATS] as f64).sum::<f64>() / n as f64
     };
     let i = last[0] as usize;
