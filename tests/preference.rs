@@ -130,6 +130,57 @@ fn should_match_reference_every_preference_loss() {
     }
 }
 
+/// Every loss at one hand-computed point, independent of src/reference: one pair, T = 2, every token a response
+/// token; policy token log-probs chosen (-0.5, -1.0), rejected (-1.2, -2.0), so sequence sums pc = -1.5,
+/// pr = -3.2 and means -0.75, -1.6; reference sums (-1.0, -2.0), means (-0.5, -1.0). With the log-ratios
+/// lc = pc - ref_c, lr = pr - ref_r and h = lc - lr = 0.7 (on means: h_mean = 0.35), the formulas as TRL's
+/// `DPOTrainer.dpo_loss` / `CPOTrainer` write them (the paper's for Flex-DPO, SFT-DPO, SLiC; Pal et al. 2024 for DPOP):
+///   dpo:      -logsigmoid(beta h)                                                   beta 0.1
+///   flex-dpo: -logsigmoid(beta+ lc - beta- lr)                                      beta+ 0.1, beta- 0.05
+///   sft-dpo:  -logsigmoid(beta h) - gamma pc                                        beta 0.1, gamma 0.3
+///   ipo:      (h_mean - 1/(2 eta))^2                 (TRL "ipo", its beta = eta)    eta 0.1
+///   slic:     max(0, delta - pc + pr) - eta pc                                      delta 5, eta 0.1
+///   hinge:    relu(1 - beta h)                       (TRL "hinge")                  beta 0.1
+///   cdpo:     -(1 - e) logsigmoid(beta h) - e logsigmoid(-beta h)  (TRL "sigmoid" with label_smoothing e)
+///   robust:   (-(1 - e) logsigmoid(beta h) + e logsigmoid(-beta h)) / (1 - 2e)      beta 0.2, e 0.1 (both)
+///   dpop:     -logsigmoid(beta (h - lambda max(0, ref_c - pc)))                     beta 0.1, lambda 5
+///   simpo:    -logsigmoid(beta (mean_c - mean_r) - gamma)  (TRL CPOTrainer "simpo", gamma = beta * gamma_beta_ratio)
+///                                                                                   beta 2, gamma 0.5
+/// evaluated in Python f64; d loss / d token log-prob by central differences (h = 1e-6) of the same formulas.
+#[test]
+fn should_match_hand_computed_losses_as_trl_defines_them() {
+    let expected: [(&str, f64, [f64; 4]); 10] = [
+        ("dpo", 0.6587595555486971, [-0.0482507143, -0.0482507142, 0.0482507143, 0.0482507143]),
+        ("flex-dpo", 0.6881596805078622, [-0.0497500021, -0.0497500021, 0.0248750011, 0.0248750011]),
+        ("sft-dpo", 1.108759555548697, [-0.348250714, -0.348250714, 0.0482507143, 0.0482507143]),
+        ("ipo", 21.6225, [-4.65, -4.65, 4.65, 4.65]),
+        ("slic", 3.45, [-1.1, -1.1, 1.0, 1.0]),
+        ("hinge", 0.93, [-0.1, -0.1, 0.1, 0.1]),
+        ("cdpo", 0.6395951823371515, [-0.073011411, -0.073011411, 0.073011411, 0.073011411]),
+        ("robust", 0.6080951823371514, [-0.118011411, -0.118011411, 0.118011411, 0.118011411]),
+        ("dpop", 0.7871917248407818, [-0.326927335, -0.326927335, 0.0544878893, 0.0544878893]),
+        ("simpo", 0.2632824673380311, [-0.231475216, -0.231475217, 0.231475216, 0.231475217]),
+    ];
+    let gpu = gpu();
+    let c = Case {
+        n: 1,
+        t: 2,
+        logps: vec![-0.5, -1.0, -1.2, -2.0],
+        mask: vec![1.0; 4],
+        ref_sum: vec![-1.0, -2.0],
+        ref_mean: vec![-0.5, -1.0],
+    };
+    let losses = all_losses();
+    assert_eq!(losses.len(), expected.len());
+    for (loss, (name, want_loss, want_d)) in losses.iter().zip(expected) {
+        assert_eq!(loss.name(), name);
+        let (stats, _, _, dlogps) = run_gpu(&gpu, &c, &loss.params(1, 2));
+        assert_close(&format!("{name} loss"), &stats[..1], &[want_loss as f32], 1e-5, 1e-5);
+        let want_d: Vec<f32> = want_d.iter().map(|&x| x as f32).collect();
+        assert_close(&format!("{name} d loss / d logps"), &dlogps, &want_d, 1e-6, 1e-4);
+    }
+}
+
 /// Groups (a replicated policy's replicas, each its own 2n rows and its own loss): every loss against the reference,
 /// and each group bit-for-bit what its rows give as a lone batch.
 #[test]

@@ -17,7 +17,7 @@
 //! | 3 5    | 9 6 13 7 8 0        | 9 13 6 7 8 0        | two words swapped                        |
 //! | 4 5    | 10 12 6 11 0        | 10 12 6 13 0        | the last word                            |
 //!
-//! Choices (where the brief left room):
+//! Choices (where the paper leaves room):
 //! - Positions are compared one to one (same prompt, so the same absolute position). A chosen position is "shared"
 //!   when the rejected response has the same token there, "distinct" otherwise. A shared position before the first
 //!   difference has an identical context in both sequences, so DPO's two gradients there cancel exactly; a shared
