@@ -24,9 +24,9 @@ use clap::Parser;
 use dpo3d::checkpoint::write_atomic;
 use dpo3d::data::SftBatch;
 use dpo3d::gpu::Tensor;
+use dpo3d::model::init::gpt_params;
 use dpo3d::model::GptConfig;
 use dpo3d::ops::matmul::{gemm_with, matmul_flops, GemmDims, MatmulKernel};
-use dpo3d::reference::gpt::GptRef;
 use dpo3d::rng::Rng;
 use dpo3d::train::sft::SftTrainer;
 use dpo3d::train::OptimConfig;
@@ -222,7 +222,7 @@ fn bench_gpt_step(
     profile: bool,
 ) -> Result<GptStepResult> {
     let t = cfg.context;
-    let params = GptRef::init(cfg, 1).params;
+    let params = gpt_params(cfg, 1)?;
     let mut tr = SftTrainer::new(gpu, cfg, &params, b, t, &OptimConfig::default())?;
     let mut rng = Rng::new(3);
     let ids: Vec<u32> = (0..b * (t + 1)).map(|_| rng.below(cfg.vocab_size as u32)).collect();

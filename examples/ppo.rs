@@ -8,9 +8,9 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use dpo3d::model::init::gpt_params;
 use dpo3d::model::GptConfig;
 use dpo3d::objectives::ppo::PpoConfig;
-use dpo3d::reference::gpt::GptRef;
 use dpo3d::rng::Rng;
 use dpo3d::train::ppo::{gpt_value_init, GptRewardSource, PpoGptTrainer};
 use dpo3d::train::OptimConfig;
@@ -71,7 +71,7 @@ fn run() -> Result<(), String> {
     );
     let ppo = PpoConfig { kl_coef: a.kl_coef, response_length: a.response_length, seed: a.seed, ..Default::default() };
     let opt = OptimConfig { lr: a.lr, ..Default::default() };
-    let pi0 = GptRef::init(&cfg, a.seed).params;
+    let pi0 = gpt_params(&cfg, a.seed).map_err(|e| e.to_string())?;
     let mut tr = PpoGptTrainer::new(
         &gpu,
         &ppo,

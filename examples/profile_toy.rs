@@ -6,9 +6,9 @@
 
 use std::time::Instant;
 
+use dpo3d::model::init::mlp_params;
 use dpo3d::model::{Mlp, MlpConfig};
 use dpo3d::objectives::PreferenceLoss;
-use dpo3d::reference::mlp::MlpRef;
 use dpo3d::toy::PAIRS;
 use dpo3d::train::{OptimConfig, PreferenceTrainer, ReferenceMode};
 use dpo3d::Gpu;
@@ -18,7 +18,8 @@ fn main() {
     let reps: usize = std::env::args().nth(1).map(|s| s.parse().expect("replicas")).unwrap_or(1);
     let hidden: usize = std::env::var("H").ok().map(|s| s.parse().expect("H")).unwrap_or(256);
     let cfg = MlpConfig { prompts: 4, hidden, responses: 10, first_bias: false, scalar_head: false };
-    let params: Vec<f32> = (0..reps).flat_map(|k| MlpRef::init(&cfg, k as u64).params).collect();
+    let params: Vec<f32> =
+        (0..reps).flat_map(|k| mlp_params(&cfg, k as u64).unwrap_or_else(|e| panic!("{e}"))).collect();
     let prompts: Vec<u32> = PAIRS.iter().chain(PAIRS.iter()).map(|p| p.0 as u32).collect();
     let responses: Vec<u32> = PAIRS.iter().map(|p| p.1 as u32).chain(PAIRS.iter().map(|p| p.2 as u32)).collect();
     let make = || {

@@ -19,8 +19,8 @@ use std::time::Instant;
 use clap::Parser;
 use dpo3d::checkpoint::{save_gpt, write_atomic};
 use dpo3d::data::{collate_sft, toy_corpus, ByteTokenizer, SftBatch, SftExample};
+use dpo3d::model::init::gpt_params;
 use dpo3d::model::{Gpt, GptConfig};
-use dpo3d::reference::gpt::GptRef;
 use dpo3d::rng::Rng;
 use dpo3d::train::sft::SftTrainer;
 use dpo3d::train::OptimConfig;
@@ -163,7 +163,7 @@ fn train(gpu: &Gpu, args: &Args) -> Result<()> {
     }
     let opt =
         OptimConfig { lr: args.lr, weight_decay: args.weight_decay, grad_clip: args.grad_clip, ..Default::default() };
-    let params = GptRef::init(&cfg, args.seed).params;
+    let params = gpt_params(&cfg, args.seed)?;
     let mut trainer = SftTrainer::new(gpu, &cfg, &params, args.batch, t, &opt)?;
     eprintln!(
         "GPT L={} C={} NH={} V={} ({} parameters), batches (B={}, T={t}), {} dispatches per step",

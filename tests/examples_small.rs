@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use dpo3d::checkpoint::{load_gpt, save_gpt};
 use dpo3d::data::{collate_preferences, collate_sft, toy_corpus, toy_preferences, PreferencePair, SftExample};
+use dpo3d::model::init::gpt_params;
 use dpo3d::model::{Gpt, GptConfig};
 use dpo3d::objectives::PreferenceLoss;
 use dpo3d::reference::{gpt::GptRef, logprobs as ref_logprobs};
@@ -40,7 +41,7 @@ fn sft(
     steps: usize,
     lr: f32,
 ) -> (SftTrainer, Vec<f32>) {
-    let params = GptRef::init(cfg, 1).params;
+    let params = gpt_params(cfg, 1).unwrap();
     let opt = OptimConfig { lr, ..Default::default() };
     let mut tr = SftTrainer::new(gpu, cfg, &params, b, t, &opt).unwrap();
     let losses = (0..steps)
@@ -155,7 +156,7 @@ fn should_raise_dpo_margins_and_accuracies_after_sft() {
 fn should_return_full_logprob_rows_matching_the_reference_log_softmax() {
     let gpu = gpu();
     let cfg = GptConfig { context: 16, ..tiny_cfg() };
-    let reference = GptRef::init(&cfg, 5);
+    let reference = GptRef::from_params(&cfg, gpt_params(&cfg, 5).unwrap());
     // Enlarge the embeddings so the rows are far from uniform and a wrong row would show.
     let mut reference = reference;
     for x in reference.tensor_mut("transformer.wte.weight") {
@@ -185,7 +186,7 @@ fn should_return_full_logprob_rows_matching_the_reference_log_softmax() {
 fn should_complete_greedily_like_the_reference_argmax() {
     let gpu = gpu();
     let cfg = GptConfig { context: 16, ..tiny_cfg() };
-    let mut reference = GptRef::init(&cfg, 9);
+    let mut reference = GptRef::from_params(&cfg, gpt_params(&cfg, 9).unwrap());
     // Sharpen the logits so that float rounding cannot flip an argmax (checked below).
     for x in reference.tensor_mut("transformer.wte.weight") {
         *x *= 50.0;

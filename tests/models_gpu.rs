@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 use dpo3d::gpu::Tensor;
+use dpo3d::model::init::{gpt_params, mlp_params};
 use dpo3d::model::{Gpt, GptConfig, Mlp, MlpConfig};
 use dpo3d::reference::{adamw as ref_adamw, gpt::GptRef, mlp::MlpRef};
 use dpo3d::rng::Rng;
@@ -25,7 +26,7 @@ fn should_match_reference_gpt_forward_and_backward() {
     for scalar_head in [false, true] {
         let cfg = tiny_gpt(scalar_head);
         let (b, t) = (3, 7);
-        let reference = GptRef::init(&cfg, 7);
+        let reference = GptRef::from_params(&cfg, gpt_params(&cfg, 7).unwrap());
         let gpt = Gpt::new(&gpu, &cfg, b, t, &reference.params).unwrap();
         let (tok, tgt) = (tokens(1, b * t, cfg.vocab_size), tokens(2, b * t, cfg.vocab_size));
         gpt.set_batch(&gpu, &tok, &tgt).unwrap();
@@ -60,7 +61,7 @@ fn should_match_reference_mlp_forward_and_backward() {
     let gpu = gpu();
     for (first_bias, scalar_head) in [(false, false), (true, true)] {
         let cfg = MlpConfig { prompts: 4, hidden: 33, responses: 10, first_bias, scalar_head };
-        let reference = MlpRef::init(&cfg, 11);
+        let reference = MlpRef::from_params(&cfg, mlp_params(&cfg, 11).unwrap());
         let prompts = vec![0u32, 1, 2, 3, 0, 1, 2, 3, 2];
         let responses = vec![0u32, 1, 2, 3, 4, 6, 7, 5, 9];
         let b = prompts.len();
@@ -109,7 +110,7 @@ fn should_match_reference_sft_adamw_steps() {
     let cfg = tiny_gpt(false);
     let (b, t) = (2, 6);
     let opt = OptimConfig { lr: 1e-2, weight_decay: 0.1, grad_clip: 0.5, ..Default::default() };
-    let mut reference = GptRef::init(&cfg, 3);
+    let mut reference = GptRef::from_params(&cfg, gpt_params(&cfg, 3).unwrap());
     let mut trainer = SftTrainer::new(&gpu, &cfg, &reference.params, b, t, &opt).unwrap();
     let n = reference.params.len();
     let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
@@ -148,7 +149,7 @@ fn should_repeat_bit_identical_training_for_the_same_seed() {
     let gpu = gpu();
     let cfg = tiny_gpt(false);
     let run = || {
-        let params = GptRef::init(&cfg, 42).params;
+        let params = gpt_params(&cfg, 42).unwrap();
         let mut tr = SftTrainer::new(&gpu, &cfg, &params, 2, 6, &OptimConfig::default()).unwrap();
         let losses: Vec<u32> = (0..5)
             .map(|s| pollster::block_on(tr.step(&gpu, &sft_batch(&cfg, 2, 6, s))).unwrap().loss.to_bits())
@@ -168,16 +169,23 @@ fn should_repeat_bit_identical_training_for_the_same_seed() {
 fn should_record_a_step_as_one_submit_with_counted_dispatches() {
     let gpu = gpu();
     let cfg = GptConfig { vocab_size: 13, context: 8, layers: 3, heads: 2, width: 16, scalar_head: false };
-    let params = GptRef::init(&cfg, 1).params;
+    let params = gpt_params(&cfg, 1).unwrap();
     let tr = SftTrainer::new(&gpu, &cfg, &params, 2, 8, &OptimConfig::default()).unwrap();
-    let per_layer_fwd = tr.gpt.forward.len();
-    // Dispatches grow linearly with depth and are all prebuilt: forward + loss + backward + (norm 2 + update 1).
+    // Dispatches are all prebuilt: forward + loss + backward + (grad norm 2 + update 1).
     let n = tr.dispatches_per_step();
     assert_eq!(n, tr.gpt.forward.len() + 1 + tr.gpt.backward.len() + 3);
+    // Each transformer block (llm.c's gpt2_forward / gpt2_backward), counted from the block's structure:
+    // forward: ln_1, c_attn, attention (scores, softmax, values: 3), attn.c_proj, residual, ln_2, c_fc, gelu,
+    //   mlp.c_proj, residual = 12.
+    // backward: residual, mlp.c_proj (dinp, dweight, dbias: 3), gelu, c_fc (3), ln_2 (dinp, params: 2), residual,
+    //   attn.c_proj (3), attention (datt, softmax backward, dqkv: 3), c_attn (3), ln_1 (2) = 22.
+    const PER_LAYER_FWD: usize = 12;
+    const PER_LAYER_BWD: usize = 22;
     let cfg1 = GptConfig { layers: 1, ..cfg.clone() };
-    let tr1 = SftTrainer::new(&gpu, &cfg1, &GptRef::init(&cfg1, 1).params, 2, 8, &OptimConfig::default()).unwrap();
-    assert_eq!((per_layer_fwd - tr1.gpt.forward.len()) % 2, 0);
-    assert!(tr1.dispatches_per_step() < n);
+    let tr1 = SftTrainer::new(&gpu, &cfg1, &gpt_params(&cfg1, 1).unwrap(), 2, 8, &OptimConfig::default()).unwrap();
+    assert_eq!(tr.gpt.forward.len() - tr1.gpt.forward.len(), 2 * PER_LAYER_FWD, "forward dispatches per layer");
+    assert_eq!(tr.gpt.backward.len() - tr1.gpt.backward.len(), 2 * PER_LAYER_BWD, "backward dispatches per layer");
+    assert_eq!(n - tr1.dispatches_per_step(), 2 * (PER_LAYER_FWD + PER_LAYER_BWD));
 }
 
 #[test]
@@ -187,7 +195,7 @@ fn should_reject_impossible_configs_with_clear_errors() {
     let e = Gpt::new(&gpu, &bad, 1, 8, &[]).err().expect("heads not dividing width must fail").to_string();
     assert!(e.contains("heads (3) must divide width (16)"), "{e}");
     let cfg = GptConfig { heads: 2, ..bad };
-    let params = GptRef::init(&cfg, 1).params;
+    let params = gpt_params(&cfg, 1).unwrap();
     let e = Gpt::new(&gpu, &cfg, 1, 9, &params).err().expect("T beyond context must fail").to_string();
     assert!(e.contains("context"), "{e}");
     // A buffer over the device's binding limit is refused before anything is allocated.

@@ -36,6 +36,48 @@ fn should_match_reference_gelu() {
 }
 
 #[test]
+fn should_match_hand_computed_gelu_values() {
+    // Independent of src/reference: GELU's tanh approximation (Hendrycks & Gimpel 2016, as GPT-2 and the kernel
+    // use it), gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) and its derivative
+    // 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) sqrt(2/pi) (1 + 3 * 0.044715 x^2), u = sqrt(2/pi) (x + 0.044715 x^3),
+    // evaluated in Python f64 (math.tanh); the derivative agrees with a central difference (h = 1e-6) to 1e-10.
+    let x = [-3.0f32, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0];
+    let want = [
+        -0.0036373920817729943f64,
+        -0.15880800939172324,
+        -0.15428599017485606,
+        0.0,
+        0.34571400982514394,
+        0.8411919906082768,
+        1.954597694087775,
+        2.996362607918227,
+    ];
+    let dwant = [
+        -0.011584166630969516f64,
+        -0.08296408384578255,
+        0.13263009646535764,
+        0.5,
+        0.8673699035346424,
+        1.0829640838457826,
+        1.0860992566236183,
+        1.0115841666309695,
+    ];
+    let gpu = gpu();
+    let n = x.len();
+    let tx = Tensor::from_f32(&gpu, "x", &x).unwrap();
+    let tout = Tensor::zeros(&gpu, "o", n).unwrap();
+    let tdout = Tensor::from_f32(&gpu, "do", &vec![1.0; n]).unwrap();
+    let tdinp = Tensor::zeros(&gpu, "dx", n).unwrap();
+    let mut plan = Plan::new();
+    plan.push(ops::gelu_forward(&gpu, &tout, &tx, n));
+    plan.push(ops::gelu_backward(&gpu, &tdinp, &tx, &tdout, n));
+    plan.submit(&gpu);
+    let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+    assert_close("gelu(x) vs formula", &tout.to_vec(&gpu).unwrap(), &f32s(&want), 1e-6, 1e-5);
+    assert_close("gelu'(x) vs formula", &tdinp.to_vec(&gpu).unwrap(), &f32s(&dwant), 1e-6, 1e-5);
+}
+
+#[test]
 fn should_match_reference_relu_and_residual() {
     let gpu = gpu();
     for &n in SIZES {

@@ -69,6 +69,24 @@ fn gemm_cases() -> Vec<GemmDims> {
     cases
 }
 
+/// The same product described to the CPU reference: the test case's layouts copied field by field (the reference
+/// has its own types, so it shares no code with the GPU side).
+fn cpu_gemm(d: GemmDims) -> cpu::Gemm {
+    let s = |l: MatrixLayout| cpu::Strides { offset: l.offset, batch: l.batch, row: l.row, col: l.col };
+    cpu::Gemm {
+        m: d.m,
+        n: d.n,
+        k: d.k,
+        batch: d.batch,
+        a: s(d.a),
+        b: s(d.b),
+        c: s(d.c),
+        alpha: d.alpha,
+        beta: d.beta,
+        bias_batch: d.bias_batch,
+    }
+}
+
 fn run_gemm_case(gpu: &Gpu, kernel: MatmulKernel, d: GemmDims, seed: u64) {
     let (alen, blen, clen) =
         (extent(&d.a, d.batch, d.m, d.k), extent(&d.b, d.batch, d.k, d.n), extent(&d.c, d.batch, d.m, d.n));
@@ -80,7 +98,7 @@ fn run_gemm_case(gpu: &Gpu, kernel: MatmulKernel, d: GemmDims, seed: u64) {
     plan.push(ops::gemm_with(gpu, kernel, &tc, &ta, &tb, d));
     plan.submit(gpu);
     let mut want = c0.clone();
-    cpu::gemm(&mut want, &a, &b, d);
+    cpu::gemm(&mut want, &a, &b, cpu_gemm(d));
     let what = format!(
         "{} gemm m={} n={} k={} batch={} alpha={} beta={}",
         kernel.name(),
@@ -212,7 +230,7 @@ fn should_match_reference_gemm_split_k() {
         plan.extend(ops::gemm_split_k(&gpu, &tc, &upload(&gpu, &a), &upload(&gpu, &b), d));
         plan.submit(&gpu);
         let mut want = c0.clone();
-        cpu::gemm(&mut want, &a, &b, d);
+        cpu::gemm(&mut want, &a, &b, cpu_gemm(d));
         let what = format!("split-k gemm m={} n={} k={} batch={}", d.m, d.n, d.k, d.batch);
         assert_close(&what, &tc.to_vec(&gpu).unwrap(), &want, 5e-4, 2e-4);
     }
@@ -227,7 +245,7 @@ fn should_not_read_output_when_beta_is_zero() {
     let a = randn(1, 17 * 3, 1.0);
     let b = randn(2, 3 * 65, 1.0);
     let mut want = vec![0.0; 17 * 65];
-    cpu::gemm(&mut want, &a, &b, d);
+    cpu::gemm(&mut want, &a, &b, cpu_gemm(d));
     for kernel in MatmulKernel::ALL.into_iter().filter(|k| k.supports(&d)) {
         let tc = upload(&gpu, &vec![f32::NAN; 17 * 65]);
         let mut plan = Plan::new();
@@ -416,7 +434,7 @@ fn should_match_reference_and_lone_layers_for_replicated_matmul() {
 
         // CPU reference.
         let mut want_out = vec![0.0; r * bt * oc];
-        cpu::matmul_forward_replicas(&mut want_out, &inp, &params, Some(&params[bias_at..]), bt, c, oc, rep);
+        cpu::matmul_forward_replicas(&mut want_out, &inp, &params, Some(&params[bias_at..]), bt, c, oc, r, stride);
         let (mut want_dinp, mut want_grads) = (dinp0.clone(), grads0.clone());
         {
             let (w, b) = want_grads.split_at_mut(bias_at);
@@ -424,8 +442,20 @@ fn should_match_reference_and_lone_layers_for_replicated_matmul() {
             let mut dw = w.to_vec();
             dw.extend_from_slice(b);
             let mut db = dw.clone();
-            cpu::matmul_backward_replicas(Some(&mut want_dinp), &mut dw, None, &dout, &inp, &params, bt, c, oc, rep);
-            cpu::matmul_dbias_replicas(&mut db[bias_at..], &dout, bt, oc, rep);
+            cpu::matmul_backward_replicas(
+                Some(&mut want_dinp),
+                &mut dw,
+                None,
+                &dout,
+                &inp,
+                &params,
+                bt,
+                c,
+                oc,
+                r,
+                stride,
+            );
+            cpu::matmul_dbias_replicas(&mut db[bias_at..], &dout, bt, oc, r, stride);
             for k in 0..r {
                 let base = k * stride;
                 want_grads[base..base + wlen].copy_from_slice(&dw[base..base + wlen]);

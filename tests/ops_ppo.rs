@@ -41,6 +41,24 @@ fn varied_mask(b: usize, t: usize, start: usize) -> Vec<f32> {
     m
 }
 
+/// The fields the CPU mirror reads, copied into its own declaration of the shader's block.
+fn cpu_params(p: &PpoParams) -> cpu::PpoParams {
+    cpu::PpoParams {
+        b: p.b,
+        t: p.t,
+        kl_estimator: p.kl_estimator,
+        stats_row: p.stats_row,
+        epoch: p.epoch,
+        mb: p.mb,
+        mb_size: p.mb_size,
+        kl_coef: p.kl_coef,
+        cliprange: p.cliprange,
+        cliprange_value: p.cliprange_value,
+        vf_coef: p.vf_coef,
+        entropy_coef: p.entropy_coef,
+    }
+}
+
 fn params(b: usize, t: usize, k3: bool) -> PpoParams {
     PpoParams {
         b: b as u32,
@@ -207,7 +225,7 @@ fn should_match_reference_rollout_rewards_whitening_gae_and_stats() {
             ],
         );
         let mut want = vec![0.0f32; b * t * RO];
-        cpu::ppo_rewards(&mut want, &logps, &ref_logps, &values, &scores, &mask, &p);
+        cpu::ppo_rewards(&mut want, &logps, &ref_logps, &values, &scores, &mask, &cpu_params(&p));
         let mut wm = vec![0.0f32; 5];
         cpu::rollout_stats(&mut wm, &want, &scores, b, t, p.kl_coef);
         cpu::masked_whiten(&mut want, RO_REWARD, false, b, t);
@@ -309,11 +327,21 @@ fn should_match_reference_ppo_loss_and_reduce() {
                 let (dl, dv) = (tf(&gpu, &randn(40, b * t, 1.0)), tf(&gpu, &randn(41, b * t, 1.0)));
                 run(&gpu, vec![ops::ppo_loss(&gpu, &dl, &dv, &stats, &tl, &tv, &tr, &trk, &te, &p)]);
                 let (mut wdl, mut wdv) = (vec![0.0f32; b * t], vec![0.0f32; b * t]);
-                cpu::ppo_loss(&mut wdl, &mut wdv, &mut wstats, &logps, &values, &roll, &ranks, &entropy, &p);
+                cpu::ppo_loss(
+                    &mut wdl,
+                    &mut wdv,
+                    &mut wstats,
+                    &logps,
+                    &values,
+                    &roll,
+                    &ranks,
+                    &entropy,
+                    &cpu_params(&p),
+                );
                 let what = format!("B={b} T={t} epoch {ep} minibatch {mb}");
                 assert_close(&format!("dlogps {what}"), &dl.to_vec(&gpu).unwrap(), &wdl, 1e-6, 1e-4);
                 assert_close(&format!("dvalues {what}"), &dv.to_vec(&gpu).unwrap(), &wdv, 1e-6, 1e-4);
-                let rows_in = (0..b).filter(|&r| cpu::in_minibatch(&ranks, r, &p)).count();
+                let rows_in = (0..b).filter(|&r| cpu::in_minibatch(&ranks, r, &cpu_params(&p))).count();
                 assert_eq!(rows_in, b / m, "minibatch size");
             }
         }
@@ -337,8 +365,8 @@ fn should_match_finite_differences_of_reference_ppo_loss() {
     let ranks: Vec<u32> = (0..b as u32).collect();
     let p = PpoParams { mb_size: b as u32, entropy_coef: 0.05, ..params(b, t, false) };
     let (mut dl, mut dv, mut stats) = (vec![0.0f32; b * t], vec![0.0f32; b * t], vec![0.0f32; MB_STATS]);
-    cpu::ppo_loss(&mut dl, &mut dv, &mut stats, &logps, &values, &roll, &ranks, &entropy, &p);
-    let f = |l: &[f32], v: &[f32]| cpu::ppo_loss_value(l, v, &roll, &ranks, &p);
+    cpu::ppo_loss(&mut dl, &mut dv, &mut stats, &logps, &values, &roll, &ranks, &entropy, &cpu_params(&p));
+    let f = |l: &[f32], v: &[f32]| cpu::ppo_loss_value(l, v, &roll, &ranks, &cpu_params(&p));
     let h = 1e-3f32;
     for i in 0..b * t {
         let (mut lp, mut lm) = (logps.clone(), logps.clone());
@@ -362,7 +390,7 @@ fn should_match_finite_differences_of_reference_ppo_loss() {
     }
     // the surrogate's terms are the reported losses
     let no_ent = PpoParams { entropy_coef: 0.0, ..p };
-    let total = cpu::ppo_loss_value(&logps, &values, &roll, &ranks, &no_ent);
+    let total = cpu::ppo_loss_value(&logps, &values, &roll, &ranks, &cpu_params(&no_ent));
     assert!(
         (total - (stats[0] + p.vf_coef * stats[1]) as f64).abs() < 1e-4,
         "loss {total} vs policy {} + vf_coef * value {}",
@@ -467,4 +495,26 @@ fn should_maximise_the_kl_regularised_objective_at_the_analytic_optimum() {
         assert!(j(&pert) <= best + 1e-7, "a perturbation beat the analytic optimum");
     }
     assert!(cpu::total_variation(&star, &pi0, r)[0] > 0.05, "the test reward must move the optimum away from pi0");
+}
+
+#[test]
+fn should_agree_with_the_mirror_on_the_record_layouts() {
+    // The CPU mirror declares the rollout record and statistics layouts itself; both must name the same slots.
+    use dpo3d::ops::ppo::{RO_KL, RO_REF_LOGP};
+    assert_eq!(
+        [RO, RO_LOGP, RO_REF_LOGP, RO_VALUE, RO_KL, RO_REWARD, RO_ADV, RO_RET, RO_MASK, MB_STATS],
+        [
+            cpu::RO,
+            cpu::RO_LOGP,
+            cpu::RO_REF_LOGP,
+            cpu::RO_VALUE,
+            cpu::RO_KL,
+            cpu::RO_REWARD,
+            cpu::RO_ADV,
+            cpu::RO_RET,
+            cpu::RO_MASK,
+            cpu::MB_STATS
+        ]
+    );
+    assert_eq!(dpo3d::ops::preference::STATS, dpo3d::reference::preference::STATS);
 }

@@ -2,15 +2,15 @@
 //! optimum pi*(y|x) ∝ pi0(y|x) exp(r(x,y) / beta) (small total-variation distance); on a tiny GPT with a rule-based
 //! reward computed on the GPU (count of one token), the mean score rises to the analytic optimum's while the KL to
 //! the reference settles near the optimum's KL and stays bounded. Plus determinism for a seed, the reward-model and
-//! shared-trunk variants, generation (temperature, top-k, end of sequence) against the CPU reference, and (ignored;
-//! run by hand) the KV-cache-versus-recomputation measurement.
+//! shared-trunk variants, generation (temperature, top-k, end of sequence) against the CPU reference. Seeds, step counts and thresholds
+//! are fixed. (The KV-cache-versus-recomputation measurement is examples/ppo_generation_cost.rs.)
 
 mod common;
 use common::*;
+use dpo3d::model::init::{gpt_params, mlp_params};
 use dpo3d::model::{GptConfig, MlpConfig};
 use dpo3d::objectives::ppo::{PpoConfig, ValueModel};
 use dpo3d::reference::gpt::GptRef;
-use dpo3d::reference::mlp::MlpRef;
 use dpo3d::reference::ppo as cpu;
 use dpo3d::rng::Rng;
 use dpo3d::train::ppo::{gpt_value_init, mlp_value_init, GptRewardSource, PpoGptTrainer, PpoToyTrainer, RewardSource};
@@ -30,16 +30,12 @@ fn reward_table() -> Vec<f32> {
     (0..P * R).map(|_| 0.3 * rng.uniform()).collect()
 }
 
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
-}
-
 fn toy_ppo(beta: f32) -> PpoConfig {
-    PpoConfig { kl_coef: beta, seed: env("PPO_SEED", 1), num_mini_batches: env("PPO_MB", 1), ..Default::default() }
+    PpoConfig { kl_coef: beta, seed: 1, num_mini_batches: 1, ..Default::default() }
 }
 
 fn toy_opt() -> OptimConfig {
-    OptimConfig { lr: env("PPO_LR", 3e-3), ..Default::default() }
+    OptimConfig { lr: 3e-3, ..Default::default() }
 }
 
 #[test]
@@ -47,9 +43,9 @@ fn should_approach_the_kl_regularised_optimum_on_the_toy_bandit() {
     let gpu = gpu();
     let beta = 0.1;
     let cfg = toy_cfg();
-    let pi0_params = MlpRef::init(&cfg, 3).params;
+    let pi0_params = mlp_params(&cfg, 3).unwrap();
     let table = reward_table();
-    let rows = env("PPO_ROWS", 64);
+    let rows = 64;
     let mut tr = PpoToyTrainer::new(
         &gpu,
         &toy_ppo(beta),
@@ -64,7 +60,7 @@ fn should_approach_the_kl_regularised_optimum_on_the_toy_bandit() {
     let pi0 = tr.policy_probs_blocking(&gpu).unwrap();
     let star = cpu::rlhf_optimum(&pi0, &table, beta, R);
     let tv0: f32 = cpu::total_variation(&pi0, &star, R).iter().sum::<f32>() / P as f32;
-    let steps = env("PPO_STEPS", 100);
+    let steps = 100;
     let t0 = Instant::now();
     let mut last = None;
     for s in 0..steps {
@@ -124,17 +120,11 @@ fn random_prompts(rng: &mut Rng, b: usize, lp: usize, v: usize) -> Vec<u32> {
 fn should_raise_a_rule_based_score_with_bounded_kl_on_a_tiny_gpt() {
     let gpu = gpu();
     let cfg = tiny_gpt();
-    let (b, lp, token) = (env("PPO_GPT_B", 16usize), 2usize, 3u32);
-    let beta: f32 = env("PPO_GPT_BETA", 0.5);
-    let ppo = PpoConfig {
-        kl_coef: beta,
-        response_length: 6,
-        num_mini_batches: env("PPO_GPT_MB", 1),
-        seed: env("PPO_GPT_SEED", 5),
-        ..Default::default()
-    };
-    let opt = OptimConfig { lr: env("PPO_GPT_LR", 1e-3), ..Default::default() };
-    let pi0 = GptRef::init(&cfg, 9).params;
+    let (b, lp, token) = (16usize, 2usize, 3u32);
+    let beta: f32 = 0.5;
+    let ppo = PpoConfig { kl_coef: beta, response_length: 6, num_mini_batches: 1, seed: 5, ..Default::default() };
+    let opt = OptimConfig { lr: 1e-3, ..Default::default() };
+    let pi0 = gpt_params(&cfg, 9).unwrap();
     let mut tr = PpoGptTrainer::new(
         &gpu,
         &ppo,
@@ -153,7 +143,7 @@ fn should_raise_a_rule_based_score_with_bounded_kl_on_a_tiny_gpt() {
     let kl_tok = q * (q * v).ln() + (1.0 - q) * ((1.0 - q) / (v - 1.0) * v).ln();
     let (score_star, kl_star) = (6.0 * q, 6.0 * kl_tok);
     let mut rng = Rng::new(1);
-    let steps = env("PPO_GPT_STEPS", 30);
+    let steps = 30;
     let t0 = Instant::now();
     let mut hist = Vec::new();
     for s in 0..steps {
@@ -225,7 +215,7 @@ fn table_reward_model(table: &[f32]) -> (MlpConfig, Vec<f32>) {
 fn should_be_deterministic_for_a_seed_and_score_with_a_reward_model_like_its_table() {
     let gpu = gpu();
     let cfg = toy_cfg();
-    let pi0 = MlpRef::init(&cfg, 3).params;
+    let pi0 = mlp_params(&cfg, 3).unwrap();
     let table = reward_table();
     let run = |seed: u64, reward: RewardSource| -> Vec<Vec<(String, f32)>> {
         let ppo = PpoConfig { seed, num_mini_batches: 2, ..toy_ppo(0.1) };
@@ -251,7 +241,7 @@ fn should_be_deterministic_for_a_seed_and_score_with_a_reward_model_like_its_tab
 fn should_approach_the_optimum_with_a_shared_trunk_value_head() {
     let gpu = gpu();
     let (beta, cfg) = (0.1, toy_cfg());
-    let pi0_params = MlpRef::init(&cfg, 3).params;
+    let pi0_params = mlp_params(&cfg, 3).unwrap();
     let table = reward_table();
     let ppo = PpoConfig { value_model: ValueModel::SharedTrunk, ..toy_ppo(beta) };
     let mut tr = PpoToyTrainer::new(
@@ -268,7 +258,7 @@ fn should_approach_the_optimum_with_a_shared_trunk_value_head() {
     assert!(tr.value.is_none() && tr.policy.scalar.is_some(), "a shared trunk means one model with a scalar head");
     let pi0 = tr.policy_probs_blocking(&gpu).unwrap();
     let star = cpu::rlhf_optimum(&pi0, &table, beta, R);
-    let steps = env("PPO_SHARED_STEPS", 60);
+    let steps = 60;
     let mut m = None;
     for _ in 0..steps {
         m = Some(tr.step_blocking(&gpu).unwrap());
@@ -287,7 +277,7 @@ fn should_generate_like_the_reference_gpt_and_sampler_with_end_of_sequence() {
     let gpu = gpu();
     let cfg = tiny_gpt();
     let (b, lp, eos) = (5usize, 2usize, 0u32);
-    let mut reference = GptRef::init(&cfg, 4);
+    let mut reference = GptRef::from_params(&cfg, gpt_params(&cfg, 4).unwrap());
     // sharpen the next-token distributions so that responses differ and some end early
     for w in reference.tensor_mut("transformer.wte.weight") {
         *w *= 40.0;
@@ -365,9 +355,9 @@ fn should_score_with_a_reward_model_gpt_at_the_last_response_token_with_a_shared
     let gpu = gpu();
     let cfg = tiny_gpt();
     let (b, lp) = (6usize, 2usize);
-    let pi0 = GptRef::init(&cfg, 11).params;
+    let pi0 = gpt_params(&cfg, 11).unwrap();
     let rm_cfg = GptConfig { scalar_head: true, ..cfg.clone() };
-    let mut rm = GptRef::init(&rm_cfg, 12);
+    let mut rm = GptRef::from_params(&rm_cfg, gpt_params(&rm_cfg, 12).unwrap());
     for w in rm.tensor_mut("score.weight") {
         *w *= 50.0; // scores of order 1
     }
@@ -418,88 +408,4 @@ fn should_default_to_trl_hyperparameters() {
     assert_eq!(k3.kl_estimator, dpo3d::objectives::ppo::KlEstimator::K3);
     assert_eq!((k3.value_model, k3.top_k, k3.stop_token_id), (ValueModel::SharedTrunk, 5, Some(2)));
     assert!(PpoConfig { num_mini_batches: 3, ..d.clone() }.validate(16).is_err(), "minibatches must divide the rows");
-}
-
-/// Not a test: measures whether a KV cache would beat recomputing the full forward per generated token at these
-/// sizes. A cached decode step costs at least a forward over (B, 1) (the attention over the cache and the cache
-/// writes come on top), so timing a (B, 1) forward against a (B, T) forward bounds what a cache can save.
-/// Run: cargo test --release --test ppo_train measure_generation -- --ignored --nocapture
-#[test]
-#[ignore]
-fn measure_generation_recompute_vs_cached_step() {
-    use dpo3d::gpu::submit_all;
-    use dpo3d::model::Gpt;
-    let gpu = gpu();
-    eprintln!("adapter: {} ({})", gpu.info.name, gpu.info.backend);
-    for (cfg, b, lp) in [
-        (tiny_gpt(), 16usize, 2usize),
-        (GptConfig { vocab_size: 16, context: 8, layers: 2, heads: 2, width: 32, scalar_head: false }, 16, 2),
-        (GptConfig { vocab_size: 32, context: 16, layers: 2, heads: 4, width: 64, scalar_head: false }, 16, 4),
-    ] {
-        let t = cfg.context;
-        let params = GptRef::init(&cfg, 1).params;
-        let full = Gpt::new(&gpu, &cfg, b, t, &params).unwrap();
-        let one = Gpt::new(&gpu, &cfg, b, 1, &params).unwrap();
-        // minimum over repetitions: robust to other processes sharing the CPU that lavapipe runs on
-        let time = |plan: &dpo3d::gpu::Plan, reps: usize| {
-            submit_all(&gpu, &[plan]);
-            gpu.wait();
-            (0..reps)
-                .map(|_| {
-                    let t0 = Instant::now();
-                    submit_all(&gpu, &[plan]);
-                    gpu.wait();
-                    t0.elapsed().as_secs_f64() * 1e3
-                })
-                .fold(f64::MAX, f64::min)
-        };
-        let reps = 20;
-        let (ms_full, ms_one) = (time(&full.forward, reps), time(&one.forward, reps));
-        // a whole PPO step for scale
-        let ppo = PpoConfig { response_length: t - lp, ..Default::default() };
-        let mut tr = PpoGptTrainer::new(
-            &gpu,
-            &ppo,
-            &OptimConfig::default(),
-            &cfg,
-            &params,
-            &gpt_value_init(&cfg, &params),
-            GptRewardSource::CountToken { token: 1, scale: 1.0 },
-            b,
-            lp,
-        )
-        .unwrap();
-        let mut rng = Rng::new(3);
-        let prompts = random_prompts(&mut rng, b, lp, cfg.vocab_size);
-        tr.step_blocking(&gpu, &prompts).unwrap();
-        let min_ms = |f: &mut dyn FnMut()| {
-            (0..3)
-                .map(|_| {
-                    let t0 = Instant::now();
-                    f();
-                    t0.elapsed().as_secs_f64() * 1e3
-                })
-                .fold(f64::MAX, f64::min)
-        };
-        let ms_gen = min_ms(&mut || {
-            tr.generate_blocking(&gpu, &prompts).unwrap();
-        });
-        let ms_step = min_ms(&mut || {
-            tr.step_blocking(&gpu, &prompts).unwrap();
-        });
-        let r = t - lp;
-        eprintln!(
-            "V={} T={t} L={} C={} B={b}: forward (B,T) {ms_full:.2} ms, (B,1) {ms_one:.2} ms ({} vs {} dispatches); \
-             generation of {r} tokens {ms_gen:.1} ms = {:.0}% of a PPO step ({ms_step:.1} ms); a cache saves at most \
-             {:.1} ms per step ({:.0}%)",
-            cfg.vocab_size,
-            cfg.layers,
-            cfg.width,
-            full.forward.len(),
-            one.forward.len(),
-            100.0 * ms_gen / ms_step,
-            r as f64 * (ms_full - ms_one).max(0.0),
-            100.0 * r as f64 * (ms_full - ms_one).max(0.0) / ms_step
-        );
-    }
 }

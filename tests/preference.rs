@@ -6,10 +6,10 @@
 mod common;
 use common::*;
 use dpo3d::gpu::{Plan, Tensor};
+use dpo3d::model::init::mlp_params;
 use dpo3d::model::{Mlp, MlpConfig};
 use dpo3d::objectives::PreferenceLoss;
 use dpo3d::ops::preference::{self as ops, PrefParams, STATS};
-use dpo3d::reference::mlp::MlpRef;
 use dpo3d::reference::preference as cpu;
 use dpo3d::rng::Rng;
 use dpo3d::train::{OptimConfig, RewardTrainer};
@@ -65,11 +65,47 @@ fn run_gpu(gpu: &dpo3d::Gpu, c: &Case, p: &PrefParams) -> (Vec<f32>, Vec<f32>, V
     (stats.to_vec(gpu).unwrap(), metrics.to_vec(gpu).unwrap(), coef.to_vec(gpu).unwrap(), dlogps.to_vec(gpu).unwrap())
 }
 
+/// The same parameters for the CPU mirror, which declares its own copy of the shader's block.
+fn cpu_params(p: &PrefParams) -> cpu::PrefParams {
+    let PrefParams {
+        loss_type,
+        n_pairs,
+        t,
+        use_mean,
+        beta,
+        beta_neg,
+        gamma,
+        eta,
+        delta,
+        label_smoothing,
+        lambda,
+        margin,
+        groups,
+        _pad,
+    } = *p;
+    cpu::PrefParams {
+        loss_type,
+        n_pairs,
+        t,
+        use_mean,
+        beta,
+        beta_neg,
+        gamma,
+        eta,
+        delta,
+        label_smoothing,
+        lambda,
+        margin,
+        groups,
+    }
+}
+
 fn run_cpu(c: &Case, p: &PrefParams) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut stats = vec![0.0; c.n * STATS];
     let mut coef = vec![0.0; 2 * c.n];
     let mut metrics = vec![0.0; p.groups() * STATS];
     let mut dlogps = vec![0.0; 2 * c.n * c.t];
+    let p = &cpu_params(p);
     cpu::preference_forward(&mut stats, &mut coef, &c.logps, &c.mask, &c.ref_sum, &c.ref_mean, p);
     cpu::preference_reduce_groups(&mut metrics, &stats, p);
     cpu::preference_backward(&mut dlogps, &coef, &c.mask, p);
@@ -91,6 +127,57 @@ fn should_match_reference_every_preference_loss() {
             assert_close(&format!("{name} coef"), &gc, &cc, 1e-6, 1e-4);
             assert_close(&format!("{name} dlogps"), &gd, &cd, 1e-6, 1e-4);
         }
+    }
+}
+
+/// Every loss at one hand-computed point, independent of src/reference: one pair, T = 2, every token a response
+/// token; policy token log-probs chosen (-0.5, -1.0), rejected (-1.2, -2.0), so sequence sums pc = -1.5,
+/// pr = -3.2 and means -0.75, -1.6; reference sums (-1.0, -2.0), means (-0.5, -1.0). With the log-ratios
+/// lc = pc - ref_c, lr = pr - ref_r and h = lc - lr = 0.7 (on means: h_mean = 0.35), the formulas as TRL's
+/// `DPOTrainer.dpo_loss` / `CPOTrainer` write them (the paper's for Flex-DPO, SFT-DPO, SLiC; Pal et al. 2024 for DPOP):
+///   dpo:      -logsigmoid(beta h)                                                   beta 0.1
+///   flex-dpo: -logsigmoid(beta+ lc - beta- lr)                                      beta+ 0.1, beta- 0.05
+///   sft-dpo:  -logsigmoid(beta h) - gamma pc                                        beta 0.1, gamma 0.3
+///   ipo:      (h_mean - 1/(2 eta))^2                 (TRL "ipo", its beta = eta)    eta 0.1
+///   slic:     max(0, delta - pc + pr) - eta pc                                      delta 5, eta 0.1
+///   hinge:    relu(1 - beta h)                       (TRL "hinge")                  beta 0.1
+///   cdpo:     -(1 - e) logsigmoid(beta h) - e logsigmoid(-beta h)  (TRL "sigmoid" with label_smoothing e)
+///   robust:   (-(1 - e) logsigmoid(beta h) + e logsigmoid(-beta h)) / (1 - 2e)      beta 0.2, e 0.1 (both)
+///   dpop:     -logsigmoid(beta (h - lambda max(0, ref_c - pc)))                     beta 0.1, lambda 5
+///   simpo:    -logsigmoid(beta (mean_c - mean_r) - gamma)  (TRL CPOTrainer "simpo", gamma = beta * gamma_beta_ratio)
+///                                                                                   beta 2, gamma 0.5
+/// evaluated in Python f64; d loss / d token log-prob by central differences (h = 1e-6) of the same formulas.
+#[test]
+fn should_match_hand_computed_losses_as_trl_defines_them() {
+    let expected: [(&str, f64, [f64; 4]); 10] = [
+        ("dpo", 0.6587595555486971, [-0.0482507143, -0.0482507142, 0.0482507143, 0.0482507143]),
+        ("flex-dpo", 0.6881596805078622, [-0.0497500021, -0.0497500021, 0.0248750011, 0.0248750011]),
+        ("sft-dpo", 1.108759555548697, [-0.348250714, -0.348250714, 0.0482507143, 0.0482507143]),
+        ("ipo", 21.6225, [-4.65, -4.65, 4.65, 4.65]),
+        ("slic", 3.45, [-1.1, -1.1, 1.0, 1.0]),
+        ("hinge", 0.93, [-0.1, -0.1, 0.1, 0.1]),
+        ("cdpo", 0.6395951823371515, [-0.073011411, -0.073011411, 0.073011411, 0.073011411]),
+        ("robust", 0.6080951823371514, [-0.118011411, -0.118011411, 0.118011411, 0.118011411]),
+        ("dpop", 0.7871917248407818, [-0.326927335, -0.326927335, 0.0544878893, 0.0544878893]),
+        ("simpo", 0.2632824673380311, [-0.231475216, -0.231475217, 0.231475216, 0.231475217]),
+    ];
+    let gpu = gpu();
+    let c = Case {
+        n: 1,
+        t: 2,
+        logps: vec![-0.5, -1.0, -1.2, -2.0],
+        mask: vec![1.0; 4],
+        ref_sum: vec![-1.0, -2.0],
+        ref_mean: vec![-0.5, -1.0],
+    };
+    let losses = all_losses();
+    assert_eq!(losses.len(), expected.len());
+    for (loss, (name, want_loss, want_d)) in losses.iter().zip(expected) {
+        assert_eq!(loss.name(), name);
+        let (stats, _, _, dlogps) = run_gpu(&gpu, &c, &loss.params(1, 2));
+        assert_close(&format!("{name} loss"), &stats[..1], &[want_loss as f32], 1e-5, 1e-5);
+        let want_d: Vec<f32> = want_d.iter().map(|&x| x as f32).collect();
+        assert_close(&format!("{name} d loss / d logps"), &dlogps, &want_d, 1e-6, 1e-4);
     }
 }
 
@@ -254,14 +341,15 @@ fn should_match_reference_bradley_terry() {
     plan.push(ops::bt_backward(&gpu, &ds, &coef, &tl, &p));
     plan.submit(&gpu);
     let (mut cs, mut cc, mut cds) = (vec![0.0; n * STATS], vec![0.0; 2 * n], vec![0.0; 2 * n * t]);
-    cpu::bt_forward(&mut cs, &mut cc, &scalar, &last, &p);
-    cpu::bt_backward(&mut cds, &cc, &last, &p);
+    let cp = cpu_params(&p);
+    cpu::bt_forward(&mut cs, &mut cc, &scalar, &last, &cp);
+    cpu::bt_backward(&mut cds, &cc, &last, &cp);
     assert_close("bt stats", &stats.to_vec(&gpu).unwrap(), &cs, 1e-5, 1e-5);
     assert_close("bt dscalar", &ds.to_vec(&gpu).unwrap(), &cds, 1e-7, 1e-5);
     // finite differences of the mean BT loss w.r.t. the chosen reward of pair 0
     let loss = |s: &[f32]| {
         let (mut st, mut c) = (vec![0.0; n * STATS], vec![0.0; 2 * n]);
-        cpu::bt_forward(&mut st, &mut c, s, &last, &p);
+        cpu::bt_forward(&mut st, &mut c, s, &last, &cp);
         (0..n).map(|i| st[i * STATS] as f64).sum::<f64>() / n as f64
     };
     let i = last[0] as usize;
@@ -308,7 +396,7 @@ fn should_train_a_reward_model_to_high_held_out_accuracy() {
         }
         x
     };
-    let params = MlpRef::init(&cfg, 5).params;
+    let params = mlp_params(&cfg, 5).unwrap();
     let model = Mlp::new(&gpu, &cfg, 2 * train.len(), &params).unwrap();
     model.set_inputs(&gpu, &encode(train), &vec![0; 2 * train.len()]).unwrap();
     let mut tr = RewardTrainer::new(&gpu, model, &OptimConfig { lr: 1e-2, ..Default::default() }).unwrap();

@@ -5,10 +5,10 @@
 mod common;
 use common::*;
 use dpo3d::gpu::Readback;
+use dpo3d::model::init::mlp_params;
 use dpo3d::model::{Mlp, MlpConfig, Policy};
 use dpo3d::objectives::{PreferenceLoss, Sft};
 use dpo3d::ops::preference::STATS;
-use dpo3d::reference::mlp::MlpRef;
 use dpo3d::toy::{PAIRS, PROMPTS, RESPONSES};
 use dpo3d::train::{run_step, OptimConfig, Optimizer, PreferenceTrainer, ReferenceMode};
 
@@ -42,7 +42,7 @@ fn trainer(gpu: &dpo3d::Gpu, replicas: usize, params: &[f32], opt: &OptimConfig)
 fn should_train_replicas_bit_identical_to_lone_models() {
     let gpu = gpu();
     let n = 3;
-    let inits: Vec<Vec<f32>> = (0..n).map(|k| MlpRef::init(&cfg(), 40 + k as u64).params).collect();
+    let inits: Vec<Vec<f32>> = (0..n).map(|k| mlp_params(&cfg(), 40 + k as u64).unwrap()).collect();
     // A learning rate large enough to move things in 6 steps, and a clip threshold that some replicas' gradient norms
     // exceed and others do not (checked below), so per-replica clipping is exercised.
     let opt = OptimConfig { lr: 3e-2, grad_clip: 0.02, weight_decay: 0.01, ..Default::default() };
@@ -90,7 +90,7 @@ fn should_give_each_replica_its_own_sft_loss() {
     let gpu = gpu();
     let n = 4;
     let b = PROMPTS * RESPONSES;
-    let inits: Vec<Vec<f32>> = (0..n).map(|k| MlpRef::init(&cfg(), 70 + k as u64).params).collect();
+    let inits: Vec<Vec<f32>> = (0..n).map(|k| mlp_params(&cfg(), 70 + k as u64).unwrap()).collect();
     let prompts: Vec<u32> = (0..b).map(|i| (i / RESPONSES) as u32).collect();
     let responses: Vec<u32> = (0..b).map(|i| (i % RESPONSES) as u32).collect();
     // Different soft targets per replica (like the study's four data scenarios).
@@ -124,7 +124,7 @@ fn should_give_each_replica_its_own_sft_loss() {
 #[test]
 fn should_reject_batches_that_do_not_split_into_replicas() {
     let gpu = gpu();
-    let p = MlpRef::init(&cfg(), 1).params;
+    let p = mlp_params(&cfg(), 1).unwrap();
     let err = Mlp::replicated(&gpu, &cfg(), 2, 8, &p).err().expect("one replica's parameters for two").to_string();
     assert!(err.contains("2 replicas"), "{err}");
     let m = Mlp::replicated(&gpu, &cfg(), 2, 3, &[p.clone(), p].concat()).unwrap();

@@ -2,8 +2,8 @@
 //! metric bookkeeping on the CPU, then what a short run shows robustly on lavapipe (seeds 0 and 1, `EPOCHS` epochs):
 //! under DPO the chosen sequence's log-prob falls along with the rejected one (far less), the fall sits in the
 //! tokens the two responses share while the chosen's own distinct tokens rise, and SFT-DPO and Flex-DPO end with a
-//! higher chosen log-prob than DPO on every seed. The full study (3 losses x 3 seeds, default epochs) is the ignored
-//! `token_study_full`, which prints the table and its timing.
+//! higher chosen log-prob than DPO on every seed. The full study (3 losses x 3 seeds, default epochs) is
+//! examples/token_study.rs, which prints the table and its timing.
 
 mod common;
 use std::sync::OnceLock;
@@ -176,40 +176,4 @@ fn should_keep_the_chosen_likelihood_higher_with_sft_dpo_and_flex_dpo_than_with_
             );
         }
     }
-}
-
-/// The full study at default settings (3 losses x 3 seeds, one SFT phase per seed): prints start/end numbers and
-/// the wall time. `cargo test --test toy_token -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn token_study_full() {
-    let gpu = gpu();
-    let t0 = std::time::Instant::now();
-    let keys = [
-        "logps/chosen",
-        "logps/rejected",
-        "token/shared_logp_chosen",
-        "token/shared_prefix_logp_chosen",
-        "token/shared_after_logp_chosen",
-        "token/distinct_logp_chosen",
-        "token/distinct_logp_rejected",
-        "token/shared_after_logp_rejected",
-        "token/unseen_mass",
-        "token/other_mass_chosen",
-        "token/logp_chosen_min",
-    ];
-    let cfgs = token_study_configs(3, TokenToyConfig::default().epochs);
-    let pi0: Vec<Vec<f32>> = (0..3)
-        .map(|seed| pollster::block_on(token_sft_phase(&gpu, &TokenToyConfig { seed, ..Default::default() })).unwrap())
-        .collect();
-    eprintln!("SFT phases: {:.1} s", t0.elapsed().as_secs_f32());
-    for cfg in &cfgs {
-        let recs = pollster::block_on(run_token_toy_from(&gpu, cfg, &pi0[cfg.seed as usize])).unwrap();
-        for r in [&recs[0], recs.last().unwrap()] {
-            let line: Vec<String> = keys.iter().map(|k| format!("{:.3}", r.get(k))).collect();
-            println!("{:22} {:4} {}", cfg.run_name(), r.epoch, line.join(" "));
-        }
-    }
-    println!("columns: {keys:?}");
-    eprintln!("token study: {} runs in {:.1} s", cfgs.len(), t0.elapsed().as_secs_f32());
 }

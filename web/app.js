@@ -422,9 +422,8 @@ async function build() {
       s.error = r.error;
       s.finished = true;
       views[i].errBox.hidden = false;
-      views[i].errBox.textContent = r.config.method.method === 'ppo'
-        ? `RM+PPO is not available in this build of dpo3d (${r.error}). The other runs go on.`
-        : `This run could not be built: ${r.error}`;
+      // The construction error itself (a kernel the browser rejects, a size over the adapter's limits, ...).
+      views[i].errBox.textContent = `${s.label} could not be built: ${r.error}. The other runs go on.`;
       views[i].live.textContent = 'not running';
       // Nothing will be plotted: keep only pi0's heatmap (when SFT ran) so the column stays small.
       views[i].curves.canvas.parentElement.hidden = true;

@@ -1,8 +1,8 @@
 //! dpo3d's main job: the paper's toy study (section 3.2 of "3D-Properties", ICLR 2025), trained on the GPU.
 //!
-//! With no arguments it runs the full study with PAPER.md's defaults (hidden 256, Adam lr 1e-3, beta 0.1, full
-//! batch, 2000 epochs, 5 seeds): DPO, Flex-DPO (beta_neg 0.08 and 0.05), SFT-DPO (gamma 0.1), IPO, SLiC and RM+PPO
-//! on scenario 1, and DPO on all four scenarios; then writes metrics.jsonl, probs.json, figures and report.md.
+//! With no arguments it runs the full study with the defaults docs/paper.md gives (hidden 256, Adam lr 1e-3,
+//! beta 0.1, full batch, 2000 epochs, 5 seeds): DPO, Flex-DPO (beta_neg 0.08 and 0.05), SFT-DPO (gamma 0.1), IPO,
+//! SLiC and RM+PPO on scenario 1, and DPO on all four scenarios; then writes metrics.jsonl, probs.json, figures and report.md.
 //! Flags select single runs and smaller budgets:
 //!
 //!   cargo run --release --example toy3d -- --loss flex-dpo --beta-neg 0.05 --scenario 1 --seeds 2 --epochs 500
@@ -110,6 +110,9 @@ struct Args {
     /// the same runs in PyTorch).
     #[arg(long)]
     no_ppo: bool,
+    /// Train nothing: rebuild figures and one report into --out from earlier studies' outputs (dir1:dir2:...).
+    #[arg(long)]
+    replay: Option<String>,
 }
 
 /// One configuration of the study (run once per seed).
@@ -265,6 +268,9 @@ fn main() {
 
 fn real_main() -> Result<(), String> {
     let a = Args::parse();
+    if let Some(dirs) = &a.replay {
+        return report::replay(dirs, &a.out);
+    }
     let optimizer = match a.optimizer.as_str() {
         "adam" => OptimizerKind::Adam,
         "sgd" => OptimizerKind::Sgd,

@@ -1,5 +1,6 @@
 //! report.md of the toy study: how it ran, then each of the paper's three properties with the numbers that show
-//! whether it appears (means over seeds, [min, max] over seeds) next to the paper's numbers from PAPER.md, then
+//! whether it appears (means over seeds, [min, max] over seeds) next to the paper's numbers (`PAPER`, restated with
+//! their source in docs/paper.md), then
 //! what each fix does, the data scenarios, RM + PPO, and (when such runs exist) the token-level toy.
 //!
 //! Every sentence is computed from the runs: a property "appears in k/n seeds" by a stated criterion, a number
@@ -32,6 +33,45 @@ const G_REJ: &str = "grad/log10_rejected";
 
 /// Relative tolerance within which a measured mean "agrees" with the paper's value read off its figures.
 const TOL: f64 = 0.25;
+
+/// The paper's toy-study numbers (scenario 1, DPO, read off its figures; docs/paper.md restates each), the one
+/// place the report's tables and prose take them from.
+struct PaperToy {
+    /// Epochs of the paper's toy runs, and the seeds an independent re-implementation averaged.
+    epochs: usize,
+    seeds: usize,
+    /// The rejected average probability is ~0 by this epoch; the rejected gradient has grown by `grad_growth` orders.
+    rejected_gone_by: usize,
+    grad_growth: f64,
+    /// Average chosen probability: start, peak (at `chosen_peak_epoch`), end (at `epochs`).
+    chosen_start: f64,
+    chosen_peak: f64,
+    chosen_peak_epoch: usize,
+    chosen_end: f64,
+    /// Minimum chosen probability over the prompts: peak and end.
+    chosen_min_peak: f64,
+    chosen_min_end: f64,
+    /// Average unseen probability: start, minimum, end.
+    unseen_start: f64,
+    unseen_min: f64,
+    unseen_end: f64,
+}
+
+const PAPER: PaperToy = PaperToy {
+    epochs: 2000,
+    seeds: 5,
+    rejected_gone_by: 500,
+    grad_growth: 40.0,
+    chosen_start: 0.12,
+    chosen_peak: 0.58,
+    chosen_peak_epoch: 1000,
+    chosen_end: 0.35,
+    chosen_min_peak: 0.47,
+    chosen_min_end: 0.17,
+    unseen_start: 0.095,
+    unseen_min: 0.05,
+    unseen_end: 0.08,
+};
 
 pub fn write_report(out: &Path, runs: &[RunOutput], meta: &StudyMeta) -> Result<(), String> {
     let md = render(out, runs, meta);
@@ -167,13 +207,17 @@ fn how_it_ran(md: &mut String, out: &Path, runs: &[RunOutput], meta: &StudyMeta,
     if !missing.is_empty() {
         let _ = writeln!(md, "- configured but without results: {}", missing.join(", "));
     }
-    if meta.epochs < 2000 || meta.seeds.len() < 5 {
+    if meta.epochs < PAPER.epochs || meta.seeds.len() < PAPER.seeds {
         let _ = writeln!(
             md,
-            "- the paper's toy (PAPER.md) trains 2000 epochs and averages >= 5 seeds; this run has {} epochs and {} seed(s), \
-             so numbers the paper reads at epochs 1000 and 2000 are compared only where the run reaches them",
+            "- the paper's toy trains {} epochs, averaged over >= {} seeds (docs/paper.md); this run has {} epochs and {} \
+             seed(s), so numbers the paper reads at epochs {} and {} are compared only where the run reaches them",
+            PAPER.epochs,
+            PAPER.seeds,
             meta.epochs,
-            meta.seeds.len()
+            meta.seeds.len(),
+            PAPER.chosen_peak_epoch,
+            PAPER.epochs
         );
     }
     let figs: Vec<&str> = ["fig1_probs", "fig2_dynamics", "fig3_fixes", "fig4_scenarios", "fig5_ppo"]
@@ -196,7 +240,7 @@ fn how_it_ran(md: &mut String, out: &Path, runs: &[RunOutput], meta: &StudyMeta,
 fn drastic_drop(md: &mut String, g: &Group) {
     let runs = &g.runs;
     let end = common_end(g);
-    let e5 = 500.min(end);
+    let e5 = PAPER.rejected_gone_by.min(end);
     let _ = writeln!(md, "## 1. Drastic drop of the rejected likelihood (DPO, scenario 1)\n");
     header(md, &["quantity", "measured", "paper", "verdict"]);
     let d_rej5 = over_seeds(runs, |r| change(r, LP_REJ, e5));
@@ -210,11 +254,19 @@ fn drastic_drop(md: &mut String, g: &Group) {
         row(md, &[&format!("change of mean log pi(rejected), epoch 0 -> {end} (nats)"), &show(d_rej), "", ""]);
         row(md, &[&format!("change of mean log pi(chosen), epoch 0 -> {end} (nats)"), &show(d_ch), "", ""]);
     }
-    row(md, &[&format!("rejected avg probability at epoch {e5}"), &show(rej5), "~0 by epoch 500", ""]);
+    row(
+        md,
+        &[
+            &format!("rejected avg probability at epoch {e5}"),
+            &show(rej5),
+            &format!("~0 by epoch {}", PAPER.rejected_gone_by),
+            "",
+        ],
+    );
     let below: Vec<Option<usize>> = runs.iter().map(|r| first_below(r, REJ, 1e-3)).collect();
     let reached: Vec<f64> = below.iter().flatten().map(|&e| e as f64).collect();
-    let by500 = below.iter().filter(|e| matches!(e, Some(e) if *e <= 500)).count();
-    let verdict = if end >= 500 || by500 == runs.len() {
+    let by500 = below.iter().filter(|e| matches!(e, Some(e) if *e <= PAPER.rejected_gone_by)).count();
+    let verdict = if end >= PAPER.rejected_gone_by || by500 == runs.len() {
         every(by500, runs.len())
     } else {
         format!("n/a (run ends at {end}; {by500}/{} seeds below 1e-3)", runs.len())
@@ -224,7 +276,7 @@ fn drastic_drop(md: &mut String, g: &Group) {
         &[
             "first epoch with rejected avg < 1e-3",
             &format!("{} (reached in {}/{} seeds)", show_epochs(summary(&reached)), reached.len(), runs.len()),
-            "by epoch 500",
+            &format!("by epoch {}", PAPER.rejected_gone_by),
             &verdict,
         ],
     );
@@ -235,9 +287,10 @@ fn drastic_drop(md: &mut String, g: &Group) {
     let _ = writeln!(
         md,
         "\nThe drastic drop {} (criterion: by epoch {e5} the mean rejected log-probability fell by more than 5 nats and by more \
-         than 5 times the magnitude of the chosen log-probability's change). Paper: the rejected probability is ~0 by epoch 500 \
+         than 5 times the magnitude of the chosen log-probability's change). Paper: the rejected probability is ~0 by epoch {} \
          while the chosen one moves slowly; verdict {}.\n",
         appears(k, n),
+        PAPER.rejected_gone_by,
         every(k, n)
     );
 }
@@ -245,7 +298,7 @@ fn drastic_drop(md: &mut String, g: &Group) {
 fn degradation(md: &mut String, g: &Group) {
     let runs = &g.runs;
     let end = common_end(g);
-    let e5 = 500.min(end);
+    let e5 = PAPER.rejected_gone_by.min(end);
     let _ = writeln!(md, "## 2. Degradation into response suppression (DPO, scenario 1)\n");
     header(md, &["quantity", "measured", "paper", "verdict"]);
     let g_ch0 = over_seeds(runs, |r| first(r, G_CH));
@@ -266,12 +319,14 @@ fn degradation(md: &mut String, g: &Group) {
         md,
         &["rejected minus chosen gradient at epoch 0 (orders of magnitude)", &show(gap0), "0 (start equal)", gap_v],
     );
-    let grow_v = if end < 500 {
+    // "about 40 orders": agreement within half that either way
+    let (grow_lo, grow_hi) = (0.5 * PAPER.grad_growth, 1.5 * PAPER.grad_growth);
+    let grow_v = if end < PAPER.rejected_gone_by {
         "n/a (run ends earlier)".to_string()
     } else {
         match grow5 {
-            Some(s) if (20.0..=60.0).contains(&s.mean) => "agrees (within 20-60)".into(),
-            Some(s) if s.mean > 60.0 => "disagrees (more)".into(),
+            Some(s) if (grow_lo..=grow_hi).contains(&s.mean) => format!("agrees (within {grow_lo}-{grow_hi})"),
+            Some(s) if s.mean > grow_hi => "disagrees (more)".into(),
             Some(_) => "disagrees (less)".into(),
             None => "n/a".into(),
         }
@@ -281,7 +336,7 @@ fn degradation(md: &mut String, g: &Group) {
         &[
             &format!("growth of log10 abs(dl/dpi-), epoch 0 -> {e5} (orders)"),
             &show(grow5),
-            "~40 within 500 epochs",
+            &format!("~{} within {} epochs", PAPER.grad_growth, PAPER.rejected_gone_by),
             &grow_v,
         ],
     );
@@ -303,29 +358,59 @@ fn degradation(md: &mut String, g: &Group) {
     let fin = over_seeds(runs, |r| last(r, CH));
     let mpk = over_seeds(runs, |r| peak(r, CH_MIN).map(|p| p.1));
     let mfin = over_seeds(runs, |r| last(r, CH_MIN));
-    let reach_peak = end >= 1000;
-    let reach_end = end >= 2000;
-    row(md, &["chosen avg at epoch 0", &show(ch0), "0.12", &close(ch0, 0.12, true)]);
-    row(md, &["chosen avg peak value", &show(pk), "~0.58", &close(pk, 0.58, reach_peak)]);
+    let reach_peak = end >= PAPER.chosen_peak_epoch;
+    let reach_end = end >= PAPER.epochs;
+    let (p, pe) = (&PAPER, PAPER.epochs);
+    row(md, &["chosen avg at epoch 0", &show(ch0), &p.chosen_start.to_string(), &close(ch0, p.chosen_start, true)]);
+    row(
+        md,
+        &["chosen avg peak value", &show(pk), &format!("~{}", p.chosen_peak), &close(pk, p.chosen_peak, reach_peak)],
+    );
     let pk_e_v = match pk_e {
         _ if !reach_peak => "n/a (run ends earlier)".to_string(),
-        Some(s) if (s.mean - 1000.0).abs() <= 300.0 => "agrees (within 300 epochs)".into(),
-        Some(s) if s.mean > 1000.0 => "disagrees (later)".into(),
+        Some(s) if (s.mean - p.chosen_peak_epoch as f64).abs() <= 300.0 => "agrees (within 300 epochs)".into(),
+        Some(s) if s.mean > p.chosen_peak_epoch as f64 => "disagrees (later)".into(),
         Some(_) => "disagrees (earlier)".into(),
         None => "n/a".into(),
     };
-    row(md, &["epoch of the chosen avg peak", &show_epochs(pk_e), "~1000", &pk_e_v]);
-    row(md, &[&format!("chosen avg at epoch {end}"), &show(fin), "~0.35 at 2000", &close(fin, 0.35, reach_end)]);
-    row(md, &["chosen min peak value", &show(mpk), "~0.47", &close(mpk, 0.47, reach_peak)]);
-    row(md, &[&format!("chosen min at epoch {end}"), &show(mfin), "~0.17 at 2000", &close(mfin, 0.17, reach_end)]);
+    row(md, &["epoch of the chosen avg peak", &show_epochs(pk_e), &format!("~{}", p.chosen_peak_epoch), &pk_e_v]);
+    let at_end = |v: f64| format!("~{v} at {pe}");
+    row(
+        md,
+        &[
+            &format!("chosen avg at epoch {end}"),
+            &show(fin),
+            &at_end(p.chosen_end),
+            &close(fin, p.chosen_end, reach_end),
+        ],
+    );
+    row(
+        md,
+        &[
+            "chosen min peak value",
+            &show(mpk),
+            &format!("~{}", p.chosen_min_peak),
+            &close(mpk, p.chosen_min_peak, reach_peak),
+        ],
+    );
+    row(
+        md,
+        &[
+            &format!("chosen min at epoch {end}"),
+            &show(mfin),
+            &at_end(p.chosen_min_end),
+            &close(mfin, p.chosen_min_end, reach_end),
+        ],
+    );
     let (k, n) = count(runs, |r| Some(last(r, CH)? < 0.9 * peak(r, CH)?.1));
     let _ = writeln!(
         md,
         "\nThe rise-then-fall of the chosen probability {} (criterion: final chosen avg < 0.9 x its peak). Paper: the chosen \
-         probability peaks near epoch 1000 and falls by epoch 2000; the independent re-implementation saw it in most seeds \
+         probability peaks near epoch {} and falls by epoch {pe}; the independent re-implementation saw it in most seeds \
          with Adam{}.",
         appears(k, n),
-        if end < 1000 { format!(" (this run stops at epoch {end}, before the paper's peak, so a fall is not expected yet)") } else { String::new() }
+        p.chosen_peak_epoch,
+        if end < p.chosen_peak_epoch { format!(" (this run stops at epoch {end}, before the paper's peak, so a fall is not expected yet)") } else { String::new() }
     );
     let _ = writeln!(
         md,
@@ -345,10 +430,16 @@ fn dispersion(md: &mut String, g: &Group) {
     let umin = over_seeds(runs, |r| trough(r, UNSEEN).map(|p| p.1));
     let umin_e = over_seeds(runs, |r| trough(r, UNSEEN).map(|p| p.0 as f64));
     let uend = over_seeds(runs, |r| last(r, UNSEEN));
-    row(md, &["unseen avg at epoch 0", &show(u0), "0.095", &close(u0, 0.095, true)]);
-    row(md, &["unseen avg minimum", &show(umin), "~0.05", &close(umin, 0.05, end >= 1000)]);
+    let p = &PAPER;
+    row(md, &["unseen avg at epoch 0", &show(u0), &p.unseen_start.to_string(), &close(u0, p.unseen_start, true)]);
+    let min_v = close(umin, p.unseen_min, end >= p.chosen_peak_epoch);
+    row(md, &["unseen avg minimum", &show(umin), &format!("~{}", p.unseen_min), &min_v]);
     row(md, &["epoch of the unseen minimum", &show_epochs(umin_e), "", ""]);
-    row(md, &[&format!("unseen avg at epoch {end}"), &show(uend), "~0.08 at 2000", &close(uend, 0.08, end >= 2000)]);
+    let end_v = close(uend, p.unseen_end, end >= p.epochs);
+    row(
+        md,
+        &[&format!("unseen avg at epoch {end}"), &show(uend), &format!("~{} at {}", p.unseen_end, p.epochs), &end_v],
+    );
     for (m, what) in [
         (M89, "mass on responses 8-9 (per prompt)"),
         (OTHER_CH, "mass on other prompts' chosen responses (per prompt)"),
@@ -426,8 +517,11 @@ fn dispersion(md: &mut String, g: &Group) {
     let _ = writeln!(
         md,
         "\nDispersion {} (criterion: the chosen avg ends below 0.9 x its peak while the unseen avg ends more than 10% above its \
-         minimum). Paper: unseen 0.095 -> 0.05 -> 0.08 while the chosen falls late in training.\n",
-        appears(k, n)
+         minimum). Paper: unseen {} -> {} -> {} while the chosen falls late in training.\n",
+        appears(k, n),
+        p.unseen_start,
+        p.unseen_min,
+        p.unseen_end
     );
 }
 
@@ -498,9 +592,9 @@ fn fixes(md: &mut String, gs: &[Group]) {
         let dc = over_seeds(&g.runs, |r| Some(last(r, CH)? - last(same_seed(d, r.seed)?, CH)?));
         let du = over_seeds(&g.runs, |r| Some(last(r, UNSEEN)? - last(same_seed(d, r.seed)?, UNSEEN)?));
         let expectation = if g.label.starts_with("flex-dpo") || g.label.starts_with("sft-dpo") {
-            format!("; the independent re-implementation (PAPER.md) found this in every seed: {}", every(k, n))
+            format!("; the independent re-implementation (docs/paper.md) found this in every seed: {}", every(k, n))
         } else {
-            "; PAPER.md makes no toy-model claim for this objective".to_string()
+            "; the paper makes no toy-model claim for this objective (docs/paper.md)".to_string()
         };
         let _ = writeln!(
             md,
@@ -605,7 +699,7 @@ fn scenarios(md: &mut String, gs: &[Group]) {
             md,
             "Scenario 1 ends with the highest chosen avg among the {} measured scenarios in {best_c}/{n} seeds, and with the \
              smallest change of the unseen avg (end minus start) in {best_u}/{n} seeds. The paper claims scenario 1 (both on-policy) is best; \
-             PAPER.md notes that this did not reproduce robustly in an independent re-implementation. By final chosen \
+             it did not reproduce robustly in an independent re-implementation (docs/paper.md). By final chosen \
              probability these runs {}.\n",
             sc.len(),
             if n > 0 && best_c == n { "are consistent with the claim" } else if best_c > 0 { "are consistent with it in some seeds only" } else { "do not support the claim" }
@@ -770,10 +864,89 @@ pub fn token_section(records: &[ToyRecord]) -> String {
     md
 }
 
+// ---- replay -------------------------------------------------------------------------------------------------------
+
+/// Rebuild runs from earlier studies' outputs (each directory's study.json, metrics.jsonl and probs.json) and write
+/// their figures and one report into `out`; trains nothing (`toy3d --replay dir1:dir2 --out dir`).
+pub fn replay(dirs: &str, out: &Path) -> Result<(), String> {
+    use serde_json::Value;
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let json = |p: &Path| -> Result<Value, String> {
+        serde_json::from_str(&read(p)?).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let mut runs: Vec<RunOutput> = Vec::new();
+    let mut metas: Vec<StudyMeta> = Vec::new();
+    for d in dirs.split(':') {
+        let d = Path::new(d);
+        let (probs_path, study_path) = (d.join("probs.json"), d.join("study.json"));
+        let (probs, study) = (json(&probs_path)?, json(&study_path)?);
+        let bad = |p: &Path, what: &str| format!("{}: missing or malformed {what}", p.display());
+        let label = study["configs"][0][0].as_str().ok_or_else(|| bad(&study_path, "configs[0][0]"))?.to_string();
+        let metrics_path = d.join("metrics.jsonl");
+        let mut by_run: BTreeMap<String, Vec<ToyRecord>> = BTreeMap::new();
+        for (i, line) in read(&metrics_path)?.lines().enumerate() {
+            let rec: ToyRecord =
+                serde_json::from_str(line).map_err(|e| format!("{}:{}: {e}", metrics_path.display(), i + 1))?;
+            by_run.entry(rec.run.clone()).or_default().push(rec);
+        }
+        let flat = |v: &Value| -> Option<Vec<f32>> {
+            let mut out = Vec::new();
+            for row in v.as_array()? {
+                for x in row.as_array()? {
+                    out.push(x.as_f64()? as f32);
+                }
+            }
+            Some(out)
+        };
+        for (run, records) in by_run {
+            let p = probs[&run].as_object().ok_or_else(|| bad(&probs_path, &run))?;
+            let mut snapshots = Vec::new();
+            for (k, v) in p.iter().filter(|(k, _)| *k != "sft") {
+                let epoch = k.parse().map_err(|_| bad(&probs_path, &format!("{run}.{k} (an epoch)")))?;
+                snapshots.push((epoch, flat(v).ok_or_else(|| bad(&probs_path, &format!("{run}.{k}")))?));
+            }
+            snapshots.sort_by_key(|s| s.0);
+            runs.push(RunOutput {
+                label: label.clone(),
+                scenario: records[0].scenario,
+                seed: records[0].seed,
+                sft_probs: flat(&p["sft"]).ok_or_else(|| bad(&probs_path, &format!("{run}.sft")))?,
+                snapshots,
+                records,
+            });
+        }
+        let str_ = |k: &str| study[k].as_str().map(String::from).ok_or_else(|| bad(&study_path, k));
+        let u64_ = |k: &str| study[k].as_u64().ok_or_else(|| bad(&study_path, k));
+        let f64_ = |k: &str| study[k].as_f64().ok_or_else(|| bad(&study_path, k));
+        let seeds = study["seeds"].as_array().ok_or_else(|| bad(&study_path, "seeds"))?;
+        metas.push(StudyMeta {
+            device: str_("device")?,
+            backend: str_("backend")?,
+            threads: u64_("threads")? as usize,
+            seconds: f64_("seconds")?,
+            epochs: u64_("epochs")? as usize,
+            seeds: seeds
+                .iter()
+                .map(|s| s.as_u64().ok_or_else(|| bad(&study_path, "seeds")))
+                .collect::<Result<_, _>>()?,
+            hidden: u64_("hidden")? as usize,
+            optimizer: str_("optimizer")?,
+            lr: f64_("lr")? as f32,
+            configs: vec![(label.clone(), runs.last().map(|r| r.scenario).unwrap_or(1))],
+        });
+    }
+    let mut meta = metas.first().cloned().ok_or("--replay: no directories")?;
+    meta.seconds = metas.iter().map(|m| m.seconds).sum();
+    meta.epochs = metas.iter().map(|m| m.epochs).max().unwrap_or(0);
+    meta.configs = metas.iter().flat_map(|m| m.configs.clone()).collect();
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    crate::figures::write_all(out, &runs)?;
+    write_report(out, &runs, &meta)
+}
+
 #[cfg(test)]
 mod tests {
-    //! The report and figures on synthetic runs (no GPU): every section must render with missing configurations,
-    //! and `TOY3D_REPLAY=dir1:dir2...` rebuilds runs from earlier studies' metrics.jsonl / probs.json.
+    //! The report and figures on synthetic runs (no GPU): every section must render with missing configurations.
     use super::*;
     use crate::figures::write_all;
 
@@ -845,9 +1018,6 @@ mod tests {
         write_all(&dir, runs).unwrap();
         write_report(&dir, runs, &meta(runs)).unwrap();
         let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
-        if let Ok(keep) = std::env::var("TOY3D_TEST_KEEP") {
-            let _ = std::fs::write(Path::new(&keep).join(format!("report-{}.md", runs.len())), &md);
-        }
         let _ = std::fs::remove_dir_all(&dir);
         md
     }
@@ -893,73 +1063,5 @@ mod tests {
         assert!(!md.contains("## Token-level toy"));
         let md = render_all(&[]);
         assert!(md.contains("## How it ran"));
-    }
-
-    /// Rebuilds runs from earlier study outputs and writes their figures and report into TOY3D_REPLAY_OUT.
-    #[test]
-    #[ignore]
-    fn replay_study_outputs() {
-        let dirs = std::env::var("TOY3D_REPLAY").expect("TOY3D_REPLAY=dir1:dir2");
-        let out = std::path::PathBuf::from(std::env::var("TOY3D_REPLAY_OUT").expect("TOY3D_REPLAY_OUT"));
-        let mut runs: Vec<RunOutput> = Vec::new();
-        let mut metas: Vec<StudyMeta> = Vec::new();
-        for d in dirs.split(':') {
-            let d = Path::new(d);
-            let probs: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(d.join("probs.json")).unwrap()).unwrap();
-            let study: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(d.join("study.json")).unwrap()).unwrap();
-            let (label, _) = (study["configs"][0][0].as_str().unwrap().to_string(), 0);
-            let mut by_run: BTreeMap<String, Vec<ToyRecord>> = BTreeMap::new();
-            for line in std::fs::read_to_string(d.join("metrics.jsonl")).unwrap().lines() {
-                let rec: ToyRecord = serde_json::from_str(line).unwrap();
-                by_run.entry(rec.run.clone()).or_default().push(rec);
-            }
-            for (run, records) in by_run {
-                let p = &probs[&run];
-                let flat = |v: &serde_json::Value| {
-                    v.as_array()
-                        .unwrap()
-                        .iter()
-                        .flat_map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
-                        .collect::<Vec<f32>>()
-                };
-                let mut snapshots: Vec<(usize, Vec<f32>)> = p
-                    .as_object()
-                    .unwrap()
-                    .iter()
-                    .filter(|(k, _)| *k != "sft")
-                    .map(|(k, v)| (k.parse().unwrap(), flat(v)))
-                    .collect();
-                snapshots.sort_by_key(|s| s.0);
-                runs.push(RunOutput {
-                    label: label.clone(),
-                    scenario: records[0].scenario,
-                    seed: records[0].seed,
-                    sft_probs: flat(&p["sft"]),
-                    snapshots,
-                    records,
-                });
-            }
-            metas.push(StudyMeta {
-                device: study["device"].as_str().unwrap().into(),
-                backend: study["backend"].as_str().unwrap().into(),
-                threads: study["threads"].as_u64().unwrap() as usize,
-                seconds: study["seconds"].as_f64().unwrap(),
-                epochs: study["epochs"].as_u64().unwrap() as usize,
-                seeds: study["seeds"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap()).collect(),
-                hidden: study["hidden"].as_u64().unwrap() as usize,
-                optimizer: study["optimizer"].as_str().unwrap().into(),
-                lr: study["lr"].as_f64().unwrap() as f32,
-                configs: vec![(label.clone(), runs.last().map(|r| r.scenario).unwrap_or(1))],
-            });
-        }
-        let mut meta = metas[0].clone();
-        meta.seconds = metas.iter().map(|m| m.seconds).sum();
-        meta.epochs = metas.iter().map(|m| m.epochs).max().unwrap();
-        meta.configs = metas.iter().flat_map(|m| m.configs.clone()).collect();
-        std::fs::create_dir_all(&out).unwrap();
-        write_all(&out, &runs).unwrap();
-        write_report(&out, &runs, &meta).unwrap();
     }
 }

@@ -9,7 +9,8 @@
 
 use wgpu::util::DeviceExt;
 
-use super::{Gpu, Tensor};
+use super::{Gpu, Readback, Tensor};
+use crate::Result;
 
 /// Threads per workgroup of the 1-D kernels (elementwise ops, per-row ops).
 pub const WORKGROUP_1D: u32 = 256;
@@ -167,4 +168,26 @@ pub fn submit_all(gpu: &Gpu, plans: &[&Plan]) {
 /// Total dispatches of a step made of `plans`.
 pub fn dispatch_count(plans: &[&Plan]) -> usize {
     plans.iter().map(|p| p.len()).sum()
+}
+
+impl Gpu {
+    /// Record `plans` (`encode_all`) and `readback`'s copies into one encoder, submit once, and fetch the readback
+    /// if there is one: the GPU side of a training step, and of any one-off computation. GPU errors (validation, out
+    /// of memory, a lost device) recorded since the last check are returned as `Err`, before submitting and after
+    /// the readback.
+    pub async fn run_plans(&self, plans: &[&Plan], readback: Option<&Readback>) -> Result<Option<Vec<Vec<f32>>>> {
+        self.check()?;
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("dpo3d step") });
+        encode_all(&mut enc, plans);
+        if let Some(rb) = readback {
+            rb.record(&mut enc);
+        }
+        self.queue.submit([enc.finish()]);
+        let out = match readback {
+            Some(rb) => Some(rb.fetch(self).await?),
+            None => None,
+        };
+        self.check()?;
+        Ok(out)
+    }
 }

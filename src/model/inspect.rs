@@ -6,7 +6,6 @@
 use crate::gpu::{Plan, Tensor};
 use crate::model::Gpt;
 use crate::ops::{logprobs, sampling};
-use crate::train::run_step;
 use crate::{Error, Gpu, Result};
 
 impl Gpt {
@@ -31,7 +30,7 @@ impl Gpt {
         let out = Tensor::zeros(gpu, "full logprobs", bt * v)?; // (B, T, V)
         let mut plan = Plan::new();
         plan.push(logprobs::log_softmax(gpu, &out, &self.logits, bt, v));
-        run_step(gpu, &[&self.forward, &plan], None).await?;
+        gpu.run_plans(&[&self.forward, &plan], None).await?;
         out.read_f32(gpu).await
     }
 
@@ -93,7 +92,7 @@ impl Gpt {
             })
             .collect();
         let plans: Vec<&Plan> = steps.iter().flat_map(|s| [&self.forward, s]).collect();
-        run_step(gpu, &plans, None).await?;
+        gpu.run_plans(&plans, None).await?;
         let mut out = self.tokens.read_u32(gpu).await?.split_off(prompt.len());
         if let Some(end) = stop.and_then(|s| out.iter().position(|&x| x == s)) {
             out.truncate(end + 1);

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod gpt;
+pub mod init;
 pub mod inspect;
 pub mod mlp;
 

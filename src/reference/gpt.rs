@@ -17,7 +17,6 @@ use crate::reference::encoder::{encoder_backward, encoder_forward};
 use crate::reference::layernorm::{layernorm_backward, layernorm_forward};
 use crate::reference::logprobs::{logprobs_backward, logprobs_forward, sft_loss};
 use crate::reference::matmul::{matmul_backward, matmul_forward};
-use crate::rng::Rng;
 
 /// One transformer block's tensors as views `S` (`&[f32]` or `&mut [f32]`) into a packed buffer. Field names are
 /// llm.c's; the Hugging Face name (`transformer.h.{l}.` prefix) and internal (out, in) shape are in the comments.
@@ -224,32 +223,7 @@ pub struct GptRef {
 }
 
 impl GptRef {
-    /// GPT-2 initialisation (as in HF's `GPT2PreTrainedModel._init_weights` and llm.c's train_gpt2.py): linear
-    /// weights and wte ~ N(0, 0.02), wpe ~ N(0, 0.01), the two residual projections (attn.c_proj, mlp.c_proj)
-    /// ~ N(0, 0.02/sqrt(2L)), biases 0, layernorm weight 1 and bias 0, score.weight ~ N(0, 0.02). Tensors draw
-    /// from one `Rng` stream in packing order.
-    pub fn init(cfg: &GptConfig, seed: u64) -> GptRef {
-        cfg.validate().expect("invalid GptConfig");
-        let mut rng = Rng::new(seed);
-        let mut params = vec![0.0f32; cfg.num_params()];
-        let proj_std = 0.02 / ((2 * cfg.layers) as f32).sqrt();
-        for (name, off, shape) in offsets(cfg) {
-            let n: usize = shape.iter().product();
-            let p = &mut params[off..off + n];
-            if name.ends_with("c_proj.weight") {
-                rng.fill_normal(p, proj_std);
-            } else if name == "transformer.wpe.weight" {
-                rng.fill_normal(p, 0.01);
-            } else if name.contains("ln_") && name.ends_with(".weight") {
-                p.fill(1.0);
-            } else if name.ends_with(".weight") {
-                rng.fill_normal(p, 0.02);
-            } // biases stay 0
-        }
-        GptRef { cfg: cfg.clone(), params }
-    }
-
-    /// Wrap existing packed parameters (e.g. read back from the GPU or a checkpoint).
+    /// Wrap packed parameters (from `model::init`, the GPU or a checkpoint).
     pub fn from_params(cfg: &GptConfig, params: Vec<f32>) -> GptRef {
         assert_eq!(params.len(), cfg.num_params(), "packed GPT parameter count");
         GptRef { cfg: cfg.clone(), params }

@@ -1,13 +1,72 @@
 //! CPU mirror of `shaders/matmul.wgsl`: the batched strided GEMM (same k order, same epilogue), the linear layer
-//! built on it exactly as `crate::ops::matmul` builds it, and the bias-gradient column sum with the kernel's
-//! partial-sum order. Backward accumulates (+=) like the kernels.
+//! built on it, and the bias-gradient column sum with the kernel's partial-sum order. Backward accumulates (+=)
+//! like the kernels. The strides of each linear-layer product are derived here from the tensors' shapes,
+//! independently of `ops::matmul`, so a wrong stride on the GPU side shows up as a mismatch.
 
-use crate::ops::matmul::{dinp_dims, dweight_dims, forward_dims, GemmDims, Replicas};
+/// Where the matrices of a batched GEMM operand sit in their buffer: element (b, i, j) is at
+/// `offset + b * batch + i * row + j * col`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Strides {
+    pub offset: usize,
+    pub batch: usize,
+    pub row: usize,
+    pub col: usize,
+}
+
+impl Strides {
+    /// A (rows, cols) matrix stored row by row, batches `batch` apart.
+    pub fn row_major(cols: usize, batch: usize) -> Strides {
+        Strides { offset: 0, batch, row: cols, col: 1 }
+    }
+
+    /// A (rows, cols) matrix whose transpose (cols, rows) is stored row by row, batches `batch` apart.
+    pub fn transposed(rows: usize, batch: usize) -> Strides {
+        Strides { offset: 0, batch, row: 1, col: rows }
+    }
+
+    fn max_index(&self, batch: usize, rows: usize, cols: usize) -> Option<usize> {
+        (batch > 0 && rows > 0 && cols > 0)
+            .then(|| self.offset + (batch - 1) * self.batch + (rows - 1) * self.row + (cols - 1) * self.col)
+    }
+}
+
+/// C[b](m, n) = alpha * sum_k A[b](m, k) B[b](k, n) + beta * C[b](m, n) (+ bias[b * bias_batch + n]), b < batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Gemm {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch: usize,
+    pub a: Strides,
+    pub b: Strides,
+    pub c: Strides,
+    pub alpha: f32,
+    pub beta: f32,
+    pub bias_batch: usize,
+}
+
+impl Gemm {
+    /// Panic with a readable message unless every element the product touches lies inside the given lengths.
+    fn check(&self, c_len: usize, a_len: usize, b_len: usize) {
+        if self.m == 0 || self.n == 0 || self.batch == 0 {
+            return;
+        }
+        let mut operands = vec![("C", &self.c, self.m, self.n, c_len)];
+        if self.k > 0 {
+            operands.extend([("A", &self.a, self.m, self.k, a_len), ("B", &self.b, self.k, self.n, b_len)]);
+        }
+        for (what, l, rows, cols, len) in operands {
+            if let Some(max) = l.max_index(self.batch, rows, cols) {
+                assert!(max < len, "gemm: {what} ({rows}x{cols}, batch {}) reaches element {max} of {len}", self.batch);
+            }
+        }
+    }
+}
 
 /// C[b](m, n) = alpha * sum_k A[b](m, k) B[b](k, n) + beta * C[b](m, n) (+ bias[n]); beta = 0 never reads C.
 /// Each output sums k = 0, 1, ..., K-1 in order, as every GPU kernel does.
-fn gemm_bias(c: &mut [f32], a: &[f32], b: &[f32], bias: Option<&[f32]>, dims: GemmDims) {
-    let GemmDims { m, n, k, batch, a: la, b: lb, c: lc, alpha, beta, bias_batch } = dims;
+fn gemm_bias(c: &mut [f32], a: &[f32], b: &[f32], bias: Option<&[f32]>, dims: Gemm) {
+    let Gemm { m, n, k, batch, a: la, b: lb, c: lc, alpha, beta, bias_batch } = dims;
     let mut acc = vec![0.0f32; n];
     for bt in 0..batch {
         let a_base = la.offset + bt * la.batch;
@@ -37,7 +96,7 @@ fn gemm_bias(c: &mut [f32], a: &[f32], b: &[f32], bias: Option<&[f32]>, dims: Ge
 }
 
 /// The GPU `gemm`'s semantics on the CPU (any kernel: they agree up to rounding).
-pub fn gemm(c: &mut [f32], a: &[f32], b: &[f32], dims: GemmDims) {
+pub fn gemm(c: &mut [f32], a: &[f32], b: &[f32], dims: Gemm) {
     dims.check(c.len(), a.len(), b.len());
     gemm_bias(c, a, b, None, dims);
 }
@@ -52,11 +111,11 @@ pub fn matmul_forward(
     c: usize,
     oc: usize,
 ) {
-    matmul_forward_replicas(out, inp, weight, bias, bt, c, oc, Replicas::ONE)
+    matmul_forward_replicas(out, inp, weight, bias, bt, c, oc, 1, 0)
 }
 
-/// Replicated layers (`crate::ops::matmul::Replicas`): out (R, BT, OC) = inp (R, BT, C) @ weight[r]^T + bias[r],
-/// weight and bias sliced from replica 0's tensor onwards, `param_stride` apart.
+/// Replicated layers: out (R, BT, OC) = inp (R, BT, C) @ weight[r]^T + bias[r] for r < `replicas`, weight and bias
+/// sliced from replica 0's tensor onwards, `param_stride` apart.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_forward_replicas(
     out: &mut [f32],
@@ -66,9 +125,22 @@ pub fn matmul_forward_replicas(
     bt: usize,
     c: usize,
     oc: usize,
-    rep: Replicas,
+    replicas: usize,
+    param_stride: usize,
 ) {
-    let dims = forward_dims(bt, c, oc, rep);
+    // out[r] (BT, OC) = inp[r] (BT, C) @ weight[r]^T: B(k = i, n = o) = weight[r * param_stride + o * C + i]
+    let dims = Gemm {
+        m: bt,
+        n: oc,
+        k: c,
+        batch: replicas,
+        a: Strides::row_major(c, bt * c),
+        b: Strides::transposed(c, param_stride),
+        c: Strides::row_major(oc, bt * oc),
+        alpha: 1.0,
+        beta: 0.0,
+        bias_batch: param_stride,
+    };
     dims.check(out.len(), inp.len(), weight.len());
     gemm_bias(out, inp, weight, bias, dims);
 }
@@ -86,7 +158,7 @@ pub fn matmul_backward(
     c: usize,
     oc: usize,
 ) {
-    matmul_backward_replicas(dinp, dweight, dbias, dout, inp, weight, bt, c, oc, Replicas::ONE)
+    matmul_backward_replicas(dinp, dweight, dbias, dout, inp, weight, bt, c, oc, 1, 0)
 }
 
 /// `matmul_backward` per replica (the GPU's `matmul_backward_replicas`).
@@ -101,27 +173,54 @@ pub fn matmul_backward_replicas(
     bt: usize,
     c: usize,
     oc: usize,
-    rep: Replicas,
+    replicas: usize,
+    param_stride: usize,
 ) {
+    let acc = |m, n, k, a, b, c| Gemm { m, n, k, batch: replicas, a, b, c, alpha: 1.0, beta: 1.0, bias_batch: 0 };
     if let Some(dinp) = dinp {
-        gemm(dinp, dout, weight, dinp_dims(bt, c, oc, rep));
+        // dinp[r] (BT, C) += dout[r] (BT, OC) @ weight[r] (OC, C)
+        let d = acc(
+            bt,
+            c,
+            oc,
+            Strides::row_major(oc, bt * oc),
+            Strides::row_major(c, param_stride),
+            Strides::row_major(c, bt * c),
+        );
+        gemm(dinp, dout, weight, d);
     }
-    gemm(dweight, dout, inp, dweight_dims(bt, c, oc, rep));
+    // dweight[r] (OC, C) += dout[r]^T (OC, BT) @ inp[r] (BT, C): A(m = o, k = t) = dout[r][t * OC + o]
+    let d = acc(
+        oc,
+        c,
+        bt,
+        Strides::transposed(oc, bt * oc),
+        Strides::row_major(c, bt * c),
+        Strides::row_major(c, param_stride),
+    );
+    gemm(dweight, dout, inp, d);
     if let Some(dbias) = dbias {
-        matmul_dbias_replicas(dbias, dout, bt, oc, rep);
+        matmul_dbias_replicas(dbias, dout, bt, oc, replicas, param_stride);
     }
 }
 
 /// dbias[oc] += sum over rows of dout, summed as the kernel does: 8 strided partial sums, then those in order.
 pub fn matmul_dbias(dbias: &mut [f32], dout: &[f32], bt: usize, oc: usize) {
-    matmul_dbias_replicas(dbias, dout, bt, oc, Replicas::ONE)
+    matmul_dbias_replicas(dbias, dout, bt, oc, 1, 0)
 }
 
 /// `matmul_dbias` per replica: dbias[r * param_stride + oc] += column sums of dout[r] (BT, OC).
-pub fn matmul_dbias_replicas(dbias: &mut [f32], dout: &[f32], bt: usize, oc: usize, rep: Replicas) {
-    for r in 0..rep.count {
+pub fn matmul_dbias_replicas(
+    dbias: &mut [f32],
+    dout: &[f32],
+    bt: usize,
+    oc: usize,
+    replicas: usize,
+    param_stride: usize,
+) {
+    for r in 0..replicas {
         let dout = &dout[r * bt * oc..];
-        let base = r * rep.param_stride;
+        let base = r * param_stride;
         for col in 0..oc {
             let mut part = [0.0f32; 8];
             for (y, s) in part.iter_mut().enumerate() {

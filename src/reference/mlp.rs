@@ -14,7 +14,6 @@ use crate::reference::elementwise::{relu_backward, relu_forward};
 use crate::reference::gpt::{packed_offsets, split_packed, split_packed_mut};
 use crate::reference::logprobs::{log_softmax, logprobs_backward, logprobs_forward};
 use crate::reference::matmul::{matmul_backward, matmul_forward};
-use crate::rng::Rng;
 
 /// Every MLP tensor as a view `S` (`&[f32]` or `&mut [f32]`) into one packed buffer.
 #[derive(Debug)]
@@ -84,24 +83,7 @@ pub struct MlpRef {
 }
 
 impl MlpRef {
-    /// PyTorch's `nn.Linear` default: weight and bias ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform with a = sqrt(5)
-    /// gives exactly that bound for the weight). Tensors draw from one `Rng` stream in packing order.
-    pub fn init(cfg: &MlpConfig, seed: u64) -> MlpRef {
-        cfg.validate().expect("invalid MlpConfig");
-        let mut rng = Rng::new(seed);
-        let mut params = vec![0.0f32; num_params(cfg)];
-        for (name, off, shape) in offsets(cfg) {
-            let n: usize = shape.iter().product();
-            let fan_in = match name.as_str() {
-                "fc1.weight" | "fc1.bias" => cfg.prompts,
-                _ => cfg.hidden, // fc2, fc3 and score all read H
-            };
-            let bound = 1.0 / (fan_in as f32).sqrt();
-            rng.fill_uniform(&mut params[off..off + n], -bound, bound);
-        }
-        MlpRef { cfg: cfg.clone(), params }
-    }
-
+    /// Wrap packed parameters (from `model::init`, the GPU or a checkpoint).
     pub fn from_params(cfg: &MlpConfig, params: Vec<f32>) -> MlpRef {
         assert_eq!(params.len(), num_params(cfg), "packed MLP parameter count");
         MlpRef { cfg: cfg.clone(), params }

@@ -4,9 +4,44 @@
 //! GPU agrees to float rounding. Also the analytic RLHF optimum of a bandit, pi* ∝ pi0 exp(r / beta), and the total
 //! variation distance the toy test measures against it.
 
-use crate::ops::ppo::{
-    PpoParams, MB_STATS, RO, RO_ADV, RO_KL, RO_LOGP, RO_MASK, RO_REF_LOGP, RO_RET, RO_REWARD, RO_VALUE,
-};
+/// The rollout record, in the shader's layout: RO floats per position of a (B, T, RO) tensor.
+pub const RO: usize = 8;
+/// log pi_old of the position's target.
+pub const RO_LOGP: usize = 0;
+/// log pi_ref of the position's target.
+pub const RO_REF_LOGP: usize = 1;
+/// The value model's estimate at rollout time.
+pub const RO_VALUE: usize = 2;
+/// Per-token KL estimate (k1 or k3).
+pub const RO_KL: usize = 3;
+/// -kl_coef * kl, plus the score at the row's last response token.
+pub const RO_REWARD: usize = 4;
+/// GAE advantage.
+pub const RO_ADV: usize = 5;
+/// Return = advantage + value.
+pub const RO_RET: usize = 6;
+/// 1.0 on response positions.
+pub const RO_MASK: usize = 7;
+/// Per-minibatch statistics written by `ppo_loss` (one row per minibatch update).
+pub const MB_STATS: usize = 7;
+
+/// The fields of the shader's `Params` block that the mirror reads (declared here, named as in the WGSL).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PpoParams {
+    pub b: u32,
+    pub t: u32,
+    /// 0: k1, 1: k3
+    pub kl_estimator: u32,
+    pub stats_row: u32,
+    pub epoch: u32,
+    pub mb: u32,
+    pub mb_size: u32,
+    pub kl_coef: f32,
+    pub cliprange: f32,
+    pub cliprange_value: f32,
+    pub vf_coef: f32,
+    pub entropy_coef: f32,
+}
 
 /// Per-lane partial sums as a `lanes`-wide workgroup accumulates them: lane l adds items l, l + lanes, ... in order.
 fn lane_partials(n: usize, lanes: usize, f: impl Fn(usize) -> f32) -> Vec<f32> {
@@ -38,7 +73,7 @@ fn wg_sum(n: usize, f: impl Fn(usize) -> f32) -> f32 {
     tree(lane_partials(n, 256, f), |a, b| a + b)
 }
 
-/// Fill the rollout records (see `ops::ppo::RO_*`): kl (k1 or k3), reward = -kl_coef kl + score at the last token.
+/// Fill the rollout records (see `RO_*`): kl (k1 or k3), reward = -kl_coef kl + score at the last token.
 pub fn ppo_rewards(
     rollout: &mut [f32], // (B, T, RO)
     logps: &[f32],       // (B, T)

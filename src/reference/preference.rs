@@ -1,7 +1,50 @@
 //! CPU mirror of `shaders/preference.wgsl`: per-pair losses, metrics and coefficients, the reduction, and the
 //! per-token backward. Same formulas, same order, same log-space gradient magnitudes.
 
-use crate::ops::preference::{PrefParams, STATS};
+/// Statistics per pair (and metrics after the reduction), in the shader's order: loss, rewards/chosen,
+/// rewards/rejected, rewards/margins, rewards/accuracies, logps/chosen, logps/rejected, grad/log10_chosen,
+/// grad/log10_rejected, logps/chosen_token_mean, logps/rejected_token_mean, nll/chosen.
+pub const STATS: usize = 12;
+
+/// The shader's `Params` block as the mirror reads it (declared here, field for field, as the WGSL declares it).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PrefParams {
+    pub loss_type: u32,
+    pub n_pairs: u32,
+    pub t: u32,
+    pub use_mean: u32,
+    pub beta: f32,
+    pub beta_neg: f32,
+    pub gamma: f32,
+    pub eta: f32,
+    pub delta: f32,
+    pub label_smoothing: f32,
+    pub lambda: f32,
+    pub margin: f32,
+    /// Independent groups (replicas) in the batch; 0 or 1: one.
+    pub groups: u32,
+}
+
+impl PrefParams {
+    /// Groups in the batch (at least 1).
+    pub fn groups(&self) -> usize {
+        self.groups.max(1) as usize
+    }
+
+    /// Pairs per group.
+    pub fn group_pairs(&self) -> usize {
+        self.n_pairs as usize / self.groups()
+    }
+
+    /// (chosen row, rejected row) of pair i. The batch is `groups` blocks of 2n rows (n = pairs per group): a
+    /// block's first n rows are its chosen responses, the next n its rejected ones, pair j of the block on row j and
+    /// row n + j.
+    pub fn pair_rows(&self, i: usize) -> (usize, usize) {
+        let n = self.group_pairs();
+        let (g, j) = (i / n, i % n);
+        (2 * n * g + j, 2 * n * g + n + j)
+    }
+}
 
 const LN10: f32 = std::f32::consts::LN_10;
 

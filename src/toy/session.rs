@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{scenario_row, summarize, ToyConfig, ToyMethod, PAIRS, PROMPTS, RESPONSES};
 use crate::gpu::{Gpu, Plan, Readback};
+use crate::model::init::mlp_params;
 use crate::model::{Mlp, MlpConfig, Policy};
 use crate::objectives::ppo::{PpoConfig, PpoMetrics};
 use crate::objectives::{PreferenceMetrics, Sft};
-use crate::reference::mlp::MlpRef;
 use crate::train::ppo::{mlp_value_init, PpoToyTrainer, RewardSource};
 use crate::train::RewardTrainer;
 use crate::train::{run_step, OptimConfig, Optimizer, OptimizerKind, PreferenceTrainer, ReferenceMode};
@@ -62,7 +62,7 @@ pub async fn train_toy_reward_model(
     epochs: usize,
 ) -> Result<(MlpConfig, Vec<f32>, Vec<(String, f32)>)> {
     let cfg = rm_config();
-    let params = MlpRef::init(&cfg, seed.wrapping_add(1000)).params;
+    let params = mlp_params(&cfg, seed.wrapping_add(1000))?;
     let b = 2 * PAIRS.len();
     let model = Mlp::new(gpu, &cfg, b, &params)?;
     let mut x = vec![0.0f32; b * cfg.prompts];
@@ -147,7 +147,7 @@ pub async fn sft_phase_group(gpu: &Gpu, cfgs: &[ToyConfig]) -> Result<Vec<(Vec<f
         .collect::<Result<_>>()?;
     let n = cfgs.len();
     let mcfg = mlp_config(cfg);
-    let init: Vec<f32> = cfgs.iter().flat_map(|c| MlpRef::init(&mcfg, c.seed).params).collect();
+    let init: Vec<f32> = cfgs.iter().map(|c| mlp_params(&mcfg, c.seed)).collect::<Result<Vec<_>>>()?.concat();
     let b = PROMPTS * RESPONSES;
     let mlp = Mlp::replicated(gpu, &mcfg, n, b, &init)?;
     let prompts: Vec<u32> = (0..b).map(|i| (i / RESPONSES) as u32).collect();

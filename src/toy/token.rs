@@ -17,7 +17,7 @@
 //! | 3 5    | 9 6 13 7 8 0        | 9 13 6 7 8 0        | two words swapped                        |
 //! | 4 5    | 10 12 6 11 0        | 10 12 6 13 0        | the last word                            |
 //!
-//! Choices (where the brief left room):
+//! Choices (where the paper leaves room):
 //! - Positions are compared one to one (same prompt, so the same absolute position). A chosen position is "shared"
 //!   when the rejected response has the same token there, "distinct" otherwise. A shared position before the first
 //!   difference has an identical context in both sequences, so DPO's two gradients there cancel exactly; a shared
@@ -59,10 +59,10 @@ use serde::{Deserialize, Serialize};
 use super::ToyRecord;
 use crate::data::{collate_preferences, collate_sft, PreferenceBatch, PreferencePair, SftExample};
 use crate::gpu::{Gpu, Plan, Readback, Tensor};
+use crate::model::init::gpt_params;
 use crate::model::{Gpt, GptConfig, Policy};
 use crate::objectives::{PreferenceLoss, PreferenceMetrics};
 use crate::ops::logprobs;
-use crate::reference::gpt::GptRef;
 use crate::train::sft::SftTrainer;
 use crate::train::{run_step, OptimConfig, OptimizerKind, PreferenceTrainer, ReferenceMode};
 use crate::{Error, Result};
@@ -106,7 +106,7 @@ pub struct TokenToyConfig {
     /// A label for the run; defaults to "token-<loss>-seed<seed>".
     pub run: String,
     pub loss: PreferenceLoss,
-    /// Seeds the GPT's initialisation (`GptRef::init`).
+    /// Seeds the GPT's initialisation (`model::init::gpt_params`).
     pub seed: u64,
     /// C
     pub width: usize,
@@ -190,7 +190,7 @@ pub fn token_study_configs(seeds: u64, epochs: usize) -> Vec<TokenToyConfig> {
         .collect()
 }
 
-/// The SFT phase: fit a fresh GPT (`GptRef::init(seed)`) to both responses of every pair. Returns the packed
+/// The SFT phase: fit a fresh GPT (`model::init::gpt_params(seed)`) to both responses of every pair. Returns the packed
 /// parameters of pi0. Depends only on the seed, the model shape and the SFT settings, so the study shares it
 /// across losses.
 pub async fn token_sft_phase(gpu: &Gpu, cfg: &TokenToyConfig) -> Result<Vec<f32>> {
@@ -206,7 +206,7 @@ pub async fn token_sft_phase(gpu: &Gpu, cfg: &TokenToyConfig) -> Result<Vec<f32>
         })
         .collect();
     let batch = collate_sft(&examples, TOKEN_T, EOS)?;
-    let init = GptRef::init(&gcfg, cfg.seed).params;
+    let init = gpt_params(&gcfg, cfg.seed)?;
     let opt = OptimConfig { lr: cfg.sft_lr, ..Default::default() };
     let mut trainer = SftTrainer::new(gpu, &gcfg, &init, batch.b, batch.t, &opt)?;
     trainer.gpt.set_batch(gpu, &batch.tokens, &batch.targets)?;

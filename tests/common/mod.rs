@@ -19,13 +19,31 @@ pub fn randn(seed: u64, n: usize, std: f32) -> Vec<f32> {
     v
 }
 
-/// Assert |a - b| <= atol + rtol * |b| elementwise; on failure name the tensor, index and values.
+/// Assert |got - want| <= atol + rtol * |want| elementwise; on failure name the tensor, index and values. Both sides
+/// must be finite: a NaN or infinite expectation fails (a reference that produced NaN must not make every comparison
+/// pass). Where an infinity is expected by design, say so with `assert_close_allowing_inf`.
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    check_close(what, got, want, atol, rtol, false)
+}
+
+/// `assert_close`, except that an element where `want` is +inf or -inf passes iff `got` is the same infinity (e.g.
+/// a masked logit). NaN still fails on either side.
+pub fn assert_close_allowing_inf(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    check_close(what, got, want, atol, rtol, true)
+}
+
+fn check_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32, allow_inf: bool) {
     assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
     let mut worst = (0usize, 0.0f32);
     for i in 0..got.len() {
-        assert!(got[i].is_finite(), "{what}[{i}] = {} is not finite", got[i]);
-        let err = (got[i] - want[i]).abs() - rtol * want[i].abs();
+        let (g, w) = (got[i], want[i]);
+        if allow_inf && w.is_infinite() {
+            assert!(g == w, "{what}[{i}]: got {g}, want {w}");
+            continue;
+        }
+        assert!(w.is_finite(), "{what}[{i}]: expected value {w} is not finite (got {g})");
+        assert!(g.is_finite(), "{what}[{i}] = {g} is not finite (want {w})");
+        let err = (g - w).abs() - rtol * w.abs();
         if err > worst.1 {
             worst = (i, err);
         }
