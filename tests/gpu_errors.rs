@@ -55,7 +55,7 @@ fn should_refuse_a_trainer_too_large_for_the_adapter() {
     let gpu = gpu();
     // The logits alone are B * T * V * 4 bytes: 4096 * 1024 * 1024 * 4 = 16 GiB, beyond any binding limit here.
     let cfg = GptConfig { vocab_size: 1024, context: 1024, layers: 1, heads: 1, width: 8, scalar_head: false };
-    let params = dpo3d::reference::gpt::GptRef::init(&cfg, 1).params;
+    let params = dpo3d::model::init::gpt_params(&cfg, 1).unwrap();
     let err = match SftTrainer::new(&gpu, &cfg, &params, 4096, 1024, &Default::default()) {
         Ok(_) => panic!("a 16 GiB logits buffer was accepted"),
         Err(e) => e.to_string(),

@@ -16,7 +16,7 @@ fn should_reject_full_logprobs_for_a_token_count_other_than_b_times_t() {
     let gpu = gpu();
     let c = cfg(false);
     let (b, t) = (2, 5);
-    let gpt = Gpt::new(&gpu, &c, b, t, &dpo3d::reference::gpt::GptRef::init(&c, 1).params).unwrap();
+    let gpt = Gpt::new(&gpu, &c, b, t, &dpo3d::model::init::gpt_params(&c, 1).unwrap()).unwrap();
     for n in [0usize, 3, 7, 11] {
         let err = pollster::block_on(gpt.full_logprobs(&gpu, &vec![1u32; n])).unwrap_err().to_string();
         assert!(err.contains("10 token ids") && err.contains(&format!("got {n}")), "{n} tokens: {err}");
@@ -28,7 +28,7 @@ fn should_reject_full_logprobs_for_a_token_count_other_than_b_times_t() {
 fn should_reject_upload_params_of_the_wrong_length() {
     let gpu = gpu();
     let c = cfg(false);
-    let p = dpo3d::reference::gpt::GptRef::init(&c, 2).params;
+    let p = dpo3d::model::init::gpt_params(&c, 2).unwrap();
     let gpt = Gpt::new(&gpu, &c, 1, 4, &p).unwrap();
     for len in [0, p.len() - 1, p.len() + 1] {
         let err = gpt.upload_params(&gpu, &vec![0.5; len]).unwrap_err().to_string();
@@ -40,7 +40,7 @@ fn should_reject_upload_params_of_the_wrong_length() {
     assert_eq!(pollster::block_on(gpt.download_params(&gpu)).unwrap(), vec![0.5; p.len()]);
 
     let mc = MlpConfig { prompts: 3, hidden: 4, responses: 5, first_bias: false, scalar_head: false };
-    let one = dpo3d::reference::mlp::MlpRef::init(&mc, 3).params;
+    let one = dpo3d::model::init::mlp_params(&mc, 3).unwrap();
     let two: Vec<f32> = one.iter().chain(&one).copied().collect();
     let mlp = Mlp::replicated(&gpu, &mc, 2, 3, &two).unwrap();
     for len in [one.len(), two.len() - 1, two.len() + 1] {
@@ -55,7 +55,7 @@ fn should_reject_a_reward_mask_of_the_wrong_length() {
     let gpu = gpu();
     let c = cfg(true);
     let (pairs, t) = (2, 4);
-    let gpt = Gpt::new(&gpu, &c, 2 * pairs, t, &dpo3d::reference::gpt::GptRef::init(&c, 4).params).unwrap();
+    let gpt = Gpt::new(&gpu, &c, 2 * pairs, t, &dpo3d::model::init::gpt_params(&c, 4).unwrap()).unwrap();
     let rm = RewardObjective::new(&gpu, &gpt).unwrap();
     for n in [0usize, 2 * pairs, 2 * pairs * t - 1, 2 * pairs * t + t] {
         let err = rm.set_last_from_mask(&gpu, &vec![1.0; n]).unwrap_err().to_string();

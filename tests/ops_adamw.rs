@@ -329,7 +329,7 @@ fn should_stop_sft_at_a_nan_step_with_the_last_good_parameters() {
     let gpu = gpu();
     let cfg = GptConfig { vocab_size: 11, context: 8, layers: 1, heads: 2, width: 16, scalar_head: false };
     let (b, t) = (2, 5);
-    let params = dpo3d::reference::gpt::GptRef::init(&cfg, 7).params;
+    let params = dpo3d::model::init::gpt_params(&cfg, 7).unwrap();
     let mut tr = SftTrainer::new(&gpu, &cfg, &params, b, t, &dpo3d::train::OptimConfig::default()).unwrap();
     let tokens: Vec<u32> = (0..b * t).map(|i| (i * 7 % 11) as u32).collect();
     let targets: Vec<u32> = (0..b * t).map(|i| (i * 5 % 11) as u32).collect();
@@ -357,7 +357,7 @@ fn should_stop_preference_training_at_a_nan_step_naming_the_replica() {
     let gpu = gpu();
     let cfg = MlpConfig { prompts: 3, hidden: 8, responses: 5, first_bias: false, scalar_head: false };
     let replicas = 2;
-    let p0 = dpo3d::reference::mlp::MlpRef::init(&cfg, 5).params;
+    let p0 = dpo3d::model::init::mlp_params(&cfg, 5).unwrap();
     let params: Vec<f32> = p0.iter().chain(&p0).copied().collect();
     let (prompts, responses) = (vec![0u32, 1, 2, 0, 1, 2], vec![0u32, 1, 2, 3, 4, 3]); // 3 pairs: chosen, rejected
     let make = || {
