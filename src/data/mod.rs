@@ -8,8 +8,11 @@
 //! response token, so the loss sees log p(response | prompt) and nothing else. Padding (and the last token, which has
 //! no target) has target `pad_id` and mask 0.
 
+pub mod batcher;
 pub mod jsonl;
 pub mod tokenize;
+
+pub use batcher::{truncate_pair, truncate_sft, Batcher, BatcherState, LastBatch};
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use jsonl::{load_preferences, load_sft};

@@ -96,6 +96,12 @@ impl Optimizer {
         Ok(Optimizer { cfg: cfg.clone(), step: 0, norm, groups, hyper, plan, _state: state })
     }
 
+    /// The optimizer's state buffers, each over the packed parameter buffer (Adam: the first and second moments;
+    /// SGD: none), for saving a run and resuming it (`train::state`).
+    pub fn moments(&self) -> &[Tensor] {
+        &self._state[1..]
+    }
+
     /// Advance the step counter and write this step's hyper-parameters; call before submitting the step.
     pub fn prepare(&mut self, gpu: &Gpu) {
         self.step += 1;
