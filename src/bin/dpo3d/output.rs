@@ -77,13 +77,15 @@ pub fn save_model(
 pub struct Metrics {
     pub path: PathBuf,
     pub rows: Vec<Map<String, Value>>,
+    /// The rows as written (an earlier run's lines are kept byte for byte when resuming).
+    lines: Vec<String>,
 }
 
 impl Metrics {
     /// Fresh, or (resuming from `step`) the rows of the earlier run up to that step.
     pub fn open(out: &Path, resume_step: Option<usize>) -> Result<Metrics> {
         let path = out.join(METRICS_FILE);
-        let mut rows = Vec::new();
+        let (mut rows, mut lines) = (Vec::new(), Vec::new());
         if let (Some(step), true) = (resume_step, path.exists()) {
             let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
             for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
@@ -94,17 +96,19 @@ impl Metrics {
                 })?;
                 if row.get("step").and_then(Value::as_u64).unwrap_or(0) as usize <= step {
                     rows.push(row);
+                    lines.push(line.to_string());
                 }
             }
         }
-        Ok(Metrics { path, rows })
+        Ok(Metrics { path, rows, lines })
     }
 
     pub fn log(&mut self, row: Map<String, Value>) -> Result<()> {
+        self.lines.push(serde_json::to_string(&row).expect("row serializes"));
         self.rows.push(row);
         let mut text = String::new();
-        for r in &self.rows {
-            text.push_str(&serde_json::to_string(r).expect("row serializes"));
+        for l in &self.lines {
+            text.push_str(l);
             text.push('\n');
         }
         write_atomic(&self.path, text.as_bytes())

@@ -386,8 +386,19 @@ impl PrefJob {
                 PrefTrainer::Dpo(tr) => pollster::block_on(tr.evaluate(gpu))?,
                 PrefTrainer::Reward(tr) => pollster::block_on(tr.evaluate(gpu))?,
             };
-            Ok(m.values)
+            Ok(self.shown(m.values))
         })
+    }
+
+    /// The metrics this trainer computes: a reward model's are the loss and `rewards/*` (its accuracy is
+    /// `rewards/accuracies`); the rest of the shared metric vector is zero there.
+    fn shown(&self, values: Vec<(String, f32)>) -> Vec<(String, f32)> {
+        match self.tr {
+            PrefTrainer::Dpo(_) => values,
+            PrefTrainer::Reward(_) => {
+                values.into_iter().filter(|(k, _)| k == "loss" || k.starts_with("rewards/")).collect()
+            }
+        }
     }
 
     fn gpt(&self) -> &Gpt {
@@ -412,7 +423,7 @@ impl Job for PrefJob {
             PrefTrainer::Dpo(tr) => pollster::block_on(tr.micro_step(gpu, first, last))?,
             PrefTrainer::Reward(tr) => pollster::block_on(tr.micro_step(gpu, first, last))?,
         };
-        Ok((m.values, norm))
+        Ok((self.shown(m.values), norm))
     }
     fn evaluate(&mut self, gpu: &Gpu) -> Result<Vec<(String, f32)>> {
         let eval = std::mem::take(&mut self.eval);
