@@ -40,6 +40,13 @@ fn cli() -> Command {
         .subcommand_required(true)
         .arg_required_else_help(true)
         .subcommand(
+            Command::new("toy-data")
+                .about("Write dpo3d's generated toy data (sums and animal facts) as JSONL text, to try the commands on")
+                .arg(Arg::new("output-dir").long("output-dir").alias("output_dir").required(true).value_name("DIR"))
+                .arg(Arg::new("rows").long("rows").default_value("512").value_parser(clap::value_parser!(usize)))
+                .arg(Arg::new("seed").long("seed").default_value("0").value_parser(clap::value_parser!(u64))),
+        )
+        .subcommand(
             Command::new("tokenizer")
                 .about("Train a byte-level BPE tokenizer on the text fields of JSONL files; writes DIR/tokenizer.json")
                 .arg(Arg::new("data").long("data").num_args(1..).required(true).value_name("FILE"))
@@ -101,6 +108,7 @@ fn main() {
 
 fn dispatch(m: &ArgMatches) -> Result<()> {
     match m.subcommand() {
+        Some(("toy-data", a)) => toy_data(a),
         Some(("tokenizer", a)) => tokenizer(a),
         Some(("sft", a)) => train_cmd(Task::Sft, a),
         Some(("reward", a)) => train_cmd(Task::Reward, a),
@@ -116,6 +124,37 @@ fn gpu() -> Result<Gpu> {
     let gpu = Gpu::new_blocking()?;
     eprintln!("adapter: {} ({})", gpu.info.name, gpu.info.backend);
     Ok(gpu)
+}
+
+// ---- toy-data -----------------------------------------------------------------------------------------------------
+
+/// sft.jsonl `{prompt, completion}`, pairs.jsonl and eval_pairs.jsonl `{prompt, chosen, rejected}` (held-out pairs
+/// from another seed), prompts.jsonl `{prompt}`: TRL's formats, as text.
+fn toy_data(a: &ArgMatches) -> Result<()> {
+    use dpo3d::data::{toy_corpus, toy_preferences, ByteTokenizer};
+    let dir = PathBuf::from(a.get_one::<String>("output-dir").expect("required"));
+    let n = (*a.get_one::<usize>("rows").expect("default")).max(1);
+    let seed = *a.get_one::<u64>("seed").expect("default");
+    let text = |ids: &[u32]| ByteTokenizer.decode(ids);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let lines = |rows: Vec<Value>| rows.iter().map(|r| format!("{r}\n")).collect::<String>();
+    let sft = toy_corpus(n, seed)
+        .iter()
+        .map(|e| serde_json::json!({"prompt": text(&e.prompt), "completion": text(&e.completion)}))
+        .collect();
+    let pairs = |n: usize, seed: u64| -> Vec<Value> {
+        toy_preferences(n, seed)
+            .iter()
+            .map(|p| serde_json::json!({"prompt": text(&p.prompt), "chosen": text(&p.chosen), "rejected": text(&p.rejected)}))
+            .collect()
+    };
+    let prompts = toy_corpus(n, seed ^ 0x9E).iter().map(|e| serde_json::json!({"prompt": text(&e.prompt)})).collect();
+    write_atomic(&dir.join("sft.jsonl"), lines(sft).as_bytes())?;
+    write_atomic(&dir.join("pairs.jsonl"), lines(pairs(n, seed)).as_bytes())?;
+    write_atomic(&dir.join("eval_pairs.jsonl"), lines(pairs(n.div_ceil(8), seed.wrapping_add(0x5EED))).as_bytes())?;
+    write_atomic(&dir.join("prompts.jsonl"), lines(prompts).as_bytes())?;
+    eprintln!("toy data: sft.jsonl, pairs.jsonl, eval_pairs.jsonl, prompts.jsonl in {}", dir.display());
+    Ok(())
 }
 
 // ---- tokenizer ----------------------------------------------------------------------------------------------------
