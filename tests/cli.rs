@@ -291,9 +291,23 @@ fn malformed_inputs_fail_with_one_clear_line() {
 
     // Vocabulary mismatch: a 300-token tokenizer against a byte-level (V = 256) model.
     ok(&d, &["tokenizer", "--data", "sft.jsonl", "--vocab-size", "300", "--min-frequency", "1", "--output-dir", "tok"]);
-    let mut sft = vec!["sft", "--data", "sft.jsonl", "--output-dir", "bytes-model", "--max-steps", "1"];
-    sft.extend_from_slice(TINY);
+    // The byte-level model comes from an --init-config file (dpo3d's keys; V defaults to the tokenizer's, bytes).
+    std::fs::write(d.join("model.json"), r#"{"context": 32, "layers": 2, "heads": 2, "width": 32}"#).unwrap();
+    let sft = [
+        "sft",
+        "--data",
+        "sft.jsonl",
+        "--output-dir",
+        "bytes-model",
+        "--max-steps",
+        "1",
+        "--init-config",
+        "model.json",
+    ];
     ok(&d, &sft);
+    assert_eq!(dpo3d::checkpoint::load_gpt(&d.join("bytes-model")).unwrap().0.vocab_size, 256);
+    std::fs::write(d.join("bad_model.json"), r#"{"context": 32, "layers": "two", "heads": 2, "width": 32}"#).unwrap();
+    fails(&d, &with(base("pairs.jsonl"), &["--init-config", "bad_model.json"]), &["bad_model.json", "layers"]);
     fails(
         &d,
         &with(base("pairs.jsonl"), &["--model", "bytes-model", "--tokenizer", "tok/tokenizer.json"]),

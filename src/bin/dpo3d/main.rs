@@ -526,7 +526,7 @@ fn ppo(cfg: &Config, tok: &Tok, mcfg: &GptConfig, params: &[f32], data: &str, ou
         let tok_s = (step * b * tr.seq_len()) as f64 / started.elapsed().as_secs_f64().max(1e-9);
         pb.set_message(format!("reward {:.3} {tok_s:.0} tok/s", m.get("objective/scores")));
         pb.set_position(step as u64);
-        if step % cfg.logging_steps.max(1) == 0 || step == 1 || step == total {
+        if step.is_multiple_of(cfg.logging_steps.max(1)) || step == 1 || step == total {
             let mut row = Map::new();
             row.insert("step".into(), Value::from(step));
             row.insert("epoch".into(), Value::from(batcher.epoch_progress()));
@@ -536,7 +536,7 @@ fn ppo(cfg: &Config, tok: &Tok, mcfg: &GptConfig, params: &[f32], data: &str, ou
             }
             metrics.log(row)?;
         }
-        if cfg.save_steps > 0 && step % cfg.save_steps == 0 && step < total {
+        if cfg.save_steps > 0 && step.is_multiple_of(cfg.save_steps) && step < total {
             let p = pollster::block_on(tr.policy.download_params(&gpu))?;
             output::save_model(&out.join(format!("checkpoint-{step}")), mcfg, &p, tokenizer_json.as_deref(), yaml)?;
         }

@@ -25,14 +25,14 @@ pub fn init_params(cfg: &GptConfig, seed: u64) -> Result<Vec<f32>> {
 
 pub enum Tok {
     Bytes,
-    Hf { tok: HfTokenizer, path: PathBuf },
+    Hf { tok: Box<HfTokenizer>, path: PathBuf },
 }
 
 impl Tok {
     pub fn encoder(&self) -> &dyn TextEncoder {
         match self {
             Tok::Bytes => &ByteTokenizer,
-            Tok::Hf { tok, .. } => tok,
+            Tok::Hf { tok, .. } => tok.as_ref(),
         }
     }
     pub fn vocab_size(&self) -> usize {
@@ -73,12 +73,12 @@ pub fn load_tokenizer(explicit: Option<&str>, model_dir: Option<&Path>) -> Resul
         if !path.is_file() {
             return Err(Error::config(format!("tokenizer {}: no such file", path.display())));
         }
-        return Ok(Tok::Hf { tok: HfTokenizer::from_file(&path)?, path });
+        return Ok(Tok::Hf { tok: Box::new(HfTokenizer::from_file(&path)?), path });
     }
     if let Some(dir) = model_dir {
         let path = dir.join("tokenizer.json");
         if path.is_file() {
-            return Ok(Tok::Hf { tok: HfTokenizer::from_file(&path)?, path });
+            return Ok(Tok::Hf { tok: Box::new(HfTokenizer::from_file(&path)?), path });
         }
     }
     Ok(Tok::Bytes)

@@ -22,12 +22,14 @@ use serde_json::{Map, Value};
 use crate::config::{Config, Task};
 use crate::output::{checkpoints, save_model, Metrics};
 
+/// A micro-batch's metrics, and the gradient norm when the optimizer stepped.
+pub type MicroOut = (Vec<(String, f32)>, Option<f32>);
+
 /// One kind of training: a micro-batch step on rows of the training set, and a full pass over the eval set.
 pub trait Job {
     /// Upload the training rows `idx` and run one micro-batch; returns its metrics and, when `last`, the norm of
     /// the accumulated gradient.
-    fn micro(&mut self, gpu: &Gpu, idx: &[usize], first: bool, last: bool)
-        -> Result<(Vec<(String, f32)>, Option<f32>)>;
+    fn micro(&mut self, gpu: &Gpu, idx: &[usize], first: bool, last: bool) -> Result<MicroOut>;
     /// Metrics over the whole eval set (names without the eval_ prefix), averaged over its batches.
     fn evaluate(&mut self, gpu: &Gpu) -> Result<Vec<(String, f32)>>;
     fn has_eval(&self) -> bool;
@@ -158,7 +160,7 @@ pub fn run(gpu: &Gpu, job: &mut dyn Job, spec: &RunSpec) -> Result<()> {
         let tok_s = ((step - start_step) * k * job.tokens_per_micro()) as f64 / secs;
         pb.set_message(format!("loss {loss:.4} {tok_s:.0} tok/s"));
         pb.set_position(step as u64);
-        if step % cfg.logging_steps.max(1) == 0 || step == total || step == start_step + 1 {
+        if step.is_multiple_of(cfg.logging_steps.max(1)) || step == total || step == start_step + 1 {
             let mut row = Map::new();
             row.insert("step".into(), Value::from(step));
             row.insert("epoch".into(), Value::from(batcher.epoch_progress()));
@@ -172,7 +174,7 @@ pub fn run(gpu: &Gpu, job: &mut dyn Job, spec: &RunSpec) -> Result<()> {
             acc_n = 0;
             norm_acc = 0.0;
         }
-        let eval_now = job.has_eval() && ((cfg.eval_steps > 0 && step % cfg.eval_steps == 0) || step == total);
+        let eval_now = job.has_eval() && ((cfg.eval_steps > 0 && step.is_multiple_of(cfg.eval_steps)) || step == total);
         if eval_now {
             let em = job.evaluate(gpu)?;
             let mut row = Map::new();
@@ -187,7 +189,7 @@ pub fn run(gpu: &Gpu, job: &mut dyn Job, spec: &RunSpec) -> Result<()> {
                 em.iter().find(|(n, _)| n == "loss").map_or(f32::NAN, |x| x.1)
             ));
         }
-        if cfg.save_steps > 0 && step % cfg.save_steps == 0 && step < total {
+        if cfg.save_steps > 0 && step.is_multiple_of(cfg.save_steps) && step < total {
             let dir = spec.out.join(format!("checkpoint-{step}"));
             save_checkpoint(gpu, job, spec, &batcher, step, &dir)?;
             metrics.plot(spec.out)?;
@@ -274,13 +276,7 @@ impl SftJob {
 }
 
 impl Job for SftJob {
-    fn micro(
-        &mut self,
-        gpu: &Gpu,
-        idx: &[usize],
-        first: bool,
-        last: bool,
-    ) -> Result<(Vec<(String, f32)>, Option<f32>)> {
+    fn micro(&mut self, gpu: &Gpu, idx: &[usize], first: bool, last: bool) -> Result<MicroOut> {
         let rows: Vec<SftExample> = idx.iter().map(|&i| self.train[i].clone()).collect();
         self.tr.set_batch(gpu, &self.batch(&rows)?)?;
         let (loss, norm) = pollster::block_on(self.tr.micro_step(gpu, first, last))?;
@@ -335,6 +331,7 @@ pub struct PrefJob {
 }
 
 impl PrefJob {
+    #[allow(clippy::too_many_arguments)]
     pub fn new_dpo(
         gpu: &Gpu,
         mcfg: &GptConfig,
@@ -353,6 +350,7 @@ impl PrefJob {
         Ok(PrefJob { tr: PrefTrainer::Dpo(Box::new(tr)), train: data.0, eval: data.1, pad, b, t })
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn new_reward(
         gpu: &Gpu,
         mcfg: &GptConfig,
@@ -410,13 +408,7 @@ impl PrefJob {
 }
 
 impl Job for PrefJob {
-    fn micro(
-        &mut self,
-        gpu: &Gpu,
-        idx: &[usize],
-        first: bool,
-        last: bool,
-    ) -> Result<(Vec<(String, f32)>, Option<f32>)> {
+    fn micro(&mut self, gpu: &Gpu, idx: &[usize], first: bool, last: bool) -> Result<MicroOut> {
         let rows: Vec<PreferencePair> = idx.iter().map(|&i| self.train[i].clone()).collect();
         self.upload_rows(gpu, &rows)?;
         let (m, norm) = match &mut self.tr {
