@@ -318,3 +318,35 @@ fn malformed_inputs_fail_with_one_clear_line() {
     assert_eq!(left, vec!["notes.txt".to_string()]);
     assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "keep me");
 }
+
+/// TRL's other row formats: SFT `{"text"}` rows and implicit-prompt preference rows `{"chosen", "rejected"}` (the
+/// prompt is their common prefix); rows over `max_length` are truncated and counted in the log.
+#[test]
+fn trl_text_and_implicit_prompt_rows_train_and_truncation_is_counted() {
+    let d = workdir("formats");
+    let (mut text, mut implicit) = (String::new(), String::new());
+    for i in 0..6 {
+        let (a, b) = (i % 10, (i * 3) % 10);
+        text.push_str(&format!("{}\n", serde_json::json!({ "text": format!("{a}+{b}={}.", a + b) })));
+        let p = format!("what is {a}+{b}? ");
+        implicit.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"chosen": format!("{p}{}.", a + b), "rejected": format!("{p}{}.", a + b + 1)})
+        ));
+    }
+    std::fs::write(d.join("text.jsonl"), text).unwrap();
+    std::fs::write(d.join("implicit.jsonl"), implicit).unwrap();
+    let mut sft = vec!["sft", "--data", "text.jsonl", "--output-dir", "sft", "--max-steps", "2"];
+    sft.extend_from_slice(TINY);
+    ok(&d, &sft);
+    assert_eq!(metrics(&d.join("sft/metrics.jsonl")).len(), 2);
+    let mut dpo = vec!["dpo", "--data", "implicit.jsonl", "--output-dir", "dpo", "--max-steps", "2"];
+    dpo.extend_from_slice(&["--model", "sft", "--per-device-train-batch-size", "2", "--max-length", "12"]);
+    let out = run(&d, &dpo);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Every row is 15 or 16 bytes (prompt "what is a+b? " of 13, a response of 2 or 3): all 6 are cut to 12.
+    assert!(stderr.contains("6 truncated to max_length 12; T = 12"), "{stderr}");
+    let m = metrics(&d.join("dpo/metrics.jsonl"));
+    assert!(m[0]["logps/chosen"].as_f64().unwrap() < 0.0, "responses survive truncation: {}", m[0]);
+}
