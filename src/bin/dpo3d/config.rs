@@ -48,7 +48,7 @@ const PPO: &[Task] = &[Task::Ppo];
 const KEYS: &[(&str, Kind, &[Task], &str)] = &[
     ("output_dir", Str, ALL, "Where checkpoints, metrics.jsonl, plots and the final model go"),
     ("overwrite_output_dir", Bool, ALL, "Start over in an output_dir that already holds a run (else an error)"),
-    ("model_name_or_path", Str, ALL, "Starting model: a dpo3d or Hugging Face GPT-2 checkpoint directory (--model)"),
+    ("model_name_or_path", Str, ALL, "Starting model: a dpo3d or Hugging Face GPT-2 checkpoint directory"),
     ("ref_model", Str, DPO, "Frozen reference model directory (default: a frozen copy of the starting model)"),
     (
         "init_config",
@@ -56,7 +56,7 @@ const KEYS: &[(&str, Kind, &[Task], &str)] = &[
         ALL,
         "A model from scratch: a JSON/YAML/TOML file of vocab_size, context, layers, heads, width (or a GPT2Config)",
     ),
-    ("dataset_name", Str, ALL, "Training data: a JSONL file (--data)"),
+    ("dataset_name", Str, ALL, "Training data: a JSONL file"),
     ("eval_data", Str, SRD, "Held-out data: a JSONL file"),
     ("eval_split", Float, SRD, "Fraction of the training rows held out for evaluation when eval_data is not given"),
     ("tokenizer", Str, ALL, "tokenizer.json (default: the model's own, else UTF-8 bytes)"),
@@ -277,7 +277,7 @@ pub fn training_command(task: Task, about: &'static str) -> Command {
         let (long, extra) = flag_names(key);
         let kebab = key.replace('_', "-");
         let long: &'static str = if long.is_empty() { leak(kebab.clone()) } else { long };
-        let mut arg = Arg::new(key).long(long).help(help).value_name(match kind {
+        let mut arg = Arg::new(key).long(long).help(format!("{help} [config key: {key}]")).value_name(match kind {
             Float => "FLOAT",
             Int => "INT",
             Bool => "BOOL",
