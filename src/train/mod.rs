@@ -1,5 +1,7 @@
 //! Training: optimizers and the loops that string a policy's forward plan, an objective's plan, the backward plan
-//! and the optimizer's plan into one command encoder and one submit per step.
+//! and the optimizer's plan into one command encoder and one submit per step; LR schedules with warmup
+//! ([`schedule`]), gradient accumulation (`micro_step` on each trainer, [`accumulation_config`]) and the state a
+//! stopped run resumes from ([`state`]).
 
 pub mod optim;
 pub mod ppo;
