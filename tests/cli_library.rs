@@ -195,6 +195,7 @@ fn trainer_state_restores_a_run_bit_for_bit() {
         optimizer_step: first.opt.step,
         gradient_accumulation_steps: 1,
         seed: 1,
+        value_optimizer_step: None,
     };
     pollster::block_on(state.save(&gpu, &first.opt, &dir)).unwrap();
     let mid = pollster::block_on(first.gpt.download_params(&gpu)).unwrap();

@@ -85,6 +85,11 @@ impl MultiStepOptimizer {
         Ok(MultiStepOptimizer { cfg: cfg.clone(), step: 0, norm, hypers, plans, _state: state })
     }
 
+    /// Adam's first and second moments (none for SGD), for saving a run and resuming it (`train::state`).
+    pub fn moments(&self) -> &[Tensor] {
+        &self._state[1..]
+    }
+
     /// Write the hyper-parameters of the next `plans.len()` updates and advance the counter.
     pub fn prepare(&mut self, gpu: &Gpu) {
         let c = &self.cfg;

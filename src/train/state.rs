@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::batcher::BatcherState;
 #[cfg(not(target_arch = "wasm32"))]
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Tensor};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::train::Optimizer;
 #[cfg(not(target_arch = "wasm32"))]
@@ -32,15 +32,23 @@ pub struct TrainerState {
     /// Micro-batches per optimizer step the moments were accumulated with (a resume must use the same).
     pub gradient_accumulation_steps: usize,
     pub seed: u64,
+    /// A second optimizer's step counter (PPO's value model), when the run has one.
+    #[serde(default)]
+    pub value_optimizer_step: Option<u32>,
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 impl TrainerState {
     /// Writes `DIR/trainer_state.json` and `DIR/optimizer.safetensors` (the moments, read back from the GPU).
     pub async fn save(&self, gpu: &Gpu, opt: &Optimizer, dir: &std::path::Path) -> Result<()> {
+        self.save_moments(gpu, &moment_names("", opt.moments()), dir).await
+    }
+
+    /// `save` for any set of named state tensors (e.g. PPO's policy and value optimizers' moments).
+    pub async fn save_moments(&self, gpu: &Gpu, moments: &[(String, &Tensor)], dir: &std::path::Path) -> Result<()> {
         let mut tensors = Vec::new();
-        for (name, t) in ["exp_avg", "exp_avg_sq"].iter().zip(opt.moments()) {
-            tensors.push((name.to_string(), vec![t.len], t.read_f32(gpu).await?));
+        for (name, t) in moments {
+            tensors.push((name.clone(), vec![t.len], t.read_f32(gpu).await?));
         }
         let meta = [("format".to_string(), "dpo3d optimizer state".to_string())].into();
         crate::checkpoint::save_tensors(&dir.join(OPTIMIZER_FILE), &tensors, &meta)?;
@@ -60,18 +68,31 @@ impl TrainerState {
 
     /// Restores the optimizer's moments (from `DIR/optimizer.safetensors`) and step counter.
     pub fn restore_optimizer(&self, gpu: &Gpu, opt: &mut Optimizer, dir: &std::path::Path) -> Result<()> {
-        let path = dir.join(OPTIMIZER_FILE);
-        let (tensors, _) = crate::checkpoint::load_tensors(&path)?;
-        let err = |msg: String| Error::Checkpoint { path: path.display().to_string(), msg };
-        for (name, t) in ["exp_avg", "exp_avg_sq"].iter().zip(opt.moments()) {
-            let (_, _, data) =
-                tensors.iter().find(|(n, _, _)| n == name).ok_or_else(|| err(format!("missing tensor {name}")))?;
-            if data.len() != t.len {
-                return Err(err(format!("tensor {name} has {} values, the optimizer {}", data.len(), t.len)));
-            }
-            t.write_f32(gpu, data);
-        }
+        restore_moments(gpu, &moment_names("", opt.moments()), dir)?;
         opt.step = self.optimizer_step;
         Ok(())
     }
+}
+
+/// `exp_avg` and `exp_avg_sq` (prefixed) for an optimizer's moments, as safetensors names.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn moment_names<'a>(prefix: &str, moments: &'a [Tensor]) -> Vec<(String, &'a Tensor)> {
+    ["exp_avg", "exp_avg_sq"].iter().zip(moments).map(|(n, t)| (format!("{prefix}{n}"), t)).collect()
+}
+
+/// Uploads the named tensors of `DIR/optimizer.safetensors` into `moments`; each must be there, of the same size.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn restore_moments(gpu: &Gpu, moments: &[(String, &Tensor)], dir: &std::path::Path) -> Result<()> {
+    let path = dir.join(OPTIMIZER_FILE);
+    let (tensors, _) = crate::checkpoint::load_tensors(&path)?;
+    let err = |msg: String| Error::Checkpoint { path: path.display().to_string(), msg };
+    for (name, t) in moments {
+        let (_, _, data) =
+            tensors.iter().find(|(n, _, _)| n == name).ok_or_else(|| err(format!("missing tensor {name}")))?;
+        if data.len() != t.len {
+            return Err(err(format!("tensor {name} has {} values, the optimizer {}", data.len(), t.len)));
+        }
+        t.write_f32(gpu, data);
+    }
+    Ok(())
 }

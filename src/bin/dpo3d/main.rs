@@ -26,6 +26,7 @@ use dpo3d::objectives::ppo::PpoConfig;
 use dpo3d::objectives::PreferenceLoss;
 use dpo3d::train::ppo::{gpt_value_init, GptRewardSource, PpoGptTrainer};
 use dpo3d::train::sft::SftTrainer;
+use dpo3d::train::state::{moment_names, restore_moments, TrainerState};
 use dpo3d::train::{LrSchedule, LrSchedulerType, OptimConfig};
 use dpo3d::{Error, Gpu, Result};
 use serde_json::{Map, Value};
@@ -280,11 +281,6 @@ fn train_cmd(task: Task, a: &ArgMatches) -> Result<()> {
     }
     check_positive(&cfg)?;
     let resume = a.get_flag("resume");
-    if task == Task::Ppo && resume {
-        return Err(Error::config(
-            "--resume is not available for dpo3d ppo (its rollouts' sampler state is not saved)",
-        ));
-    }
     let data = cfg
         .dataset_name
         .clone()
@@ -384,7 +380,7 @@ fn train_cmd(task: Task, a: &ArgMatches) -> Result<()> {
                 train::run(&gpu, &mut job, &spec(n)?)
             }
         }
-        Task::Ppo => ppo(&cfg, &tok, &mcfg, &params, &data, &out, &yaml),
+        Task::Ppo => ppo(&cfg, &tok, &mcfg, &params, &data, &out, &yaml, resume),
     }
 }
 
@@ -445,7 +441,71 @@ fn load_prompts(path: &str, tok: &Tok, vocab: usize, max_prompt: Option<usize>) 
     Ok((cut, lp))
 }
 
-fn ppo(cfg: &Config, tok: &Tok, mcfg: &GptConfig, params: &[f32], data: &str, out: &Path, yaml: &str) -> Result<()> {
+/// PPO's checkpoint: the policy (top level), the value model (`value/`), both optimizers' moments and steps, the
+/// step (the GPU sampler and minibatch order derive from seed and step) and the prompt order.
+fn save_ppo(gpu: &Gpu, tr: &PpoGptTrainer, batcher: &Batcher, dir: &Path, tok: Option<&str>, yaml: &str) -> Result<()> {
+    let p = pollster::block_on(tr.policy.download_params(gpu))?;
+    output::save_model(dir, &tr.policy.cfg, &p, tok, yaml)?;
+    let mut moments = moment_names("policy.", tr.opt_policy.moments());
+    if let (Some(v), Some(o)) = (&tr.value, &tr.opt_value) {
+        let vp = pollster::block_on(v.download_params(gpu))?;
+        dpo3d::checkpoint::save_gpt(&dir.join("value"), &v.cfg, &vp)?;
+        moments.extend(moment_names("value.", o.moments()));
+    }
+    let state = TrainerState {
+        global_step: tr.step as usize,
+        epoch: batcher.epoch_progress(),
+        batcher: batcher.state(),
+        rng: None,
+        optimizer_step: tr.opt_policy.step,
+        gradient_accumulation_steps: 1,
+        seed: tr.cfg.seed,
+        value_optimizer_step: tr.opt_value.as_ref().map(|o| o.step),
+    };
+    pollster::block_on(state.save_moments(gpu, &moments, dir))
+}
+
+/// Continues a PPO run from `dir`: the policy and value weights, optimizer moments and steps, the step counter.
+fn restore_ppo(gpu: &Gpu, tr: &mut PpoGptTrainer, batcher: &mut Batcher, dir: &Path) -> Result<usize> {
+    let state = TrainerState::load(dir)?;
+    if state.seed != tr.cfg.seed {
+        return Err(Error::config(format!("--resume: {} was trained with seed {}", dir.display(), state.seed)));
+    }
+    let (pcfg, p) = load_gpt(dir)?;
+    if pcfg != tr.policy.cfg {
+        return Err(Error::config(format!("--resume: {} holds a different model", dir.display())));
+    }
+    tr.policy.upload_params(gpu, &p);
+    let mut moments = moment_names("policy.", tr.opt_policy.moments());
+    if let (Some(v), Some(o)) = (&tr.value, &tr.opt_value) {
+        let (_, vp) = load_gpt(&dir.join("value"))?;
+        if vp.len() != v.cfg.num_params() {
+            return Err(Error::config(format!("--resume: {}/value holds a different model", dir.display())));
+        }
+        v.upload_params(gpu, &vp);
+        moments.extend(moment_names("value.", o.moments()));
+    }
+    restore_moments(gpu, &moments, dir)?;
+    tr.opt_policy.step = state.optimizer_step;
+    if let (Some(o), Some(s)) = (&mut tr.opt_value, state.value_optimizer_step) {
+        o.step = s;
+    }
+    tr.step = state.global_step as u32;
+    batcher.set_state(state.batcher);
+    Ok(state.global_step)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn ppo(
+    cfg: &Config,
+    tok: &Tok,
+    mcfg: &GptConfig,
+    params: &[f32],
+    data: &str,
+    out: &Path,
+    yaml: &str,
+    resume: bool,
+) -> Result<()> {
     if mcfg.scalar_head {
         return Err(Error::config("ppo needs a language model as the policy; the model given has a scalar head"));
     }
@@ -493,7 +553,7 @@ fn ppo(cfg: &Config, tok: &Tok, mcfg: &GptConfig, params: &[f32], data: &str, ou
         total_steps: total,
     };
     eprintln!("ppo: {} prompts (Lp = {lp}), response_length {}, {total} steps", prompts.len(), cfg.response_length);
-    output::prepare_output_dir(out, false, cfg.overwrite_output_dir)?;
+    output::prepare_output_dir(out, resume, cfg.overwrite_output_dir)?;
     let gpu = gpu()?;
     let opt = OptimConfig {
         lr: cfg.learning_rate,
@@ -506,7 +566,13 @@ fn ppo(cfg: &Config, tok: &Tok, mcfg: &GptConfig, params: &[f32], data: &str, ou
     };
     let value = gpt_value_init(mcfg, params);
     let mut tr = PpoGptTrainer::new(&gpu, &pcfg, &opt, mcfg, params, &value, reward, b, lp)?;
-    let mut metrics = output::Metrics::open(out, None)?;
+    let mut start = 0;
+    if resume {
+        let (_, dir) = output::checkpoints(out).pop().expect("prepare_output_dir checked");
+        start = restore_ppo(&gpu, &mut tr, &mut batcher, &dir)?;
+        eprintln!("resuming from {} (step {start} of {total})", dir.display());
+    }
+    let mut metrics = output::Metrics::open(out, resume.then_some(start))?;
     let tokenizer_json = tok.json()?;
     let pb = indicatif::ProgressBar::new(total as u64);
     pb.set_style(
@@ -514,8 +580,9 @@ fn ppo(cfg: &Config, tok: &Tok, mcfg: &GptConfig, params: &[f32], data: &str, ou
             .expect("template")
             .progress_chars("=> "),
     );
+    pb.set_position(start as u64);
     let started = std::time::Instant::now();
-    for step in 1..=total {
+    for step in start + 1..=total {
         let lr = sched.lr(step - 1);
         tr.opt_policy.cfg.lr = lr;
         if let Some(o) = &mut tr.opt_value {
@@ -523,7 +590,7 @@ fn ppo(cfg: &Config, tok: &Tok, mcfg: &GptConfig, params: &[f32], data: &str, ou
         }
         let flat: Vec<u32> = batcher.next_indices().into_iter().flat_map(|i| prompts[i].clone()).collect();
         let m = tr.step_blocking(&gpu, &flat)?;
-        let tok_s = (step * b * tr.seq_len()) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let tok_s = ((step - start) * b * tr.seq_len()) as f64 / started.elapsed().as_secs_f64().max(1e-9);
         pb.set_message(format!("reward {:.3} {tok_s:.0} tok/s", m.get("objective/scores")));
         pb.set_position(step as u64);
         if step.is_multiple_of(cfg.logging_steps.max(1)) || step == 1 || step == total {
@@ -537,16 +604,20 @@ fn ppo(cfg: &Config, tok: &Tok, mcfg: &GptConfig, params: &[f32], data: &str, ou
             metrics.log(row)?;
         }
         if cfg.save_steps > 0 && step.is_multiple_of(cfg.save_steps) && step < total {
-            let p = pollster::block_on(tr.policy.download_params(&gpu))?;
-            output::save_model(&out.join(format!("checkpoint-{step}")), mcfg, &p, tokenizer_json.as_deref(), yaml)?;
+            let dir = out.join(format!("checkpoint-{step}"));
+            save_ppo(&gpu, &tr, &batcher, &dir, tokenizer_json.as_deref(), yaml)?;
         }
     }
     pb.finish_and_clear();
     let p = pollster::block_on(tr.policy.download_params(&gpu))?;
     output::save_model(out, mcfg, &p, tokenizer_json.as_deref(), yaml)?;
+    if total > start {
+        save_ppo(&gpu, &tr, &batcher, &out.join(format!("checkpoint-{total}")), tokenizer_json.as_deref(), yaml)?;
+    }
     metrics.plot(out)?;
     eprintln!(
-        "ppo: {total} steps in {:.1} s; policy, metrics.jsonl and plots in {}",
+        "ppo: {} steps in {:.1} s; policy, metrics.jsonl and plots in {}",
+        total - start,
         started.elapsed().as_secs_f64(),
         out.display()
     );

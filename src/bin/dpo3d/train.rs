@@ -232,6 +232,7 @@ fn save_checkpoint(
         optimizer_step: opt.step,
         gradient_accumulation_steps: spec.cfg.gradient_accumulation_steps.max(1),
         seed: spec.cfg.seed,
+        value_optimizer_step: None,
     };
     pollster::block_on(state.save(gpu, opt, dir))
 }
