@@ -21,11 +21,10 @@ use std::time::Instant;
 
 use clap::Parser;
 use dpo3d::checkpoint::{load_gpt, save_gpt, write_atomic};
-use dpo3d::data::{collate_preferences, collate_sft, toy_preferences, PreferencePair, SftExample};
-use dpo3d::model::init::gpt_params;
+use dpo3d::data::{collate_preferences, collate_sft, toy_preferences, Batcher, LastBatch, PreferencePair, SftExample};
 use dpo3d::model::{Gpt, GptConfig};
 use dpo3d::objectives::{PreferenceLoss, PreferenceMetrics};
-use dpo3d::rng::Rng;
+use dpo3d::model::init::gpt_params;
 use dpo3d::train::sft::SftTrainer;
 use dpo3d::train::{OptimConfig, PreferenceTrainer, ReferenceMode};
 use dpo3d::{Error, Gpu, Result};
@@ -207,34 +206,6 @@ fn loss_from_args(args: &Args) -> Result<PreferenceLoss> {
     Ok(loss)
 }
 
-/// Batches of `items` in a reshuffled order each pass.
-struct Cycler<T> {
-    items: Vec<T>,
-    order: Vec<usize>,
-    cursor: usize,
-    rng: Rng,
-}
-
-impl<T: Clone> Cycler<T> {
-    fn new(items: Vec<T>, seed: u64) -> Self {
-        let order = (0..items.len()).collect::<Vec<_>>();
-        let cursor = order.len();
-        Cycler { items, order, cursor, rng: Rng::new(seed) }
-    }
-    fn next(&mut self, n: usize) -> Vec<T> {
-        (0..n)
-            .map(|_| {
-                if self.cursor == self.order.len() {
-                    self.rng.shuffle(&mut self.order);
-                    self.cursor = 0;
-                }
-                self.cursor += 1;
-                self.items[self.order[self.cursor - 1]].clone()
-            })
-            .collect()
-    }
-}
-
 /// pi0: a brief SFT on the chosen responses from GPT-2 initialisation.
 fn sft_pi0(gpu: &Gpu, args: &Args, cfg: &GptConfig, pairs: &[PreferencePair], t: usize) -> Result<Vec<f32>> {
     let chosen: Vec<SftExample> =
@@ -242,11 +213,11 @@ fn sft_pi0(gpu: &Gpu, args: &Args, cfg: &GptConfig, pairs: &[PreferencePair], t:
     let b = 2 * args.pairs;
     let opt = OptimConfig { lr: args.sft_lr, ..Default::default() };
     let mut trainer = SftTrainer::new(gpu, cfg, &gpt_params(cfg, args.seed)?, b, t, &opt)?;
-    let mut batches = Cycler::new(chosen, args.seed ^ 0x5F7);
+    let mut batches = Batcher::new(chosen.len(), b, args.seed ^ 0x5F7, true, LastBatch::TopUp)?;
     let started = Instant::now();
     let mut first = f32::NAN;
     for step in 1..=args.sft_steps {
-        let m = pollster::block_on(trainer.step(gpu, &collate_sft(&batches.next(b), t, PAD)?))?;
+        let m = pollster::block_on(trainer.step(gpu, &collate_sft(&batches.next_rows(&chosen), t, PAD)?))?;
         if step == 1 {
             first = m.loss;
         }
@@ -288,12 +259,7 @@ fn evaluate(
 
 /// One batch of pairs to the policy, the reference and the objective's mask.
 fn upload(gpu: &Gpu, tr: &PreferenceTrainer<Gpt>, pairs: &[PreferencePair], t: usize) -> Result<()> {
-    let batch = collate_preferences(pairs, t, PAD)?;
-    tr.policy.set_batch(gpu, &batch.tokens, &batch.targets)?;
-    if let Some(r) = &tr.reference {
-        r.set_batch(gpu, &batch.tokens, &batch.targets)?;
-    }
-    tr.objective.set_mask(gpu, &batch.mask)
+    tr.set_batch(gpu, &collate_preferences(pairs, t, PAD)?)
 }
 
 fn metrics_json(step: usize, m: &PreferenceMetrics, grad_norm: Option<f32>) -> Value {
@@ -390,13 +356,13 @@ fn train(gpu: &Gpu, args: &Args, loss: &PreferenceLoss) -> Result<()> {
     let mut metrics =
         std::io::LineWriter::new(std::fs::File::create(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?);
     let eval_before = evaluate(gpu, &tr, &eval_pairs, n, t)?;
-    let mut batches = Cycler::new(train_pairs, args.seed ^ 0xD90);
+    let mut batches = Batcher::new(train_pairs.len(), n, args.seed ^ 0xD90, true, LastBatch::TopUp)?;
     print_header();
     print_row("eval", &eval_before, None);
     let started = Instant::now();
     let mut last_saved = 0;
     for step in 1..=args.steps {
-        upload(gpu, &tr, &batches.next(n), t)?;
+        upload(gpu, &tr, &batches.next_rows(&train_pairs), t)?;
         let (m, grad_norm) = match pollster::block_on(tr.step(gpu)) {
             Ok(x) => x,
             Err(Error::NonFinite(what)) => {

@@ -18,10 +18,9 @@ use std::time::Instant;
 
 use clap::Parser;
 use dpo3d::checkpoint::{save_gpt, write_atomic};
-use dpo3d::data::{collate_sft, toy_corpus, ByteTokenizer, SftBatch, SftExample};
-use dpo3d::model::init::gpt_params;
+use dpo3d::data::{collate_sft, toy_corpus, Batcher, ByteTokenizer, LastBatch, SftBatch, SftExample};
 use dpo3d::model::{Gpt, GptConfig};
-use dpo3d::rng::Rng;
+use dpo3d::model::init::gpt_params;
 use dpo3d::train::sft::SftTrainer;
 use dpo3d::train::OptimConfig;
 use dpo3d::{Error, Gpu, Result};
@@ -184,21 +183,9 @@ fn train(gpu: &Gpu, args: &Args) -> Result<()> {
     let eval_before = eval_loss(gpu, &trainer, &eval_set, args.batch, t)?;
     eprintln!("held-out loss before training: {eval_before:.4} (uniform over 256 bytes: {:.4})", 256f32.ln());
 
-    let mut order: Vec<usize> = (0..train_set.len()).collect();
-    let mut rng = Rng::new(args.seed ^ 0xBA7C);
-    let mut cursor = order.len(); // reshuffle on the first step
-    let mut next_batch = || -> Result<SftBatch> {
-        let mut rows = Vec::with_capacity(args.batch);
-        for _ in 0..args.batch {
-            if cursor == order.len() {
-                rng.shuffle(&mut order);
-                cursor = 0;
-            }
-            rows.push(train_set[order[cursor]].clone());
-            cursor += 1;
-        }
-        collate_sft(&rows, t, PAD)
-    };
+    // A fresh seeded permutation of the training set every epoch, the last batch topped up from its start.
+    let mut batcher = Batcher::new(train_set.len(), args.batch, args.seed ^ 0xBA7C, true, LastBatch::TopUp)?;
+    let mut next_batch = || -> Result<SftBatch> { collate_sft(&batcher.next_rows(&train_set), t, PAD) };
 
     let pb = ProgressBar::new(args.steps as u64);
     pb.set_style(

@@ -31,4 +31,9 @@ pub mod data;
 pub mod objectives;
 
 pub use error::{Error, Result};
+
+/// The README's Rust snippet, compiled as a doctest so it cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 pub use gpu::{Gpu, Tensor};

@@ -17,6 +17,15 @@ impl Rng {
         r
     }
 
+    /// The generator's whole state, to save a run and continue the same stream later (`from_state`).
+    pub fn state(&self) -> [u64; 2] {
+        [self.state, self.inc]
+    }
+
+    pub fn from_state(s: [u64; 2]) -> Rng {
+        Rng { state: s[0], inc: s[1] }
+    }
+
     pub fn next_u32(&mut self) -> u32 {
         let old = self.state;
         self.state = old.wrapping_mul(6364136223846793005).wrapping_add(self.inc);

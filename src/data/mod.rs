@@ -1,5 +1,6 @@
 //! Training data: preference pairs (prompt, chosen, rejected) and SFT examples (prompt, completion) as token ids,
-//! read from JSONL ([`jsonl`]), tokenized ([`tokenize`]), collated into fixed-shape batches for the GPU trainers,
+//! read from JSONL ([`jsonl`]), tokenized ([`tokenize`]), ordered into batches by a seeded [`Batcher`] (with TRL's
+//! truncation, [`batcher`]), collated into fixed-shape batches for the GPU trainers,
 //! and a small generated corpus ([`toy_corpus`], [`toy_preferences`]) that ships with the crate so examples and tests
 //! need no downloads. Compiles for wasm32 (only the `load_*` path readers and [`HfTokenizer`] are native-only).
 //!
@@ -8,8 +9,11 @@
 //! response token, so the loss sees log p(response | prompt) and nothing else. Padding (and the last token, which has
 //! no target) has target `pad_id` and mask 0.
 
+pub mod batcher;
 pub mod jsonl;
 pub mod tokenize;
+
+pub use batcher::{truncate_pair, truncate_sft, Batcher, BatcherState, LastBatch};
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use jsonl::{load_preferences, load_sft};

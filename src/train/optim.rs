@@ -121,6 +121,13 @@ impl Optimizer {
         Ok(opt)
     }
 
+    /// The optimizer's state buffers, each over the packed parameter buffer (Adam: the first and second moments;
+    /// SGD: none), for saving a run and resuming it (`train::state`). Adam's step counters live in `norm` (after
+    /// the per-group norms: `ops::adamw::step_state`), which a resumed run restores too.
+    pub fn moments(&self) -> &[Tensor] {
+        &self._state[1..]
+    }
+
     fn write_hyper(&self, gpu: &Gpu) {
         let c = &self.cfg;
         self.hyper.write_f32(gpu, AdamHyper::new(c.lr, c.beta1, c.beta2, c.eps, c.weight_decay).as_f32s());

@@ -2,14 +2,15 @@
 //! when the reference is recomputed every step] -> policy forward -> preference loss -> policy backward -> clip +
 //! optimizer, recorded into one encoder and submitted once; only the metric vector and the gradient norm come back.
 //!
-//! The caller uploads each batch to the policy (and the reference) with the model's own `set_batch`, and the
-//! response mask with `set_mask`, then calls `step`.
+//! For the GPT, `set_batch` uploads a `PreferenceBatch` to the policy, the reference and the loss's mask together,
+//! then `step` trains on it (or `micro_step`, for gradient accumulation over several batches).
 
+use crate::data::PreferenceBatch;
 use crate::gpu::{dispatch_count, Gpu, Plan, Readback};
-use crate::model::Policy;
+use crate::model::{Gpt, Policy};
 use crate::objectives::{Preference, PreferenceLoss, PreferenceMetrics};
 use crate::ops::preference::STATS;
-use crate::train::{run_step, OptimConfig, Optimizer};
+use crate::train::{run_step, run_step_keeping, OptimConfig, Optimizer};
 use crate::{Error, Result};
 
 /// Where the reference policy's log-probs come from.
@@ -31,6 +32,7 @@ pub struct PreferenceTrainer<P: Policy> {
     pub mode: ReferenceMode,
     ref_plan: Plan,
     readback: Readback,
+    metrics_readback: Readback,
 }
 
 impl<P: Policy> PreferenceTrainer<P> {
@@ -72,7 +74,8 @@ impl<P: Policy> PreferenceTrainer<P> {
         };
         let optim = Optimizer::with_groups(gpu, policy.params(), policy.grads(), opt, policy.replicas())?;
         let readback = Readback::new(gpu, &[&objective.metrics, &optim.norm]);
-        Ok(PreferenceTrainer { policy, reference, objective, opt: optim, mode, ref_plan, readback })
+        let metrics_readback = Readback::new(gpu, &[&objective.metrics]);
+        Ok(PreferenceTrainer { policy, reference, objective, opt: optim, mode, ref_plan, readback, metrics_readback })
     }
 
     /// Run the reference forward once and keep its sequence log-probs (ReferenceMode::Precomputed).
@@ -146,11 +149,60 @@ impl<P: Policy> PreferenceTrainer<P> {
         run_step(gpu, &all, extra).await
     }
 
+    /// One micro-batch of gradient accumulation on the batch uploaded: forward, loss and backward, the gradient
+    /// added to the previous micro-batches' unless `first`; when `last`, the optimizer step follows in the same
+    /// submit and its gradient norm comes back. `first && last` is `step`. Build the optimizer with
+    /// `accumulation_config` when a cycle has more than one micro-batch.
+    pub async fn micro_step(&mut self, gpu: &Gpu, first: bool, last: bool) -> Result<(PreferenceMetrics, Option<f32>)> {
+        if last {
+            self.opt.prepare(gpu);
+        }
+        let mut plans = self.step_plans(false);
+        plans.push(self.policy.backward_plan());
+        if last {
+            plans.push(&self.opt.plan);
+        }
+        let keep = if first { None } else { Some(&self.policy.grads().all) };
+        let rb = if last { &self.readback } else { &self.metrics_readback };
+        let out = run_step_keeping(gpu, &plans, keep, Some(rb)).await?.expect("readback");
+        let loss = out[0][0];
+        let norm = if last { Some(out[1][0]) } else { None };
+        if last {
+            self.opt.check(&out[1], &format!("{} step {}", self.objective.loss.name(), self.opt.step))?;
+        }
+        if !loss.is_finite() || !norm.unwrap_or(0.0).is_finite() {
+            return Err(Error::NonFinite(format!(
+                "{} step {}: loss {loss} grad norm {}",
+                self.objective.loss.name(),
+                self.opt.step,
+                norm.unwrap_or(f32::NAN)
+            )));
+        }
+        Ok((PreferenceMetrics::from_raw(&out[0][..STATS]), norm))
+    }
+
     /// Metrics of the current batch without updating.
     pub async fn evaluate(&self, gpu: &Gpu) -> Result<PreferenceMetrics> {
         let plans = self.step_plans(false);
-        let rb = Readback::new(gpu, &[&self.objective.metrics]);
-        let out = run_step(gpu, &plans, Some(&rb)).await?.expect("readback");
+        let out = run_step(gpu, &plans, Some(&self.metrics_readback)).await?.expect("readback");
         Ok(PreferenceMetrics::from_raw(&out[0]))
+    }
+}
+
+impl PreferenceTrainer<Gpt> {
+    /// Upload one batch (2B rows: chosen then rejected) to the policy, the reference (when there is one) and the
+    /// loss's response mask, together, so the reference can never be left on a stale batch.
+    pub fn set_batch(&self, gpu: &Gpu, batch: &PreferenceBatch) -> Result<()> {
+        if 2 * batch.b != self.policy.b || batch.t != self.policy.t {
+            return Err(Error::config(format!(
+                "batch of {} pairs x T = {} does not fit the trainer's {} rows x T = {}",
+                batch.b, batch.t, self.policy.b, self.policy.t
+            )));
+        }
+        self.policy.set_batch(gpu, &batch.tokens, &batch.targets)?;
+        if let Some(r) = &self.reference {
+            r.set_batch(gpu, &batch.tokens, &batch.targets)?;
+        }
+        self.objective.set_mask(gpu, &batch.mask)
     }
 }

@@ -6,7 +6,7 @@ use crate::data::SftBatch;
 use crate::gpu::{dispatch_count, Gpu, Readback};
 use crate::model::{Gpt, GptConfig};
 use crate::objectives::Sft;
-use crate::train::{run_step, OptimConfig, Optimizer};
+use crate::train::{run_step, run_step_keeping, OptimConfig, Optimizer};
 use crate::{Error, Result};
 
 pub struct SftTrainer {
@@ -14,6 +14,7 @@ pub struct SftTrainer {
     pub sft: Sft,
     pub opt: Optimizer,
     readback: Readback,
+    loss_readback: Readback,
 }
 
 #[derive(Clone, Copy, Debug, serde::Serialize)]
@@ -38,7 +39,8 @@ impl SftTrainer {
             let sft = Sft::new(gpu, &gpt)?;
             let opt = Optimizer::new(gpu, &gpt.params, &gpt.grads, opt)?;
             let readback = Readback::new(gpu, &[&sft.loss, &opt.norm]);
-            Ok(SftTrainer { gpt, sft, opt, readback })
+            let loss_readback = Readback::new(gpu, &[&sft.loss]);
+            Ok(SftTrainer { gpt, sft, opt, readback, loss_readback })
         })
     }
 
@@ -47,7 +49,8 @@ impl SftTrainer {
         dispatch_count(&[&self.gpt.forward, &self.sft.plan, &self.gpt.backward, &self.opt.plan])
     }
 
-    fn upload(&self, gpu: &Gpu, batch: &SftBatch) -> Result<()> {
+    /// Upload a batch (tokens, targets and the completion mask together).
+    pub fn set_batch(&self, gpu: &Gpu, batch: &SftBatch) -> Result<()> {
         if batch.b != self.gpt.b || batch.t != self.gpt.t {
             return Err(Error::config(format!(
                 "batch shape ({}, {}) differs from the trainer's ({}, {})",
@@ -60,7 +63,7 @@ impl SftTrainer {
 
     /// One optimizer step on `batch`; returns the loss (before the update) and the gradient norm.
     pub async fn step(&mut self, gpu: &Gpu, batch: &SftBatch) -> Result<SftMetrics> {
-        self.upload(gpu, batch)?;
+        self.set_batch(gpu, batch)?;
         self.opt.prepare(gpu);
         let plans = [&self.gpt.forward, &self.sft.plan, &self.gpt.backward, &self.opt.plan];
         let out = run_step(gpu, &plans, Some(&self.readback)).await?.expect("readback");
@@ -72,11 +75,37 @@ impl SftTrainer {
         Ok(m)
     }
 
+    /// One micro-batch of gradient accumulation on the batch uploaded by `set_batch`: forward, loss and backward,
+    /// the gradient added to the previous micro-batches' unless `first`; when `last`, the optimizer step follows in
+    /// the same submit and its gradient norm comes back. Returns the micro-batch loss (before the update).
+    pub async fn micro_step(&mut self, gpu: &Gpu, first: bool, last: bool) -> Result<(f32, Option<f32>)> {
+        let mut plans = vec![&self.gpt.forward, &self.sft.plan, &self.gpt.backward];
+        if last {
+            self.opt.prepare(gpu);
+            plans.push(&self.opt.plan);
+        }
+        let keep = if first { None } else { Some(&self.gpt.grads.all) };
+        let rb = if last { &self.readback } else { &self.loss_readback };
+        let out = run_step_keeping(gpu, &plans, keep, Some(rb)).await?.expect("readback");
+        let (loss, norm) = (out[0][0], if last { Some(out[1][0]) } else { None });
+        if last {
+            self.opt.check(&out[1], &format!("SFT step {}", self.opt.step))?;
+        }
+        if !loss.is_finite() || !norm.unwrap_or(0.0).is_finite() {
+            return Err(Error::NonFinite(format!(
+                "SFT step {}: loss {loss} grad norm {}",
+                self.opt.step,
+                norm.unwrap_or(f32::NAN)
+            )));
+        }
+        Ok((loss, norm))
+    }
+
     /// Loss on `batch` without updating (evaluation).
     pub async fn eval(&self, gpu: &Gpu, batch: &SftBatch) -> Result<f32> {
-        self.upload(gpu, batch)?;
-        let rb = Readback::new(gpu, &[&self.sft.loss]);
-        let out = run_step(gpu, &[&self.gpt.forward, &self.sft.plan], Some(&rb)).await?.expect("readback");
+        self.set_batch(gpu, batch)?;
+        let out =
+            run_step(gpu, &[&self.gpt.forward, &self.sft.plan], Some(&self.loss_readback)).await?.expect("readback");
         Ok(out[0][0])
     }
 }
