@@ -279,7 +279,8 @@ fn should_read_plain_gpt2_config_and_reject_variants_it_cannot_run() {
     assert_eq!(cfg2, cfg);
     assert_bits_eq(&params2, &params);
 
-    let cases: &[(&dyn Fn(&mut serde_json::Map<String, Value>), &str)] = &[
+    type Edit<'a> = &'a dyn Fn(&mut serde_json::Map<String, Value>);
+    let cases: &[(Edit, &str)] = &[
         (&|j| drop(j.insert("activation_function".into(), "relu".into())), "activation_function"),
         (&|j| drop(j.insert("n_inner".into(), 7.into())), "n_inner"),
         (&|j| drop(j.insert("layer_norm_epsilon".into(), 1e-6.into())), "layer_norm_epsilon"),

@@ -148,7 +148,8 @@ fn gradient_accumulation_equals_one_larger_batch() {
     let probe = {
         let gpu = common::gpu();
         let cfg = tiny();
-        let mut tr = SftTrainer::new(&gpu, &cfg, &dpo3d::model::init::gpt_params(&cfg, 3).unwrap(), 4, 8, &base).unwrap();
+        let mut tr =
+            SftTrainer::new(&gpu, &cfg, &dpo3d::model::init::gpt_params(&cfg, 3).unwrap(), 4, 8, &base).unwrap();
         pollster::block_on(tr.step(&gpu, &collate_sft(&rows(12, 8)[..4], 8, 0).unwrap())).unwrap().grad_norm
     };
     for (opt, steps) in [(base.clone(), 3), (OptimConfig { grad_clip: 1.5 * probe, ..base.clone() }, 1)] {

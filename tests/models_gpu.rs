@@ -200,11 +200,10 @@ fn should_reject_impossible_configs_with_clear_errors() {
     assert!(e.contains("context"), "{e}");
     // A buffer over the device's binding limit is refused before anything is allocated.
     let e = Tensor::zeros(&gpu, "huge", (gpu.limits.max_storage_buffer_binding_size as usize) / 4 + 1)
-        .err()
-        .expect("too big")
+        .expect_err("too big")
         .to_string();
     assert!(e.contains("huge"), "{e}");
     let gpt = Gpt::new(&gpu, &cfg, 1, 8, &params).unwrap();
-    let e = gpt.set_batch(&gpu, &[99; 8], &[0; 8]).err().expect("token out of vocab").to_string();
+    let e = gpt.set_batch(&gpu, &[99; 8], &[0; 8]).expect_err("token out of vocab").to_string();
     assert!(e.contains("99"), "{e}");
 }

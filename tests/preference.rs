@@ -43,7 +43,7 @@ fn case(seed: u64, n: usize, t: usize) -> Case {
     let mut r = Rng::new(seed);
     let logps: Vec<f32> = (0..2 * n * t).map(|_| -3.0 * r.uniform() - 0.05).collect();
     // Partial masks: a prompt of 1-2 tokens, then the response; row 0 has a single response token.
-    let mask: Vec<f32> = (0..2 * n * t).map(|i| if i % t >= 1 + (i / t) % 2 { 1.0 } else { 0.0 }).collect();
+    let mask: Vec<f32> = (0..2 * n * t).map(|i| if i % t > (i / t) % 2 { 1.0 } else { 0.0 }).collect();
     let ref_sum: Vec<f32> = (0..2 * n).map(|_| -6.0 * r.uniform()).collect();
     let ref_mean: Vec<f32> = ref_sum.iter().map(|x| x / 3.0).collect();
     Case { n, t, logps, mask, ref_sum, ref_mean }

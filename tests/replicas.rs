@@ -128,7 +128,7 @@ fn should_reject_batches_that_do_not_split_into_replicas() {
     let err = Mlp::replicated(&gpu, &cfg(), 2, 8, &p).err().expect("one replica's parameters for two").to_string();
     assert!(err.contains("2 replicas"), "{err}");
     let m = Mlp::replicated(&gpu, &cfg(), 2, 3, &[p.clone(), p].concat()).unwrap();
-    let err = m.set_batch(&gpu, &[0, 1], &[0, 1]).err().expect("2 rows for 3 per replica").to_string();
+    let err = m.set_batch(&gpu, &[0, 1], &[0, 1]).expect_err("2 rows for 3 per replica").to_string();
     assert!(err.contains("3 (or 6)"), "{err}");
     // 3 rows per replica cannot hold chosen/rejected pairs.
     let loss = PreferenceLoss::Dpo { beta: 0.1 };

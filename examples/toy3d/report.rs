@@ -1003,7 +1003,7 @@ mod tests {
             backend: "none".into(),
             threads: 1,
             seconds: 0.0,
-            epochs: runs.iter().filter_map(|r| last_epoch(r)).max().unwrap_or(0),
+            epochs: runs.iter().filter_map(last_epoch).max().unwrap_or(0),
             seeds: vec![0, 1],
             hidden: 256,
             optimizer: "adam".into(),

@@ -118,7 +118,7 @@ impl Tensor {
     /// storage bindings need (checked).
     pub fn slice(&self, start: usize, len: usize) -> Tensor {
         assert!(start + len <= self.len, "slice {start}+{len} out of a tensor of {}", self.len);
-        assert!(start % ARENA_ALIGN_ELEMS == 0, "tensor slice start {start} is not 64-element aligned");
+        assert!(start.is_multiple_of(ARENA_ALIGN_ELEMS), "tensor slice start {start} is not 64-element aligned");
         Tensor { buffer: self.buffer.clone(), offset: self.offset + start as u64 * 4, len }
     }
 

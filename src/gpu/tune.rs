@@ -73,6 +73,7 @@ pub struct Tuner {
     pub policy: TunePolicy,
     /// "name | backend | driver": cache entries are only reused on the same adapter and driver.
     pub adapter_key: String,
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // never written on wasm
     cache_path: Option<std::path::PathBuf>,
     cached: Mutex<BTreeMap<String, String>>,
     chosen: Mutex<BTreeMap<String, KernelChoice>>,

@@ -37,7 +37,7 @@ impl GptConfig {
         z(self.layers, "layers")?;
         z(self.heads, "heads")?;
         z(self.width, "width")?;
-        if self.width % self.heads != 0 {
+        if !self.width.is_multiple_of(self.heads) {
             return Err(Error::config(format!("heads ({}) must divide width ({})", self.heads, self.width)));
         }
         Ok(())

@@ -234,7 +234,7 @@ impl Preference {
         loss.validate()?;
         let rows = policy.rows();
         let groups = policy.replicas().max(1);
-        if rows == 0 || rows % (2 * groups) != 0 {
+        if rows == 0 || !rows.is_multiple_of(2 * groups) {
             return Err(Error::config(format!(
                 "a preference batch needs 2N rows (chosen then rejected) per replica, got {rows} rows for {groups} \
                  replicas"

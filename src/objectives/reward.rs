@@ -26,7 +26,7 @@ impl RewardObjective {
             return Err(Error::config("a reward model needs a policy built with scalar_head = true"));
         };
         let rows = policy.rows();
-        if rows % 2 != 0 || rows == 0 {
+        if !rows.is_multiple_of(2) || rows == 0 {
             return Err(Error::config(format!(
                 "a reward-model batch needs 2N rows (chosen then rejected), got {rows}"
             )));

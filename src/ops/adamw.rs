@@ -115,7 +115,7 @@ pub fn grad_norm_groups(
     assert!(norm.len >= norm_len(groups), "grad_norm: norm has {} elements for {groups} groups", norm.len);
     let p = Params { n: n as u32, num_partials: parts as u32, max_norm, group_len: len as u32 };
     let bytes = bytemuck::bytes_of(&p);
-    let vec4 = len % 4 == 0 && grads.len % 4 == 0;
+    let vec4 = len.is_multiple_of(4) && grads.len.is_multiple_of(4);
     vec![
         Dispatch::new(
             gpu,
@@ -177,7 +177,7 @@ pub fn adamw_update_groups(
     let len = group_len(n, groups);
     let p = Params { n: n as u32, num_partials: 0, max_norm: 0.0, group_len: len as u32 };
     // Four elements per invocation where every buffer splits into whole vec4s (all arena-packed models).
-    if len % 4 == 0 && [params, grads, m, v].iter().all(|t| t.len % 4 == 0) {
+    if len.is_multiple_of(4) && [params, grads, m, v].iter().all(|t| t.len % 4 == 0) {
         return Dispatch::new(
             gpu,
             SHADER,

@@ -40,7 +40,7 @@ fn dispatch(
     grid: Grid,
     bindings: &[(u32, &Tensor)],
 ) -> Dispatch {
-    assert!(nh > 0 && c % nh == 0, "attention: C = {c} is not a multiple of NH = {nh}");
+    assert!(nh > 0 && c.is_multiple_of(nh), "attention: C = {c} is not a multiple of NH = {nh}");
     let hs = c / nh;
     let (n, groups) = match grid {
         Grid::Elements(n) => (n, grid_1d(n, WORKGROUP_1D)),

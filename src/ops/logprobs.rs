@@ -117,7 +117,10 @@ pub fn sft_loss_groups(
     n: usize,
     groups: usize,
 ) -> Dispatch {
-    assert!(groups >= 1 && n % groups == 0 && loss.len >= groups, "sft_loss: {n} positions in {groups} groups");
+    assert!(
+        groups >= 1 && n.is_multiple_of(groups) && loss.len >= groups,
+        "sft_loss: {n} positions in {groups} groups"
+    );
     let g = u32::try_from(groups).ok().filter(|&g| g <= 65535).expect("sft_loss: too many groups");
     dispatch(gpu, "sft_loss", n / groups, 0, &[(12, logps), (13, mask), (14, loss), (15, dlogps)], [g, 1, 1])
 }

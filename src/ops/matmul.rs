@@ -117,7 +117,7 @@ enum Vec4Variant {
 /// The Vec4 variant that computes `dims`, if any: its vec4 axes need unit stride and lengths that are multiples of
 /// 4, and the other offsets and strides of A and B multiples of 4 (so every vec4 load is aligned).
 fn vec4_variant(d: &GemmDims) -> Option<Vec4Variant> {
-    let q = |x: usize| x % 4 == 0;
+    let q = |x: usize| x.is_multiple_of(4);
     let a_rows = d.a.col == 1 && q(d.a.offset) && q(d.a.row) && q(d.a.batch) && q(d.k); // A (M, K) row-major
     let a_cols = d.a.row == 1 && q(d.a.offset) && q(d.a.col) && q(d.a.batch) && q(d.m); // A stored (K, M)
     let b_rows = d.b.col == 1 && q(d.b.offset) && q(d.b.row) && q(d.b.batch) && q(d.n); // B (K, N) row-major

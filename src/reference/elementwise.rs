@@ -1,6 +1,6 @@
 //! CPU mirror of `shaders/elementwise.wgsl`. Same formulas, same accumulate-into-d-output convention.
 
-const GELU_SCALE: f32 = 0.797_884_56; // sqrt(2/pi)
+const GELU_SCALE: f32 = 0.797_884_6; // sqrt(2/pi)
 
 pub fn gelu_forward(out: &mut [f32], inp: &[f32]) {
     for (o, &x) in out.iter_mut().zip(inp) {

@@ -43,7 +43,7 @@ impl ToyRecord {
 pub const SNAPSHOT_EPOCHS: [usize; 3] = [0, 500, 1000];
 
 enum Method {
-    Preference { trainer: PreferenceTrainer<Mlp>, rb: Readback },
+    Preference { trainer: Box<PreferenceTrainer<Mlp>>, rb: Readback },
     Ppo { trainer: Box<PpoToyTrainer>, rm_metrics: Vec<(String, f32)> },
 }
 
@@ -264,7 +264,7 @@ impl ToySession {
                 trainer.precompute_reference(gpu).await?;
                 let rb =
                     Readback::new(gpu, &[&trainer.policy.log_probs, &trainer.objective.metrics, &trainer.opt.norm]);
-                Method::Preference { trainer, rb }
+                Method::Preference { trainer: Box::new(trainer), rb }
             }
             ToyMethod::Ppo { kl_coef, rm_epochs, samples_per_prompt } => {
                 if n != 1 {
@@ -300,7 +300,7 @@ impl ToySession {
     }
 
     fn wants_log(&self, epoch: usize) -> bool {
-        epoch % self.cfg.log_every == 0 || SNAPSHOT_EPOCHS.contains(&epoch) || epoch == self.cfg.epochs
+        epoch.is_multiple_of(self.cfg.log_every) || SNAPSHOT_EPOCHS.contains(&epoch) || epoch == self.cfg.epochs
     }
 
     pub fn finished(&self) -> bool {
