@@ -331,11 +331,13 @@ fn real_main() -> Result<(), String> {
     let key_cfgs: Vec<ToyConfig> =
         keys.iter().map(|&(sc, seed)| ToyConfig { scenario: sc, seed, ..all[0].1.clone() }).collect();
     let chunk = key_cfgs.len().div_ceil(threads).max(1);
+    // (scenario, seed) -> (SFT parameters, (P, R) probabilities)
+    type SftOut = ((u8, u64), (Vec<f32>, Vec<f32>));
     let sft: BTreeMap<(u8, u64), (Vec<f32>, Vec<f32>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = key_cfgs
             .chunks(chunk)
             .map(|cfgs| {
-                scope.spawn(move || -> Result<Vec<((u8, u64), (Vec<f32>, Vec<f32>))>, String> {
+                scope.spawn(move || -> Result<Vec<SftOut>, String> {
                     let gpu = Gpu::new_blocking().map_err(|e| e.to_string())?;
                     let out = pollster::block_on(sft_phase_group(&gpu, cfgs)).map_err(|e| e.to_string())?;
                     Ok(cfgs.iter().map(|c| (c.scenario, c.seed)).zip(out).collect())
