@@ -226,6 +226,7 @@ fn should_match_finite_differences_of_every_loss() {
     for loss in all_losses() {
         let p = loss.params(c.n, c.t);
         let (_, _, _, grad) = run_cpu(&c, &p);
+        #[allow(clippy::needless_range_loop)] // i indexes the perturbed copy too
         for i in 0..c.logps.len() {
             let f = |x: f32| {
                 let mut cc = Case {
