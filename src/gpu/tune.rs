@@ -125,11 +125,17 @@ impl Tuner {
                 (find(&map[family]).unwrap(), "forced", vec![])
             }
             _ => {
-                let cached = self.cached.lock().unwrap().get(&full_key).and_then(|k| find(k));
+                // Held while measuring, so two devices of this process never time the same shape at once (which
+                // would also disturb each other's timings) and both end up with the first one's choice.
+                let mut shared = process_choices().lock().unwrap();
+                let here = shared.entry(self.adapter_key.clone()).or_default();
+                let known = here.get(&full_key).and_then(|k| find(k));
+                let cached = known.or_else(|| self.cached.lock().unwrap().get(&full_key).and_then(|k| find(k)));
                 match cached {
                     Some(k) => (k, "cache", vec![]),
                     None => {
                         let (k, timings) = measure(candidates, &mut time);
+                        here.insert(full_key.clone(), k.to_string());
                         (k, "measured", timings)
                     }
                 }
@@ -197,6 +203,13 @@ fn measure(
         }
     }
     (best.map(|b| b.0).unwrap_or(candidates[0]), timings)
+}
+
+/// Choices measured in this process, per adapter key, shared by every `Gpu` on that adapter: worker threads that
+/// each open a device (the toy study's) then build the same plans whichever of them measured a shape first.
+fn process_choices() -> &'static Mutex<BTreeMap<String, BTreeMap<String, String>>> {
+    static SHARED: std::sync::OnceLock<Mutex<BTreeMap<String, BTreeMap<String, String>>>> = std::sync::OnceLock::new();
+    SHARED.get_or_init(|| Mutex::new(BTreeMap::new()))
 }
 
 fn default_cache_path() -> Option<std::path::PathBuf> {
