@@ -286,6 +286,11 @@ fn malformed_inputs_fail_with_one_clear_line() {
     fails(&d, &with(base("pairs.jsonl"), &["--config", "wrong_task.yaml"]), &["kl_coef", "dpo3d dpo"]);
     fails(&d, &with(base("pairs.jsonl"), &["--learning-rate", "fast"]), &["--learning-rate", "number"]);
     fails(&d, &with(base("pairs.jsonl"), &["--loss-type", "nonsense"]), &["loss_type", "nonsense"]);
+    fails(
+        &d,
+        &with(base("pairs.jsonl"), &["--per-device-eval-batch-size", "3"]),
+        &["per_device_eval_batch_size", "per_device_train_batch_size"],
+    );
     fails(&d, &with(base("pairs.jsonl"), &["--tokenizer", "missing/tokenizer.json"]), &["missing/tokenizer.json"]);
     fails(&d, &["eval", "--model", "no-such-model", "--data", "pairs.jsonl"], &["no-such-model"]);
 

@@ -62,6 +62,12 @@ const KEYS: &[(&str, Kind, &[Task], &str)] = &[
     ("tokenizer", Str, ALL, "tokenizer.json (default: the model's own, else UTF-8 bytes)"),
     ("learning_rate", Float, ALL, "Peak learning rate of AdamW"),
     ("per_device_train_batch_size", Int, ALL, "Rows (pairs for reward/dpo, prompts for ppo) per micro-batch"),
+    (
+        "per_device_eval_batch_size",
+        Int,
+        SRD,
+        "Rows per evaluation batch; must equal per_device_train_batch_size (evaluation reuses the model's batch shape)",
+    ),
     ("gradient_accumulation_steps", Int, SRD, "Micro-batches per optimizer step"),
     ("num_train_epochs", Float, SRD, "Epochs over the training data (when max_steps is not positive)"),
     ("max_steps", Int, ALL, "Optimizer steps in total (overrides num_train_epochs when positive)"),
@@ -140,6 +146,7 @@ pub struct Config {
     pub tokenizer: Option<String>,
     pub learning_rate: f32,
     pub per_device_train_batch_size: usize,
+    pub per_device_eval_batch_size: Option<usize>,
     pub gradient_accumulation_steps: usize,
     pub num_train_epochs: f64,
     pub max_steps: i64,
@@ -202,6 +209,7 @@ impl Default for Config {
             tokenizer: None,
             learning_rate: 5e-5,
             per_device_train_batch_size: 8,
+            per_device_eval_batch_size: None,
             gradient_accumulation_steps: 1,
             num_train_epochs: 3.0,
             max_steps: -1,
@@ -383,6 +391,13 @@ pub fn resolve(task: Task, m: &ArgMatches) -> Result<Config> {
         let inner = e.into_inner().to_string();
         Error::config(format!("{source}: config key `{key}`: {inner}"))
     })?;
+    if let Some(e) = cfg.per_device_eval_batch_size.filter(|&e| e != cfg.per_device_train_batch_size) {
+        return Err(Error::config(format!(
+            "{source}: config key `per_device_eval_batch_size`: {e} differs from per_device_train_batch_size {} \
+             (dpo3d evaluates with the training model's batch shape)",
+            cfg.per_device_train_batch_size
+        )));
+    }
     Ok(cfg)
 }
 
