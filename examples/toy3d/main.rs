@@ -437,7 +437,8 @@ fn real_main() -> Result<(), String> {
     // cached per adapter; see dpo3d::gpu::tune), saved with the run so it can be reproduced with DPO3D_KERNELS.
     {
         let gpu = Gpu::new_blocking().map_err(|e| e.to_string())?;
-        let kernels = serde_json::json!({ "adapter": gpu.tuner.adapter_key, "choices": gpu.tuner.cached_choices() });
+        let used = dpo3d::gpu::tune::used_choices(&gpu.tuner.adapter_key);
+        let kernels = serde_json::json!({ "adapter": gpu.tuner.adapter_key, "choices": used });
         let json = serde_json::to_string_pretty(&kernels).map_err(|e| e.to_string())?;
         write_atomic(&a.out.join("kernels.json"), json.as_bytes())?;
     }

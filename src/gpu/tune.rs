@@ -149,6 +149,12 @@ impl Tuner {
             self.cached.lock().unwrap().insert(full_key.clone(), kernel.to_string());
             self.save();
         }
+        used_choices_map()
+            .lock()
+            .unwrap()
+            .entry(self.adapter_key.clone())
+            .or_default()
+            .insert(full_key.clone(), kernel.to_string());
         let choice = KernelChoice { kernel: kernel.to_string(), source: source.to_string(), timings_us: timings };
         self.chosen.lock().unwrap().insert(full_key, choice);
         kernel
@@ -203,6 +209,17 @@ fn measure(
         }
     }
     (best.map(|b| b.0).unwrap_or(candidates[0]), timings)
+}
+
+fn used_choices_map() -> &'static Mutex<BTreeMap<String, BTreeMap<String, String>>> {
+    static USED: std::sync::OnceLock<Mutex<BTreeMap<String, BTreeMap<String, String>>>> = std::sync::OnceLock::new();
+    USED.get_or_init(|| Mutex::new(BTreeMap::new()))
+}
+
+/// Every kernel choice any device of this process made on the adapter `adapter_key` ("family shape-key" -> kernel):
+/// what a run saves next to its results, to be reproduced with `DPO3D_KERNELS` or the cache file.
+pub fn used_choices(adapter_key: &str) -> BTreeMap<String, String> {
+    used_choices_map().lock().unwrap().get(adapter_key).cloned().unwrap_or_default()
 }
 
 /// Choices measured in this process, per adapter key, shared by every `Gpu` on that adapter: worker threads that
