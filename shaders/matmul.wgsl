@@ -497,6 +497,11 @@ fn v4_store(bt: u32, m: u32, n: u32, acc: vec4<f32>) {
     }
 }
 
+// The vec4 index of row m of A (row-major, clamped to the last row) in batch bt: the same for the whole workgroup.
+fn v4_a_row(bt: u32, m: u32) -> u32 {
+    return (p.a_off + bt * p.a_bs + min(m, p.m - 1u) * p.a_rs) / 4u;
+}
+
 fn v4_store_block(bt: u32, m0: u32, n0: u32, acc: array<vec4<f32>, 8>) {
     v4_store(bt, m0, n0, acc[0]);
     v4_store(bt, m0, n0 + 4u, acc[1]);
@@ -514,12 +519,11 @@ fn gemm_v4nn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
     let m0 = wid.y * 4u;
     let bt = wid.z;
     if (n0 >= p.n) { return; }
-    let last_m = p.m - 1u;
     // vec4 indices: A rows (uniform over the workgroup), B's two column groups of this invocation.
-    let a0 = (p.a_off + bt * p.a_bs + min(m0, last_m) * p.a_rs) / 4u;
-    let a1 = (p.a_off + bt * p.a_bs + min(m0 + 1u, last_m) * p.a_rs) / 4u;
-    let a2 = (p.a_off + bt * p.a_bs + min(m0 + 2u, last_m) * p.a_rs) / 4u;
-    let a3 = (p.a_off + bt * p.a_bs + min(m0 + 3u, last_m) * p.a_rs) / 4u;
+    let a0 = v4_a_row(bt, m0);
+    let a1 = v4_a_row(bt, m0 + 1u);
+    let a2 = v4_a_row(bt, m0 + 2u);
+    let a3 = v4_a_row(bt, m0 + 3u);
     let b_rs4 = p.b_rs / 4u;
     let bb0 = (p.b_off + bt * p.b_bs + n0) / 4u;
     let bb1 = (p.b_off + bt * p.b_bs + min(n0 + 4u, p.n - 4u)) / 4u;
@@ -552,12 +556,11 @@ fn gemm_v4nt(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
     let m0 = wid.y * 4u;
     let bt = wid.z;
     if (n0 >= p.n) { return; }
-    let last_m = p.m - 1u;
     let last_n = p.n - 1u;
-    let a0 = (p.a_off + bt * p.a_bs + min(m0, last_m) * p.a_rs) / 4u;
-    let a1 = (p.a_off + bt * p.a_bs + min(m0 + 1u, last_m) * p.a_rs) / 4u;
-    let a2 = (p.a_off + bt * p.a_bs + min(m0 + 2u, last_m) * p.a_rs) / 4u;
-    let a3 = (p.a_off + bt * p.a_bs + min(m0 + 3u, last_m) * p.a_rs) / 4u;
+    let a0 = v4_a_row(bt, m0);
+    let a1 = v4_a_row(bt, m0 + 1u);
+    let a2 = v4_a_row(bt, m0 + 2u);
+    let a3 = v4_a_row(bt, m0 + 3u);
     // B^T rows (one per output column), read 4 k at a time.
     let bb = p.b_off + bt * p.b_bs;
     let r0 = (bb + min(n0, last_n) * p.b_cs) / 4u;

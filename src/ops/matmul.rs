@@ -390,38 +390,27 @@ pub fn rule_kernel(dims: &GemmDims) -> MatmulKernel {
 /// lone runs.
 pub fn choose_kernel(gpu: &Gpu, dims: &GemmDims, has_bias: bool) -> MatmulKernel {
     let rule = rule_kernel(dims);
-    let mut candidates: Vec<&'static str> = vec![rule.name()];
-    for k in
-        [MatmulKernel::Vec4, MatmulKernel::Skinny8, MatmulKernel::Blocked64, MatmulKernel::Tile128, MatmulKernel::Naive]
-    {
-        if k != rule && k.supports(dims) {
-            candidates.push(k.name());
-        }
-    }
-    let layout = |l: &MatrixLayout| {
-        if l.col == 1 {
-            "n"
-        } else if l.row == 1 {
-            "t"
-        } else {
-            "s"
-        }
-    };
-    let key = format!(
-        "{}x{}x{} {}{}{}{}",
-        dims.m,
-        dims.n,
-        dims.k,
-        layout(&dims.a),
-        layout(&dims.b),
-        if vec4_variant(dims).is_some() { " v4" } else { "" },
-        if dims.beta != 0.0 { " acc" } else { "" }
-    );
+    let candidates = gemm_candidates(dims, &[MatmulKernel::Naive]);
+    let key = shape_key(dims);
     let name = gpu.tuner.choose("matmul", &key, &candidates, |name| {
         let kernel = MatmulKernel::from_name(name)?;
         time_gemm(gpu, kernel, dims, has_bias)
     });
     MatmulKernel::from_name(name).unwrap_or(rule)
+}
+
+/// The kernels the tuner times for `dims`, the rule's choice first: Vec4 (where it applies), Skinny8, Blocked64,
+/// Tile128, then `extra`.
+fn gemm_candidates(dims: &GemmDims, extra: &[MatmulKernel]) -> Vec<&'static str> {
+    let rule = rule_kernel(dims);
+    let mut candidates = vec![rule.name()];
+    let others = [MatmulKernel::Vec4, MatmulKernel::Skinny8, MatmulKernel::Blocked64, MatmulKernel::Tile128];
+    for &k in others.iter().chain(extra) {
+        if k != rule && k.supports(dims) {
+            candidates.push(k.name());
+        }
+    }
+    candidates
 }
 
 /// The tuner's shape class of a product: (M, N, K), which operands are transposed, whether the vec4 kernel applies,
@@ -764,13 +753,7 @@ pub const SPLIT_K: &str = "b64-splitk";
 /// The kernel choice for a weight-gradient product: a `MatmulKernel`, or None for split-K.
 fn choose_weight_grad(gpu: &Gpu, dims: &GemmDims) -> Option<MatmulKernel> {
     let Some(_) = split_k_chunks(dims) else { return Some(choose_kernel(gpu, dims, false)) };
-    let rule = rule_kernel(dims);
-    let mut candidates: Vec<&'static str> = vec![rule.name()];
-    for k in [MatmulKernel::Vec4, MatmulKernel::Skinny8, MatmulKernel::Blocked64, MatmulKernel::Tile128] {
-        if k != rule && k.supports(dims) {
-            candidates.push(k.name());
-        }
-    }
+    let mut candidates = gemm_candidates(dims, &[]);
     candidates.push(SPLIT_K);
     let key = format!("{} dweight", shape_key(dims));
     let name = gpu.tuner.choose("matmul", &key, &candidates, |name| {
