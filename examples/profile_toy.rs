@@ -3,11 +3,13 @@
 //! the skinny GEMM and the reductions were tuned for lavapipe.
 //!
 //!   cargo run --release --example profile_toy -- 5      # 5 replicas (seeds) in one model; H=512 to change width
+//!   cargo run --release --example profile_toy -- 5 mlp  # the generic Mlp + Optimizer path instead of FusedMlp
 
 use std::time::Instant;
 
+use dpo3d::gpu::Plan;
 use dpo3d::model::init::mlp_params;
-use dpo3d::model::{Mlp, MlpConfig};
+use dpo3d::model::{FusedMlp, Mlp, MlpConfig, Policy};
 use dpo3d::objectives::PreferenceLoss;
 use dpo3d::toy::PAIRS;
 use dpo3d::train::{OptimConfig, PreferenceTrainer, ReferenceMode};
@@ -22,22 +24,36 @@ fn main() {
         (0..reps).flat_map(|k| mlp_params(&cfg, k as u64).unwrap_or_else(|e| panic!("{e}"))).collect();
     let prompts: Vec<u32> = PAIRS.iter().chain(PAIRS.iter()).map(|p| p.0 as u32).collect();
     let responses: Vec<u32> = PAIRS.iter().map(|p| p.1 as u32).chain(PAIRS.iter().map(|p| p.2 as u32)).collect();
-    let make = || {
-        let m = Mlp::replicated(&gpu, &cfg, reps, 8, &params).expect("model");
-        m.set_batch(&gpu, &prompts, &responses).expect("batch");
-        m
-    };
     let loss = PreferenceLoss::Dpo { beta: 0.1 };
     let opt = OptimConfig { grad_clip: 0.0, ..Default::default() };
-    let t =
-        PreferenceTrainer::new(&gpu, make(), Some(make()), &loss, &opt, ReferenceMode::Precomputed).expect("trainer");
-    let plans = [&t.policy.forward, &t.objective.plan, &t.policy.backward, &t.opt.plan];
+    let generic = std::env::args().nth(2).as_deref() == Some("mlp");
+    let (plans, label): (Vec<&Plan>, _) = if generic {
+        let make = || {
+            let m = Mlp::replicated(&gpu, &cfg, reps, 8, &params).expect("model");
+            m.set_batch(&gpu, &prompts, &responses).expect("batch");
+            m
+        };
+        let t = PreferenceTrainer::new(&gpu, make(), Some(make()), &loss, &opt, ReferenceMode::Precomputed)
+            .expect("trainer");
+        let t: &'static _ = Box::leak(Box::new(t));
+        (vec![t.policy.forward_plan(), &t.objective.plan, t.policy.backward_plan(), &t.opt.plan], "Mlp + Optimizer")
+    } else {
+        let make = || {
+            let m = FusedMlp::replicated(&gpu, &cfg, reps, 8, &params).expect("model");
+            m.set_batch(&gpu, &prompts, &responses).expect("batch");
+            m
+        };
+        let t = PreferenceTrainer::new(&gpu, make(), Some(make()), &loss, &opt, ReferenceMode::Precomputed)
+            .expect("trainer");
+        let t: &'static _ = Box::leak(Box::new(t));
+        (vec![t.policy.forward_plan(), &t.objective.plan, t.policy.backward_plan(), &t.opt.plan], "FusedMlp")
+    };
     println!(
-        "{} on {}: H = {hidden}, {reps} replica(s), best of 5 x 50 copies per dispatch",
+        "{} on {}: {label}, H = {hidden}, {reps} replica(s), best of 5 x 50 copies per dispatch",
         gpu.info.name, gpu.info.backend
     );
     let mut total = 0.0;
-    for plan in plans {
+    for plan in &plans {
         for d in &plan.dispatches {
             let mut us = f64::INFINITY;
             for _ in 0..5 {

@@ -2,12 +2,14 @@
 //! buffer plus a forward and a backward `Plan` built from `ops`. Objectives talk to either through `Policy`.
 
 pub mod config;
+pub mod fused_mlp;
 pub mod gpt;
 pub mod init;
 pub mod inspect;
 pub mod mlp;
 
 pub use config::{GptConfig, MlpConfig};
+pub use fused_mlp::FusedMlp;
 pub use gpt::Gpt;
 pub use mlp::Mlp;
 
@@ -37,4 +39,22 @@ pub trait Policy {
     fn replicas(&self) -> usize {
         1
     }
+    /// Some for a policy whose backward leaves part of the gradient factored instead of in `grads()` (the fused toy
+    /// MLP's fc2.weight): the optimizer must then be the fused one (`train::Optimizer::for_policy` picks it), and
+    /// gradients cannot be accumulated over micro-batches by keeping `grads()`.
+    fn factored_grads(&self) -> Option<FactoredGrads<'_>> {
+        None
+    }
+}
+
+/// What the fused toy-MLP update needs from its policy (`FusedMlp`): the kernels' shape block, the factors of
+/// fc2.weight's gradient, and the partial sums of squares the backward wrote for the gradient norm.
+pub struct FactoredGrads<'a> {
+    pub shape: crate::ops::toy_mlp::ToyShape,
+    /// (N, H) vec4: relu(fc1) per prompt.
+    pub h1t: &'a Tensor,
+    /// (N, H) vec4: d loss / d fc2 pre-activation per prompt.
+    pub dt: &'a Tensor,
+    /// (N, 2 nblk) partial sums of squares of the whole gradient.
+    pub partials: &'a Tensor,
 }

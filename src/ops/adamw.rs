@@ -138,6 +138,38 @@ pub fn grad_norm_groups(
     ]
 }
 
+/// `grad_norm_groups`' second pass alone, over partial sums of squares some other kernel wrote (`scratch`:
+/// `num_partials` per group, in a fixed order): the norm, the clip scale and the step state of each group. The fused
+/// toy MLP (`ops::toy_mlp`) produces its partials in its backward kernels and uses this.
+pub fn grad_norm_final(
+    gpu: &Gpu,
+    norm: &Tensor,    // (norm_len(G)) from norm_init(G)
+    scratch: &Tensor, // (G * num_partials)
+    hyper: &Tensor,   // (8) AdamHyper
+    group_len: usize,
+    groups: usize,
+    num_partials: usize,
+    max_norm: f32,
+) -> Dispatch {
+    assert!(scratch.len >= groups * num_partials, "grad_norm_final: scratch too short");
+    assert!(norm.len >= norm_len(groups), "grad_norm_final: norm has {} elements for {groups} groups", norm.len);
+    let p = Params {
+        n: (groups * group_len) as u32,
+        num_partials: num_partials as u32,
+        max_norm,
+        group_len: group_len as u32,
+    };
+    Dispatch::new(
+        gpu,
+        SHADER,
+        SRC,
+        "grad_norm_final",
+        Some(bytemuck::bytes_of(&p)),
+        &[(3, scratch), (4, norm), (15, hyper)],
+        [groups as u32, 1, 1],
+    )
+}
+
 fn group_len(n: usize, groups: usize) -> usize {
     assert!(groups >= 1 && n.is_multiple_of(groups), "{n} optimizer elements do not split into {groups} equal groups");
     assert!(groups <= 65535, "{groups} optimizer groups exceed a grid dimension");

@@ -12,6 +12,7 @@ pub mod matmul;
 pub mod ppo;
 pub mod preference;
 pub mod sampling;
+pub mod toy_mlp;
 
 /// Every WGSL source of the crate, by file name: the naga validation test and the pipeline cache use this list.
 pub const SHADERS: &[(&str, &str)] = &[

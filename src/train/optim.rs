@@ -65,6 +65,8 @@ pub struct Optimizer {
     /// Skipped steps per group as of the last `check`.
     skipped_seen: Vec<u32>,
     _state: Vec<Tensor>,
+    /// Buffers the plan binds that are not optimizer state (the fused SGD update's unused moment bindings).
+    _bound: Vec<Tensor>,
 }
 
 impl Optimizer {
@@ -116,6 +118,73 @@ impl Optimizer {
             plan,
             skipped_seen: vec![0; groups],
             _state: state,
+            _bound: Vec::new(),
+        };
+        opt.write_hyper(gpu);
+        Ok(opt)
+    }
+
+    /// The optimizer a policy needs: `with_groups` over its parameter and gradient arenas (one group per replica),
+    /// or, for a policy whose backward leaves a gradient factored (`Policy::factored_grads`: the fused toy MLP), the
+    /// fused update: the norm from the partial sums of squares its backward wrote, then one dispatch that updates
+    /// every parameter, fc2.weight's gradient recomputed from its factors. Same arithmetic per element, same norm
+    /// buffer and step state, so `check`, `moments` and resuming work the same.
+    pub fn for_policy(gpu: &Gpu, policy: &dyn crate::model::Policy, cfg: &OptimConfig) -> Result<Optimizer> {
+        let Some(f) = policy.factored_grads() else {
+            return Self::with_groups(gpu, policy.params(), policy.grads(), cfg, policy.replicas());
+        };
+        let (params, grads) = (policy.params(), policy.grads());
+        let groups = policy.replicas().max(1);
+        let n = params.all.len;
+        let mut shape = f.shape;
+        shape.kind = match cfg.kind {
+            OptimizerKind::Adam => 0,
+            OptimizerKind::Sgd => 1,
+        };
+        let norm = Tensor::from_f32(gpu, "grad norm", &adamw::norm_init(groups))?;
+        let hyper = Tensor::uniform(gpu, "optimizer hyper", 8)?;
+        // SGD binds the moment buffers too (unused); one float each keeps them valid bindings.
+        let moments = if cfg.kind == OptimizerKind::Adam { n } else { 1 };
+        let (m, v) = (Tensor::zeros(gpu, "adam m", moments)?, Tensor::zeros(gpu, "adam v", moments)?);
+        let mut plan = Plan::new();
+        plan.push(adamw::grad_norm_final(
+            gpu,
+            &norm,
+            f.partials,
+            &hyper,
+            n / groups,
+            groups,
+            shape.partials(),
+            cfg.grad_clip,
+        ));
+        plan.push(crate::ops::toy_mlp::update(
+            gpu,
+            &shape,
+            &params.all,
+            &grads.all,
+            &m,
+            &v,
+            &hyper,
+            &norm,
+            f.h1t,
+            f.dt,
+        ));
+        // `_state` = [norm scratch (none here: the backward wrote the partials), moments...] as `with_groups` has it.
+        let scratch = Tensor::zeros(gpu, "unused norm scratch", 1)?;
+        let (state, keep) = match cfg.kind {
+            OptimizerKind::Adam => (vec![scratch, m, v], vec![]),
+            OptimizerKind::Sgd => (vec![scratch], vec![m, v]),
+        };
+        let opt = Optimizer {
+            cfg: cfg.clone(),
+            step: 0,
+            norm,
+            groups,
+            hyper,
+            plan,
+            skipped_seen: vec![0; groups],
+            _state: state,
+            _bound: keep,
         };
         opt.write_hyper(gpu);
         Ok(opt)

@@ -72,7 +72,7 @@ impl<P: Policy> PreferenceTrainer<P> {
             }
             None => Plan::new(),
         };
-        let optim = Optimizer::with_groups(gpu, policy.params(), policy.grads(), opt, policy.replicas())?;
+        let optim = Optimizer::for_policy(gpu, &policy, opt)?;
         let readback = Readback::new(gpu, &[&objective.metrics, &optim.norm]);
         let metrics_readback = Readback::new(gpu, &[&objective.metrics]);
         Ok(PreferenceTrainer { policy, reference, objective, opt: optim, mode, ref_plan, readback, metrics_readback })
@@ -154,6 +154,12 @@ impl<P: Policy> PreferenceTrainer<P> {
     /// submit and its gradient norm comes back. `first && last` is `step`. Build the optimizer with
     /// `accumulation_config` when a cycle has more than one micro-batch.
     pub async fn micro_step(&mut self, gpu: &Gpu, first: bool, last: bool) -> Result<(PreferenceMetrics, Option<f32>)> {
+        if !(first && last) && self.policy.factored_grads().is_some() {
+            return Err(Error::config(
+                "this policy keeps part of its gradient factored (the fused toy MLP): it cannot accumulate gradients \
+                 over micro-batches; use Mlp",
+            ));
+        }
         if last {
             self.opt.prepare(gpu);
         }

@@ -20,7 +20,7 @@ impl<P: Policy> RewardTrainer<P> {
     pub fn new(gpu: &Gpu, model: P, opt: &OptimConfig) -> Result<Self> {
         gpu.scoped_blocking("building the reward-model trainer", || {
             let objective = RewardObjective::new(gpu, &model)?;
-            let opt = Optimizer::new(gpu, model.params(), model.grads(), opt)?;
+            let opt = Optimizer::for_policy(gpu, &model, opt)?;
             let readback = Readback::new(gpu, &[&objective.metrics, &opt.norm]);
             let metrics_readback = Readback::new(gpu, &[&objective.metrics]);
             Ok(RewardTrainer { model, objective, opt, readback, metrics_readback })

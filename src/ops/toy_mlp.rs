@@ -1,0 +1,132 @@
+//! Dispatches of `shaders/toy_mlp.wgsl`: the toy MLP (one-hot prompt -> H -> H -> R) fused for its shape: forward
+//! into a (P, R) log-prob table, the head's and the hidden layer's backward (with the gradient norm's partial sums
+//! of squares), fc2.weight's gradient on demand, and the fused optimizer update. `model::FusedMlp` assembles them.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::gpu::{Dispatch, Gpu, Tensor};
+
+const SHADER: &str = "toy_mlp";
+const SRC: &str = include_str!("../../shaders/toy_mlp.wgsl");
+
+/// Invocations per workgroup of every toy_mlp kernel.
+pub const WG: usize = 64;
+/// `ToyShape::o_b1` when the first layer has no bias.
+pub const NONE: u32 = u32::MAX;
+
+/// The kernels' parameter block (`Toy` in the shader).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct ToyShape {
+    pub h: u32,
+    pub p: u32,
+    pub r: u32,
+    pub b: u32,
+    pub stride: u32,
+    pub o_w1: u32,
+    pub o_b1: u32,
+    pub o_w2: u32,
+    pub o_b2: u32,
+    pub o_w3: u32,
+    pub o_b3: u32,
+    pub nblk: u32,
+    /// 0 Adam(W), 1 SGD (toy_update only).
+    pub kind: u32,
+    pub replicas: u32,
+    pub _pad: [u32; 2],
+}
+
+impl ToyShape {
+    /// Workgroups per replica of the per-hidden-unit kernels.
+    pub fn blocks(h: usize) -> usize {
+        h.div_ceil(WG)
+    }
+
+    /// Partial sums of squares per replica (`grad_norm_final`'s `num_partials`).
+    pub fn partials(&self) -> usize {
+        2 * self.nblk as usize
+    }
+
+    fn n(&self) -> u32 {
+        self.replicas
+    }
+}
+
+fn dispatch(gpu: &Gpu, entry: &'static str, s: &ToyShape, bindings: &[(u32, &Tensor)], grid: [u32; 3]) -> Dispatch {
+    Dispatch::new(gpu, SHADER, SRC, entry, Some(bytemuck::bytes_of(s)), bindings, grid)
+}
+
+/// h1t, h2t (N, H) vec4 (prompt u in component u) from the parameters.
+pub fn forward(gpu: &Gpu, s: &ToyShape, params: &Tensor, h1t: &Tensor, h2t: &Tensor) -> Dispatch {
+    let entry = if s.o_b1 == NONE { "toy_forward" } else { "toy_forward_bias" };
+    dispatch(gpu, entry, s, &[(1, params), (2, h1t), (3, h2t)], [s.nblk, s.n(), 1])
+}
+
+/// table (N, P, R) log-softmax and logps (N, B) of the rows (N, B, 2) u32 (prompt, response).
+pub fn head(
+    gpu: &Gpu,
+    s: &ToyShape,
+    params: &Tensor,
+    h2t: &Tensor,
+    rows: &Tensor,
+    table: &Tensor,
+    logps: &Tensor,
+) -> Dispatch {
+    dispatch(gpu, "toy_head", s, &[(1, params), (4, h2t), (5, rows), (6, table), (7, logps)], [s.n(), 1, 1])
+}
+
+/// From dlogps (N, B): fc3 and fc2.bias gradients, dt (N, H) vec4, and partials[g, 0..nblk].
+#[allow(clippy::too_many_arguments)]
+pub fn head_backward(
+    gpu: &Gpu,
+    s: &ToyShape,
+    params: &Tensor,
+    h2t: &Tensor,
+    rows: &Tensor,
+    table: &Tensor,
+    dlogps: &Tensor,
+    dt: &Tensor,
+    grads: &Tensor,
+    partials: &Tensor,
+) -> Dispatch {
+    let b = [(1, params), (4, h2t), (5, rows), (8, table), (9, dlogps), (10, dt), (11, grads), (12, partials)];
+    dispatch(gpu, "toy_head_backward", s, &b, [s.nblk, s.n(), 1])
+}
+
+/// fc1 gradients and partials[g, nblk..2 nblk] (which include fc2.weight's gradient's sum of squares).
+pub fn hidden_backward(
+    gpu: &Gpu,
+    s: &ToyShape,
+    params: &Tensor,
+    h1t: &Tensor,
+    dt: &Tensor,
+    grads: &Tensor,
+    partials: &Tensor,
+) -> Dispatch {
+    let b = [(1, params), (13, h1t), (14, dt), (11, grads), (12, partials)];
+    dispatch(gpu, "toy_hidden_backward", s, &b, [s.nblk, s.n(), 1])
+}
+
+/// fc2.weight's gradient written into `grads` (H^2 per replica).
+pub fn w2_grad(gpu: &Gpu, s: &ToyShape, h1t: &Tensor, dt: &Tensor, grads: &Tensor) -> Dispatch {
+    dispatch(gpu, "toy_w2_grad", s, &[(13, h1t), (14, dt), (11, grads)], [s.nblk, s.h, s.n()])
+}
+
+/// One Adam(W) or SGD step over every replica's arena (`s.kind`), fc2.weight's gradient recomputed from h1t and dt.
+#[allow(clippy::too_many_arguments)]
+pub fn update(
+    gpu: &Gpu,
+    s: &ToyShape,
+    params: &Tensor,
+    grads: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    hyper: &Tensor,
+    norm: &Tensor,
+    h1t: &Tensor,
+    dt: &Tensor,
+) -> Dispatch {
+    let rest = (s.stride - s.h * s.h).div_ceil(WG as u32);
+    let b = [(15, params), (16, grads), (17, m), (18, v), (19, hyper), (20, norm), (13, h1t), (14, dt)];
+    dispatch(gpu, "toy_update", s, &b, [s.nblk * s.nblk + rest, s.n(), 1])
+}
