@@ -371,10 +371,11 @@ fn is_finite(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
 }
 
-// The element update; `grad` already carries the clip scale.
-fn update(i: u32, grad: f32, bias_correction1: f32, bias_correction2: f32) {
+// The element update; `grad` already carries the clip scale. `sgd` is a constant at every call site (one entry
+// point per optimizer), so no branch on it remains in the loops.
+fn update(i: u32, grad: f32, bias_correction1: f32, bias_correction2: f32, sgd: bool) {
     let param = up_params[i];
-    if (t.kind == 1u) {
+    if (sgd) {
         up_params[i] = param - hyper.lr * (grad + hyper.weight_decay * param);
         return;
     }
@@ -389,6 +390,16 @@ fn update(i: u32, grad: f32, bias_correction1: f32, bias_correction2: f32) {
 
 @compute @workgroup_size(16)
 fn toy_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    update_all(wid, lid, false);
+}
+
+// toy_update with plain SGD.
+@compute @workgroup_size(16)
+fn toy_update_sgd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    update_all(wid, lid, true);
+}
+
+fn update_all(wid: vec3<u32>, lid: u32, sgd: bool) {
     let g = wid.y;
     if (!is_finite(norm[2u * g])) { return; }
     let scale = norm[2u * g + 1u];
@@ -409,18 +420,22 @@ fn toy_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         let n0 = (wid.x / t.nblk) * 64u;
         let n1 = min(n0 + 64u, t.h);
         let width = min(t.h - min(k0, t.h), 4u);
-        for (var n = n0; n < n1; n = n + 1u) {
-            let d = dt[g * t.h + n];
-            let row = base + t.o_w2 + n * t.h + k0;
-            if (width == 4u) {
-                update(row, dot(h0, d), bias_correction1, bias_correction2);
-                update(row + 1u, dot(h1, d), bias_correction1, bias_correction2);
-                update(row + 2u, dot(h2, d), bias_correction1, bias_correction2);
-                update(row + 3u, dot(h3, d), bias_correction1, bias_correction2);
-            } else {
-                let gs = array<vec4<f32>, 4>(h0, h1, h2, h3);
+        if (width == 4u) {
+            for (var n = n0; n < n1; n = n + 1u) {
+                let d = dt[g * t.h + n];
+                let row = base + t.o_w2 + n * t.h + k0;
+                update(row, dot(h0, d), bias_correction1, bias_correction2, sgd);
+                update(row + 1u, dot(h1, d), bias_correction1, bias_correction2, sgd);
+                update(row + 2u, dot(h2, d), bias_correction1, bias_correction2, sgd);
+                update(row + 3u, dot(h3, d), bias_correction1, bias_correction2, sgd);
+            }
+        } else {
+            let gs = array<vec4<f32>, 4>(h0, h1, h2, h3);
+            for (var n = n0; n < n1; n = n + 1u) {
+                let d = dt[g * t.h + n];
+                let row = base + t.o_w2 + n * t.h + k0;
                 for (var j = 0u; j < width; j = j + 1u) {
-                    update(row + j, dot(gs[j], d), bias_correction1, bias_correction2);
+                    update(row + j, dot(gs[j], d), bias_correction1, bias_correction2, sgd);
                 }
             }
         }
@@ -434,7 +449,7 @@ fn toy_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             j = j + t.h * t.h;
         }
         if (j < t.stride) {
-            update(base + j, up_grads[base + j] * scale, bias_correction1, bias_correction2);
+            update(base + j, up_grads[base + j] * scale, bias_correction1, bias_correction2, sgd);
         }
     }
 }

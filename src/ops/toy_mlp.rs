@@ -128,5 +128,6 @@ pub fn update(
 ) -> Dispatch {
     let rest = (s.stride - s.h * s.h).div_ceil(WG as u32);
     let b = [(15, params), (16, grads), (17, m), (18, v), (19, hyper), (20, norm), (13, h1t), (14, dt)];
-    dispatch(gpu, "toy_update", s, &b, [s.nblk * s.nblk + rest, s.n(), 1])
+    let entry = if s.kind == 1 { "toy_update_sgd" } else { "toy_update" };
+    dispatch(gpu, entry, s, &b, [s.nblk * s.nblk + rest, s.n(), 1])
 }

@@ -1,9 +1,9 @@
 //! `ToySession`: toy runs (SFT to the scenario's rows, then the chosen method), advanced a few epochs at a time.
-//! Unlogged epochs are submitted without any readback; logged ones copy back the (B, R) log-probabilities, the
+//! Unlogged epochs are submitted without any readback; logged ones copy back the (P, R) log-probabilities, the
 //! objective's metric vector and the gradient norm in the same submit.
 //!
 //! A session holds one run, or several runs of the same method that differ only in seed and data scenario: those
-//! train as the replicas of one replicated MLP (`Mlp::replicated`), one set of dispatches for all of them, and each
+//! train as the replicas of one replicated MLP (`FusedMlp::replicated`: the toy MLP with fused kernels), one set of dispatches for all of them, and each
 //! computes bit for bit what it would alone. The study trains its 5 seeds (and DPO's 4 scenarios) this way.
 
 use std::collections::BTreeMap;
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{scenario_row, summarize, ToyConfig, ToyMethod, PAIRS, PROMPTS, RESPONSES};
 use crate::gpu::{Gpu, Plan, Readback};
 use crate::model::init::mlp_params;
-use crate::model::{Mlp, MlpConfig, Policy};
+use crate::model::{FusedMlp, Mlp, MlpConfig, Policy};
 use crate::objectives::ppo::{PpoConfig, PpoMetrics};
 use crate::objectives::{PreferenceMetrics, Sft};
 use crate::train::ppo::{mlp_value_init, PpoToyTrainer, RewardSource};
@@ -43,7 +43,7 @@ impl ToyRecord {
 pub const SNAPSHOT_EPOCHS: [usize; 3] = [0, 500, 1000];
 
 enum Method {
-    Preference { trainer: Box<PreferenceTrainer<Mlp>>, rb: Readback },
+    Preference { trainer: Box<PreferenceTrainer<FusedMlp>>, rb: Readback },
     Ppo { trainer: Box<PpoToyTrainer>, rm_metrics: Vec<(String, f32)> },
 }
 
@@ -149,14 +149,14 @@ pub async fn sft_phase_group(gpu: &Gpu, cfgs: &[ToyConfig]) -> Result<Vec<(Vec<f
     let mcfg = mlp_config(cfg);
     let init: Vec<f32> = cfgs.iter().map(|c| mlp_params(&mcfg, c.seed)).collect::<Result<Vec<_>>>()?.concat();
     let b = PROMPTS * RESPONSES;
-    let mlp = Mlp::replicated(gpu, &mcfg, n, b, &init)?;
+    let mlp = FusedMlp::replicated(gpu, &mcfg, n, b, &init)?;
     let prompts: Vec<u32> = (0..b).map(|i| (i / RESPONSES) as u32).collect();
     let responses: Vec<u32> = (0..b).map(|i| (i % RESPONSES) as u32).collect();
     mlp.set_batch(gpu, &prompts, &responses)?;
     let sft = Sft::new(gpu, &mlp)?;
     let weights: Vec<f32> = rows.iter().flat_map(|row| (0..b).map(|i| row[i % RESPONSES])).collect();
     sft.set_mask(gpu, &weights)?;
-    let mut opt = Optimizer::with_groups(gpu, &mlp.params, &mlp.grads, &optim(OptimizerKind::Adam, cfg.sft_lr), n)?;
+    let mut opt = Optimizer::for_policy(gpu, &mlp, &optim(OptimizerKind::Adam, cfg.sft_lr))?;
     // Every 25 epochs the losses come back: they check for NaN, and it waits for the GPU so a browser's command
     // queue never holds hundreds of unfinished steps (which stalled the page for seconds).
     let loss_rb = Readback::new(gpu, &[&sft.loss]);
@@ -178,17 +178,8 @@ pub async fn sft_phase_group(gpu: &Gpu, cfgs: &[ToyConfig]) -> Result<Vec<(Vec<f
     let out = run_step(gpu, &[&mlp.forward], Some(&rb)).await?.expect("readback");
     let params = mlp.download_replica_params(gpu).await?;
     let mut result = Vec::with_capacity(n);
-    for (k, p) in params.into_iter().enumerate() {
-        // Rows (prompt p, response j) of replica k; row p * R + p... every row of prompt p holds the same softmax.
-        let lp = &out[0][k * b * RESPONSES..(k + 1) * b * RESPONSES];
-        let probs: Vec<f32> = (0..PROMPTS)
-            .flat_map(|p| {
-                lp[p * RESPONSES * RESPONSES..p * RESPONSES * RESPONSES + RESPONSES]
-                    .iter()
-                    .map(|x| x.exp())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+    for (k, (p, table)) in params.into_iter().zip(mlp.tables(&out[0])).enumerate() {
+        let probs: Vec<f32> = table.iter().map(|x| x.exp()).collect();
         if probs.iter().any(|p| !p.is_finite()) {
             return Err(Error::NonFinite(format!(
                 "toy SFT phase of {} produced non-finite probabilities (lr {})",
@@ -243,10 +234,10 @@ impl ToySession {
                     PAIRS.iter().map(|p| p.1 as u32).chain(PAIRS.iter().map(|p| p.2 as u32)).collect();
                 let b = 2 * PAIRS.len();
                 let params: Vec<f32> = sfts.iter().flat_map(|s| s.0.iter().copied()).collect();
-                let policy = Mlp::replicated(gpu, &mcfg, n, b, &params)?;
+                let policy = FusedMlp::replicated(gpu, &mcfg, n, b, &params)?;
                 policy.set_batch(gpu, &prompts, &responses)?;
                 let reference = if loss.uses_reference() {
-                    let r = Mlp::replicated(gpu, &mcfg, n, b, &params)?;
+                    let r = FusedMlp::replicated(gpu, &mcfg, n, b, &params)?;
                     r.set_batch(gpu, &prompts, &responses)?;
                     Some(r)
                 } else {
@@ -315,7 +306,7 @@ impl ToySession {
         }
     }
 
-    /// Records of every member from a preference step's readback: raw[0] (N, B, R) log-probs, raw[1] (N, STATS)
+    /// Records of every member from a preference step's readback: raw[0] (N, P, R) log-probs, raw[1] (N, STATS)
     /// metrics, raw[2] (2N) gradient norms and clip scales.
     fn record(&mut self, epoch: usize, raw: &[Vec<f32>]) -> Result<Vec<ToyRecord>> {
         let n = self.members.len();
@@ -324,7 +315,6 @@ impl ToySession {
         let snapshot = SNAPSHOT_EPOCHS.contains(&epoch) || epoch == self.cfg.epochs;
         let mut out = Vec::with_capacity(n);
         for (k, m) in self.members.iter_mut().enumerate() {
-            // Rows 0..P of a replica are the chosen rows = prompts 0..P in order.
             let lp = raw[0][k * per_lp..k * per_lp + PROMPTS * RESPONSES].to_vec();
             let mut metrics: BTreeMap<String, f32> =
                 PreferenceMetrics::from_raw(&raw[1][k * per_m..(k + 1) * per_m]).values.into_iter().collect();
