@@ -351,6 +351,7 @@ fn real_main() -> Result<(), String> {
         Ok::<_, String>(m)
     })?;
 
+    let sft_seconds = t0.elapsed().as_secs_f64();
     // Phase 2: training jobs. Runs of the same method train together as replicas of one model (5 seeds; DPO's
     // four scenarios too); RM+PPO runs one per job. Longest jobs first, spread over the worker threads.
     let mut groups: Vec<Vec<(usize, ToyConfig)>> = Vec::new();
@@ -477,7 +478,7 @@ fn real_main() -> Result<(), String> {
         &a.out.join("study.json"),
         serde_json::to_string_pretty(&meta).map_err(|e| e.to_string())?.as_bytes(),
     )?;
-    println!("trained {} runs in {:.1} s", runs.len(), seconds);
+    println!("trained {} runs in {:.1} s (SFT phases {:.1} s)", runs.len(), seconds, sft_seconds);
     if !a.no_report {
         figures::write_all(&a.out, &runs).map_err(|e| format!("figures: {e}"))?;
         report::write_report(&a.out, &runs, &meta).map_err(|e| format!("report: {e}"))?;
