@@ -34,7 +34,7 @@ struct AdamHyper {
     beta2: f32,
     eps: f32,
     weight_decay: f32,
-    _pad0: f32,
+    momentum: f32, // SGD with momentum only
     _pad1: f32,
     _pad2: f32,
 }
@@ -259,4 +259,33 @@ fn sgd_update(
     let g = sgd_grads[i] * sgd_norm[2u * k + 1u];
     let param = sgd_params[i];
     sgd_params[i] = param - sgd_hyper.lr * (g + sgd_hyper.weight_decay * param);
+}
+
+// sgd_momentum_update: SGD with heavy-ball momentum (PyTorch's, dampening 0) behind the same clipping, skipped like
+// adamw_update when the group's norm is not finite:
+//   g = grads[i] * scale;  buf = momentum * buf + g;  params -= lr * (buf + weight_decay * params)
+// bindings: 23 params (n) read_write, 24 grads (n) read, 25 buf (n) read_write, 26 hyper (AdamHyper) read,
+//   27 norm (6G) read.
+// grid: as adamw_update.
+@group(0) @binding(23) var<storage, read_write> sgdm_params: array<f32>;
+@group(0) @binding(24) var<storage, read> sgdm_grads: array<f32>;
+@group(0) @binding(25) var<storage, read_write> sgdm_buf: array<f32>;
+@group(0) @binding(26) var<uniform> sgdm_hyper: AdamHyper;
+@group(0) @binding(27) var<storage, read> sgdm_norm: array<f32>;
+
+@compute @workgroup_size(256)
+fn sgd_momentum_update(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let k = wid.y;
+    let j = update_index(lid, wid, nwg);
+    if (j >= p.group_len || !is_finite(sgdm_norm[2u * k])) { return; }
+    let i = k * p.group_len + j;
+    let g = sgdm_grads[i] * sgdm_norm[2u * k + 1u];
+    let buf = sgdm_hyper.momentum * sgdm_buf[i] + g;
+    sgdm_buf[i] = buf;
+    let param = sgdm_params[i];
+    sgdm_params[i] = param - sgdm_hyper.lr * (buf + sgdm_hyper.weight_decay * param);
 }

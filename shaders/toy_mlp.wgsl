@@ -342,7 +342,8 @@ fn toy_w2_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 }
 
 // toy_update: one optimizer step of replica g, the same arithmetic per element as adamw.wgsl's adamw_update
-// (clip scale, Adam moments, bias corrections from the step state, decoupled weight decay) or sgd_update; skipped
+// (clip scale, Adam moments, bias corrections from the step state, decoupled weight decay) or
+// sgd_momentum_update; skipped
 // when the replica's gradient norm is not finite. Workgroups x < nblk^2 update fc2.weight's 64 x 64 block
 // (columns k of block x % nblk, rows n of block x / nblk), its gradient recomputed from the factors; the rest go
 // through the replica's other elements (every index outside fc2.weight) with their gradients from `grads`.
@@ -355,7 +356,7 @@ struct AdamHyper {
     beta2: f32,
     eps: f32,
     weight_decay: f32,
-    _pad0: f32,
+    momentum: f32,
     _pad1: f32,
     _pad2: f32,
 }
@@ -376,7 +377,10 @@ fn is_finite(x: f32) -> bool {
 fn update(i: u32, grad: f32, bias_correction1: f32, bias_correction2: f32, sgd: bool) {
     let param = up_params[i];
     if (sgd) {
-        up_params[i] = param - hyper.lr * (grad + hyper.weight_decay * param);
+        // SGD with momentum (adamw.wgsl's sgd_momentum_update; momentum 0 is plain SGD), the buffer in m.
+        let buf = hyper.momentum * up_m[i] + grad;
+        up_m[i] = buf;
+        up_params[i] = param - hyper.lr * (buf + hyper.weight_decay * param);
         return;
     }
     let m = hyper.beta1 * up_m[i] + (1.0 - hyper.beta1) * grad;
@@ -393,7 +397,7 @@ fn toy_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     update_all(wid, lid, false);
 }
 
-// toy_update with plain SGD.
+// toy_update with SGD (momentum from the hyperparameters; the buffer in m).
 @compute @workgroup_size(16)
 fn toy_update_sgd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     update_all(wid, lid, true);

@@ -160,6 +160,51 @@ fn should_match_reference_sgd_over_three_steps() {
     }
 }
 
+#[test]
+fn should_match_reference_sgd_with_momentum_per_group() {
+    let gpu = gpu();
+    let (groups, len) = (3usize, 333usize);
+    let n = groups * len;
+    let (lr, momentum, weight_decay, max_norm) = (5e-2f32, 0.9f32, 0.01f32, 2.0f32);
+    let params0 = randn(61, n, 1.0);
+    let tparams = Tensor::from_f32(&gpu, "params", &params0).unwrap();
+    let tgrads = Tensor::zeros(&gpu, "grads", n).unwrap();
+    let tbuf = Tensor::zeros(&gpu, "momentum buffer", n).unwrap();
+    let thyper = Tensor::uniform(&gpu, "hyper", 8).unwrap();
+    let h = AdamHyper { momentum, ..AdamHyper::new(lr, 0.9, 0.999, 1e-8, weight_decay) };
+    thyper.write_f32(&gpu, h.as_f32s());
+    let scratch = Tensor::zeros(&gpu, "scratch", groups * ops::grad_norm_scratch_len(len)).unwrap();
+    let tnorm = Tensor::from_f32(&gpu, "norm", &ops::norm_init(groups)).unwrap();
+    let mut plan = Plan::new();
+    plan.extend(ops::grad_norm_groups(&gpu, &tnorm, &tgrads, &scratch, &thyper, n, groups, max_norm));
+    plan.push(ops::sgd_momentum_update_groups(&gpu, &tparams, &tgrads, &tbuf, &thyper, &tnorm, n, groups));
+    let mut params = params0.clone();
+    let mut buf = vec![0.0f32; n];
+    for step in 1..=3u64 {
+        // Group 1's gradients are large enough to be clipped, the others' are not.
+        let mut g = randn(80 + step, n, 0.05);
+        g[len..2 * len].iter_mut().for_each(|x| *x *= 100.0);
+        tgrads.write_f32(&gpu, &g);
+        plan.submit(&gpu);
+        for k in 0..groups {
+            let r = k * len..(k + 1) * len;
+            let scale = cpu::clip_scale(cpu::grad_norm(&g[r.clone()]), max_norm);
+            assert_eq!(scale < 1.0, k == 1, "group {k} clipping");
+            cpu::sgd_momentum_update(
+                &mut params[r.clone()],
+                &g[r.clone()],
+                &mut buf[r],
+                lr,
+                momentum,
+                weight_decay,
+                scale,
+            );
+        }
+        assert_close(&format!("step {step} params"), &tparams.to_vec(&gpu).unwrap(), &params, 1e-6, 1e-5);
+        assert_close(&format!("step {step} buffer"), &tbuf.to_vec(&gpu).unwrap(), &buf, 1e-6, 1e-5);
+    }
+}
+
 /// Groups (independent models packed back to back, as a replicated model's arena): each gets its own norm and clip
 /// scale, the reference's per group, and bit-for-bit what the same gradients give as a lone model; AdamW and SGD
 /// then apply each group's own scale.

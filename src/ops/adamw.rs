@@ -48,12 +48,14 @@ pub struct AdamHyper {
     pub beta2: f32,
     pub eps: f32,
     pub weight_decay: f32,
-    pub _pad: [f32; 3],
+    /// SGD's momentum (sgd_momentum_update; ignored by Adam and plain SGD).
+    pub momentum: f32,
+    pub _pad: [f32; 2],
 }
 
 impl AdamHyper {
     pub fn new(lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32) -> AdamHyper {
-        AdamHyper { lr, beta1, beta2, eps, weight_decay, _pad: [0.0; 3] }
+        AdamHyper { lr, beta1, beta2, eps, weight_decay, momentum: 0.0, _pad: [0.0; 2] }
     }
 
     /// The 8 floats to write into the hyper tensor.
@@ -271,6 +273,32 @@ pub fn sgd_update_groups(
         "sgd_update",
         Some(bytemuck::bytes_of(&p)),
         &[(11, params), (12, grads), (13, hyper), (14, norm)],
+        update_grid(p.group_len as usize, groups),
+    )
+}
+
+/// SGD with momentum (PyTorch's heavy ball, dampening 0) over n elements in groups: buf = momentum * buf + grads *
+/// norm[2k + 1]; params -= lr * (buf + weight_decay * params); lr, weight_decay and momentum read from `hyper`.
+/// Nothing changes in a group whose norm is not finite.
+#[allow(clippy::too_many_arguments)]
+pub fn sgd_momentum_update_groups(
+    gpu: &Gpu,
+    params: &Tensor, // (n)
+    grads: &Tensor,  // (n)
+    buf: &Tensor,    // (n) momentum buffer, zeros at the start
+    hyper: &Tensor,  // (8) AdamHyper
+    norm: &Tensor,   // (norm_len(G))
+    n: usize,
+    groups: usize,
+) -> Dispatch {
+    let p = Params { n: n as u32, num_partials: 0, max_norm: 0.0, group_len: group_len(n, groups) as u32 };
+    Dispatch::new(
+        gpu,
+        SHADER,
+        SRC,
+        "sgd_momentum_update",
+        Some(bytemuck::bytes_of(&p)),
+        &[(23, params), (24, grads), (25, buf), (26, hyper), (27, norm)],
         update_grid(p.group_len as usize, groups),
     )
 }

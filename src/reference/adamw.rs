@@ -136,3 +136,22 @@ pub fn sgd_update(params: &mut [f32], grads: &[f32], lr: f32, weight_decay: f32,
         params[i] = param - lr * (g + weight_decay * param);
     }
 }
+
+/// One SGD-with-momentum update (PyTorch's heavy ball, dampening 0): buf = momentum * buf + grads * grad_scale;
+/// params -= lr * (buf + weight_decay * params).
+pub fn sgd_momentum_update(
+    params: &mut [f32],
+    grads: &[f32],
+    buf: &mut [f32],
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+    grad_scale: f32,
+) {
+    for i in 0..params.len() {
+        let b = momentum * buf[i] + grads[i] * grad_scale;
+        buf[i] = b;
+        let param = params[i];
+        params[i] = param - lr * (b + weight_decay * param);
+    }
+}

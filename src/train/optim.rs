@@ -31,6 +31,8 @@ pub struct OptimConfig {
     pub weight_decay: f32,
     /// Global gradient-norm clipping threshold; 0 disables clipping.
     pub grad_clip: f32,
+    /// SGD only: heavy-ball momentum (PyTorch's, dampening 0); 0 is plain SGD.
+    pub momentum: f32,
 }
 
 impl Default for OptimConfig {
@@ -43,6 +45,7 @@ impl Default for OptimConfig {
             eps: 1e-8,
             weight_decay: 0.0,
             grad_clip: 1.0,
+            momentum: 0.0,
         }
     }
 }
@@ -105,6 +108,20 @@ impl Optimizer {
                 plan.push(adamw::adamw_update_groups(gpu, &params.all, &grads.all, &m, &v, &hyper, &norm, n, groups));
                 state.extend([m, v]);
             }
+            OptimizerKind::Sgd if cfg.momentum != 0.0 => {
+                let buf = Tensor::zeros(gpu, "sgd momentum", n)?;
+                plan.push(adamw::sgd_momentum_update_groups(
+                    gpu,
+                    &params.all,
+                    &grads.all,
+                    &buf,
+                    &hyper,
+                    &norm,
+                    n,
+                    groups,
+                ));
+                state.push(buf);
+            }
             OptimizerKind::Sgd => {
                 plan.push(adamw::sgd_update_groups(gpu, &params.all, &grads.all, &hyper, &norm, n, groups));
             }
@@ -143,9 +160,9 @@ impl Optimizer {
         };
         let norm = Tensor::from_f32(gpu, "grad norm", &adamw::norm_init(groups))?;
         let hyper = Tensor::uniform(gpu, "optimizer hyper", 8)?;
-        // SGD binds the moment buffers too (unused); one float each keeps them valid bindings.
-        let moments = if cfg.kind == OptimizerKind::Adam { n } else { 1 };
-        let (m, v) = (Tensor::zeros(gpu, "adam m", moments)?, Tensor::zeros(gpu, "adam v", moments)?);
+        // SGD keeps its momentum buffer in m (written even at momentum 0) and binds v unused (one float).
+        let v_len = if cfg.kind == OptimizerKind::Adam { n } else { 1 };
+        let (m, v) = (Tensor::zeros(gpu, "adam m", n)?, Tensor::zeros(gpu, "adam v", v_len)?);
         let mut plan = Plan::new();
         plan.push(adamw::grad_norm_final(
             gpu,
@@ -173,6 +190,7 @@ impl Optimizer {
         let scratch = Tensor::zeros(gpu, "unused norm scratch", 1)?;
         let (state, keep) = match cfg.kind {
             OptimizerKind::Adam => (vec![scratch, m, v], vec![]),
+            OptimizerKind::Sgd if cfg.momentum != 0.0 => (vec![scratch, m], vec![v]),
             OptimizerKind::Sgd => (vec![scratch], vec![m, v]),
         };
         let opt = Optimizer {
@@ -199,7 +217,8 @@ impl Optimizer {
 
     fn write_hyper(&self, gpu: &Gpu) {
         let c = &self.cfg;
-        self.hyper.write_f32(gpu, AdamHyper::new(c.lr, c.beta1, c.beta2, c.eps, c.weight_decay).as_f32s());
+        let h = AdamHyper { momentum: c.momentum, ..AdamHyper::new(c.lr, c.beta1, c.beta2, c.eps, c.weight_decay) };
+        self.hyper.write_f32(gpu, h.as_f32s());
     }
 
     /// Count the step about to be submitted and write the hyperparameters (`cfg` may have changed, e.g. the learning

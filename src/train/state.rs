@@ -79,8 +79,13 @@ impl TrainerState {
 /// the GPU, so a resumed run must restore it to continue bit for bit).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn moment_names<'a>(prefix: &str, opt: &'a Optimizer) -> Vec<(String, &'a Tensor)> {
+    // PyTorch's state names: Adam's two moments, SGD's momentum buffer (when it has one).
+    let names: &[&str] = match opt.cfg.kind {
+        crate::train::OptimizerKind::Adam => &["exp_avg", "exp_avg_sq"],
+        crate::train::OptimizerKind::Sgd => &["momentum_buffer"],
+    };
     let mut v: Vec<(String, &Tensor)> =
-        ["exp_avg", "exp_avg_sq"].iter().zip(opt.moments()).map(|(n, t)| (format!("{prefix}{n}"), t)).collect();
+        names.iter().zip(opt.moments()).map(|(n, t)| (format!("{prefix}{n}"), t)).collect();
     v.push((format!("{prefix}step_state"), &opt.norm));
     v
 }
