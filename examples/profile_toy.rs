@@ -19,7 +19,7 @@ fn main() {
     let gpu = Gpu::new_blocking().unwrap_or_else(|e| panic!("{e}"));
     let reps: usize = std::env::args().nth(1).map(|s| s.parse().expect("replicas")).unwrap_or(1);
     let hidden: usize = std::env::var("H").ok().map(|s| s.parse().expect("H")).unwrap_or(256);
-    let cfg = MlpConfig { prompts: 4, hidden, responses: 10, first_bias: false, scalar_head: false };
+    let cfg = MlpConfig { prompts: 4, hidden, responses: 10, first_bias: false, scalar_head: false, depth: 2 };
     let params: Vec<f32> =
         (0..reps).flat_map(|k| mlp_params(&cfg, k as u64).unwrap_or_else(|e| panic!("{e}"))).collect();
     let prompts: Vec<u32> = PAIRS.iter().chain(PAIRS.iter()).map(|p| p.0 as u32).collect();

@@ -25,7 +25,11 @@
 //   h1t, h2t, dt: (N, H) vec4 = hidden unit k's value for prompts 0..3 (h1 = relu(fc1), h2 = relu(fc2),
 //   dt = d loss / d fc2 pre-activation);
 //   table: (N, P, R) log-softmax; rows: (N, B) (prompt, response) u32 pairs; logps, dlogps: (N, B);
-//   partials: (N, 2 nblk) sums of squares of the gradients (toy_head_backward's blocks, then toy_hidden_backward's).
+//   partials: (N, depth nblk) sums of squares of the gradients, nblk per backward dispatch.
+//
+// Deeper models (depth hidden layers, fc2 .. fc{depth} H -> H): each extra layer adds a toy_hidden_forward, a
+// toy_mid_backward and a toy_w2_grad (its gradient is materialised; only fc2's stays factored). Each dispatch gets
+// its own parameter block, whose o_w2 / o_b2 / o_b1 name the layer it works on.
 
 struct Toy {
     h: u32,          // H hidden units
@@ -42,8 +46,8 @@ struct Toy {
     nblk: u32,       // ceil(H / 64): workgroups per replica of the per-unit kernels
     kind: u32,       // toy_update: 0 Adam(W), 1 SGD
     replicas: u32,   // N
-    _pad0: u32,
-    _pad1: u32,
+    np: u32,         // partial sums of squares per replica (depth x nblk)
+    slot: u32,       // the first partial this dispatch writes (its workgroup x adds to it)
 }
 
 const NONE: u32 = 0xffffffffu;
@@ -100,7 +104,7 @@ fn h1_of(base: u32, k: u32, bias: bool) -> vec4<f32> {
     return max(x, vec4<f32>(0.0)) * prompt_mask();
 }
 
-fn forward_units(wid: vec3<u32>, lid: u32, bias: bool) {
+fn forward_units(wid: vec3<u32>, lid: u32, bias: bool, from_input: bool) {
     let g = wid.y;
     let base = g * t.stride;
     let n0 = (wid.x * 16u + lid) * 4u;
@@ -114,7 +118,12 @@ fn forward_units(wid: vec3<u32>, lid: u32, bias: bool) {
     var a2 = vec4<f32>(0.0);
     var a3 = vec4<f32>(0.0);
     for (var k = 0u; k < t.h; k = k + 1u) {
-        let x = h1_of(base, k, bias);
+        var x: vec4<f32>;
+        if (from_input) {
+            x = h2t[g * t.h + k];
+        } else {
+            x = h1_of(base, k, bias);
+        }
         a0 = a0 + x * params[w0 + k];
         a1 = a1 + x * params[w1 + k];
         a2 = a2 + x * params[w2 + k];
@@ -124,7 +133,9 @@ fn forward_units(wid: vec3<u32>, lid: u32, bias: bool) {
     for (var j = 0u; j < 4u; j = j + 1u) {
         let n = n0 + j;
         if (n < t.h) {
-            h1t_out[g * t.h + n] = h1_of(base, n, bias);
+            if (!from_input) {
+                h1t_out[g * t.h + n] = h1_of(base, n, bias);
+            }
             h2t_out[g * t.h + n] = max(acc[j] + params[base + t.o_b2 + n], vec4<f32>(0.0)) * prompt_mask();
         }
     }
@@ -132,13 +143,22 @@ fn forward_units(wid: vec3<u32>, lid: u32, bias: bool) {
 
 @compute @workgroup_size(16)
 fn toy_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    forward_units(wid, lid, false);
+    forward_units(wid, lid, false, false);
 }
 
 // toy_forward with a first-layer bias (fc1.bias at o_b1).
 @compute @workgroup_size(16)
 fn toy_forward_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    forward_units(wid, lid, true);
+    forward_units(wid, lid, true, false);
+}
+
+// toy_hidden_forward: a further H -> H layer (weight at o_w2, bias at o_b2) from the layer below:
+//   out[g, n] = relu(bias[n] + sum_k weight[n, k] in[g, k]) (per prompt).
+// bindings: 1 params read, 4 in (N, H) vec4 read, 3 out (N, H) vec4 write.
+// grid: (nblk, N), workgroup 16.
+@compute @workgroup_size(16)
+fn toy_hidden_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    forward_units(wid, lid, false, true);
 }
 
 // toy_head, replica g: logits[u, r] = fc3.bias[r] + sum_n fc3.weight[r, n] h2[u, n]; table[g, u, :] = log_softmax
@@ -251,7 +271,7 @@ fn toy_head_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     red[lid] = ss;
     tree_sum(lid);
     if (lid == 0u) {
-        partials[g * 2u * t.nblk + wid.x] = red[0];
+        partials[g * t.np + t.slot + wid.x] = red[0];
     }
 }
 
@@ -266,6 +286,20 @@ var<workgroup> red16: array<f32, 16>;
 
 @compute @workgroup_size(16)
 fn toy_hidden_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    backward_units(wid, lid, true);
+}
+
+// toy_mid_backward: the same through a further H -> H layer (weight at o_w2, its input h at binding 13, its
+// d loss / d pre-activation at binding 14), writing the layer below's d loss / d pre-activation and its bias
+// gradient (bias at o_b1):  dt_out[g, k] = (sum_n dt[:, n] weight[n, k]) (h[:, k] > 0);  bias grad [k] = sum_u.
+// bindings: 1 params read, 13 h read, 14 dt read, 10 dt_out write, 11 grads write, 12 partials write.
+// grid: (nblk, N), workgroup 16.
+@compute @workgroup_size(16)
+fn toy_mid_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    backward_units(wid, lid, false);
+}
+
+fn backward_units(wid: vec3<u32>, lid: u32, first: bool) {
     let g = wid.y;
     let base = g * t.stride;
     let k0 = (wid.x * 16u + lid) * 4u;
@@ -300,7 +334,14 @@ fn toy_hidden_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_inv
     );
     for (var j = 0u; j < 4u; j = j + 1u) {
         let k = k0 + j;
-        if (k < t.h) {
+        if (k < t.h && !first) {
+            let v = dh[j];
+            dt_out[g * t.h + k] = v;
+            let db = v.x + v.y + v.z + v.w;
+            grads_out[base + t.o_b1 + k] = db;
+            ss = ss + db * db;
+        }
+        if (k < t.h && first) {
             let v = dh[j];
             let row = base + t.o_w1 + k * t.p;
             grads_out[row] = v.x;
@@ -324,7 +365,7 @@ fn toy_hidden_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_inv
     }
     workgroupBarrier();
     if (lid == 0u) {
-        partials[g * 2u * t.nblk + t.nblk + wid.x] = red16[0];
+        partials[g * t.np + t.slot + wid.x] = red16[0];
     }
 }
 

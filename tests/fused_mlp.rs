@@ -13,7 +13,11 @@ use dpo3d::reference::mlp::MlpRef;
 use dpo3d::train::{run_step, OptimConfig, OptimizerKind, PreferenceTrainer, ReferenceMode};
 
 fn cfg(prompts: usize, hidden: usize, responses: usize, first_bias: bool) -> MlpConfig {
-    MlpConfig { prompts, hidden, responses, first_bias, scalar_head: false }
+    MlpConfig { prompts, hidden, responses, first_bias, scalar_head: false, depth: 2 }
+}
+
+fn deep(c: MlpConfig, depth: usize) -> MlpConfig {
+    MlpConfig { depth, ..c }
 }
 
 /// (prompts, responses) of B rows, every prompt used, some twice.
@@ -26,10 +30,17 @@ fn rows(p: usize, r: usize, b: usize, seed: u32) -> (Vec<u32>, Vec<u32>) {
 #[test]
 fn should_match_the_reference_forward_backward_and_norm_on_odd_shapes() {
     let gpu = gpu();
-    // (P, H, R, first_bias, B): the toy's shape with a bias, and odd ones (H not a multiple of 64, P < 4).
-    for (p, h, r, bias, b) in [(4, 37, 10, true, 8), (3, 70, 7, false, 5), (1, 64, 16, true, 3), (4, 129, 5, false, 12)]
-    {
-        let c = cfg(p, h, r, bias);
+    // (P, H, R, first_bias, B, depth): the toy's shape with a bias, odd ones (H not a multiple of 64, P < 4), and
+    // deeper models (their extra H -> H layers' gradients are materialised by the backward).
+    for (p, h, r, bias, b, depth) in [
+        (4, 37, 10, true, 8, 2),
+        (3, 70, 7, false, 5, 2),
+        (1, 64, 16, true, 3, 2),
+        (4, 129, 5, false, 12, 2),
+        (4, 37, 10, true, 8, 3),
+        (2, 45, 6, false, 7, 4),
+    ] {
+        let c = deep(cfg(p, h, r, bias), depth);
         let n = 2;
         let inits: Vec<Vec<f32>> = (0..n).map(|k| mlp_params(&c, 7 + k as u64).unwrap()).collect();
         let m = FusedMlp::replicated(&gpu, &c, n, b, &inits.concat()).unwrap();
@@ -41,7 +52,7 @@ fn should_match_the_reference_forward_backward_and_norm_on_odd_shapes() {
         let out =
             pollster::block_on(run_step(&gpu, &[&m.forward, &m.backward, &m.w2_grad], Some(&rb))).unwrap().unwrap();
         let grads = pollster::block_on(m.grads.download_contiguous(&gpu)).unwrap();
-        let what = format!("P {p} H {h} R {r} bias {bias} B {b}");
+        let what = format!("P {p} H {h} R {r} bias {bias} B {b} depth {depth}");
         let per = grads.len() / n;
         let np = out[2].len() / n;
         for k in 0..n {
@@ -120,8 +131,23 @@ fn should_train_like_the_generic_mlp_and_optimizer() {
             OptimConfig { kind: OptimizerKind::Sgd, lr: 0.5, grad_clip: 0.0, ..Default::default() },
         ),
     ];
-    for (loss, opt) in cases {
-        let (mut f, mut g) = trainers(&gpu, &c, n, 4, &params, &loss, &opt);
+    let c3 = deep(cfg(4, 33, 10, false), 3);
+    let params3: Vec<f32> = (0..n).flat_map(|k| mlp_params(&c3, 30 + k as u64).unwrap()).collect();
+    // SGD: Adam's normalised step would turn float noise in near-zero gradient elements into full-size steps.
+    let deeper = (
+        PreferenceLoss::Dpo { beta: 0.1 },
+        OptimConfig {
+            kind: OptimizerKind::Sgd,
+            lr: 0.5,
+            momentum: 0.5,
+            grad_clip: 0.02,
+            weight_decay: 0.01,
+            ..Default::default()
+        },
+    );
+    for (i, (loss, opt)) in cases.into_iter().chain([deeper]).enumerate() {
+        let (c, params) = if i == 3 { (&c3, &params3) } else { (&c, &params) };
+        let (mut f, mut g) = trainers(&gpu, c, n, 4, params, &loss, &opt);
         let mut clipped = false;
         for step in 0..6 {
             let (mf, nf) = pollster::block_on(f.step(&gpu)).unwrap();
@@ -134,7 +160,7 @@ fn should_train_like_the_generic_mlp_and_optimizer() {
         assert!(opt.grad_clip == 0.0 || clipped, "{}: clipping never triggered", loss.name());
         let pf = pollster::block_on(f.policy.download_replica_params(&gpu)).unwrap();
         let pg = pollster::block_on(g.policy.download_replica_params(&gpu)).unwrap();
-        let moved: f32 = pg[0].iter().zip(&params).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let moved: f32 = pg[0].iter().zip(params.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(moved > 1e-3, "{}: parameters barely moved ({moved})", loss.name());
         for k in 0..n {
             assert_close(&format!("{} replica {k}: parameters after 6 steps", loss.name()), &pf[k], &pg[k], 2e-6, 2e-4);

@@ -39,7 +39,7 @@ fn should_reject_upload_params_of_the_wrong_length() {
     gpt.upload_params(&gpu, &vec![0.5; p.len()]).unwrap();
     assert_eq!(pollster::block_on(gpt.download_params(&gpu)).unwrap(), vec![0.5; p.len()]);
 
-    let mc = MlpConfig { prompts: 3, hidden: 4, responses: 5, first_bias: false, scalar_head: false };
+    let mc = MlpConfig { prompts: 3, hidden: 4, responses: 5, first_bias: false, scalar_head: false, depth: 2 };
     let one = dpo3d::model::init::mlp_params(&mc, 3).unwrap();
     let two: Vec<f32> = one.iter().chain(&one).copied().collect();
     let mlp = Mlp::replicated(&gpu, &mc, 2, 3, &two).unwrap();

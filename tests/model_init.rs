@@ -16,7 +16,7 @@ fn should_draw_mlp_fc1_from_u_minus_half_to_half_with_pcg32() {
     // P = 4 -> fc1 bound 1/sqrt(4) = 0.5; fc1.weight is first in the table, so it takes the first four draws of
     // PCG32(seed 7): w = -0.5 + 1.0 * u, u = (next_u32 >> 8) / 2^24. Python (numpy float32):
     //   [0.09374887, -0.1483509, -0.40196413, 0.12622339]
-    let cfg = MlpConfig { prompts: 4, hidden: 8, responses: 3, first_bias: false, scalar_head: false };
+    let cfg = MlpConfig { prompts: 4, hidden: 8, responses: 3, first_bias: false, scalar_head: false, depth: 2 };
     let p = mlp_params(&cfg, 7).unwrap();
     assert_eq!(p.len(), 8 * 4 + 8 * 8 + 8 + 3 * 8 + 3);
     for (got, want) in p[..4].iter().zip([0.09374887f32, -0.1483509, -0.40196413, 0.12622339]) {
@@ -77,6 +77,6 @@ fn should_reject_a_bad_config_with_an_error() {
     }
     let gpt0 = GptConfig { layers: 0, heads: 4, ..gpt };
     assert!(matches!(gpt_params(&gpt0, 0), Err(Error::Config(m)) if m.contains("layers")));
-    let mlp = MlpConfig { prompts: 4, hidden: 0, responses: 10, first_bias: false, scalar_head: false };
+    let mlp = MlpConfig { prompts: 4, hidden: 0, responses: 10, first_bias: false, scalar_head: false, depth: 2 };
     assert!(matches!(mlp_params(&mlp, 0), Err(Error::Config(_))));
 }

@@ -59,8 +59,8 @@ fn should_match_reference_gpt_forward_and_backward() {
 #[test]
 fn should_match_reference_mlp_forward_and_backward() {
     let gpu = gpu();
-    for (first_bias, scalar_head) in [(false, false), (true, true)] {
-        let cfg = MlpConfig { prompts: 4, hidden: 33, responses: 10, first_bias, scalar_head };
+    for (first_bias, scalar_head, depth) in [(false, false, 2), (true, true, 2), (true, false, 3), (false, true, 1)] {
+        let cfg = MlpConfig { prompts: 4, hidden: 33, responses: 10, first_bias, scalar_head, depth };
         let reference = MlpRef::from_params(&cfg, mlp_params(&cfg, 11).unwrap());
         let prompts = vec![0u32, 1, 2, 3, 0, 1, 2, 3, 2];
         let responses = vec![0u32, 1, 2, 3, 4, 6, 7, 5, 9];

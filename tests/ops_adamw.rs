@@ -400,7 +400,7 @@ fn should_stop_preference_training_at_a_nan_step_naming_the_replica() {
     use dpo3d::objectives::PreferenceLoss;
     use dpo3d::train::{OptimConfig, PreferenceTrainer, ReferenceMode};
     let gpu = gpu();
-    let cfg = MlpConfig { prompts: 3, hidden: 8, responses: 5, first_bias: false, scalar_head: false };
+    let cfg = MlpConfig { prompts: 3, hidden: 8, responses: 5, first_bias: false, scalar_head: false, depth: 2 };
     let replicas = 2;
     let p0 = dpo3d::model::init::mlp_params(&cfg, 5).unwrap();
     let params: Vec<f32> = p0.iter().chain(&p0).copied().collect();

@@ -21,7 +21,7 @@ const P: usize = 4;
 const R: usize = 10;
 
 fn toy_cfg() -> MlpConfig {
-    MlpConfig { prompts: P, hidden: 32, responses: R, first_bias: false, scalar_head: false }
+    MlpConfig { prompts: P, hidden: 32, responses: R, first_bias: false, scalar_head: false, depth: 2 }
 }
 
 /// A known reward r(x, y) in [0, 0.3): with beta = 0.1 the optimum is far from pi0 but not degenerate.
@@ -198,7 +198,7 @@ fn should_raise_a_rule_based_score_with_bounded_kl_on_a_tiny_gpt() {
 /// (H = P*R) and score.weight = table, so its scalar is table[x * R + y].
 fn table_reward_model(table: &[f32]) -> (MlpConfig, Vec<f32>) {
     let n = P * R;
-    let cfg = MlpConfig { prompts: n, hidden: n, responses: 1, first_bias: false, scalar_head: true };
+    let cfg = MlpConfig { prompts: n, hidden: n, responses: 1, first_bias: false, scalar_head: true, depth: 2 };
     let eye: Vec<f32> = (0..n * n).map(|i| if i / n == i % n { 1.0 } else { 0.0 }).collect();
     let mut params = Vec::new();
     params.extend_from_slice(&eye); // fc1.weight (H, P*R)

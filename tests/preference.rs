@@ -385,7 +385,7 @@ fn should_train_a_reward_model_to_high_held_out_accuracy() {
     r.shuffle(&mut pairs);
     let split = pairs.len() * 6 / 10;
     let (train, held) = pairs.split_at(split);
-    let cfg = MlpConfig { prompts: np + nr, hidden: 64, responses: 1, first_bias: true, scalar_head: true };
+    let cfg = MlpConfig { prompts: np + nr, hidden: 64, responses: 1, first_bias: true, scalar_head: true, depth: 2 };
     let encode = |ps: &[(usize, usize, usize)]| {
         let n = ps.len();
         let mut x = vec![0.0f32; 2 * n * (np + nr)];

@@ -14,7 +14,7 @@ use dpo3d::train::{run_step, OptimConfig, Optimizer, PreferenceTrainer, Referenc
 
 /// An odd hidden width, a first-layer bias and a scalar head, so every parameter kind is replicated.
 fn cfg() -> MlpConfig {
-    MlpConfig { prompts: PROMPTS, hidden: 37, responses: RESPONSES, first_bias: true, scalar_head: true }
+    MlpConfig { prompts: PROMPTS, hidden: 37, responses: RESPONSES, first_bias: true, scalar_head: true, depth: 2 }
 }
 
 fn pair_batch() -> (Vec<u32>, Vec<u32>) {

@@ -71,11 +71,26 @@ struct Args {
     epochs: usize,
     #[arg(long, default_value_t = 256)]
     hidden: usize,
+    /// Hidden layers (the paper's MLP has 2).
+    #[arg(long, default_value_t = 2)]
+    depth: usize,
     /// adam or sgd.
     #[arg(long, default_value = "adam")]
     optimizer: String,
     #[arg(long, default_value_t = 1e-3)]
     lr: f32,
+    /// Decoupled weight decay (AdamW with --optimizer adam).
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f32,
+    /// SGD's momentum.
+    #[arg(long, default_value_t = 0.0)]
+    momentum: f32,
+    /// Scale of the initial parameters (1: PyTorch's default init).
+    #[arg(long, default_value_t = 1.0)]
+    init_scale: f32,
+    /// Give the first layer a bias (the paper's re-implementation has none).
+    #[arg(long)]
+    first_bias: bool,
     #[arg(long, default_value_t = 10)]
     log_every: usize,
     /// Epochs (PPO steps: a rollout of 16 samples per prompt plus 4 PPO epochs each) of the RM+PPO runs, capped by
@@ -284,9 +299,13 @@ fn real_main() -> Result<(), String> {
         scenario: c.scenario,
         seed,
         hidden: a.hidden,
-        first_bias: false,
+        depth: a.depth,
+        first_bias: a.first_bias,
+        init_scale: a.init_scale,
         optimizer,
         lr: a.lr,
+        weight_decay: a.weight_decay,
+        momentum: a.momentum,
         epochs: if matches!(c.method, ToyMethod::Ppo { .. }) { a.epochs.min(a.ppo_epochs) } else { a.epochs },
         log_every: a.log_every,
         sft_epochs: a.sft_epochs,

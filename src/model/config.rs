@@ -78,7 +78,8 @@ impl GptConfig {
     }
 }
 
-/// The paper's toy policy: one-hot prompt (P) -> hidden (H) -> hidden (H) -> response logits (R), ReLU between.
+/// The paper's toy policy: one-hot prompt (P) -> hidden (H) -> hidden (H) -> response logits (R), ReLU between
+/// (`depth` hidden layers: 2 in the paper).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MlpConfig {
     /// P: number of prompts (one-hot input width)
@@ -93,16 +94,32 @@ pub struct MlpConfig {
     /// A scalar head on the last hidden layer (`score.weight` (1, H) and `score.bias` (1)): toy reward/value models.
     #[serde(default)]
     pub scalar_head: bool,
+    /// Hidden layers (>= 1): fc1 (P -> H), then depth - 1 layers H -> H (fc2 .. fc{depth}), then the response head
+    /// fc{depth + 1} (H -> R). The paper's toy has 2.
+    #[serde(default = "two")]
+    pub depth: usize,
+}
+
+fn two() -> usize {
+    2
 }
 
 impl MlpConfig {
     pub fn paper_toy() -> MlpConfig {
-        MlpConfig { prompts: 4, hidden: 256, responses: 10, first_bias: false, scalar_head: false }
+        MlpConfig { prompts: 4, hidden: 256, responses: 10, first_bias: false, scalar_head: false, depth: 2 }
+    }
+
+    /// Name prefix of the response head: "fc3" for the paper's 2 hidden layers.
+    pub fn head(&self) -> String {
+        format!("fc{}", self.depth + 1)
     }
 
     pub fn validate(&self) -> Result<()> {
         if self.prompts == 0 || self.hidden == 0 || self.responses == 0 {
             return Err(Error::config("MLP prompts, hidden and responses must be positive"));
+        }
+        if !(1..=16).contains(&self.depth) {
+            return Err(Error::config(format!("MLP depth (hidden layers) must be 1 to 16, got {}", self.depth)));
         }
         Ok(())
     }
@@ -114,10 +131,12 @@ impl MlpConfig {
         if self.first_bias {
             v.push(("fc1.bias".to_string(), vec![h]));
         }
-        v.push(("fc2.weight".to_string(), vec![h, h]));
-        v.push(("fc2.bias".to_string(), vec![h]));
-        v.push(("fc3.weight".to_string(), vec![r, h]));
-        v.push(("fc3.bias".to_string(), vec![r]));
+        for l in 2..=self.depth {
+            v.push((format!("fc{l}.weight"), vec![h, h]));
+            v.push((format!("fc{l}.bias"), vec![h]));
+        }
+        v.push((format!("{}.weight", self.head()), vec![r, h]));
+        v.push((format!("{}.bias", self.head()), vec![r]));
         if self.scalar_head {
             v.push(("score.weight".to_string(), vec![1, h]));
             v.push(("score.bias".to_string(), vec![1]));

@@ -28,17 +28,17 @@ pub struct FusedMlp {
     pub grads: TensorArena,
     /// (N, B, 2) u32 (prompt, response) per row.
     pub rows: Tensor,
-    /// (N, H) vec4
-    pub h1t: Tensor,
-    pub h2t: Tensor,
-    pub dt: Tensor,
+    /// depth x (N, H) vec4: hidden layer l + 1's activation, per prompt (component u = prompt u).
+    pub hs: Vec<Tensor>,
+    /// (depth - 1) x (N, H) vec4: d loss / d pre-activation of hidden layer l + 2 (ds[0]: fc2's).
+    pub ds: Vec<Tensor>,
     /// (N, P, R) log-softmax of every prompt's logits.
     pub log_probs: Tensor,
     /// (N, B) log pi(response | prompt) of the rows.
     pub logps: Tensor,
     /// (N, B) d loss / d logps
     pub dlogps: Tensor,
-    /// (N, 2 nblk) partial sums of squares of the gradient.
+    /// (N, depth nblk) partial sums of squares of the gradient.
     pub partials: Tensor,
     pub forward: Plan,
     pub backward: Plan,
@@ -51,6 +51,8 @@ impl FusedMlp {
     pub fn unsupported(cfg: &MlpConfig, b: usize) -> Option<String> {
         if cfg.scalar_head {
             Some("the fused toy MLP has no scalar head".into())
+        } else if cfg.depth < 2 {
+            Some(format!("the fused toy MLP needs at least 2 hidden layers, got {}", cfg.depth))
         } else if !(1..=4).contains(&cfg.prompts) {
             Some(format!("the fused toy MLP takes 1 to 4 prompts, got {}", cfg.prompts))
         } else if cfg.responses > 16 || cfg.prompts * cfg.responses > toy_mlp::WG {
@@ -94,43 +96,79 @@ impl FusedMlp {
         let params_arena = TensorArena::new(gpu, "fused mlp params", &all_parts)?;
         params_arena.upload_contiguous(gpu, params);
         let grads = TensorArena::new(gpu, "fused mlp grads", &all_parts)?;
-        let (h, p, r) = (cfg.hidden, cfg.prompts, cfg.responses);
+        let (h, p, r, depth) = (cfg.hidden, cfg.prompts, cfg.responses, cfg.depth);
         let nblk = ToyShape::blocks(h);
+        let name = |l: usize, what: &str| off(&format!("fc{l}.{what}")).expect("MLP parameter");
+        let head = cfg.head();
         let shape = ToyShape {
             h: h as u32,
             p: p as u32,
             r: r as u32,
             b: b as u32,
             stride: stride as u32,
-            o_w1: off("fc1.weight").expect("fc1.weight"),
+            o_w1: name(1, "weight"),
             o_b1: off("fc1.bias").unwrap_or(NONE),
-            o_w2: off("fc2.weight").expect("fc2.weight"),
-            o_b2: off("fc2.bias").expect("fc2.bias"),
-            o_w3: off("fc3.weight").expect("fc3.weight"),
-            o_b3: off("fc3.bias").expect("fc3.bias"),
+            o_w2: name(2, "weight"),
+            o_b2: name(2, "bias"),
+            o_w3: off(&format!("{head}.weight")).expect("head"),
+            o_b3: off(&format!("{head}.bias")).expect("head"),
             nblk: nblk as u32,
             kind: 0,
             replicas: replicas as u32,
-            _pad: [0; 2],
+            np: (depth * nblk) as u32,
+            slot: 0,
         };
+        // The parameter block of a dispatch working on H -> H layer `l` (o_w2, o_b2 name it).
+        let layer = |l: usize| ToyShape { o_w2: name(l, "weight"), o_b2: name(l, "bias"), ..shape };
         let n = replicas;
         let z = |label: &str, len: usize| Tensor::zeros(gpu, label, len);
         let rows = z("fused mlp rows", n * b * 2)?;
-        let (h1t, h2t, dt) = (z("h1t", n * h * 4)?, z("h2t", n * h * 4)?, z("dt", n * h * 4)?);
+        let hs = (1..=depth).map(|l| z(&format!("h{l}t"), n * h * 4)).collect::<Result<Vec<_>>>()?;
+        let ds = (2..=depth).map(|l| z(&format!("d{l}t"), n * h * 4)).collect::<Result<Vec<_>>>()?;
         let log_probs = z("fused mlp log_probs", n * p * r)?;
         let (logps, dlogps) = (z("fused mlp logps", n * b)?, z("fused mlp dlogps", n * b)?);
         let partials = z("fused mlp grad partials", n * shape.partials())?;
         let pa = &params_arena.all;
+        let last = &hs[depth - 1];
         let mut forward = Plan::new();
-        forward.push(toy_mlp::forward(gpu, &shape, pa, &h1t, &h2t));
-        forward.push(toy_mlp::head(gpu, &shape, pa, &h2t, &rows, &log_probs, &logps));
+        forward.push(toy_mlp::forward(gpu, &shape, pa, &hs[0], &hs[1]));
+        for l in 3..=depth {
+            forward.push(toy_mlp::hidden_forward(gpu, &layer(l), pa, &hs[l - 2], &hs[l - 1], &hs[0]));
+        }
+        forward.push(toy_mlp::head(gpu, &shape, pa, last, &rows, &log_probs, &logps));
         let mut backward = Plan::new();
+        // The head's backward writes the last hidden layer's bias gradient (o_b2 names it).
+        let head_shape = ToyShape { o_b2: name(depth, "bias"), ..shape };
         backward.push(toy_mlp::head_backward(
-            gpu, &shape, pa, &h2t, &rows, &log_probs, &dlogps, &dt, &grads.all, &partials,
+            gpu,
+            &head_shape,
+            pa,
+            last,
+            &rows,
+            &log_probs,
+            &dlogps,
+            &ds[depth - 2],
+            &grads.all,
+            &partials,
         ));
-        backward.push(toy_mlp::hidden_backward(gpu, &shape, pa, &h1t, &dt, &grads.all, &partials));
+        for l in (3..=depth).rev() {
+            let s = ToyShape { o_b1: name(l - 1, "bias"), slot: ((depth - l + 1) * nblk) as u32, ..layer(l) };
+            backward.push(toy_mlp::mid_backward(
+                gpu,
+                &s,
+                pa,
+                &hs[l - 2],
+                &ds[l - 2],
+                &ds[l - 3],
+                &grads.all,
+                &partials,
+            ));
+            backward.push(toy_mlp::w2_grad(gpu, &layer(l), &hs[l - 2], &ds[l - 2], &grads.all));
+        }
+        let first = ToyShape { slot: ((depth - 1) * nblk) as u32, ..shape };
+        backward.push(toy_mlp::hidden_backward(gpu, &first, pa, &hs[0], &ds[0], &grads.all, &partials, &hs[1]));
         let mut w2_grad = Plan::new();
-        w2_grad.push(toy_mlp::w2_grad(gpu, &shape, &h1t, &dt, &grads.all));
+        w2_grad.push(toy_mlp::w2_grad(gpu, &shape, &hs[0], &ds[0], &grads.all));
         Ok(FusedMlp {
             cfg: cfg.clone(),
             b,
@@ -139,9 +177,8 @@ impl FusedMlp {
             params: params_arena,
             grads,
             rows,
-            h1t,
-            h2t,
-            dt,
+            hs,
+            ds,
             log_probs,
             logps,
             dlogps,
@@ -223,6 +260,6 @@ impl Policy for FusedMlp {
         self.replicas
     }
     fn factored_grads(&self) -> Option<FactoredGrads<'_>> {
-        Some(FactoredGrads { shape: self.shape, h1t: &self.h1t, dt: &self.dt, partials: &self.partials })
+        Some(FactoredGrads { shape: self.shape, h1t: &self.hs[0], dt: &self.ds[0], partials: &self.partials })
     }
 }

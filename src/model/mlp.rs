@@ -85,10 +85,11 @@ impl Mlp {
         let z = |label: &str, n: usize| Tensor::zeros(gpu, label, n);
         let x = z("x", rows * p_)?;
         let targets = z("targets", rows)?;
-        let (h1pre, h1, h2pre, h2) =
-            (z("h1pre", rows * h)?, z("h1", rows * h)?, z("h2pre", rows * h)?, z("h2", rows * h)?);
-        let (dh1pre, dh1, dh2pre, dh2) =
-            (z("dh1pre", rows * h)?, z("dh1", rows * h)?, z("dh2pre", rows * h)?, z("dh2", rows * h)?);
+        // Hidden layer l (0-based): pre-activation, activation and their gradients, (N B, H) each.
+        let depth = cfg.depth;
+        let layer =
+            |what: &str| (0..depth).map(|l| z(&format!("{what}{}", l + 1), rows * h)).collect::<Result<Vec<_>>>();
+        let (hpre, hs, dhpre, dhs) = (layer("hpre")?, layer("h")?, layer("dhpre")?, layer("dh")?);
         let logits = z("logits", rows * r)?;
         let dlogits = z("dlogits", rows * r)?;
         let log_probs = z("log_probs", rows * r)?;
@@ -107,40 +108,26 @@ impl Mlp {
         let g = |n: &str| view(&ga, n);
         let fc1b = cfg.first_bias.then(|| p("fc1.bias"));
         let dfc1b = cfg.first_bias.then(|| g("fc1.bias"));
+        let head = cfg.head();
+        let last = &hs[depth - 1];
 
         let mut fwd = Plan::new();
-        fwd.push(matmul::matmul_forward_replicas(gpu, &h1pre, &x, &p("fc1.weight"), fc1b.as_ref(), b, p_, h, rep));
-        fwd.push(elementwise::relu_forward(gpu, &h1, &h1pre, rows * h));
-        fwd.push(matmul::matmul_forward_replicas(
-            gpu,
-            &h2pre,
-            &h1,
-            &p("fc2.weight"),
-            Some(&p("fc2.bias")),
-            b,
-            h,
-            h,
-            rep,
-        ));
-        fwd.push(elementwise::relu_forward(gpu, &h2, &h2pre, rows * h));
-        fwd.push(matmul::matmul_forward_replicas(
-            gpu,
-            &logits,
-            &h2,
-            &p("fc3.weight"),
-            Some(&p("fc3.bias")),
-            b,
-            h,
-            r,
-            rep,
-        ));
+        fwd.push(matmul::matmul_forward_replicas(gpu, &hpre[0], &x, &p("fc1.weight"), fc1b.as_ref(), b, p_, h, rep));
+        fwd.push(elementwise::relu_forward(gpu, &hs[0], &hpre[0], rows * h));
+        for l in 1..depth {
+            let (w, bias) = (p(&format!("fc{}.weight", l + 1)), p(&format!("fc{}.bias", l + 1)));
+            fwd.push(matmul::matmul_forward_replicas(gpu, &hpre[l], &hs[l - 1], &w, Some(&bias), b, h, h, rep));
+            fwd.push(elementwise::relu_forward(gpu, &hs[l], &hpre[l], rows * h));
+        }
+        let (hw, hb) = (p(&format!("{head}.weight")), p(&format!("{head}.bias")));
+        fwd.push(matmul::matmul_forward_replicas(gpu, &logits, last, &hw, Some(&hb), b, h, r, rep));
         fwd.push(logprobs::logprobs_forward(gpu, &logps, &lse, &logits, &targets, rows, r));
         fwd.push(logprobs::log_softmax(gpu, &log_probs, &logits, rows, r));
         if let Some(s) = &scalar {
             fwd.push(matmul::matmul_forward_replicas(
                 gpu,
                 s,
-                &h2,
+                last,
                 &p("score.weight"),
                 Some(&p("score.bias")),
                 b,
@@ -152,18 +139,20 @@ impl Mlp {
 
         let mut bwd = Plan::new();
         bwd.clear(&ga.all);
-        for t in [&dh1pre, &dh1, &dh2pre, &dh2, &dlogits] {
+        for t in dhpre.iter().chain(&dhs).chain([&dlogits]) {
             bwd.clear(t);
         }
         bwd.push(logprobs::logprobs_backward(gpu, &dlogits, &dlogps, &logits, &lse, &targets, rows, r));
+        let dlast = &dhs[depth - 1];
+        let (dhw, dhb) = (g(&format!("{head}.weight")), g(&format!("{head}.bias")));
         bwd.extend(matmul::matmul_backward_replicas(
             gpu,
-            Some(&dh2),
-            &g("fc3.weight"),
-            Some(&g("fc3.bias")),
+            Some(dlast),
+            &dhw,
+            Some(&dhb),
             &dlogits,
-            &h2,
-            &p("fc3.weight"),
+            last,
+            &hw,
             b,
             h,
             r,
@@ -172,11 +161,11 @@ impl Mlp {
         if let (Some(_), Some(ds)) = (&scalar, &dscalar) {
             bwd.extend(matmul::matmul_backward_replicas(
                 gpu,
-                Some(&dh2),
+                Some(dlast),
                 &g("score.weight"),
                 Some(&g("score.bias")),
                 ds,
-                &h2,
+                last,
                 &p("score.weight"),
                 b,
                 h,
@@ -184,27 +173,30 @@ impl Mlp {
                 rep,
             ));
         }
-        bwd.push(elementwise::relu_backward(gpu, &dh2pre, &h2pre, &dh2, rows * h));
-        bwd.extend(matmul::matmul_backward_replicas(
-            gpu,
-            Some(&dh1),
-            &g("fc2.weight"),
-            Some(&g("fc2.bias")),
-            &dh2pre,
-            &h1,
-            &p("fc2.weight"),
-            b,
-            h,
-            h,
-            rep,
-        ));
-        bwd.push(elementwise::relu_backward(gpu, &dh1pre, &h1pre, &dh1, rows * h));
+        for l in (1..depth).rev() {
+            bwd.push(elementwise::relu_backward(gpu, &dhpre[l], &hpre[l], &dhs[l], rows * h));
+            let name = format!("fc{}", l + 1);
+            bwd.extend(matmul::matmul_backward_replicas(
+                gpu,
+                Some(&dhs[l - 1]),
+                &g(&format!("{name}.weight")),
+                Some(&g(&format!("{name}.bias"))),
+                &dhpre[l],
+                &hs[l - 1],
+                &p(&format!("{name}.weight")),
+                b,
+                h,
+                h,
+                rep,
+            ));
+        }
+        bwd.push(elementwise::relu_backward(gpu, &dhpre[0], &hpre[0], &dhs[0], rows * h));
         bwd.extend(matmul::matmul_backward_replicas(
             gpu,
             None,
             &g("fc1.weight"),
             dfc1b.as_ref(),
-            &dh1pre,
+            &dhpre[0],
             &x,
             &p("fc1.weight"),
             b,

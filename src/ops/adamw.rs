@@ -143,6 +143,7 @@ pub fn grad_norm_groups(
 /// `grad_norm_groups`' second pass alone, over partial sums of squares some other kernel wrote (`scratch`:
 /// `num_partials` per group, in a fixed order): the norm, the clip scale and the step state of each group. The fused
 /// toy MLP (`ops::toy_mlp`) produces its partials in its backward kernels and uses this.
+#[allow(clippy::too_many_arguments)]
 pub fn grad_norm_final(
     gpu: &Gpu,
     norm: &Tensor,    // (norm_len(G)) from norm_init(G)

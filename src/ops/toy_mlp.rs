@@ -33,7 +33,10 @@ pub struct ToyShape {
     /// 0 Adam(W), 1 SGD (toy_update only).
     pub kind: u32,
     pub replicas: u32,
-    pub _pad: [u32; 2],
+    /// Partial sums of squares per replica (depth x nblk).
+    pub np: u32,
+    /// The first partial a backward dispatch writes.
+    pub slot: u32,
 }
 
 impl ToyShape {
@@ -44,7 +47,7 @@ impl ToyShape {
 
     /// Partial sums of squares per replica (`grad_norm_final`'s `num_partials`).
     pub fn partials(&self) -> usize {
-        2 * self.nblk as usize
+        self.np as usize
     }
 
     fn n(&self) -> u32 {
@@ -56,10 +59,28 @@ fn dispatch(gpu: &Gpu, entry: &'static str, s: &ToyShape, bindings: &[(u32, &Ten
     Dispatch::new(gpu, SHADER, SRC, entry, Some(bytemuck::bytes_of(s)), bindings, grid)
 }
 
+// toy_forward / toy_hidden_forward and toy_hidden_backward / toy_mid_backward share their bodies (the variant is a
+// constant the compiler folds), so each entry point's layout also lists its sibling's bindings: the unused one is
+// bound to a buffer the dispatch does not otherwise use (`params` again where read-only, `spare` where writable) and
+// is never accessed.
+
 /// h1t, h2t (N, H) vec4 (prompt u in component u) from the parameters.
 pub fn forward(gpu: &Gpu, s: &ToyShape, params: &Tensor, h1t: &Tensor, h2t: &Tensor) -> Dispatch {
     let entry = if s.o_b1 == NONE { "toy_forward" } else { "toy_forward_bias" };
-    dispatch(gpu, entry, s, &[(1, params), (2, h1t), (3, h2t)], [s.nblk, s.n(), 1])
+    dispatch(gpu, entry, s, &[(1, params), (2, h1t), (3, h2t), (4, params)], [s.nblk, s.n(), 1])
+}
+
+/// out (N, H) vec4 = relu(layer(inp)) for a further H -> H layer (`s.o_w2`, `s.o_b2` name it); `spare`: a writable
+/// buffer of at least 16 bytes that is neither `inp` nor `out` (bound, never written).
+pub fn hidden_forward(
+    gpu: &Gpu,
+    s: &ToyShape,
+    params: &Tensor,
+    inp: &Tensor,
+    out: &Tensor,
+    spare: &Tensor,
+) -> Dispatch {
+    dispatch(gpu, "toy_hidden_forward", s, &[(1, params), (4, inp), (3, out), (2, spare)], [s.nblk, s.n(), 1])
 }
 
 /// table (N, P, R) log-softmax and logps (N, B) of the rows (N, B, 2) u32 (prompt, response).
@@ -93,7 +114,9 @@ pub fn head_backward(
     dispatch(gpu, "toy_head_backward", s, &b, [s.nblk, s.n(), 1])
 }
 
-/// fc1 gradients and partials[g, nblk..2 nblk] (which include fc2.weight's gradient's sum of squares).
+/// fc1 gradients and partials[g, slot..slot + nblk] (which include fc2.weight's gradient's sum of squares);
+/// `spare`: a writable buffer of at least 16 bytes not otherwise bound here (bound, never written).
+#[allow(clippy::too_many_arguments)]
 pub fn hidden_backward(
     gpu: &Gpu,
     s: &ToyShape,
@@ -102,9 +125,27 @@ pub fn hidden_backward(
     dt: &Tensor,
     grads: &Tensor,
     partials: &Tensor,
+    spare: &Tensor,
 ) -> Dispatch {
-    let b = [(1, params), (13, h1t), (14, dt), (11, grads), (12, partials)];
+    let b = [(1, params), (13, h1t), (14, dt), (11, grads), (12, partials), (10, spare)];
     dispatch(gpu, "toy_hidden_backward", s, &b, [s.nblk, s.n(), 1])
+}
+
+/// Through a further H -> H layer (`s.o_w2`; its input `h`, its d loss / d pre-activation `dt`): the layer below's
+/// d loss / d pre-activation into `dt_out`, its bias gradient (at `s.o_b1`), partials[g, slot..slot + nblk].
+#[allow(clippy::too_many_arguments)]
+pub fn mid_backward(
+    gpu: &Gpu,
+    s: &ToyShape,
+    params: &Tensor,
+    h: &Tensor,
+    dt: &Tensor,
+    dt_out: &Tensor,
+    grads: &Tensor,
+    partials: &Tensor,
+) -> Dispatch {
+    let b = [(1, params), (13, h), (14, dt), (10, dt_out), (11, grads), (12, partials)];
+    dispatch(gpu, "toy_mid_backward", s, &b, [s.nblk, s.n(), 1])
 }
 
 /// fc2.weight's gradient written into `grads` (H^2 per replica).

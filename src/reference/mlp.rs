@@ -1,5 +1,5 @@
 //! The CPU reference of the paper's toy policy: one-hot prompt (P) -> fc1 -> ReLU -> fc2 -> ReLU -> fc3 -> response
-//! logits (R), with an optional scalar head (`score`, (1, H) + bias) on the last hidden layer for toy reward and
+//! logits (R) (with `depth` hidden layers: depth - 1 H -> H layers, then the head), with an optional scalar head (`score`, (1, H) + bias) on the last hidden layer for toy reward and
 //! value models. The GPU MLP's logits, log-probabilities and gradients are compared against it; its own gradients
 //! are checked by finite differences (tests/reference_models.rs).
 //!
@@ -18,14 +18,13 @@ use crate::reference::matmul::{matmul_backward, matmul_forward};
 /// Every MLP tensor as a view `S` (`&[f32]` or `&mut [f32]`) into one packed buffer.
 #[derive(Debug)]
 pub struct MlpTensors<S> {
-    pub fc1w: S,           // (H, P)
-    pub fc1b: Option<S>,   // (H), iff cfg.first_bias
-    pub fc2w: S,           // (H, H)
-    pub fc2b: S,           // (H)
-    pub fc3w: S,           // (R, H)
-    pub fc3b: S,           // (R)
-    pub scorew: Option<S>, // (1, H), iff cfg.scalar_head
-    pub scoreb: Option<S>, // (1), iff cfg.scalar_head
+    pub fc1w: S,             // (H, P)
+    pub fc1b: Option<S>,     // (H), iff cfg.first_bias
+    pub hidden: Vec<(S, S)>, // fc2 .. fc{depth}: weight (H, H), bias (H)
+    pub headw: S,            // fc{depth + 1}.weight (R, H)
+    pub headb: S,            // (R)
+    pub scorew: Option<S>,   // (1, H), iff cfg.scalar_head
+    pub scoreb: Option<S>,   // (1), iff cfg.scalar_head
 }
 
 impl<S> MlpTensors<S> {
@@ -34,9 +33,10 @@ impl<S> MlpTensors<S> {
         let mut next = || it.next().expect("MLP parameter table shorter than the config says");
         let fc1w = next();
         let fc1b = if cfg.first_bias { Some(next()) } else { None };
-        let (fc2w, fc2b, fc3w, fc3b) = (next(), next(), next(), next());
+        let hidden = (2..=cfg.depth).map(|_| (next(), next())).collect();
+        let (headw, headb) = (next(), next());
         let (scorew, scoreb) = if cfg.scalar_head { (Some(next()), Some(next())) } else { (None, None) };
-        MlpTensors { fc1w, fc1b, fc2w, fc2b, fc3w, fc3b, scorew, scoreb }
+        MlpTensors { fc1w, fc1b, hidden, headw, headb, scorew, scoreb }
     }
 }
 
@@ -65,14 +65,12 @@ pub fn views_mut<'a>(cfg: &MlpConfig, buf: &'a mut [f32]) -> MlpTensors<&'a mut 
 #[derive(Clone, Debug)]
 pub struct MlpActs {
     pub b: usize,
-    pub h1pre: Vec<f32>,          // (B, H) fc1 output before ReLU
-    pub h1: Vec<f32>,             // (B, H)
-    pub h2pre: Vec<f32>,          // (B, H) fc2 output before ReLU
-    pub h2: Vec<f32>,             // (B, H)
-    pub logits: Vec<f32>,         // (B, R)
-    pub lse: Vec<f32>,            // (B)
-    pub logps: Vec<f32>,          // (B) log p(targets[b] | prompts[b])
-    pub scalar: Option<Vec<f32>>, // (B) h2 @ score.weight^T + score.bias, iff cfg.scalar_head
+    pub hpre: Vec<Vec<f32>>, // depth x (B, H): hidden layer l's output before ReLU (fc1 first)
+    pub h: Vec<Vec<f32>>,    // depth x (B, H)
+    pub logits: Vec<f32>,    // (B, R)
+    pub lse: Vec<f32>,       // (B)
+    pub logps: Vec<f32>,     // (B) log p(targets[b] | prompts[b])
+    pub scalar: Option<Vec<f32>>, // (B) h_last @ score.weight^T + score.bias, iff cfg.scalar_head
 }
 
 /// The reference MLP: a config and its packed parameters.
@@ -122,35 +120,39 @@ impl MlpRef {
         assert_eq!(targets.len(), b, "targets must be (B)");
         let w = self.views();
         let z = |n: usize| vec![0.0f32; n];
-        let mut a = MlpActs {
-            b,
-            h1pre: z(b * h),
-            h1: z(b * h),
-            h2pre: z(b * h),
-            h2: z(b * h),
-            logits: z(b * r),
-            lse: z(b),
-            logps: z(b),
-            scalar: if self.cfg.scalar_head { Some(z(b)) } else { None },
-        };
+        let mut hpre = vec![z(b * h)];
         // fc1 on a one-hot input: select column prompts[i] of fc1.weight (H, P)
         for (i, &pi) in prompts.iter().enumerate() {
             let pi = pi as usize;
             assert!(pi < p, "prompt index {pi} out of range (P = {p})");
             for j in 0..h {
                 let bias = w.fc1b.map_or(0.0, |bb| bb[j]);
-                a.h1pre[i * h + j] = w.fc1w[j * p + pi] + bias;
+                hpre[0][i * h + j] = w.fc1w[j * p + pi] + bias;
             }
         }
-        relu_forward(&mut a.h1, &a.h1pre);
-        matmul_forward(&mut a.h2pre, &a.h1, w.fc2w, Some(w.fc2b), b, h, h);
-        relu_forward(&mut a.h2, &a.h2pre);
-        matmul_forward(&mut a.logits, &a.h2, w.fc3w, Some(w.fc3b), b, h, r);
-        logprobs_forward(&mut a.logps, &mut a.lse, &a.logits, targets, b, r);
-        if let (Some(scalar), Some(sw), Some(sb)) = (a.scalar.as_mut(), w.scorew, w.scoreb) {
-            matmul_forward(scalar, &a.h2, sw, Some(sb), b, h, 1);
+        let mut hs = vec![z(b * h)];
+        relu_forward(&mut hs[0], &hpre[0]);
+        for (wl, bl) in &w.hidden {
+            let mut pre = z(b * h);
+            matmul_forward(&mut pre, hs.last().expect("a hidden layer"), wl, Some(bl), b, h, h);
+            let mut out = z(b * h);
+            relu_forward(&mut out, &pre);
+            hpre.push(pre);
+            hs.push(out);
         }
-        a
+        let last = hs.last().expect("a hidden layer");
+        let (mut logits, mut lse, mut logps) = (z(b * r), z(b), z(b));
+        matmul_forward(&mut logits, last, w.headw, Some(w.headb), b, h, r);
+        logprobs_forward(&mut logps, &mut lse, &logits, targets, b, r);
+        let scalar = match (self.cfg.scalar_head, w.scorew, w.scoreb) {
+            (true, Some(sw), Some(sb)) => {
+                let mut sc = z(b);
+                matmul_forward(&mut sc, last, sw, Some(sb), b, h, 1);
+                Some(sc)
+            }
+            _ => None,
+        };
+        MlpActs { b, hpre, h: hs, logits, lse, logps, scalar }
     }
 
     /// Packed parameter gradients from d loss / d logps (B) and, for a scalar head, d loss / d scalar (B).
@@ -186,22 +188,38 @@ impl MlpRef {
         let mut g = views_mut(&self.cfg, grads);
         let z = |n: usize| vec![0.0f32; n];
 
+        let depth = self.cfg.depth;
         let mut dlogits = z(b * r); // (B, R)
         logprobs_backward(&mut dlogits, dlogps, &acts.logits, &acts.lse, targets, b, r);
-        let mut dh2 = z(b * h); // (B, H)
-        matmul_backward(Some(&mut dh2), &mut *g.fc3w, Some(&mut *g.fc3b), &dlogits, &acts.h2, w.fc3w, b, h, r);
+        let mut dh = z(b * h); // (B, H) d loss / d last hidden layer
+        matmul_backward(
+            Some(&mut dh),
+            &mut *g.headw,
+            Some(&mut *g.headb),
+            &dlogits,
+            &acts.h[depth - 1],
+            w.headw,
+            b,
+            h,
+            r,
+        );
         if let (Some(dscalar), Some(sw), Some(dsw), Some(dsb)) =
             (dscalar, w.scorew, g.scorew.as_deref_mut(), g.scoreb.as_deref_mut())
         {
             assert_eq!(dscalar.len(), b, "dscalar must be (B)");
-            matmul_backward(Some(&mut dh2), dsw, Some(dsb), dscalar, &acts.h2, sw, b, h, 1);
+            matmul_backward(Some(&mut dh), dsw, Some(dsb), dscalar, &acts.h[depth - 1], sw, b, h, 1);
         }
-        let mut dh2pre = z(b * h); // (B, H)
-        relu_backward(&mut dh2pre, &acts.h2pre, &dh2);
-        let mut dh1 = z(b * h); // (B, H)
-        matmul_backward(Some(&mut dh1), &mut *g.fc2w, Some(&mut *g.fc2b), &dh2pre, &acts.h1, w.fc2w, b, h, h);
+        // Hidden layers depth .. 2: through the ReLU, then the H -> H layer into the layer below.
+        for l in (1..depth).rev() {
+            let mut dpre = z(b * h); // (B, H)
+            relu_backward(&mut dpre, &acts.hpre[l], &dh);
+            let mut dbelow = z(b * h);
+            let (gw, gb) = &mut g.hidden[l - 1];
+            matmul_backward(Some(&mut dbelow), gw, Some(gb), &dpre, &acts.h[l - 1], w.hidden[l - 1].0, b, h, h);
+            dh = dbelow;
+        }
         let mut dh1pre = z(b * h); // (B, H)
-        relu_backward(&mut dh1pre, &acts.h1pre, &dh1);
+        relu_backward(&mut dh1pre, &acts.hpre[0], &dh);
         // fc1: the column select's backward scatters each row into its prompt's column
         for (i, &pi) in prompts.iter().enumerate() {
             let pi = pi as usize;

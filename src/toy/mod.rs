@@ -80,9 +80,17 @@ pub struct ToyConfig {
     pub seed: u64,
     /// H
     pub hidden: usize,
+    /// Hidden layers (2 in the paper; 2 or more).
+    pub depth: usize,
     pub first_bias: bool,
+    /// Multiplies the initial parameters (PyTorch's default uniform init, `model::init::mlp_params`).
+    pub init_scale: f32,
     pub optimizer: OptimizerKind,
     pub lr: f32,
+    /// Decoupled weight decay (Adam -> AdamW; SGD's L2 term).
+    pub weight_decay: f32,
+    /// SGD's heavy-ball momentum (0: plain SGD).
+    pub momentum: f32,
     pub epochs: usize,
     pub log_every: usize,
     /// SFT phase: epochs and learning rate (Adam) of the fit to the scenario's target rows.
@@ -98,9 +106,13 @@ impl Default for ToyConfig {
             scenario: 1,
             seed: 0,
             hidden: 256,
+            depth: 2,
             first_bias: false,
+            init_scale: 1.0,
             optimizer: OptimizerKind::Adam,
             lr: 1e-3,
+            weight_decay: 0.0,
+            momentum: 0.0,
             epochs: 2000,
             log_every: 10,
             sft_epochs: 400,
@@ -127,6 +139,15 @@ impl ToyConfig {
         }
         if !(self.lr > 0.0 && self.sft_lr > 0.0) {
             return Err(crate::Error::config("learning rates must be positive"));
+        }
+        if !(self.init_scale > 0.0 && self.init_scale.is_finite()) {
+            return Err(crate::Error::config(format!("init_scale must be positive, got {}", self.init_scale)));
+        }
+        if !(self.weight_decay >= 0.0 && (0.0..1.0).contains(&self.momentum)) {
+            return Err(crate::Error::config(format!(
+                "weight_decay must be >= 0 and momentum in [0, 1), got {} and {}",
+                self.weight_decay, self.momentum
+            )));
         }
         if let ToyMethod::Preference { loss } = &self.method {
             loss.validate()?;

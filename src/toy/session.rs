@@ -51,7 +51,7 @@ enum Method {
 /// with a scalar head, trained with Bradley-Terry on the four preference pairs. Responses in no pair are never
 /// trained on: their rewards are whatever the network generalises to, as for a real reward model.
 fn rm_config() -> MlpConfig {
-    MlpConfig { prompts: PROMPTS * RESPONSES, hidden: 64, responses: 1, first_bias: true, scalar_head: true }
+    MlpConfig { prompts: PROMPTS * RESPONSES, hidden: 64, responses: 1, first_bias: true, scalar_head: true, depth: 2 }
 }
 
 /// Train the toy reward model (Bradley-Terry, Adam lr 1e-2, full batch); returns its config, parameters and its
@@ -113,12 +113,18 @@ fn mlp_config(cfg: &ToyConfig) -> MlpConfig {
         responses: RESPONSES,
         first_bias: cfg.first_bias,
         scalar_head: false,
+        depth: cfg.depth,
     }
 }
 
 fn optim(kind: OptimizerKind, lr: f32) -> OptimConfig {
     // No clipping and no weight decay: the paper's toy is plain Adam (or SGD).
     OptimConfig { kind, lr, grad_clip: 0.0, weight_decay: 0.0, ..Default::default() }
+}
+
+/// The preference phase's optimizer: the run's kind, learning rate, weight decay and momentum; no clipping.
+fn run_optim(cfg: &ToyConfig) -> OptimConfig {
+    OptimConfig { weight_decay: cfg.weight_decay, momentum: cfg.momentum, ..optim(cfg.optimizer, cfg.lr) }
 }
 
 /// The "SFT" phase: fit the policy to the scenario's target row for every prompt (soft-target cross-entropy,
@@ -132,10 +138,12 @@ pub async fn sft_phase(gpu: &Gpu, cfg: &ToyConfig) -> Result<(Vec<f32>, Vec<f32>
 pub async fn sft_phase_group(gpu: &Gpu, cfgs: &[ToyConfig]) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
     let cfg = cfgs.first().ok_or_else(|| Error::config("an SFT group needs at least one run"))?;
     for c in cfgs {
-        if (c.hidden, c.first_bias, c.sft_epochs, c.sft_lr) != (cfg.hidden, cfg.first_bias, cfg.sft_epochs, cfg.sft_lr)
+        if (c.hidden, c.depth, c.first_bias, c.sft_epochs, c.sft_lr, c.init_scale)
+            != (cfg.hidden, cfg.depth, cfg.first_bias, cfg.sft_epochs, cfg.sft_lr, cfg.init_scale)
         {
             return Err(Error::config(format!(
-                "runs {} and {} cannot share an SFT phase: hidden, first_bias, sft_epochs and sft_lr must match",
+                "runs {} and {} cannot share an SFT phase: hidden, depth, first_bias, init_scale, sft_epochs and \
+                 sft_lr must match",
                 cfg.run_name(),
                 c.run_name()
             )));
@@ -147,7 +155,11 @@ pub async fn sft_phase_group(gpu: &Gpu, cfgs: &[ToyConfig]) -> Result<Vec<(Vec<f
         .collect::<Result<_>>()?;
     let n = cfgs.len();
     let mcfg = mlp_config(cfg);
-    let init: Vec<f32> = cfgs.iter().map(|c| mlp_params(&mcfg, c.seed)).collect::<Result<Vec<_>>>()?.concat();
+    let init: Vec<f32> = cfgs
+        .iter()
+        .map(|c| Ok(mlp_params(&mcfg, c.seed)?.into_iter().map(|x| x * c.init_scale).collect::<Vec<f32>>()))
+        .collect::<Result<Vec<_>>>()?
+        .concat();
     let b = PROMPTS * RESPONSES;
     let mlp = FusedMlp::replicated(gpu, &mcfg, n, b, &init)?;
     let prompts: Vec<u32> = (0..b).map(|i| (i / RESPONSES) as u32).collect();
@@ -243,14 +255,8 @@ impl ToySession {
                 } else {
                     None
                 };
-                let trainer = PreferenceTrainer::new(
-                    gpu,
-                    policy,
-                    reference,
-                    loss,
-                    &optim(cfg.optimizer, cfg.lr),
-                    ReferenceMode::Precomputed,
-                )?;
+                let trainer =
+                    PreferenceTrainer::new(gpu, policy, reference, loss, &run_optim(cfg), ReferenceMode::Precomputed)?;
                 trainer.objective.set_mask(gpu, &vec![1.0; n * b])?;
                 trainer.precompute_reference(gpu).await?;
                 let rb =
@@ -267,7 +273,7 @@ impl ToySession {
                 let trainer = PpoToyTrainer::new(
                     gpu,
                     &ppo,
-                    &optim(cfg.optimizer, cfg.lr),
+                    &run_optim(cfg),
                     &mcfg,
                     &sfts[0].0,
                     &mlp_value_init(&mcfg, &sfts[0].0),
