@@ -14,10 +14,10 @@
 //   order, so no separate norm pass reads the gradients; `grad_norm_final` (adamw.wgsl) turns them into the norm,
 //   the clip scale and Adam's step state exactly as for the generic optimizer.
 //
-// On CPU adapters (lavapipe) a workgroup runs on one thread with invocations in SIMD lanes: loads whose address is
-// the same for the whole workgroup are scalar, per-invocation ones are gathers. Loops therefore run over the
-// uniform index (k or n) with the invocation index picking the hidden unit, so each fc2.weight element costs one
-// gather per pass.
+// On CPU adapters (lavapipe) a workgroup runs on one thread with its invocations in SIMD lanes, and every load
+// inside a loop or branch is a per-lane gather, whatever its address (measured with Mesa 25.0.7). The kernels are
+// therefore laid out for multiply-adds per load: loops over the reduction index with 4 hidden units per invocation,
+// no branches inside the loops (units past H are clamped, not skipped), constants instead of runtime flags.
 //
 // Layout, per replica g (N replicas trained by the same dispatches, each bit for bit what it would be alone):
 //   params, grads: arenas of `stride` floats per replica: fc1.weight (H, P) at o_w1, fc1.bias (H) at o_b1 (or NONE),

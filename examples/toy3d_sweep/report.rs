@@ -86,6 +86,14 @@ fn fix_vs_dpo(r: &CellResult, fix: &str) -> Option<(usize, usize, f64, f64)> {
     Some((wins, pairs.len(), dc, du))
 }
 
+/// The scenarios ordered by DPO's mean final chosen avg, highest first ("3 > 2 > 1 > 4"), when all four ran.
+fn scenario_ranking(r: &CellResult) -> Option<String> {
+    let mut m: Vec<(u8, f64)> =
+        (1..=4).map(|s| Some((s, mean(over(&runs(r, "dpo", s), |x| x.chosen_end))?))).collect::<Option<_>>()?;
+    m.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Some(m.iter().map(|(s, _)| s.to_string()).collect::<Vec<_>>().join(" > "))
+}
+
 /// Seeds (run in all four scenarios) where scenario 1 ends with the highest chosen avg: (k, n).
 fn scenario1_best(r: &CellResult) -> Option<(usize, usize)> {
     let by: Vec<Vec<&RunSummary>> = (1..=4).map(|s| runs(r, "dpo", s)).collect();
@@ -146,7 +154,8 @@ fn fixes_row(name: &str, r: &CellResult) -> Vec<String> {
     let (sw, sm) = fx("sft-dpo");
     let flex_end = show(over(&runs(r, "flex-dpo", 1), |x| x.chosen_end));
     let s1 = scenario1_best(r).map(|(k, n)| format!("{k}/{n}")).unwrap_or_else(|| "-".into());
-    vec![name.to_string(), flex_end, fw, fm, sw, sm, s1, format!("{:.0}", r.seconds)]
+    let rank = scenario_ranking(r).unwrap_or_else(|| "-".into());
+    vec![name.to_string(), flex_end, fw, fm, sw, sm, s1, rank, format!("{:.0}", r.seconds)]
 }
 
 const PROPERTY_HEADER: [&str; 12] = [
@@ -163,7 +172,7 @@ const PROPERTY_HEADER: [&str; 12] = [
     "other prompts' chosen, peak -> end",
     "distance to Fig. 2",
 ];
-const FIXES_HEADER: [&str; 8] = [
+const FIXES_HEADER: [&str; 9] = [
     "value",
     "Flex-DPO chosen final",
     "Flex-DPO wins",
@@ -171,6 +180,7 @@ const FIXES_HEADER: [&str; 8] = [
     "SFT-DPO wins",
     "SFT-DPO margin (chosen / unseen)",
     "scenario 1 best",
+    "scenarios by final chosen",
     "seconds",
 ];
 
@@ -349,6 +359,30 @@ fn answers(md: &mut String, results: &[CellResult], base: Option<&CellResult>) {
         );
     }
     let _ = writeln!(md);
+    // A preset is offered only for a cell clearly closer than the base point (below 0.8x its distance).
+    match (ranked.iter().find(|(_, r)| r.cell.slice != "base"), base_d) {
+        (Some((d, r)), Some(b)) if *d < 0.8 * b => {
+            let _ = writeln!(
+                md,
+                "{} is clearly closer to Figure 2 than the base point ({} vs {}): a candidate preset.\n",
+                name(r),
+                num(*d),
+                num(b)
+            );
+        }
+        (Some((d, r)), Some(b)) => {
+            let _ = writeln!(
+                md,
+                "No cell is clearly closer to Figure 2 than the base point (the closest other cell, {}, is at {} against \
+                 the base point's {}; \"clearly\" would be below 0.8x), so toy3d and the browser demo keep the base \
+                 point as their defaults and no preset is offered.\n",
+                name(r),
+                num(*d),
+                num(b)
+            );
+        }
+        _ => {}
+    }
     // 3. Scenario 1 best.
     let s1: Vec<(String, (usize, usize))> =
         results.iter().filter_map(|r| scenario1_best(r).map(|k| (name(r), k))).collect();
@@ -360,7 +394,8 @@ fn answers(md: &mut String, results: &[CellResult], base: Option<&CellResult>) {
         md,
         "**Under which settings does scenario 1 (both responses on-policy) come out best?** Over the {} cells that ran \
          all four scenarios, scenario 1 ends with the highest chosen avg in {total_k}/{total_n} seed-cells. In a \
-         majority of seeds: {}.\n",
+         majority of seeds: {}. (The paper reports scenario 1 as the best of the four.) The tables' last columns \
+         rank the scenarios by their mean final chosen avg.\n",
         s1.len(),
         if majority.is_empty() { "in no cell".to_string() } else { majority.join(", ") }
     );
