@@ -108,6 +108,34 @@ fn attention_softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     }
 }
 
+// attention_softmax_rows: attention_softmax with one invocation per row (sequential max and sum, no barriers): for
+// CPU adapters, where a workgroup's barriers cost more than a row's arithmetic. The tuner picks per adapter and shape.
+// bindings: as attention_softmax. grid: grid_1d(B*NH*T, 64), workgroup 64; row = (wid.x + wid.y * nwg.x) * 64 + lid.
+@compute @workgroup_size(64)
+fn attention_softmax_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+                          @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if (r >= p.n) { return; }
+    let t = r % p.t;
+    let row = r * p.t;
+    var m = sm_preatt[row];
+    for (var t2 = 1u; t2 <= t; t2++) {
+        m = max(m, sm_preatt[row + t2]);
+    }
+    var s = 0.0;
+    for (var t2 = 0u; t2 <= t; t2++) {
+        s += exp(sm_preatt[row + t2] - m);
+    }
+    let expsum_inv = 1.0 / s;
+    for (var t2 = 0u; t2 < p.t; t2++) {
+        var a = 0.0;
+        if (t2 <= t) {
+            a = exp(sm_preatt[row + t2] - m) * expsum_inv;
+        }
+        sm_att[row + t2] = a;
+    }
+}
+
 // attention_values: out[b, t, h*HS + j] = sum over t2 <= t of att[b, h, t, t2] * v[b, t2, h*HS + j].
 // bindings: 5 inp (B, T, 3C) read, 6 att (B, NH, T, T) read, 7 out (B, T, C) write. grid: grid_1d(B*T*C, 256).
 @group(0) @binding(5) var<storage, read> va_inp: array<f32>;
@@ -182,6 +210,28 @@ fn attention_softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(lo
         var d = 0.0;
         if (t2 <= t) {
             d = sb_att[row + t2] * (sb_datt[row + t2] - dot);
+        }
+        sb_dpreatt[row + t2] = d;
+    }
+}
+
+// attention_softmax_backward_rows: attention_softmax_backward with one invocation per row (see
+// attention_softmax_rows). bindings: as attention_softmax_backward. grid: grid_1d(B*NH*T, 64), workgroup 64.
+@compute @workgroup_size(64)
+fn attention_softmax_backward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+                                   @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if (r >= p.n) { return; }
+    let t = r % p.t;
+    let row = r * p.t;
+    var s = 0.0;
+    for (var t2 = 0u; t2 <= t; t2++) {
+        s += sb_att[row + t2] * sb_datt[row + t2];
+    }
+    for (var t2 = 0u; t2 < p.t; t2++) {
+        var d = 0.0;
+        if (t2 <= t) {
+            d = sb_att[row + t2] * (sb_datt[row + t2] - s);
         }
         sb_dpreatt[row + t2] = d;
     }

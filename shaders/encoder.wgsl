@@ -110,3 +110,28 @@ fn encoder_backward_wte(
         workgroupBarrier(); // everyone is done with tok_tile before the next chunk overwrites it
     }
 }
+
+// encoder_backward_wte_rows: encoder_backward_wte with one invocation per vocabulary row (no workgroup memory, no
+// barriers): the invocation scans the B*T tokens in order and adds each matching dout row into its own row, the
+// same additions in the same order as encoder_backward_wte (bit-identical results). For CPU adapters and small
+// vocabularies, where the workgroup version's barriers dominate; the tuner picks per adapter and shape.
+// bindings: as encoder_backward_wte. grid: `grid_1d(V, 64)`, workgroup 64; v = (wid.x + wid.y * nwg.x) * 64 + lid.
+@compute @workgroup_size(64)
+fn encoder_backward_wte_rows(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let v = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if (v >= p.v) { return; }
+    let bt = p.b * p.t;
+    let row = v * p.c;
+    for (var j = 0u; j < bt; j++) {
+        if (encw_tokens[j] == v) {
+            let src = j * p.c;
+            for (var ch = 0u; ch < p.c; ch++) {
+                encw_dwte[row + ch] += encw_dout[src + ch];
+            }
+        }
+    }
+}

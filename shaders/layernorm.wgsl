@@ -6,7 +6,9 @@
 // Determinism: every output element is written by exactly one invocation and every reduction runs in a fixed order
 // (per-thread strided partial sums, then a fixed tree in workgroup memory), so results are identical run to run.
 // Row kernels use one workgroup of 256 per row (C up to a few thousand: thread lid loops over channels lid, lid + 256,
-// ...); the row is wid.x + wid.y * nwg.x, so N may exceed 65535 (grid from `grid_1d(N, 1)`).
+// ...); the row is wid.x + wid.y * nwg.x, so N may exceed 65535 (grid from `grid_1d(N, 1)`). Their `_rows` variants
+// give each row to one invocation (sequential sums, no workgroup memory, no barriers): on CPU adapters a workgroup's
+// barriers cost more than the row's arithmetic. The tuner picks per adapter and shape (`ops::layernorm`).
 
 struct Params {
     n: u32,     // N rows
@@ -109,6 +111,35 @@ fn layernorm_forward(
     }
 }
 
+// layernorm_forward_rows: layernorm_forward with one invocation per row, sums in channel order.
+// bindings: as layernorm_forward. grid: `grid_1d(N, 64)` workgroups of 64; row = (wid.x + wid.y * nwg.x) * 64 + lid.
+@compute @workgroup_size(64)
+fn layernorm_forward_rows(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if (row >= p.n) { return; }
+    let base = row * p.c;
+    var s = 0.0;
+    for (var i = 0u; i < p.c; i++) {
+        s += lnf_inp[base + i];
+    }
+    let m = s / f32(p.c);
+    var v = 0.0;
+    for (var i = 0u; i < p.c; i++) {
+        let d = lnf_inp[base + i] - m;
+        v += d * d;
+    }
+    let r = 1.0 / sqrt(v / f32(p.c) + EPS);
+    for (var i = 0u; i < p.c; i++) {
+        lnf_out[base + i] = (lnf_inp[base + i] - m) * r * lnf_weight[i] + lnf_bias[i];
+    }
+    lnf_mean[row] = m;
+    lnf_rstd[row] = r;
+}
+
 // layernorm_backward_dinp: per row, with norm = (x - mean) * rstd and dnorm = weight * dout,
 //   dinp[n, c] += (dnorm - mean_c(dnorm) - norm * mean_c(dnorm * norm)) * rstd
 // bindings: 7 inp (N, C) read, 8 dout (N, C) read, 9 weight (C) read, 10 mean (N) read, 11 rstd (N) read,
@@ -148,6 +179,36 @@ fn layernorm_backward_dinp(
     let dnorm_norm_mean = red_b[0] / f32(p.c);
 
     for (var i = lid; i < p.c; i += WG) {
+        let norm = (lnd_inp[base + i] - m) * r;
+        let dnorm = lnd_weight[i] * lnd_dout[base + i];
+        lnd_dinp[base + i] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * r;
+    }
+}
+
+// layernorm_backward_dinp_rows: layernorm_backward_dinp with one invocation per row, sums in channel order.
+// bindings: as layernorm_backward_dinp. grid: `grid_1d(N, 64)` workgroups of 64, as layernorm_forward_rows.
+@compute @workgroup_size(64)
+fn layernorm_backward_dinp_rows(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if (row >= p.n) { return; }
+    let base = row * p.c;
+    let m = lnd_mean[row];
+    let r = lnd_rstd[row];
+    var dnorm_sum = 0.0;
+    var dnorm_norm_sum = 0.0;
+    for (var i = 0u; i < p.c; i++) {
+        let norm = (lnd_inp[base + i] - m) * r;
+        let dnorm = lnd_weight[i] * lnd_dout[base + i];
+        dnorm_sum += dnorm;
+        dnorm_norm_sum += dnorm * norm;
+    }
+    let dnorm_mean = dnorm_sum / f32(p.c);
+    let dnorm_norm_mean = dnorm_norm_sum / f32(p.c);
+    for (var i = 0u; i < p.c; i++) {
         let norm = (lnd_inp[base + i] - m) * r;
         let dnorm = lnd_weight[i] * lnd_dout[base + i];
         lnd_dinp[base + i] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * r;

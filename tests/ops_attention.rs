@@ -50,29 +50,60 @@ fn backward(gpu: &Gpu, g: &Gpus, b: usize, t: usize, c: usize, nh: usize) -> Vec
     ops::attention_backward(gpu, &g.dinp, &g.dpreatt, &g.datt, &g.dout, &g.inp, &g.att, b, t, c, nh)
 }
 
+/// Both softmax forms (a workgroup or an invocation per row), whatever the tuner would pick here.
+const FORMS: [ops::SoftmaxForm; 2] = [ops::SoftmaxForm::Workgroup, ops::SoftmaxForm::Invocation];
+
+#[allow(clippy::too_many_arguments)]
+fn forward_with(
+    f: ops::SoftmaxForm,
+    gpu: &Gpu,
+    g: &Gpus,
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) -> Vec<dpo3d::gpu::Dispatch> {
+    ops::attention_forward_with(gpu, f, &g.out, &g.preatt, &g.att, &g.inp, b, t, c, nh)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_with(
+    f: ops::SoftmaxForm,
+    gpu: &Gpu,
+    g: &Gpus,
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) -> Vec<dpo3d::gpu::Dispatch> {
+    ops::attention_backward_with(gpu, f, &g.dinp, &g.dpreatt, &g.datt, &g.dout, &g.inp, &g.att, b, t, c, nh)
+}
+
 #[test]
 fn should_match_reference_attention_forward() {
     let gpu = gpu();
     for (s, &(b, t, c, nh)) in SHAPES.iter().enumerate() {
-        let inp = randn(10 + s as u64, b * t * 3 * c, 1.0);
-        let g = upload(&gpu, &inp, &vec![0.0; b * t * c], &vec![0.0; b * t * 3 * c], b, t, c, nh);
-        let mut plan = Plan::new();
-        plan.extend(forward(&gpu, &g, b, t, c, nh));
-        plan.submit(&gpu);
-        let (mut out, mut preatt, mut att) =
-            (vec![0.0; b * t * c], vec![0.0; b * nh * t * t], vec![0.0; b * nh * t * t]);
-        cpu::attention_forward(&mut out, &mut preatt, &mut att, &inp, b, t, c, nh);
-        let what = format!("(B,T,C,NH)=({b},{t},{c},{nh})");
-        assert_close(&format!("{what} preatt"), &g.preatt.to_vec(&gpu).unwrap(), &preatt, 1e-5, 1e-5);
-        assert_close(&format!("{what} att"), &g.att.to_vec(&gpu).unwrap(), &att, 1e-6, 1e-5);
-        assert_close(&format!("{what} out"), &g.out.to_vec(&gpu).unwrap(), &out, 1e-5, 1e-4);
-        // every att row is a distribution over the past
-        let att_gpu = g.att.to_vec(&gpu).unwrap();
-        for (r, row) in att_gpu.chunks(t).enumerate() {
-            let tq = r % t;
-            let sum: f32 = row.iter().sum();
-            assert!((sum - 1.0).abs() < 1e-5, "{what} att row {r} sums to {sum}");
-            assert!(row[tq + 1..].iter().all(|&a| a == 0.0), "{what} att row {r} attends to the future");
+        for form in FORMS {
+            let inp = randn(10 + s as u64, b * t * 3 * c, 1.0);
+            let g = upload(&gpu, &inp, &vec![0.0; b * t * c], &vec![0.0; b * t * 3 * c], b, t, c, nh);
+            let mut plan = Plan::new();
+            plan.extend(forward_with(form, &gpu, &g, b, t, c, nh));
+            plan.submit(&gpu);
+            let (mut out, mut preatt, mut att) =
+                (vec![0.0; b * t * c], vec![0.0; b * nh * t * t], vec![0.0; b * nh * t * t]);
+            cpu::attention_forward(&mut out, &mut preatt, &mut att, &inp, b, t, c, nh);
+            let what = format!("{form:?} (B,T,C,NH)=({b},{t},{c},{nh})");
+            assert_close(&format!("{what} preatt"), &g.preatt.to_vec(&gpu).unwrap(), &preatt, 1e-5, 1e-5);
+            assert_close(&format!("{what} att"), &g.att.to_vec(&gpu).unwrap(), &att, 1e-6, 1e-5);
+            assert_close(&format!("{what} out"), &g.out.to_vec(&gpu).unwrap(), &out, 1e-5, 1e-4);
+            // every att row is a distribution over the past
+            let att_gpu = g.att.to_vec(&gpu).unwrap();
+            for (r, row) in att_gpu.chunks(t).enumerate() {
+                let tq = r % t;
+                let sum: f32 = row.iter().sum();
+                assert!((sum - 1.0).abs() < 1e-5, "{what} att row {r} sums to {sum}");
+                assert!(row[tq + 1..].iter().all(|&a| a == 0.0), "{what} att row {r} attends to the future");
+            }
         }
     }
 }
@@ -81,23 +112,25 @@ fn should_match_reference_attention_forward() {
 fn should_match_reference_attention_backward_accumulating_onto_dinp() {
     let gpu = gpu();
     for (s, &(b, t, c, nh)) in SHAPES.iter().enumerate() {
-        let inp = randn(20 + s as u64, b * t * 3 * c, 1.0);
-        let dout = randn(30 + s as u64, b * t * c, 1.0);
-        let dinp0 = randn(40 + s as u64, b * t * 3 * c, 1.0);
-        let g = upload(&gpu, &inp, &dout, &dinp0, b, t, c, nh);
-        let mut plan = Plan::new();
-        plan.extend(forward(&gpu, &g, b, t, c, nh));
-        plan.extend(backward(&gpu, &g, b, t, c, nh));
-        plan.submit(&gpu);
-        let tt = b * nh * t * t;
-        let (mut out, mut preatt, mut att) = (vec![0.0; b * t * c], vec![0.0; tt], vec![0.0; tt]);
-        cpu::attention_forward(&mut out, &mut preatt, &mut att, &inp, b, t, c, nh);
-        let (mut dinp, mut dpreatt, mut datt) = (dinp0.clone(), randn(98, tt, 1.0), randn(99, tt, 1.0));
-        cpu::attention_backward(&mut dinp, &mut dpreatt, &mut datt, &dout, &inp, &att, b, t, c, nh);
-        let what = format!("(B,T,C,NH)=({b},{t},{c},{nh})");
-        assert_close(&format!("{what} datt"), &g.datt.to_vec(&gpu).unwrap(), &datt, 1e-5, 1e-4);
-        assert_close(&format!("{what} dpreatt"), &g.dpreatt.to_vec(&gpu).unwrap(), &dpreatt, 1e-5, 1e-4);
-        assert_close(&format!("{what} dinp"), &g.dinp.to_vec(&gpu).unwrap(), &dinp, 1e-5, 1e-4);
+        for form in FORMS {
+            let inp = randn(20 + s as u64, b * t * 3 * c, 1.0);
+            let dout = randn(30 + s as u64, b * t * c, 1.0);
+            let dinp0 = randn(40 + s as u64, b * t * 3 * c, 1.0);
+            let g = upload(&gpu, &inp, &dout, &dinp0, b, t, c, nh);
+            let mut plan = Plan::new();
+            plan.extend(forward_with(form, &gpu, &g, b, t, c, nh));
+            plan.extend(backward_with(form, &gpu, &g, b, t, c, nh));
+            plan.submit(&gpu);
+            let tt = b * nh * t * t;
+            let (mut out, mut preatt, mut att) = (vec![0.0; b * t * c], vec![0.0; tt], vec![0.0; tt]);
+            cpu::attention_forward(&mut out, &mut preatt, &mut att, &inp, b, t, c, nh);
+            let (mut dinp, mut dpreatt, mut datt) = (dinp0.clone(), randn(98, tt, 1.0), randn(99, tt, 1.0));
+            cpu::attention_backward(&mut dinp, &mut dpreatt, &mut datt, &dout, &inp, &att, b, t, c, nh);
+            let what = format!("{form:?} (B,T,C,NH)=({b},{t},{c},{nh})");
+            assert_close(&format!("{what} datt"), &g.datt.to_vec(&gpu).unwrap(), &datt, 1e-5, 1e-4);
+            assert_close(&format!("{what} dpreatt"), &g.dpreatt.to_vec(&gpu).unwrap(), &dpreatt, 1e-5, 1e-4);
+            assert_close(&format!("{what} dinp"), &g.dinp.to_vec(&gpu).unwrap(), &dinp, 1e-5, 1e-4);
+        }
     }
 }
 

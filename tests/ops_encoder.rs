@@ -44,6 +44,7 @@ fn should_match_reference_encoder_forward() {
 #[allow(clippy::too_many_arguments)]
 fn gpu_backward(
     gpu: &Gpu,
+    form: ops::RowForm,
     dwte0: &[f32],
     dwpe0: &[f32],
     dout: &[f32],
@@ -56,7 +57,7 @@ fn gpu_backward(
     let (tdwte, tdwpe) = (t(gpu, dwte0), t(gpu, dwpe0));
     let ttok = Tensor::from_u32(gpu, "tokens", toks).unwrap();
     let mut plan = Plan::new();
-    plan.extend(ops::encoder_backward(gpu, &tdwte, &tdwpe, &t(gpu, dout), &ttok, b, t_, c, v));
+    plan.extend(ops::encoder_backward_with(gpu, form, &tdwte, &tdwpe, &t(gpu, dout), &ttok, b, t_, c, v));
     plan.submit(gpu);
     (tdwte.to_vec(gpu).unwrap(), tdwpe.to_vec(gpu).unwrap())
 }
@@ -64,22 +65,27 @@ fn gpu_backward(
 #[test]
 fn should_match_reference_encoder_backward_accumulating() {
     let gpu = gpu();
-    for &(b, t_, c, v) in SHAPES {
-        // Only the first V/2 + 1 rows are used: the rest must keep their initial gradient exactly.
-        let used = (v / 2 + 1).min(v);
-        let toks = tokens(4, b * t_, used);
-        let dout = randn(5, b * t_ * c, 1.0);
-        let (dwte0, dwpe0) = (randn(6, v * c, 1.0), randn(7, t_ * c, 1.0));
-        let (got_dwte, got_dwpe) = gpu_backward(&gpu, &dwte0, &dwpe0, &dout, &toks, b, t_, c, v);
-        let (mut dwte, mut dwpe) = (dwte0.clone(), dwpe0.clone());
-        cpu::encoder_backward(&mut dwte, &mut dwpe, &dout, &toks, b, t_, c);
-        let what = format!("b={b} t={t_} c={c} v={v}");
-        // Same additions in the same order as the reference: equal up to (at most) rounding.
-        assert_close(&format!("{what} dwte"), &got_dwte, &dwte, 1e-6, 1e-6);
-        assert_close(&format!("{what} dwpe"), &got_dwpe, &dwpe, 1e-6, 1e-6);
-        assert_eq!(&got_dwte[used * c..], &dwte0[used * c..], "{what}: unused vocabulary rows changed");
+    for form in FORMS {
+        for &(b, t_, c, v) in SHAPES {
+            // Only the first V/2 + 1 rows are used: the rest must keep their initial gradient exactly.
+            let used = (v / 2 + 1).min(v);
+            let toks = tokens(4, b * t_, used);
+            let dout = randn(5, b * t_ * c, 1.0);
+            let (dwte0, dwpe0) = (randn(6, v * c, 1.0), randn(7, t_ * c, 1.0));
+            let (got_dwte, got_dwpe) = gpu_backward(&gpu, form, &dwte0, &dwpe0, &dout, &toks, b, t_, c, v);
+            let (mut dwte, mut dwpe) = (dwte0.clone(), dwpe0.clone());
+            cpu::encoder_backward(&mut dwte, &mut dwpe, &dout, &toks, b, t_, c);
+            let what = format!("{form:?} b={b} t={t_} c={c} v={v}");
+            // Same additions in the same order as the reference: equal up to (at most) rounding.
+            assert_close(&format!("{what} dwte"), &got_dwte, &dwte, 1e-6, 1e-6);
+            assert_close(&format!("{what} dwpe"), &got_dwpe, &dwpe, 1e-6, 1e-6);
+            assert_eq!(&got_dwte[used * c..], &dwte0[used * c..], "{what}: unused vocabulary rows changed");
+        }
     }
 }
+
+/// Both forms of the dwte pass, whatever the tuner would pick here.
+const FORMS: [ops::RowForm; 2] = [ops::RowForm::Workgroup, ops::RowForm::Invocation];
 
 #[test]
 fn should_give_identical_encoder_gradients_run_to_run() {
@@ -88,9 +94,15 @@ fn should_give_identical_encoder_gradients_run_to_run() {
     let toks = tokens(8, b * t_, v);
     let dout = randn(9, b * t_ * c, 1.0);
     let (z1, z2) = (vec![0.0; v * c], vec![0.0; t_ * c]);
-    let first = gpu_backward(&gpu, &z1, &z2, &dout, &toks, b, t_, c, v);
-    let second = gpu_backward(&gpu, &z1, &z2, &dout, &toks, b, t_, c, v);
-    assert!(first == second, "encoder backward differs between two identical runs");
+    for form in FORMS {
+        let first = gpu_backward(&gpu, form, &z1, &z2, &dout, &toks, b, t_, c, v);
+        let second = gpu_backward(&gpu, form, &z1, &z2, &dout, &toks, b, t_, c, v);
+        assert!(first == second, "{form:?}: encoder backward differs between two identical runs");
+    }
+    // The same additions in the same order: the two forms agree bit for bit.
+    let w = gpu_backward(&gpu, FORMS[0], &z1, &z2, &dout, &toks, b, t_, c, v);
+    let i = gpu_backward(&gpu, FORMS[1], &z1, &z2, &dout, &toks, b, t_, c, v);
+    assert!(w == i, "the two forms of the dwte pass differ");
 }
 
 /// loss = sum(out * r), accumulated in f64 over the reference forward.

@@ -27,33 +27,36 @@ fn inputs(seed: u64, n: usize, c: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
 #[test]
 fn should_match_reference_layernorm_forward() {
     let gpu = gpu();
-    for &n in ROWS {
-        for &c in CHANNELS {
-            let (inp, weight, bias) = inputs(10, n, c);
-            let (tout, tmean, trstd) = (
-                Tensor::zeros(&gpu, "out", n * c).unwrap(),
-                Tensor::zeros(&gpu, "mean", n).unwrap(),
-                Tensor::zeros(&gpu, "rstd", n).unwrap(),
-            );
-            let mut plan = Plan::new();
-            plan.push(ops::layernorm_forward(
-                &gpu,
-                &tout,
-                &tmean,
-                &trstd,
-                &t(&gpu, &inp),
-                &t(&gpu, &weight),
-                &t(&gpu, &bias),
-                n,
-                c,
-            ));
-            plan.submit(&gpu);
-            let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
-            cpu::layernorm_forward(&mut out, &mut mean, &mut rstd, &inp, &weight, &bias, n, c);
-            let what = format!("n={n} c={c}");
-            assert_close(&format!("{what} out"), &tout.to_vec(&gpu).unwrap(), &out, 1e-5, 1e-5);
-            assert_close(&format!("{what} mean"), &tmean.to_vec(&gpu).unwrap(), &mean, 1e-5, 1e-5);
-            assert_close(&format!("{what} rstd"), &trstd.to_vec(&gpu).unwrap(), &rstd, 1e-5, 1e-5);
+    for form in [ops::RowForm::Workgroup, ops::RowForm::Invocation] {
+        for &n in ROWS {
+            for &c in CHANNELS {
+                let (inp, weight, bias) = inputs(10, n, c);
+                let (tout, tmean, trstd) = (
+                    Tensor::zeros(&gpu, "out", n * c).unwrap(),
+                    Tensor::zeros(&gpu, "mean", n).unwrap(),
+                    Tensor::zeros(&gpu, "rstd", n).unwrap(),
+                );
+                let mut plan = Plan::new();
+                plan.push(ops::layernorm_forward_with(
+                    &gpu,
+                    form,
+                    &tout,
+                    &tmean,
+                    &trstd,
+                    &t(&gpu, &inp),
+                    &t(&gpu, &weight),
+                    &t(&gpu, &bias),
+                    n,
+                    c,
+                ));
+                plan.submit(&gpu);
+                let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+                cpu::layernorm_forward(&mut out, &mut mean, &mut rstd, &inp, &weight, &bias, n, c);
+                let what = format!("{form:?} n={n} c={c}");
+                assert_close(&format!("{what} out"), &tout.to_vec(&gpu).unwrap(), &out, 1e-5, 1e-5);
+                assert_close(&format!("{what} mean"), &tmean.to_vec(&gpu).unwrap(), &mean, 1e-5, 1e-5);
+                assert_close(&format!("{what} rstd"), &trstd.to_vec(&gpu).unwrap(), &rstd, 1e-5, 1e-5);
+            }
         }
     }
 }
@@ -62,6 +65,7 @@ fn should_match_reference_layernorm_forward() {
 #[allow(clippy::too_many_arguments)]
 fn gpu_backward(
     gpu: &Gpu,
+    form: ops::RowForm,
     init: (&[f32], &[f32], &[f32]),
     dout: &[f32],
     inp: &[f32],
@@ -73,8 +77,9 @@ fn gpu_backward(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (tdinp, tdw, tdb) = (t(gpu, init.0), t(gpu, init.1), t(gpu, init.2));
     let mut plan = Plan::new();
-    plan.extend(ops::layernorm_backward(
+    plan.extend(ops::layernorm_backward_with(
         gpu,
+        form,
         &tdinp,
         &tdw,
         &tdb,
@@ -93,22 +98,24 @@ fn gpu_backward(
 #[test]
 fn should_match_reference_layernorm_backward_accumulating() {
     let gpu = gpu();
-    for &n in ROWS {
-        for &c in CHANNELS {
-            let (inp, weight, bias) = inputs(20, n, c);
-            let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
-            cpu::layernorm_forward(&mut out, &mut mean, &mut rstd, &inp, &weight, &bias, n, c);
-            let dout = randn(23, n * c, 1.0);
-            // Nonzero initial gradients: the backward must add to them, not overwrite them.
-            let (dinp0, dw0, db0) = (randn(24, n * c, 1.0), randn(25, c, 1.0), randn(26, c, 1.0));
-            let (got_dinp, got_dw, got_db) =
-                gpu_backward(&gpu, (&dinp0, &dw0, &db0), &dout, &inp, &weight, &mean, &rstd, n, c);
-            let (mut dinp, mut dw, mut db) = (dinp0.clone(), dw0.clone(), db0.clone());
-            cpu::layernorm_backward(&mut dinp, &mut dw, &mut db, &dout, &inp, &weight, &mean, &rstd, n, c);
-            let what = format!("n={n} c={c}");
-            assert_close(&format!("{what} dinp"), &got_dinp, &dinp, 2e-5, 1e-4);
-            assert_close(&format!("{what} dweight"), &got_dw, &dw, 2e-5, 1e-4);
-            assert_close(&format!("{what} dbias"), &got_db, &db, 2e-5, 1e-4);
+    for form in [ops::RowForm::Workgroup, ops::RowForm::Invocation] {
+        for &n in ROWS {
+            for &c in CHANNELS {
+                let (inp, weight, bias) = inputs(20, n, c);
+                let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+                cpu::layernorm_forward(&mut out, &mut mean, &mut rstd, &inp, &weight, &bias, n, c);
+                let dout = randn(23, n * c, 1.0);
+                // Nonzero initial gradients: the backward must add to them, not overwrite them.
+                let (dinp0, dw0, db0) = (randn(24, n * c, 1.0), randn(25, c, 1.0), randn(26, c, 1.0));
+                let (got_dinp, got_dw, got_db) =
+                    gpu_backward(&gpu, form, (&dinp0, &dw0, &db0), &dout, &inp, &weight, &mean, &rstd, n, c);
+                let (mut dinp, mut dw, mut db) = (dinp0.clone(), dw0.clone(), db0.clone());
+                cpu::layernorm_backward(&mut dinp, &mut dw, &mut db, &dout, &inp, &weight, &mean, &rstd, n, c);
+                let what = format!("{form:?} n={n} c={c}");
+                assert_close(&format!("{what} dinp"), &got_dinp, &dinp, 2e-5, 1e-4);
+                assert_close(&format!("{what} dweight"), &got_dw, &dw, 2e-5, 1e-4);
+                assert_close(&format!("{what} dbias"), &got_db, &db, 2e-5, 1e-4);
+            }
         }
     }
 }
@@ -122,9 +129,12 @@ fn should_give_identical_layernorm_gradients_run_to_run() {
     cpu::layernorm_forward(&mut out, &mut mean, &mut rstd, &inp, &weight, &bias, n, c);
     let dout = randn(33, n * c, 1.0);
     let zeros = (vec![0.0; n * c], vec![0.0; c], vec![0.0; c]);
-    let first = gpu_backward(&gpu, (&zeros.0, &zeros.1, &zeros.2), &dout, &inp, &weight, &mean, &rstd, n, c);
-    let second = gpu_backward(&gpu, (&zeros.0, &zeros.1, &zeros.2), &dout, &inp, &weight, &mean, &rstd, n, c);
-    assert!(first == second, "layernorm backward differs between two identical runs");
+    for form in [ops::RowForm::Workgroup, ops::RowForm::Invocation] {
+        let z = (&zeros.0[..], &zeros.1[..], &zeros.2[..]);
+        let first = gpu_backward(&gpu, form, z, &dout, &inp, &weight, &mean, &rstd, n, c);
+        let second = gpu_backward(&gpu, form, z, &dout, &inp, &weight, &mean, &rstd, n, c);
+        assert!(first == second, "{form:?}: layernorm backward differs between two identical runs");
+    }
 }
 
 /// loss = sum(out * r), accumulated in f64 over the reference forward.

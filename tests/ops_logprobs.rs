@@ -26,28 +26,30 @@ fn mask(seed: u64, n: usize, keep: f32) -> Vec<f32> {
 #[test]
 fn should_match_reference_logprobs_forward_and_backward() {
     let gpu = gpu();
-    for &n in NS {
-        for &v in VS {
-            let logits = randn(1, n * v, 3.0);
-            let tg = targets(2, n, v);
-            let dlogps = randn(3, n, 1.0);
-            let dlogits0 = randn(4, n * v, 0.5); // nonzero: the backward must accumulate
-            let tlogits = Tensor::from_f32(&gpu, "logits", &logits).unwrap();
-            let ttg = Tensor::from_u32(&gpu, "targets", &tg).unwrap();
-            let (tlogps, tlse) = (Tensor::zeros(&gpu, "logps", n).unwrap(), Tensor::zeros(&gpu, "lse", n).unwrap());
-            let tdlogps = Tensor::from_f32(&gpu, "dlogps", &dlogps).unwrap();
-            let tdlogits = Tensor::from_f32(&gpu, "dlogits", &dlogits0).unwrap();
-            let mut plan = Plan::new();
-            plan.push(ops::logprobs_forward(&gpu, &tlogps, &tlse, &tlogits, &ttg, n, v));
-            plan.push(ops::logprobs_backward(&gpu, &tdlogits, &tdlogps, &tlogits, &tlse, &ttg, n, v));
-            plan.submit(&gpu);
-            let (mut logps, mut lse, mut dlogits) = (vec![0.0; n], vec![0.0; n], dlogits0.clone());
-            cpu::logprobs_forward(&mut logps, &mut lse, &logits, &tg, n, v);
-            cpu::logprobs_backward(&mut dlogits, &dlogps, &logits, &lse, &tg, n, v);
-            let what = format!("N={n} V={v}");
-            assert_close(&format!("{what} lse"), &tlse.to_vec(&gpu).unwrap(), &lse, 1e-5, 1e-5);
-            assert_close(&format!("{what} logps"), &tlogps.to_vec(&gpu).unwrap(), &logps, 1e-5, 1e-5);
-            assert_close(&format!("{what} dlogits"), &tdlogits.to_vec(&gpu).unwrap(), &dlogits, 1e-5, 1e-5);
+    for form in [ops::RowForm::Workgroup, ops::RowForm::Invocation] {
+        for &n in NS {
+            for &v in VS {
+                let logits = randn(1, n * v, 3.0);
+                let tg = targets(2, n, v);
+                let dlogps = randn(3, n, 1.0);
+                let dlogits0 = randn(4, n * v, 0.5); // nonzero: the backward must accumulate
+                let tlogits = Tensor::from_f32(&gpu, "logits", &logits).unwrap();
+                let ttg = Tensor::from_u32(&gpu, "targets", &tg).unwrap();
+                let (tlogps, tlse) = (Tensor::zeros(&gpu, "logps", n).unwrap(), Tensor::zeros(&gpu, "lse", n).unwrap());
+                let tdlogps = Tensor::from_f32(&gpu, "dlogps", &dlogps).unwrap();
+                let tdlogits = Tensor::from_f32(&gpu, "dlogits", &dlogits0).unwrap();
+                let mut plan = Plan::new();
+                plan.push(ops::logprobs_forward_with(&gpu, form, &tlogps, &tlse, &tlogits, &ttg, n, v));
+                plan.push(ops::logprobs_backward(&gpu, &tdlogits, &tdlogps, &tlogits, &tlse, &ttg, n, v));
+                plan.submit(&gpu);
+                let (mut logps, mut lse, mut dlogits) = (vec![0.0; n], vec![0.0; n], dlogits0.clone());
+                cpu::logprobs_forward(&mut logps, &mut lse, &logits, &tg, n, v);
+                cpu::logprobs_backward(&mut dlogits, &dlogps, &logits, &lse, &tg, n, v);
+                let what = format!("{form:?} N={n} V={v}");
+                assert_close(&format!("{what} lse"), &tlse.to_vec(&gpu).unwrap(), &lse, 1e-5, 1e-5);
+                assert_close(&format!("{what} logps"), &tlogps.to_vec(&gpu).unwrap(), &logps, 1e-5, 1e-5);
+                assert_close(&format!("{what} dlogits"), &tdlogits.to_vec(&gpu).unwrap(), &dlogits, 1e-5, 1e-5);
+            }
         }
     }
 }
@@ -55,22 +57,24 @@ fn should_match_reference_logprobs_forward_and_backward() {
 #[test]
 fn should_match_reference_log_softmax() {
     let gpu = gpu();
-    for &n in NS {
-        for &v in VS {
-            let logits = randn(5, n * v, 3.0);
-            let tlogits = Tensor::from_f32(&gpu, "logits", &logits).unwrap();
-            let tout = Tensor::zeros(&gpu, "out", n * v).unwrap();
-            let mut plan = Plan::new();
-            plan.push(ops::log_softmax(&gpu, &tout, &tlogits, n, v));
-            plan.submit(&gpu);
-            let mut want = vec![0.0; n * v];
-            cpu::log_softmax(&mut want, &logits, n, v);
-            let got = tout.to_vec(&gpu).unwrap();
-            assert_close(&format!("N={n} V={v} log_softmax"), &got, &want, 1e-5, 1e-5);
-            // each row's probabilities sum to 1
-            for i in 0..n {
-                let s: f64 = got[i * v..(i + 1) * v].iter().map(|&x| (x as f64).exp()).sum();
-                assert!((s - 1.0).abs() < 1e-5, "row {i} of N={n} V={v} sums to {s}");
+    for form in [ops::RowForm::Workgroup, ops::RowForm::Invocation] {
+        for &n in NS {
+            for &v in VS {
+                let logits = randn(5, n * v, 3.0);
+                let tlogits = Tensor::from_f32(&gpu, "logits", &logits).unwrap();
+                let tout = Tensor::zeros(&gpu, "out", n * v).unwrap();
+                let mut plan = Plan::new();
+                plan.push(ops::log_softmax_with(&gpu, form, &tout, &tlogits, n, v));
+                plan.submit(&gpu);
+                let mut want = vec![0.0; n * v];
+                cpu::log_softmax(&mut want, &logits, n, v);
+                let got = tout.to_vec(&gpu).unwrap();
+                assert_close(&format!("{form:?} N={n} V={v} log_softmax"), &got, &want, 1e-5, 1e-5);
+                // each row's probabilities sum to 1
+                for i in 0..n {
+                    let s: f64 = got[i * v..(i + 1) * v].iter().map(|&x| (x as f64).exp()).sum();
+                    assert!((s - 1.0).abs() < 1e-5, "{form:?}: row {i} of N={n} V={v} sums to {s}");
+                }
             }
         }
     }

@@ -331,3 +331,29 @@ fn run_copies(gpu: &super::Gpu, dispatch: &super::Dispatch, copies: usize) -> Op
 pub fn time_dispatch(_gpu: &super::Gpu, _dispatch: &super::Dispatch) -> Option<f64> {
     None
 }
+
+/// The two forms of a row kernel (layernorm, softmax, log-softmax): one workgroup per row with tree reductions in
+/// workgroup memory (GPUs), or one invocation per row with sequential sums (CPU adapters, where a workgroup's
+/// barriers cost more than a short row's arithmetic).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowForm {
+    Workgroup,
+    Invocation,
+}
+
+/// The tuner's row form for `family` / `key`: `rule` is the form `DPO3D_KERNELS=rule` takes; `time(form)` times one
+/// on scratch outputs (seconds per run).
+pub fn choose_row_form(
+    gpu: &super::Gpu,
+    family: &str,
+    key: &str,
+    rule: RowForm,
+    mut time: impl FnMut(RowForm) -> Option<f64>,
+) -> RowForm {
+    let names = match rule {
+        RowForm::Workgroup => ["workgroup", "invocation"],
+        RowForm::Invocation => ["invocation", "workgroup"],
+    };
+    let form = |k: &str| if k == "workgroup" { RowForm::Workgroup } else { RowForm::Invocation };
+    form(gpu.tuner.choose(family, key, &names, |k| time(form(k))))
+}

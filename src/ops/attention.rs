@@ -23,10 +23,31 @@ struct Params {
     _p: u32,
 }
 
-/// How an entry point's work is laid out: one invocation per element (workgroup 256) or one workgroup per row.
+/// How an entry point's work is laid out: one invocation per element (workgroup 256), one workgroup per row, or one
+/// invocation per row (workgroups of 64).
 enum Grid {
     Elements(usize),
     Rows(usize),
+    RowInvocations(usize),
+}
+
+/// The softmax kernels' two forms (`gpu::tune::RowForm`): the tuner times both per adapter and shape; the `_with`
+/// functions take one explicitly.
+pub use crate::gpu::tune::RowForm as SoftmaxForm;
+
+/// The tuner's form for `entry` at (B NH T rows, T), timed with `build(form, scratch output)`.
+fn choose_form(
+    gpu: &Gpu,
+    entry: &str,
+    rows: usize,
+    t: usize,
+    out_len: usize,
+    build: impl Fn(SoftmaxForm, &Tensor) -> Dispatch,
+) -> SoftmaxForm {
+    crate::gpu::tune::choose_row_form(gpu, "softmax", &format!("{entry} {rows}x{t}"), SoftmaxForm::Workgroup, |form| {
+        let scratch = Tensor::zeros(gpu, "tune softmax", out_len).ok()?;
+        crate::gpu::tune::time_dispatch(gpu, &build(form, &scratch))
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -45,6 +66,7 @@ fn dispatch(
     let (n, groups) = match grid {
         Grid::Elements(n) => (n, grid_1d(n, WORKGROUP_1D)),
         Grid::Rows(n) => (n, grid_1d(n, 1)),
+        Grid::RowInvocations(n) => (n, grid_1d(n, 64)),
     };
     let p = Params {
         b: b as u32,
@@ -73,9 +95,50 @@ pub fn attention_forward(
     c: usize,
     nh: usize,
 ) -> Vec<Dispatch> {
+    let rows = b * nh * t;
+    let form = choose_form(gpu, "forward", rows, t, att.len, |form, out| softmax(gpu, form, out, preatt, b, t, c, nh));
+    attention_forward_with(gpu, form, out, preatt, att, inp, b, t, c, nh)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn softmax(
+    gpu: &Gpu,
+    form: SoftmaxForm,
+    att: &Tensor,
+    preatt: &Tensor,
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) -> Dispatch {
+    let rows = b * nh * t;
+    match form {
+        SoftmaxForm::Workgroup => {
+            dispatch(gpu, "attention_softmax", b, t, c, nh, Grid::Rows(rows), &[(3, preatt), (4, att)])
+        }
+        SoftmaxForm::Invocation => {
+            dispatch(gpu, "attention_softmax_rows", b, t, c, nh, Grid::RowInvocations(rows), &[(3, preatt), (4, att)])
+        }
+    }
+}
+
+/// `attention_forward` with the softmax in the given form.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward_with(
+    gpu: &Gpu,
+    form: SoftmaxForm,
+    out: &Tensor,    // (B, T, C)
+    preatt: &Tensor, // (B, NH, T, T)
+    att: &Tensor,    // (B, NH, T, T)
+    inp: &Tensor,    // (B, T, 3C) = q | k | v
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) -> Vec<Dispatch> {
     vec![
         dispatch(gpu, "attention_scores", b, t, c, nh, Grid::Elements(b * nh * t * t), &[(1, inp), (2, preatt)]),
-        dispatch(gpu, "attention_softmax", b, t, c, nh, Grid::Rows(b * nh * t), &[(3, preatt), (4, att)]),
+        softmax(gpu, form, att, preatt, b, t, c, nh),
         dispatch(gpu, "attention_values", b, t, c, nh, Grid::Elements(b * t * c), &[(5, inp), (6, att), (7, out)]),
     ]
 }
@@ -85,6 +148,51 @@ pub fn attention_forward(
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     gpu: &Gpu,
+    dinp: &Tensor,    // (B, T, 3C)
+    dpreatt: &Tensor, // (B, NH, T, T)
+    datt: &Tensor,    // (B, NH, T, T)
+    dout: &Tensor,    // (B, T, C)
+    inp: &Tensor,     // (B, T, 3C)
+    att: &Tensor,     // (B, NH, T, T)
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) -> Vec<Dispatch> {
+    let rows = b * nh * t;
+    let form = choose_form(gpu, "backward", rows, t, dpreatt.len, |form, out| {
+        softmax_backward(gpu, form, out, att, datt, b, t, c, nh)
+    });
+    attention_backward_with(gpu, form, dinp, dpreatt, datt, dout, inp, att, b, t, c, nh)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn softmax_backward(
+    gpu: &Gpu,
+    form: SoftmaxForm,
+    dpreatt: &Tensor,
+    att: &Tensor,
+    datt: &Tensor,
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) -> Dispatch {
+    let rows = b * nh * t;
+    let bindings = [(11, att), (12, datt), (13, dpreatt)];
+    match form {
+        SoftmaxForm::Workgroup => dispatch(gpu, "attention_softmax_backward", b, t, c, nh, Grid::Rows(rows), &bindings),
+        SoftmaxForm::Invocation => {
+            dispatch(gpu, "attention_softmax_backward_rows", b, t, c, nh, Grid::RowInvocations(rows), &bindings)
+        }
+    }
+}
+
+/// `attention_backward` with the softmax backward in the given form.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_with(
+    gpu: &Gpu,
+    form: SoftmaxForm,
     dinp: &Tensor,    // (B, T, 3C)
     dpreatt: &Tensor, // (B, NH, T, T)
     datt: &Tensor,    // (B, NH, T, T)
@@ -107,16 +215,7 @@ pub fn attention_backward(
             Grid::Elements(b * nh * t * t),
             &[(8, inp), (9, dout), (10, datt)],
         ),
-        dispatch(
-            gpu,
-            "attention_softmax_backward",
-            b,
-            t,
-            c,
-            nh,
-            Grid::Rows(b * nh * t),
-            &[(11, att), (12, datt), (13, dpreatt)],
-        ),
+        softmax_backward(gpu, form, dpreatt, att, datt, b, t, c, nh),
         dispatch(
             gpu,
             "attention_dqkv",

@@ -48,12 +48,36 @@ pub fn encoder_forward(
     )
 }
 
+pub use crate::gpu::tune::RowForm;
+
 /// dwpe[t, :] += sum over b of dout[b, t, :]; dwte[v, :] += sum over positions with token v of dout[b, t, :].
-/// Two dispatches. The dwte pass is one workgroup per vocabulary row reading all B*T tokens, so its cost grows as
-/// V * B * T (see `shaders/encoder.wgsl`).
+/// Two dispatches. The dwte pass reads all B*T tokens per vocabulary row, so its cost grows as V * B * T (see
+/// `shaders/encoder.wgsl`); its form (a workgroup or an invocation per row) is the tuner's choice.
 #[allow(clippy::too_many_arguments)]
 pub fn encoder_backward(
     gpu: &Gpu,
+    dwte: &Tensor,   // (V, C)
+    dwpe: &Tensor,   // (maxT, C); rows t < T accumulate
+    dout: &Tensor,   // (B, T, C)
+    tokens: &Tensor, // (B, T) u32
+    b: usize,
+    t: usize,
+    c: usize,
+    v: usize,
+) -> Vec<Dispatch> {
+    let key = format!("wte {}x{v}x{c}", b * t);
+    let form = crate::gpu::tune::choose_row_form(gpu, "encoder", &key, RowForm::Workgroup, |form| {
+        let (w, pe) = (Tensor::zeros(gpu, "tune dwte", v * c).ok()?, Tensor::zeros(gpu, "tune dwpe", t * c).ok()?);
+        crate::gpu::tune::time_dispatch(gpu, &encoder_backward_with(gpu, form, &w, &pe, dout, tokens, b, t, c, v)[1])
+    });
+    encoder_backward_with(gpu, form, dwte, dwpe, dout, tokens, b, t, c, v)
+}
+
+/// `encoder_backward` with the dwte pass in the given form.
+#[allow(clippy::too_many_arguments)]
+pub fn encoder_backward_with(
+    gpu: &Gpu,
+    form: RowForm,
     dwte: &Tensor,   // (V, C)
     dwpe: &Tensor,   // (maxT, C); rows t < T accumulate
     dout: &Tensor,   // (B, T, C)
@@ -84,10 +108,10 @@ pub fn encoder_backward(
             gpu,
             SHADER,
             SRC,
-            "encoder_backward_wte",
+            if form == RowForm::Workgroup { "encoder_backward_wte" } else { "encoder_backward_wte_rows" },
             Some(bytes),
             &[(7, tokens), (8, dout), (9, dwte)],
-            grid_1d(v, 1),
+            if form == RowForm::Workgroup { grid_1d(v, 1) } else { grid_1d(v, 64) },
         ),
     ]
 }

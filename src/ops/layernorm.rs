@@ -1,5 +1,8 @@
 //! Dispatches of `shaders/layernorm.wgsl`: LayerNorm forward (saving mean and rstd) and backward.
 //! The backward is two race-free dispatches: `dinp` per row, then `dweight`/`dbias` per channel; both accumulate.
+//! The row kernels come in two forms, a workgroup per row (GPUs) or an invocation per row (CPU adapters, where a
+//! workgroup's barriers dominate); the tuner times both per adapter and shape (`gpu::tune`), the `_with` functions
+//! take the form explicitly (tests compare both with the reference).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -28,10 +31,56 @@ fn check(what: &str, t: &Tensor, len: usize) {
     assert!(t.len >= len, "layernorm: {what} has {} elements, needs {len}", t.len);
 }
 
+pub use crate::gpu::tune::RowForm;
+
+fn entry(form: RowForm, base: &'static str) -> &'static str {
+    match (form, base) {
+        (RowForm::Workgroup, b) => b,
+        (RowForm::Invocation, "layernorm_forward") => "layernorm_forward_rows",
+        (RowForm::Invocation, _) => "layernorm_backward_dinp_rows",
+    }
+}
+
+fn grid(form: RowForm, n: usize) -> [u32; 3] {
+    match form {
+        RowForm::Workgroup => grid_1d(n, 1),
+        RowForm::Invocation => grid_1d(n, 64),
+    }
+}
+
+/// The tuner's choice of row form for `what` ("forward" or "dinp") at (n, c); `time(form)` times one on scratch
+/// outputs. The rule (`DPO3D_KERNELS=rule`) keeps a workgroup per row.
+fn choose(gpu: &Gpu, what: &str, n: usize, c: usize, time: impl FnMut(RowForm) -> Option<f64>) -> RowForm {
+    crate::gpu::tune::choose_row_form(gpu, "layernorm", &format!("{what} {n}x{c}"), RowForm::Workgroup, time)
+}
+
 /// out = (inp - mean) * rstd * weight + bias per row; saves mean and rstd (eps 1e-5). Overwrites out, mean, rstd.
+/// The row form is the tuner's choice for this adapter and shape.
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_forward(
     gpu: &Gpu,
+    out: &Tensor,    // (N, C)
+    mean: &Tensor,   // (N)
+    rstd: &Tensor,   // (N)
+    inp: &Tensor,    // (N, C)
+    weight: &Tensor, // (C)
+    bias: &Tensor,   // (C)
+    n: usize,
+    c: usize,
+) -> Dispatch {
+    let form = choose(gpu, "forward", n, c, |form| {
+        let z = |what: &str, len: usize| Tensor::zeros(gpu, what, len).ok();
+        let (o, m, r) = (z("tune ln out", n * c)?, z("tune ln mean", n)?, z("tune ln rstd", n)?);
+        crate::gpu::tune::time_dispatch(gpu, &layernorm_forward_with(gpu, form, &o, &m, &r, inp, weight, bias, n, c))
+    });
+    layernorm_forward_with(gpu, form, out, mean, rstd, inp, weight, bias, n, c)
+}
+
+/// `layernorm_forward` in the given row form.
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_forward_with(
+    gpu: &Gpu,
+    form: RowForm,
     out: &Tensor,    // (N, C)
     mean: &Tensor,   // (N)
     rstd: &Tensor,   // (N)
@@ -56,18 +105,47 @@ pub fn layernorm_forward(
         gpu,
         SHADER,
         SRC,
-        "layernorm_forward",
+        entry(form, "layernorm_forward"),
         Some(bytemuck::bytes_of(&p)),
         &[(1, inp), (2, weight), (3, bias), (4, out), (5, mean), (6, rstd)],
-        grid_1d(n, 1),
+        grid(form, n),
     )
 }
 
 /// dinp += d out / d inp, dweight += sum over rows of norm * dout, dbias += sum over rows of dout
-/// (llm.c's layernorm_backward), given the forward's mean and rstd. Two dispatches: rows, then channels.
+/// (llm.c's layernorm_backward), given the forward's mean and rstd. Two dispatches: rows, then channels. The row
+/// form of the first is the tuner's choice.
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_backward(
     gpu: &Gpu,
+    dinp: &Tensor,    // (N, C)
+    dweight: &Tensor, // (C)
+    dbias: &Tensor,   // (C)
+    dout: &Tensor,    // (N, C)
+    inp: &Tensor,     // (N, C)
+    weight: &Tensor,  // (C)
+    mean: &Tensor,    // (N)
+    rstd: &Tensor,    // (N)
+    n: usize,
+    c: usize,
+) -> Vec<Dispatch> {
+    let form = choose(gpu, "dinp", n, c, |form| {
+        let (dw, db, di) = (
+            Tensor::zeros(gpu, "tune ln dw", c).ok()?,
+            Tensor::zeros(gpu, "tune ln db", c).ok()?,
+            Tensor::zeros(gpu, "tune ln dinp", n * c).ok()?,
+        );
+        let ds = layernorm_backward_with(gpu, form, &di, &dw, &db, dout, inp, weight, mean, rstd, n, c);
+        crate::gpu::tune::time_dispatch(gpu, &ds[0])
+    });
+    layernorm_backward_with(gpu, form, dinp, dweight, dbias, dout, inp, weight, mean, rstd, n, c)
+}
+
+/// `layernorm_backward` with the dinp kernel in the given row form.
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_backward_with(
+    gpu: &Gpu,
+    form: RowForm,
     dinp: &Tensor,    // (N, C)
     dweight: &Tensor, // (C)
     dbias: &Tensor,   // (C)
@@ -98,10 +176,10 @@ pub fn layernorm_backward(
             gpu,
             SHADER,
             SRC,
-            "layernorm_backward_dinp",
+            entry(form, "layernorm_backward_dinp"),
             Some(bytes),
             &[(7, inp), (8, dout), (9, weight), (10, mean), (11, rstd), (12, dinp)],
-            grid_1d(n, 1),
+            grid(form, n),
         ),
         Dispatch::new(
             gpu,

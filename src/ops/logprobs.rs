@@ -29,12 +29,22 @@ fn dispatch(
     Dispatch::new(gpu, SHADER, SRC, entry, Some(bytemuck::bytes_of(&p)), bindings, groups)
 }
 
-/// lse[i] = logsumexp(logits[i, :]); logps[i] = logits[i, targets[i]] - lse[i]. One workgroup per row.
-/// Every target must be < V.
-/// Up to this vocabulary size the row-wise kernels use one invocation per row instead of a workgroup per row
-/// (the toy's 10 responses: a 256-thread workgroup per row left 246 threads idle; 256 rows took 8.4 ms on lavapipe).
+pub use crate::gpu::tune::RowForm;
+
+/// Up to this vocabulary size `DPO3D_KERNELS=rule` (the browser) gives a row one invocation instead of a workgroup
+/// (the toy's 10 responses: a 256-thread workgroup per row left 246 threads idle). Otherwise the tuner measures.
 pub const SMALL_V: usize = 64;
 
+fn rule(v: usize) -> RowForm {
+    if v <= SMALL_V {
+        RowForm::Invocation
+    } else {
+        RowForm::Workgroup
+    }
+}
+
+/// lse[i] = logsumexp(logits[i, :]); logps[i] = logits[i, targets[i]] - lse[i]; the row form chosen by the tuner.
+/// Every target must be < V.
 pub fn logprobs_forward(
     gpu: &Gpu,
     logps: &Tensor,   // (N)
@@ -44,7 +54,26 @@ pub fn logprobs_forward(
     n: usize,
     v: usize,
 ) -> Dispatch {
-    if v <= SMALL_V {
+    let form = crate::gpu::tune::choose_row_form(gpu, "logprobs", &format!("forward {n}x{v}"), rule(v), |form| {
+        let (a, b) = (Tensor::zeros(gpu, "tune logps", n).ok()?, Tensor::zeros(gpu, "tune lse", n).ok()?);
+        crate::gpu::tune::time_dispatch(gpu, &logprobs_forward_with(gpu, form, &a, &b, logits, targets, n, v))
+    });
+    logprobs_forward_with(gpu, form, logps, lse, logits, targets, n, v)
+}
+
+/// `logprobs_forward` in the given row form.
+#[allow(clippy::too_many_arguments)]
+pub fn logprobs_forward_with(
+    gpu: &Gpu,
+    form: RowForm,
+    logps: &Tensor,   // (N)
+    lse: &Tensor,     // (N)
+    logits: &Tensor,  // (N, V)
+    targets: &Tensor, // (N) u32
+    n: usize,
+    v: usize,
+) -> Dispatch {
+    if form == RowForm::Invocation {
         return dispatch(
             gpu,
             "logprobs_forward_small",
@@ -79,7 +108,8 @@ pub fn logprobs_backward(
     )
 }
 
-/// out[i, j] = logits[i, j] - logsumexp(logits[i, :]): the full next-token log-probabilities. One workgroup per row.
+/// out[i, j] = logits[i, j] - logsumexp(logits[i, :]): the full next-token log-probabilities; the row form chosen
+/// by the tuner.
 pub fn log_softmax(
     gpu: &Gpu,
     out: &Tensor,    // (N, V)
@@ -87,7 +117,23 @@ pub fn log_softmax(
     n: usize,
     v: usize,
 ) -> Dispatch {
-    if v <= SMALL_V {
+    let form = crate::gpu::tune::choose_row_form(gpu, "logprobs", &format!("log_softmax {n}x{v}"), rule(v), |form| {
+        let scratch = Tensor::zeros(gpu, "tune log_softmax", n * v).ok()?;
+        crate::gpu::tune::time_dispatch(gpu, &log_softmax_with(gpu, form, &scratch, logits, n, v))
+    });
+    log_softmax_with(gpu, form, out, logits, n, v)
+}
+
+/// `log_softmax` in the given row form.
+pub fn log_softmax_with(
+    gpu: &Gpu,
+    form: RowForm,
+    out: &Tensor,    // (N, V)
+    logits: &Tensor, // (N, V)
+    n: usize,
+    v: usize,
+) -> Dispatch {
+    if form == RowForm::Invocation {
         return dispatch(gpu, "log_softmax_small", n, v, &[(23, logits), (24, out)], grid_1d(n, 64));
     }
     dispatch(gpu, "log_softmax", n, v, &[(10, logits), (11, out)], grid_1d(n, 1))

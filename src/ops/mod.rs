@@ -26,4 +26,5 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("preference", include_str!("../../shaders/preference.wgsl")),
     ("ppo", include_str!("../../shaders/ppo.wgsl")),
     ("sampling", include_str!("../../shaders/sampling.wgsl")),
+    ("toy_mlp", include_str!("../../shaders/toy_mlp.wgsl")),
 ];
