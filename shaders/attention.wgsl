@@ -75,6 +75,51 @@ fn attention_scores(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     sc_preatt[i] = val;
 }
 
+// The "_x4" variants below compute 4 neighbouring outputs per invocation (4 key positions t2, or 4 channels), so one
+// load of the shared operand feeds 4 multiply-adds: on CPU adapters, where every load in a loop is a gather, that
+// halves the loads. The tuner picks per adapter and shape (`ops::attention`); both forms give the same sums in the
+// same order.
+//
+// attention_scores_x4: preatt[b, h, t, t2 .. t2 + 3] as attention_scores. One invocation per (b, h, t, t2 / 4).
+// bindings: as attention_scores. grid: grid_1d(B*NH*T*ceil(T/4), 256); p.n = that count.
+@compute @workgroup_size(256)
+fn attention_scores_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    let t4 = (p.t + 3u) / 4u;
+    let t20 = (i % t4) * 4u;
+    let row = i / t4; // (b, h, t)
+    let t = row % p.t;
+    let h = (row / p.t) % p.nh;
+    let b = row / (p.t * p.nh);
+    let out = row * p.t + t20;
+    var v0 = 0.0;
+    var v1 = 0.0;
+    var v2 = 0.0;
+    var v3 = 0.0;
+    if (t20 <= t) {
+        let c3 = 3u * p.c;
+        let q = b * p.t * c3 + t * c3 + h * p.hs;
+        let kb = b * p.t * c3 + h * p.hs + p.c;
+        // Key rows past t are clamped to t (computed, then written as 0).
+        let k0 = kb + t20 * c3;
+        let k1 = kb + min(t20 + 1u, t) * c3;
+        let k2 = kb + min(t20 + 2u, t) * c3;
+        let k3 = kb + min(t20 + 3u, t) * c3;
+        for (var j = 0u; j < p.hs; j++) {
+            let x = sc_inp[q + j];
+            v0 += x * sc_inp[k0 + j];
+            v1 += x * sc_inp[k1 + j];
+            v2 += x * sc_inp[k2 + j];
+            v3 += x * sc_inp[k3 + j];
+        }
+    }
+    sc_preatt[out] = select(0.0, v0 * p.scale, t20 <= t);
+    if (t20 + 1u < p.t) { sc_preatt[out + 1u] = select(0.0, v1 * p.scale, t20 + 1u <= t); }
+    if (t20 + 2u < p.t) { sc_preatt[out + 2u] = select(0.0, v2 * p.scale, t20 + 2u <= t); }
+    if (t20 + 3u < p.t) { sc_preatt[out + 3u] = select(0.0, v3 * p.scale, t20 + 3u <= t); }
+}
+
 // attention_softmax: att[row, t2] = exp(preatt[row, t2] - max) / sum over t2 <= t, else 0; row = (b, h, t).
 // bindings: 3 preatt (B, NH, T, T) read, 4 att (B, NH, T, T) write. grid: grid_1d(B*NH*T, 1), workgroup 64 per row.
 @group(0) @binding(3) var<storage, read> sm_preatt: array<f32>;
@@ -159,6 +204,39 @@ fn attention_values(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     va_out[i] = acc;
 }
 
+// attention_values_x4: attention_values for channels ch .. ch + 3 (of one head: requires HS % 4 == 0). One invocation
+// per (b, t, ch / 4). bindings: as attention_values. grid: grid_1d(B*T*C/4, 256); p.n = that count.
+@compute @workgroup_size(256)
+fn attention_values_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    let c4 = p.c / 4u;
+    let ch = (i % c4) * 4u;
+    let t = (i / c4) % p.t;
+    let b = i / (c4 * p.t);
+    let h = ch / p.hs;
+    let c3 = 3u * p.c;
+    let row = b * p.nh * p.t * p.t + h * p.t * p.t + t * p.t;
+    let vb = b * p.t * c3 + 2u * p.c + ch;
+    var a0 = 0.0;
+    var a1 = 0.0;
+    var a2 = 0.0;
+    var a3 = 0.0;
+    for (var t2 = 0u; t2 <= t; t2++) {
+        let a = va_att[row + t2];
+        let v = vb + t2 * c3;
+        a0 += a * va_inp[v];
+        a1 += a * va_inp[v + 1u];
+        a2 += a * va_inp[v + 2u];
+        a3 += a * va_inp[v + 3u];
+    }
+    let o = (b * p.t + t) * p.c + ch;
+    va_out[o] = a0;
+    va_out[o + 1u] = a1;
+    va_out[o + 2u] = a2;
+    va_out[o + 3u] = a3;
+}
+
 // attention_datt: datt[b, h, t, t2] = dout[b, t, h] . v[b, t2, h] for t2 <= t, else 0 (overwrites).
 // bindings: 8 inp (B, T, 3C) read, 9 dout (B, T, C) read, 10 datt (B, NH, T, T) write. grid: grid_1d(B*NH*T*T, 256).
 @group(0) @binding(8) var<storage, read> da_inp: array<f32>;
@@ -183,6 +261,45 @@ fn attention_datt(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
         }
     }
     da_datt[i] = val;
+}
+
+// attention_datt_x4: datt[b, h, t, t2 .. t2 + 3] as attention_datt (see attention_scores_x4).
+// bindings: as attention_datt. grid: grid_1d(B*NH*T*ceil(T/4), 256); p.n = that count.
+@compute @workgroup_size(256)
+fn attention_datt_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    let t4 = (p.t + 3u) / 4u;
+    let t20 = (i % t4) * 4u;
+    let row = i / t4;
+    let t = row % p.t;
+    let h = (row / p.t) % p.nh;
+    let b = row / (p.t * p.nh);
+    let out = row * p.t + t20;
+    var v0 = 0.0;
+    var v1 = 0.0;
+    var v2 = 0.0;
+    var v3 = 0.0;
+    if (t20 <= t) {
+        let c3 = 3u * p.c;
+        let o = b * p.t * p.c + t * p.c + h * p.hs;
+        let vb = b * p.t * c3 + h * p.hs + 2u * p.c;
+        let k0 = vb + t20 * c3;
+        let k1 = vb + min(t20 + 1u, t) * c3;
+        let k2 = vb + min(t20 + 2u, t) * c3;
+        let k3 = vb + min(t20 + 3u, t) * c3;
+        for (var j = 0u; j < p.hs; j++) {
+            let x = da_dout[o + j];
+            v0 += x * da_inp[k0 + j];
+            v1 += x * da_inp[k1 + j];
+            v2 += x * da_inp[k2 + j];
+            v3 += x * da_inp[k3 + j];
+        }
+    }
+    da_datt[out] = select(0.0, v0, t20 <= t);
+    if (t20 + 1u < p.t) { da_datt[out + 1u] = select(0.0, v1, t20 + 1u <= t); }
+    if (t20 + 2u < p.t) { da_datt[out + 2u] = select(0.0, v2, t20 + 2u <= t); }
+    if (t20 + 3u < p.t) { da_datt[out + 3u] = select(0.0, v3, t20 + 3u <= t); }
 }
 
 // attention_softmax_backward: dpreatt[row, t2] = att[row, t2] * (datt[row, t2] - sum_j att[row, j] datt[row, j])

@@ -50,12 +50,18 @@ fn backward(gpu: &Gpu, g: &Gpus, b: usize, t: usize, c: usize, nh: usize) -> Vec
     ops::attention_backward(gpu, &g.dinp, &g.dpreatt, &g.datt, &g.dout, &g.inp, &g.att, b, t, c, nh)
 }
 
-/// Both softmax forms (a workgroup or an invocation per row), whatever the tuner would pick here.
-const FORMS: [ops::SoftmaxForm; 2] = [ops::SoftmaxForm::Workgroup, ops::SoftmaxForm::Invocation];
+/// Every kernel choice (softmax: a workgroup or an invocation per row; products: one or 4 outputs per invocation),
+/// whatever the tuner would pick here.
+const FORMS: [ops::AttentionKernels; 4] = [
+    ops::AttentionKernels { softmax: ops::SoftmaxForm::Workgroup, x4: false },
+    ops::AttentionKernels { softmax: ops::SoftmaxForm::Invocation, x4: false },
+    ops::AttentionKernels { softmax: ops::SoftmaxForm::Workgroup, x4: true },
+    ops::AttentionKernels { softmax: ops::SoftmaxForm::Invocation, x4: true },
+];
 
 #[allow(clippy::too_many_arguments)]
 fn forward_with(
-    f: ops::SoftmaxForm,
+    f: ops::AttentionKernels,
     gpu: &Gpu,
     g: &Gpus,
     b: usize,
@@ -68,7 +74,7 @@ fn forward_with(
 
 #[allow(clippy::too_many_arguments)]
 fn backward_with(
-    f: ops::SoftmaxForm,
+    f: ops::AttentionKernels,
     gpu: &Gpu,
     g: &Gpus,
     b: usize,

@@ -35,6 +35,59 @@ enum Grid {
 /// functions take one explicitly.
 pub use crate::gpu::tune::RowForm as SoftmaxForm;
 
+/// The attention's kernel choices: the softmax's form, and whether the products (scores, weighted values, datt) use
+/// the `_x4` kernels (4 neighbouring outputs per invocation: fewer loads per multiply-add, which CPU adapters need;
+/// the values' `_x4` needs HS % 4 == 0 and falls back otherwise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionKernels {
+    pub softmax: SoftmaxForm,
+    pub x4: bool,
+}
+
+/// Whether the tuner picks the `_x4` products at this shape, timed on the forward's scores and values.
+#[allow(clippy::too_many_arguments)]
+fn choose_x4(gpu: &Gpu, inp: &Tensor, att: &Tensor, b: usize, t: usize, c: usize, nh: usize) -> bool {
+    let key = format!("products {}x{t}x{}", b * nh, c / nh);
+    let name = gpu.tuner.choose("attention", &key, &["elementwise", "x4"], |k| {
+        let x4 = k == "x4";
+        let (pre, out) =
+            (Tensor::zeros(gpu, "tune preatt", b * nh * t * t).ok()?, Tensor::zeros(gpu, "tune out", b * t * c).ok()?);
+        let time = |d: &Dispatch| crate::gpu::tune::time_dispatch(gpu, d);
+        Some(time(&scores(gpu, x4, &pre, inp, b, t, c, nh))? + time(&values(gpu, x4, &out, inp, att, b, t, c, nh))?)
+    });
+    name == "x4"
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scores(gpu: &Gpu, x4: bool, preatt: &Tensor, inp: &Tensor, b: usize, t: usize, c: usize, nh: usize) -> Dispatch {
+    if x4 {
+        let n = b * nh * t * t.div_ceil(4);
+        dispatch(gpu, "attention_scores_x4", b, t, c, nh, Grid::Elements(n), &[(1, inp), (2, preatt)])
+    } else {
+        dispatch(gpu, "attention_scores", b, t, c, nh, Grid::Elements(b * nh * t * t), &[(1, inp), (2, preatt)])
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn values(
+    gpu: &Gpu,
+    x4: bool,
+    out: &Tensor,
+    inp: &Tensor,
+    att: &Tensor,
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) -> Dispatch {
+    let bindings = [(5, inp), (6, att), (7, out)];
+    if x4 && (c / nh).is_multiple_of(4) {
+        dispatch(gpu, "attention_values_x4", b, t, c, nh, Grid::Elements(b * t * c / 4), &bindings)
+    } else {
+        dispatch(gpu, "attention_values", b, t, c, nh, Grid::Elements(b * t * c), &bindings)
+    }
+}
+
 /// The tuner's form for `entry` at (B NH T rows, T), timed with `build(form, scratch output)`.
 fn choose_form(
     gpu: &Gpu,
@@ -97,7 +150,8 @@ pub fn attention_forward(
 ) -> Vec<Dispatch> {
     let rows = b * nh * t;
     let form = choose_form(gpu, "forward", rows, t, att.len, |form, out| softmax(gpu, form, out, preatt, b, t, c, nh));
-    attention_forward_with(gpu, form, out, preatt, att, inp, b, t, c, nh)
+    let k = AttentionKernels { softmax: form, x4: choose_x4(gpu, inp, att, b, t, c, nh) };
+    attention_forward_with(gpu, k, out, preatt, att, inp, b, t, c, nh)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -122,11 +176,11 @@ fn softmax(
     }
 }
 
-/// `attention_forward` with the softmax in the given form.
+/// `attention_forward` with the given kernels.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward_with(
     gpu: &Gpu,
-    form: SoftmaxForm,
+    k: AttentionKernels,
     out: &Tensor,    // (B, T, C)
     preatt: &Tensor, // (B, NH, T, T)
     att: &Tensor,    // (B, NH, T, T)
@@ -137,9 +191,9 @@ pub fn attention_forward_with(
     nh: usize,
 ) -> Vec<Dispatch> {
     vec![
-        dispatch(gpu, "attention_scores", b, t, c, nh, Grid::Elements(b * nh * t * t), &[(1, inp), (2, preatt)]),
-        softmax(gpu, form, att, preatt, b, t, c, nh),
-        dispatch(gpu, "attention_values", b, t, c, nh, Grid::Elements(b * t * c), &[(5, inp), (6, att), (7, out)]),
+        scores(gpu, k.x4, preatt, inp, b, t, c, nh),
+        softmax(gpu, k.softmax, att, preatt, b, t, c, nh),
+        values(gpu, k.x4, out, inp, att, b, t, c, nh),
     ]
 }
 
@@ -163,7 +217,8 @@ pub fn attention_backward(
     let form = choose_form(gpu, "backward", rows, t, dpreatt.len, |form, out| {
         softmax_backward(gpu, form, out, att, datt, b, t, c, nh)
     });
-    attention_backward_with(gpu, form, dinp, dpreatt, datt, dout, inp, att, b, t, c, nh)
+    let k = AttentionKernels { softmax: form, x4: choose_x4(gpu, inp, att, b, t, c, nh) };
+    attention_backward_with(gpu, k, dinp, dpreatt, datt, dout, inp, att, b, t, c, nh)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -188,11 +243,11 @@ fn softmax_backward(
     }
 }
 
-/// `attention_backward` with the softmax backward in the given form.
+/// `attention_backward` with the given kernels (`x4`: datt by attention_datt_x4).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward_with(
     gpu: &Gpu,
-    form: SoftmaxForm,
+    k: AttentionKernels,
     dinp: &Tensor,    // (B, T, 3C)
     dpreatt: &Tensor, // (B, NH, T, T)
     datt: &Tensor,    // (B, NH, T, T)
@@ -204,18 +259,16 @@ pub fn attention_backward_with(
     c: usize,
     nh: usize,
 ) -> Vec<Dispatch> {
+    let datt_bindings = [(8, inp), (9, dout), (10, datt)];
+    let datt_dispatch = if k.x4 {
+        let n = b * nh * t * t.div_ceil(4);
+        dispatch(gpu, "attention_datt_x4", b, t, c, nh, Grid::Elements(n), &datt_bindings)
+    } else {
+        dispatch(gpu, "attention_datt", b, t, c, nh, Grid::Elements(b * nh * t * t), &datt_bindings)
+    };
     vec![
-        dispatch(
-            gpu,
-            "attention_datt",
-            b,
-            t,
-            c,
-            nh,
-            Grid::Elements(b * nh * t * t),
-            &[(8, inp), (9, dout), (10, datt)],
-        ),
-        softmax_backward(gpu, form, dpreatt, att, datt, b, t, c, nh),
+        datt_dispatch,
+        softmax_backward(gpu, k.softmax, dpreatt, att, datt, b, t, c, nh),
         dispatch(
             gpu,
             "attention_dqkv",
