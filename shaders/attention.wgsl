@@ -391,3 +391,42 @@ fn attention_dqkv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     dq_dinp[d + p.c] += dk * p.scale;
     dq_dinp[d + 2u * p.c] += dv;
 }
+
+// attention_dqkv_x4: attention_dqkv for channels ch .. ch + 3 of one head (requires HS % 4 == 0): the dpreatt and att
+// loads are shared by the 4 channels. One invocation per (b, t, ch / 4).
+// bindings: as attention_dqkv. grid: grid_1d(B*T*C/4, 256); p.n = that count.
+@compute @workgroup_size(256)
+fn attention_dqkv_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    let c4 = p.c / 4u;
+    let ch = (i % c4) * 4u;
+    let t = (i / c4) % p.t;
+    let b = i / (c4 * p.t);
+    let h = ch / p.hs;
+    let c3 = 3u * p.c;
+    let head = b * p.nh * p.t * p.t + h * p.t * p.t;
+    let base = b * p.t * c3;
+    var dq = vec4<f32>(0.0);
+    for (var t2 = 0u; t2 <= t; t2++) {
+        let w = dq_dpreatt[head + t * p.t + t2];
+        let k = base + t2 * c3 + p.c + ch;
+        dq += w * vec4<f32>(dq_inp[k], dq_inp[k + 1u], dq_inp[k + 2u], dq_inp[k + 3u]);
+    }
+    var dk = vec4<f32>(0.0);
+    var dv = vec4<f32>(0.0);
+    for (var t1 = t; t1 < p.t; t1++) {
+        let w = dq_dpreatt[head + t1 * p.t + t];
+        let a = dq_att[head + t1 * p.t + t];
+        let q = base + t1 * c3 + ch;
+        let o = b * p.t * p.c + t1 * p.c + ch;
+        dk += w * vec4<f32>(dq_inp[q], dq_inp[q + 1u], dq_inp[q + 2u], dq_inp[q + 3u]);
+        dv += a * vec4<f32>(dq_dout[o], dq_dout[o + 1u], dq_dout[o + 2u], dq_dout[o + 3u]);
+    }
+    let d = base + t * c3 + ch;
+    for (var j = 0u; j < 4u; j++) {
+        dq_dinp[d + j] += dq[j] * p.scale;
+        dq_dinp[d + p.c + j] += dk[j] * p.scale;
+        dq_dinp[d + 2u * p.c + j] += dv[j];
+    }
+}

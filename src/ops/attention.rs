@@ -243,7 +243,7 @@ fn softmax_backward(
     }
 }
 
-/// `attention_backward` with the given kernels (`x4`: datt by attention_datt_x4).
+/// `attention_backward` with the given kernels (`x4`: datt and dq/dk/dv by their `_x4` kernels).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward_with(
     gpu: &Gpu,
@@ -260,6 +260,7 @@ pub fn attention_backward_with(
     nh: usize,
 ) -> Vec<Dispatch> {
     let datt_bindings = [(8, inp), (9, dout), (10, datt)];
+    let dqkv_bindings = [(14, inp), (15, att), (16, dpreatt), (17, dout), (18, dinp)];
     let datt_dispatch = if k.x4 {
         let n = b * nh * t * t.div_ceil(4);
         dispatch(gpu, "attention_datt_x4", b, t, c, nh, Grid::Elements(n), &datt_bindings)
@@ -269,15 +270,10 @@ pub fn attention_backward_with(
     vec![
         datt_dispatch,
         softmax_backward(gpu, k.softmax, dpreatt, att, datt, b, t, c, nh),
-        dispatch(
-            gpu,
-            "attention_dqkv",
-            b,
-            t,
-            c,
-            nh,
-            Grid::Elements(b * t * c),
-            &[(14, inp), (15, att), (16, dpreatt), (17, dout), (18, dinp)],
-        ),
+        if k.x4 && (c / nh).is_multiple_of(4) {
+            dispatch(gpu, "attention_dqkv_x4", b, t, c, nh, Grid::Elements(b * t * c / 4), &dqkv_bindings)
+        } else {
+            dispatch(gpu, "attention_dqkv", b, t, c, nh, Grid::Elements(b * t * c), &dqkv_bindings)
+        },
     ]
 }
