@@ -11,6 +11,7 @@
 
 pub mod batcher;
 pub mod jsonl;
+pub mod tasks;
 pub mod tokenize;
 
 pub use batcher::{truncate_pair, truncate_sft, Batcher, BatcherState, LastBatch};
