@@ -64,7 +64,8 @@ pub struct MathProblem {
 }
 
 impl MathProblem {
-    /// A problem of 2 or 3 steps (additions, subtractions that stay non-negative, doublings), numbers below 20.
+    /// A problem of 2 or 3 steps (additions, subtractions that stay non-negative, doublings); the starting amount
+    /// and every change are below 20.
     pub fn generate(rng: &mut Rng) -> MathProblem {
         let name = NAMES[rng.below(NAMES.len() as u32) as usize];
         let item = ITEMS[rng.below(ITEMS.len() as u32) as usize];
