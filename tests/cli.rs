@@ -379,3 +379,47 @@ fn ppo_resume_is_bit_for_bit() {
     assert!(std::fs::read(d.join("run/model.safetensors")).unwrap() == full, "resumed PPO weights differ");
     assert_eq!(std::fs::read_to_string(d.join("run/metrics.jsonl")).unwrap(), full_metrics);
 }
+
+/// `task-data` writes deterministic task files whose reference answers the crate's judges give full marks, with
+/// held-out rows that differ from the training ones.
+#[test]
+fn should_write_generated_tasks_that_their_judges_accept() {
+    use dpo3d::data::tasks::{judge_math, judge_poem, MathProblem, PoemTask};
+    let dir = workdir("task_data");
+    for task in ["math", "poem"] {
+        let out = task.to_string();
+        ok(
+            &dir,
+            &["task-data", "--task", task, "--output-dir", &out, "--rows", "30", "--eval-rows", "10", "--seed", "3"],
+        );
+        let rows = |f: &str| metrics(&dir.join(&out).join(f));
+        let (sft, eval, prompts) = (rows("sft.jsonl"), rows("eval.jsonl"), rows("prompts.jsonl"));
+        assert_eq!((sft.len(), eval.len(), prompts.len()), (30, 10, 30), "{task}");
+        assert!(eval.iter().all(|e| !sft.contains(e)), "{task}: a held-out row is also a training row");
+        for (i, r) in sft.iter().enumerate() {
+            assert_eq!(r["prompt"], prompts[i]["prompt"], "{task} row {i}");
+            let completion = r["completion"].as_str().unwrap();
+            if task == "math" {
+                let p = &MathProblem::set(3, 30)[i];
+                assert_eq!(r["prompt"].as_str().unwrap(), format!("{}\n", p.question));
+                assert_eq!(judge_math(p, completion).score, 5, "row {i}: {completion:?}");
+            } else {
+                let t = &PoemTask::set(3, 30)[i];
+                assert!(judge_poem(t, completion).full(), "row {i}: {completion:?}");
+            }
+        }
+        // Deterministic: the same seed writes the same files.
+        let again = format!("{task}_again");
+        ok(
+            &dir,
+            &["task-data", "--task", task, "--output-dir", &again, "--rows", "30", "--eval-rows", "10", "--seed", "3"],
+        );
+        for f in ["sft.jsonl", "eval.jsonl", "prompts.jsonl"] {
+            assert_eq!(
+                std::fs::read(dir.join(&out).join(f)).unwrap(),
+                std::fs::read(dir.join(&again).join(f)).unwrap()
+            );
+        }
+    }
+    fails(&dir, &["task-data", "--task", "chess", "--output-dir", "x"], &["chess"]);
+}

@@ -7,6 +7,7 @@
 //!     dpo3d ppo --model runs/sft --reward-model runs/rm --data prompts.jsonl --output-dir runs/ppo
 //!     dpo3d eval --model runs/dpo --ref-model runs/sft --data heldout.jsonl
 //!     dpo3d generate --model runs/dpo --prompt "what is 2+2? "
+//!     dpo3d task-data --task math --output-dir data/math   # generated word problems with worked solutions
 //!
 //! Config keys are TRL's argument names (`learning_rate`, `per_device_train_batch_size`, `loss_type`, ...), so a
 //! config of TRL's keys is also a `trl dpo --config` file. Errors are one line on stderr and a non-zero exit.
@@ -45,6 +46,23 @@ fn cli() -> Command {
                 .about("Write dpo3d's generated toy data (sums and animal facts) as JSONL text, to try the commands on")
                 .arg(Arg::new("output-dir").long("output-dir").alias("output_dir").required(true).value_name("DIR"))
                 .arg(Arg::new("rows").long("rows").default_value("512").value_parser(clap::value_parser!(usize)))
+                .arg(Arg::new("seed").long("seed").default_value("0").value_parser(clap::value_parser!(u64))),
+        )
+        .subcommand(
+            Command::new("task-data")
+                .about(
+                    "Write a generated task with reference answers as JSONL text: math word problems (worked \
+                     solutions) or poem instructions; scored by dpo3d's judges (dpo3d::data::tasks)",
+                )
+                .arg(
+                    Arg::new("task")
+                        .long("task")
+                        .required(true)
+                        .value_parser(["math", "poem"]),
+                )
+                .arg(Arg::new("output-dir").long("output-dir").alias("output_dir").required(true).value_name("DIR"))
+                .arg(Arg::new("rows").long("rows").default_value("2000").value_parser(clap::value_parser!(usize)))
+                .arg(Arg::new("eval-rows").long("eval-rows").default_value("200").value_parser(clap::value_parser!(usize)))
                 .arg(Arg::new("seed").long("seed").default_value("0").value_parser(clap::value_parser!(u64))),
         )
         .subcommand(
@@ -110,6 +128,7 @@ fn main() {
 fn dispatch(m: &ArgMatches) -> Result<()> {
     match m.subcommand() {
         Some(("toy-data", a)) => toy_data(a),
+        Some(("task-data", a)) => task_data(a),
         Some(("tokenizer", a)) => tokenizer(a),
         Some(("sft", a)) => train_cmd(Task::Sft, a),
         Some(("reward", a)) => train_cmd(Task::Reward, a),
@@ -155,6 +174,43 @@ fn toy_data(a: &ArgMatches) -> Result<()> {
     write_atomic(&dir.join("eval_pairs.jsonl"), lines(pairs(n.div_ceil(8), seed.wrapping_add(0x5EED))).as_bytes())?;
     write_atomic(&dir.join("prompts.jsonl"), lines(prompts).as_bytes())?;
     eprintln!("toy data: sft.jsonl, pairs.jsonl, eval_pairs.jsonl, prompts.jsonl in {}", dir.display());
+    Ok(())
+}
+
+// ---- task-data ----------------------------------------------------------------------------------------------------
+
+/// sft.jsonl `{prompt, completion}` (reference answers), eval.jsonl (held-out problems from another seed, with their
+/// references) and prompts.jsonl `{prompt}` (the training prompts, for sampling on-policy answers).
+fn task_data(a: &ArgMatches) -> Result<()> {
+    use dpo3d::data::tasks::{MathProblem, PoemTask};
+    let dir = PathBuf::from(a.get_one::<String>("output-dir").expect("required"));
+    let rows = (*a.get_one::<usize>("rows").expect("default")).max(1);
+    let eval_rows = (*a.get_one::<usize>("eval-rows").expect("default")).max(1);
+    let seed = *a.get_one::<u64>("seed").expect("default");
+    let held_out = seed.wrapping_add(0x5EED);
+    // (prompt, reference completion) rows of the task, `n` from `seed`.
+    let make = |n: usize, seed: u64| -> Vec<(String, String)> {
+        match a.get_one::<String>("task").expect("required").as_str() {
+            "math" => MathProblem::set(seed, n).iter().map(|p| (format!("{}\n", p.question), p.solution())).collect(),
+            _ => {
+                let mut rng = dpo3d::rng::Rng::new(seed ^ 0x9E37);
+                PoemTask::set(seed, n)
+                    .iter()
+                    .map(|t| (format!("{}\n", t.instruction()), t.reference(&mut rng)))
+                    .collect()
+            }
+        }
+    };
+    let (train, eval) = (make(rows, seed), make(eval_rows, held_out));
+    let sft = |rows: &[(String, String)]| -> String {
+        rows.iter().map(|(p, c)| format!("{}\n", serde_json::json!({"prompt": p, "completion": c}))).collect()
+    };
+    let prompts: String = train.iter().map(|(p, _)| format!("{}\n", serde_json::json!({ "prompt": p }))).collect();
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    write_atomic(&dir.join("sft.jsonl"), sft(&train).as_bytes())?;
+    write_atomic(&dir.join("eval.jsonl"), sft(&eval).as_bytes())?;
+    write_atomic(&dir.join("prompts.jsonl"), prompts.as_bytes())?;
+    eprintln!("task data: sft.jsonl ({rows} rows), eval.jsonl ({eval_rows}), prompts.jsonl in {}", dir.display());
     Ok(())
 }
 
