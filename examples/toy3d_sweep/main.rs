@@ -287,11 +287,16 @@ fn jobs(c: &Cell, seeds: &[u64], epochs: usize) -> Vec<(String, Vec<ToyConfig>)>
     v
 }
 
+/// Relative cost of `replica_epochs` of a cell's model: H^2 / 256^2 per replica-epoch (widths below 64 count as 64).
+fn weighted(c: &Cell, replica_epochs: u64) -> u64 {
+    let h = c.knobs.hidden.max(64) as u64;
+    replica_epochs * h * h / (256 * 256)
+}
+
 /// Relative cost of a cell (replica-epochs x H^2), for longest-first scheduling and the progress bar.
 fn cost(c: &Cell, seeds: usize, epochs: usize) -> u64 {
     let runs = (c.dpo_scenarios.len() + c.flex as usize + c.sft_dpo as usize) * seeds;
-    let h = c.knobs.hidden.max(64) as u64;
-    runs as u64 * (epochs + c.knobs.sft_epochs) as u64 * h * h / (256 * 256)
+    weighted(c, runs as u64 * (epochs + c.knobs.sft_epochs) as u64)
 }
 
 fn summarize(method: &str, r: &RunOutput) -> Option<RunSummary> {
@@ -360,10 +365,7 @@ fn run_cell(gpu: &Gpu, c: &Cell, seeds: &[u64], epochs: usize, bar: &ProgressBar
             records.extend(
                 pollster::block_on(session.advance(gpu, chunk)).map_err(|e| format!("{} {method}: {e}", c.id))?,
             );
-            bar.inc(
-                chunk as u64 * cfgs.len() as u64 * (c.knobs.hidden.max(64) * c.knobs.hidden.max(64)) as u64
-                    / (256 * 256),
-            );
+            bar.inc(weighted(c, (chunk * cfgs.len()) as u64));
         }
         for cfg in &cfgs {
             let name = cfg.run_name();
@@ -445,8 +447,9 @@ fn train(a: &Args, cells: &[Cell], seeds: &[u64], epochs: usize) -> Result<usize
     let mut todo = todo;
     let n_todo = todo.len();
     todo.sort_by_key(|c| std::cmp::Reverse(cost(c, seeds.len(), epochs)));
-    let total: u64 =
-        todo.iter().map(|c| cost(c, seeds.len(), epochs) * epochs as u64 / (epochs + c.knobs.sft_epochs) as u64).sum();
+    // The bar counts preference epochs (what `run_cell` reports), weighted like `cost`.
+    let runs = |c: &Cell| (c.dpo_scenarios.len() + c.flex as usize + c.sft_dpo as usize) * seeds.len();
+    let total: u64 = todo.iter().map(|c| weighted(c, (runs(c) * epochs) as u64)).sum();
     let bar = ProgressBar::new(total.max(1));
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {percent}% (eta {eta})  {msg}")

@@ -72,6 +72,23 @@ pub struct Optimizer {
     _bound: Vec<Tensor>,
 }
 
+/// Parameters per replica-packed arena, checked: `groups` equal replicas, as many gradients as parameters.
+fn check_sizes(params: &TensorArena, grads: &TensorArena, groups: usize) -> Result<usize> {
+    let n = params.all.len;
+    if !n.is_multiple_of(groups) {
+        return Err(crate::Error::config(format!("{n} parameters do not split into {groups} equal replicas")));
+    }
+    if grads.all.len != n {
+        return Err(crate::Error::config(format!("{n} parameters but {} gradients", grads.all.len)));
+    }
+    Ok(n)
+}
+
+/// The norm buffer (norms, clip scales, step states; `adamw::norm_init`) and the hyperparameter block.
+fn step_buffers(gpu: &Gpu, groups: usize) -> Result<(Tensor, Tensor)> {
+    Ok((Tensor::from_f32(gpu, "grad norm", &adamw::norm_init(groups))?, Tensor::uniform(gpu, "optimizer hyper", 8)?))
+}
+
 impl Optimizer {
     pub fn new(gpu: &Gpu, params: &TensorArena, grads: &TensorArena, cfg: &OptimConfig) -> Result<Optimizer> {
         Self::with_groups(gpu, params, grads, cfg, 1)
@@ -87,16 +104,9 @@ impl Optimizer {
         cfg: &OptimConfig,
         groups: usize,
     ) -> Result<Optimizer> {
-        let n = params.all.len;
         let groups = groups.max(1);
-        if !n.is_multiple_of(groups) {
-            return Err(crate::Error::config(format!("{n} parameters do not split into {groups} equal replicas")));
-        }
-        if grads.all.len != n {
-            return Err(crate::Error::config(format!("{n} parameters but {} gradients", grads.all.len)));
-        }
-        let norm = Tensor::from_f32(gpu, "grad norm", &adamw::norm_init(groups))?;
-        let hyper = Tensor::uniform(gpu, "optimizer hyper", 8)?;
+        let n = check_sizes(params, grads, groups)?;
+        let (norm, hyper) = step_buffers(gpu, groups)?;
         let scratch = Tensor::zeros(gpu, "grad norm scratch", groups * adamw::grad_norm_scratch_len(n / groups))?;
         let mut plan = Plan::new();
         plan.extend(adamw::grad_norm_groups(gpu, &norm, &grads.all, &scratch, &hyper, n, groups, cfg.grad_clip));
@@ -126,6 +136,21 @@ impl Optimizer {
                 plan.push(adamw::sgd_update_groups(gpu, &params.all, &grads.all, &hyper, &norm, n, groups));
             }
         }
+        Ok(Self::assemble(gpu, cfg, groups, norm, hyper, plan, state, Vec::new()))
+    }
+
+    /// The optimizer from its built parts, with the hyperparameters written.
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        gpu: &Gpu,
+        cfg: &OptimConfig,
+        groups: usize,
+        norm: Tensor,
+        hyper: Tensor,
+        plan: Plan,
+        state: Vec<Tensor>,
+        bound: Vec<Tensor>,
+    ) -> Optimizer {
         let opt = Optimizer {
             cfg: cfg.clone(),
             step: 0,
@@ -135,10 +160,10 @@ impl Optimizer {
             plan,
             skipped_seen: vec![0; groups],
             _state: state,
-            _bound: Vec::new(),
+            _bound: bound,
         };
         opt.write_hyper(gpu);
-        Ok(opt)
+        opt
     }
 
     /// The optimizer a policy needs: `with_groups` over its parameter and gradient arenas (one group per replica),
@@ -152,14 +177,13 @@ impl Optimizer {
         };
         let (params, grads) = (policy.params(), policy.grads());
         let groups = policy.replicas().max(1);
-        let n = params.all.len;
+        let n = check_sizes(params, grads, groups)?;
         let mut shape = f.shape;
         shape.kind = match cfg.kind {
             OptimizerKind::Adam => 0,
             OptimizerKind::Sgd => 1,
         };
-        let norm = Tensor::from_f32(gpu, "grad norm", &adamw::norm_init(groups))?;
-        let hyper = Tensor::uniform(gpu, "optimizer hyper", 8)?;
+        let (norm, hyper) = step_buffers(gpu, groups)?;
         // SGD keeps its momentum buffer in m (written even at momentum 0) and binds v unused (one float).
         let v_len = if cfg.kind == OptimizerKind::Adam { n } else { 1 };
         let (m, v) = (Tensor::zeros(gpu, "adam m", n)?, Tensor::zeros(gpu, "adam v", v_len)?);
@@ -193,19 +217,7 @@ impl Optimizer {
             OptimizerKind::Sgd if cfg.momentum != 0.0 => (vec![scratch, m], vec![v]),
             OptimizerKind::Sgd => (vec![scratch], vec![m, v]),
         };
-        let opt = Optimizer {
-            cfg: cfg.clone(),
-            step: 0,
-            norm,
-            groups,
-            hyper,
-            plan,
-            skipped_seen: vec![0; groups],
-            _state: state,
-            _bound: keep,
-        };
-        opt.write_hyper(gpu);
-        Ok(opt)
+        Ok(Self::assemble(gpu, cfg, groups, norm, hyper, plan, state, keep))
     }
 
     /// The optimizer's state buffers, each over the packed parameter buffer (Adam: the first and second moments;
