@@ -1,6 +1,7 @@
 // Sampling op family: seeded, counter-based randomness on the GPU and what RLHF rollouts build from it.
 //   sample_categorical: one token per row from logits, with temperature and top-k (Gumbel-max trick);
 //   append_token:       the GPT's autoregressive bookkeeping (tokens, targets, response mask, end of sequence);
+//   sample_ragged, append_ragged: the same two for a batch of prompts of different lengths (one position per row);
 //   minibatch_ranks:    a seeded random permutation of the batch rows per PPO epoch (minibatch membership);
 //   copy_u32:           copies token buffers from the policy into the reference / value / reward models.
 //
@@ -83,8 +84,30 @@ fn sample_categorical(
 ) {
     let b = wid.x + wid.y * nwg.x;
     if (b >= p.rows) { return; }
-    let l = lid.x;
-    let base = b * p.row_stride + p.row_offset;
+    sample_row(b, b * p.row_stride + p.row_offset, lid.x);
+}
+
+// sample_ragged: sample_categorical for rows whose prompts have different lengths (generation from a batch of
+// prompts of Lp_b tokens each, right-padded to T): row b samples the token after position Lp_b - 1 + s, s = p.pos
+// (the generation step), from logits (B, T, V).
+// bindings: 1 logits (B, T, V) read, 2 rng read, 3 out (B) u32 write, 12 lens (B) u32 read (Lp_b >= 1).
+// grid: grid_1d(B, 1), as sample_categorical.
+@group(0) @binding(12) var<storage, read> g_lens: array<u32>;
+
+@compute @workgroup_size(64)
+fn sample_ragged(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let b = wid.x + wid.y * nwg.x;
+    if (b >= p.rows) { return; }
+    let pos = min(g_lens[b] - 1u + p.pos, p.t - 1u);
+    sample_row(b, (b * p.t + pos) * p.v, lid.x);
+}
+
+// One row's draw by the workgroup (lane l of 64): s_out[b] = the sample from the V logits at s_logits[base..].
+fn sample_row(b: u32, base: u32, l: u32) {
     let seed = s_rng[0];
     let step = s_rng[1];
 
@@ -192,6 +215,36 @@ fn append_token(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     a_tokens[row + p.pos + 1u] = tok;
     a_targets[row + p.pos] = tok;
     a_mask[row + p.pos] = m;
+}
+
+// append_ragged: append_token for rows of different prompt lengths (see sample_ragged): row b's sampled token goes
+// after position pos_b = Lp_b - 1 + s (s = p.pos), alive until the row has produced eos in tokens[b, Lp_b..=pos_b];
+// rows whose pos_b + 1 falls outside T are left as they are.
+// bindings: 4 sampled, 5 tokens, 6 targets, 7 mask (as append_token), 12 lens (B) u32 read.
+// grid: grid_1d(B, 64)
+@compute @workgroup_size(64)
+fn append_ragged(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let b = gid.x + gid.y * nwg.x * 64u;
+    if (b >= p.rows) { return; }
+    let lp = g_lens[b];
+    let pos = lp - 1u + p.pos;
+    if (pos + 1u >= p.t) { return; }
+    let row = b * p.t;
+    var alive = true;
+    if (p.has_eos == 1u) {
+        for (var j = lp; j <= pos; j++) {
+            if (a_tokens[row + j] == p.eos) { alive = false; }
+        }
+    }
+    var tok = a_sampled[b];
+    var m = 1.0;
+    if (!alive) {
+        tok = p.eos;
+        m = 0.0;
+    }
+    a_tokens[row + pos + 1u] = tok;
+    a_targets[row + pos] = tok;
+    a_mask[row + pos] = m;
 }
 
 // minibatch_ranks: ranks[e, b] = position of row b in epoch e's random permutation of the B rows (e = stream).

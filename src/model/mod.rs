@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod fused_mlp;
+pub mod generate;
 pub mod gpt;
 pub mod init;
 pub mod inspect;
@@ -10,6 +11,7 @@ pub mod mlp;
 
 pub use config::{GptConfig, MlpConfig};
 pub use fused_mlp::FusedMlp;
+pub use generate::{Completion, GenerationConfig, Generator};
 pub use gpt::Gpt;
 pub use mlp::Mlp;
 

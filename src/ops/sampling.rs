@@ -117,6 +117,63 @@ pub fn append_token(
     dispatch(gpu, "append_token", &p, &[(4, sampled), (5, tokens), (6, targets), (7, mask)], grid_1d(b, 64))
 }
 
+/// [`sample_categorical`] for B prompts of different lengths in (B, T) sequences: row b samples the token after its
+/// position `lens[b] - 1 + step` from `logits` (B, T, V). `stream` separates the draws of one call (pass `step`).
+#[allow(clippy::too_many_arguments)]
+pub fn sample_ragged(
+    gpu: &Gpu,
+    out: &Tensor,    // (B) u32
+    logits: &Tensor, // (B, T, V)
+    rng: &Tensor,    // (2) u32 [seed, step]
+    lens: &Tensor,   // (B) u32 prompt lengths, >= 1
+    b: usize,
+    t: usize,
+    v: usize,
+    step: usize,
+    temperature: f32,
+    top_k: usize,
+) -> Dispatch {
+    assert!(logits.len >= b * t * v && lens.len >= b, "sample_ragged: logits or lens smaller than (B, T, V) / B");
+    let p = SamplingParams {
+        rows: b as u32,
+        v: v as u32,
+        t: t as u32,
+        pos: step as u32,
+        top_k: top_k as u32,
+        stream: step as u32,
+        temperature,
+        ..Default::default()
+    };
+    dispatch(gpu, "sample_ragged", &p, &[(1, logits), (2, rng), (3, out), (12, lens)], grid_1d(b, 1))
+}
+
+/// [`append_token`] for B prompts of different lengths: row b's sampled token goes after its position
+/// `lens[b] - 1 + step` (rows whose next position falls outside T are left as they are).
+#[allow(clippy::too_many_arguments)]
+pub fn append_ragged(
+    gpu: &Gpu,
+    tokens: &Tensor,  // (B, T) u32
+    targets: &Tensor, // (B, T) u32
+    mask: &Tensor,    // (B, T)
+    sampled: &Tensor, // (B) u32
+    lens: &Tensor,    // (B) u32
+    b: usize,
+    t: usize,
+    step: usize,
+    eos: Option<u32>,
+) -> Dispatch {
+    let p = SamplingParams {
+        rows: b as u32,
+        t: t as u32,
+        pos: step as u32,
+        has_eos: eos.is_some() as u32,
+        eos: eos.unwrap_or(0),
+        ..Default::default()
+    };
+    let bind = [(4, sampled), (5, tokens), (6, targets), (7, mask), (12, lens)];
+    dispatch(gpu, "append_ragged", &p, &bind, grid_1d(b, 64))
+}
+
 /// ranks[epoch, b] = row b's position in a random permutation of the B rows, drawn from (seed, step, epoch).
 pub fn minibatch_ranks(
     gpu: &Gpu,

@@ -65,27 +65,32 @@ pub fn sample_categorical(
     top_k: usize,
     stream: u32,
 ) {
-    let (seed, step) = (rng[0], rng[1]);
-    for bi in 0..b {
+    for (bi, o) in out.iter_mut().enumerate().take(b) {
         let row = &logits[bi * row_stride + row_offset..bi * row_stride + row_offset + v];
-        let thr = top_k_threshold(row, top_k);
-        let mut best = NEG_BIG;
-        let mut best_j = u32::MAX;
-        for (j, &x) in row.iter().enumerate() {
-            if x >= thr {
-                let mut key = x;
-                if temperature > 0.0 {
-                    let u = uniform01(hash5(seed, step, STREAM_SAMPLE + stream, bi as u32, j as u32));
-                    key = x / temperature - (-u.ln()).ln();
-                }
-                if key > best || best_j == u32::MAX {
-                    best = key;
-                    best_j = j as u32;
-                }
+        *o = sample_row(row, rng, bi, temperature, top_k, stream);
+    }
+}
+
+/// Row `bi`'s Gumbel-max draw from its logits `row` (V).
+fn sample_row(row: &[f32], rng: [u32; 2], bi: usize, temperature: f32, top_k: usize, stream: u32) -> u32 {
+    let (seed, step) = (rng[0], rng[1]);
+    let thr = top_k_threshold(row, top_k);
+    let mut best = NEG_BIG;
+    let mut best_j = u32::MAX;
+    for (j, &x) in row.iter().enumerate() {
+        if x >= thr {
+            let mut key = x;
+            if temperature > 0.0 {
+                let u = uniform01(hash5(seed, step, STREAM_SAMPLE + stream, bi as u32, j as u32));
+                key = x / temperature - (-u.ln()).ln();
+            }
+            if key > best || best_j == u32::MAX {
+                best = key;
+                best_j = j as u32;
             }
         }
-        out[bi] = best_j;
     }
+    best_j
 }
 
 /// The distribution `sample_categorical` samples from: softmax(row / temperature) over the top-k logits, zero
@@ -123,6 +128,54 @@ pub fn append_token(
                 }
             }
         }
+        let (tok, m) = if alive { (sampled[bi], 1.0) } else { (eos.unwrap_or(0), 0.0) };
+        tokens[row + pos + 1] = tok;
+        targets[row + pos] = tok;
+        mask[row + pos] = m;
+    }
+}
+
+/// `sample_categorical` for prompts of different lengths: row b draws from logits (B, T, V) at position
+/// min(lens[b] - 1 + step, T - 1), stream `step`.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_ragged(
+    out: &mut [u32], // (B)
+    logits: &[f32],  // (B, T, V)
+    rng: [u32; 2],
+    lens: &[u32], // (B)
+    t: usize,
+    v: usize,
+    step: usize,
+    temperature: f32,
+    top_k: usize,
+) {
+    for (bi, o) in out.iter_mut().enumerate() {
+        let pos = (lens[bi] as usize - 1 + step).min(t - 1);
+        *o = sample_row(&logits[(bi * t + pos) * v..(bi * t + pos + 1) * v], rng, bi, temperature, top_k, step as u32);
+    }
+}
+
+/// `append_token` for prompts of different lengths: row b's token goes after position lens[b] - 1 + step, when
+/// that is inside T.
+#[allow(clippy::too_many_arguments)]
+pub fn append_ragged(
+    tokens: &mut [u32],  // (B, T)
+    targets: &mut [u32], // (B, T)
+    mask: &mut [f32],    // (B, T)
+    sampled: &[u32],     // (B)
+    lens: &[u32],        // (B)
+    t: usize,
+    step: usize,
+    eos: Option<u32>,
+) {
+    for (bi, &lp) in lens.iter().enumerate() {
+        let lp = lp as usize;
+        let pos = lp - 1 + step;
+        if pos + 1 >= t {
+            continue;
+        }
+        let row = bi * t;
+        let alive = eos.is_none_or(|e| !tokens[row + lp..=row + pos].contains(&e));
         let (tok, m) = if alive { (sampled[bi], 1.0) } else { (eos.unwrap_or(0), 0.0) };
         tokens[row + pos + 1] = tok;
         targets[row + pos] = tok;

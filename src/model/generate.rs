@@ -1,0 +1,206 @@
+//! Sampling completions from a GPT on the GPU: B prompts of different lengths at once, each continued by up to
+//! `max_new_tokens` tokens drawn with temperature and top-k, stopping at a stop token; with each completion's
+//! log-probability under the model. This is what a study needs to build on-policy preference pairs (8 samples per
+//! problem, judged) and to evaluate a model on held-out prompts.
+//!
+//! How: the prompts are written left-aligned into a (B, T) batch, T = longest prompt + max_new_tokens. Each
+//! generation step s runs the full forward pass (no KV cache: these models are small) and then
+//! `sampling::sample_ragged` / `append_ragged`, which read row b's logits at its own position Lp_b - 1 + s, so
+//! rows never wait for or pad into each other (causal attention: the positions after a row's current one do not
+//! influence it). After the last step one more forward pass scores the sampled tokens (`logps`, masked to the
+//! response). Every step of a call is recorded into one submit; buffers and plans are built once per generator.
+
+use crate::gpu::{Plan, Tensor};
+use crate::model::{Gpt, GptConfig};
+use crate::ops::sampling;
+use crate::{Error, Gpu, Result};
+
+/// How completions are drawn.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerationConfig {
+    pub max_new_tokens: usize,
+    /// <= 0: greedy (argmax).
+    pub temperature: f32,
+    /// 0: no top-k filter.
+    pub top_k: usize,
+    /// Generation of a row ends after this token (it is part of the completion).
+    pub stop_token_id: Option<u32>,
+    /// Draws are a pure function of (seed, call number, step, row, token id): the same seed and the same sequence
+    /// of calls give the same completions.
+    pub seed: u64,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        GenerationConfig { max_new_tokens: 32, temperature: 1.0, top_k: 0, stop_token_id: None, seed: 0 }
+    }
+}
+
+/// One sampled completion.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+    /// The generated ids, ending with the stop token when the model produced it.
+    pub tokens: Vec<u32>,
+    /// log pi(tokens | prompt) under the sampling model at temperature 1 (the sum over tokens).
+    pub logp: f32,
+    /// Whether the completion ended with the stop token (else it ran to max_new_tokens).
+    pub stopped: bool,
+}
+
+/// A GPT built for (B, T) with its sampling plans.
+pub struct Generator {
+    pub model: Gpt,
+    pub cfg: GenerationConfig,
+    /// Longest prompt this generator takes: T - max_new_tokens.
+    pub max_prompt_len: usize,
+    lens: Tensor, // (B) u32 prompt lengths
+    #[allow(dead_code)] // bound by the plans; kept with the buffers it belongs to
+    sampled: Tensor, // (B) u32
+    mask: Tensor, // (B, T) 1 on generated positions (targets)
+    rng: Tensor,  // (2) u32
+    steps: Vec<Plan>,
+    calls: u32,
+}
+
+impl Generator {
+    /// A generator of up to `b` completions per call for prompts of up to `max_prompt_len` tokens.
+    pub fn new(
+        gpu: &Gpu,
+        model_cfg: &GptConfig,
+        params: &[f32],
+        b: usize,
+        max_prompt_len: usize,
+        cfg: &GenerationConfig,
+    ) -> Result<Generator> {
+        if model_cfg.scalar_head {
+            return Err(Error::config("a model with a scalar (reward) head cannot generate"));
+        }
+        let t = max_prompt_len + cfg.max_new_tokens;
+        if max_prompt_len == 0 || cfg.max_new_tokens == 0 || t > model_cfg.context {
+            return Err(Error::config(format!(
+                "generation: the longest prompt ({max_prompt_len} tokens) + max_new_tokens ({}) must be positive and \
+                 fit the model's context ({})",
+                cfg.max_new_tokens, model_cfg.context
+            )));
+        }
+        let v = model_cfg.vocab_size;
+        if let Some(s) = cfg.stop_token_id.filter(|&s| s as usize >= v) {
+            return Err(Error::config(format!("generation: stop token {s} is outside the vocabulary ({v})")));
+        }
+        let what = format!("building a generator (GPT of {} parameters, B = {b}, T = {t})", model_cfg.num_params());
+        gpu.scoped_blocking(&what, || {
+            let model = Gpt::new(gpu, model_cfg, b, t, params)?;
+            let lens = Tensor::zeros(gpu, "generate lens", b)?;
+            let sampled = Tensor::zeros(gpu, "generate sampled", b)?;
+            let mask = Tensor::zeros(gpu, "generate mask", b * t)?;
+            let rng = Tensor::zeros(gpu, "generate rng", 2)?;
+            let steps = (0..cfg.max_new_tokens)
+                .map(|s| {
+                    let mut p = Plan::new();
+                    p.push(sampling::sample_ragged(
+                        gpu,
+                        &sampled,
+                        &model.logits,
+                        &rng,
+                        &lens,
+                        b,
+                        t,
+                        v,
+                        s,
+                        cfg.temperature,
+                        cfg.top_k,
+                    ));
+                    p.push(sampling::append_ragged(
+                        gpu,
+                        &model.tokens,
+                        &model.targets,
+                        &mask,
+                        &sampled,
+                        &lens,
+                        b,
+                        t,
+                        s,
+                        cfg.stop_token_id,
+                    ));
+                    p
+                })
+                .collect();
+            Ok(Generator { model, cfg: cfg.clone(), max_prompt_len, lens, sampled, mask, rng, steps, calls: 0 })
+        })
+    }
+
+    /// B: completions per call.
+    pub fn batch(&self) -> usize {
+        self.model.b
+    }
+
+    /// Replace the model's parameters (same architecture), e.g. to sample from a later checkpoint.
+    pub fn set_params(&self, gpu: &Gpu, params: &[f32]) -> Result<()> {
+        self.model.upload_params(gpu, params)
+    }
+
+    /// One completion per prompt (at most B prompts, each 1..=max_prompt_len ids), in one submit.
+    pub async fn generate(&mut self, gpu: &Gpu, prompts: &[Vec<u32>]) -> Result<Vec<Completion>> {
+        let (b, t, v) = (self.model.b, self.model.t, self.model.cfg.vocab_size);
+        if prompts.is_empty() || prompts.len() > b {
+            return Err(Error::config(format!("generate: 1 to B = {b} prompts per call, got {}", prompts.len())));
+        }
+        let mut tokens = vec![0u32; b * t];
+        let mut lens = vec![1u32; b];
+        for (r, p) in prompts.iter().enumerate() {
+            if p.is_empty() || p.len() > self.max_prompt_len {
+                return Err(Error::config(format!(
+                    "generate: prompt {r} has {} tokens; this generator takes 1 to {}",
+                    p.len(),
+                    self.max_prompt_len
+                )));
+            }
+            if let Some(&bad) = p.iter().find(|&&x| x as usize >= v) {
+                return Err(Error::config(format!("generate: token id {bad} is outside the vocabulary ({v})")));
+            }
+            tokens[r * t..r * t + p.len()].copy_from_slice(p);
+            lens[r] = p.len() as u32;
+        }
+        self.model.tokens.write_u32(gpu, &tokens);
+        self.model.targets.write_u32(gpu, &vec![0u32; b * t]);
+        self.lens.write_u32(gpu, &lens);
+        self.mask.write_f32(gpu, &vec![0.0; b * t]);
+        self.calls += 1;
+        sampling::write_rng(gpu, &self.rng, self.cfg.seed, self.calls);
+        // Generation, then one more forward: logps (B, T) of the sampled targets.
+        let mut plans: Vec<&Plan> = Vec::with_capacity(2 * self.steps.len() + 1);
+        for s in &self.steps {
+            plans.push(&self.model.forward);
+            plans.push(s);
+        }
+        plans.push(&self.model.forward);
+        gpu.run_plans(&plans, None).await?;
+        let out = self.model.tokens.read_u32(gpu).await?;
+        let logps = self.model.logps.read_f32(gpu).await?;
+        let mask = self.mask.read_f32(gpu).await?;
+        Ok(prompts
+            .iter()
+            .enumerate()
+            .map(|(r, p)| {
+                let lp = p.len();
+                let n = self.cfg.max_new_tokens.min(t - lp);
+                let mut ids = out[r * t + lp..r * t + lp + n].to_vec();
+                let stop = self.cfg.stop_token_id.and_then(|s| ids.iter().position(|&x| x == s));
+                if let Some(end) = stop {
+                    ids.truncate(end + 1);
+                }
+                // Position j predicts token j + 1: the completion's ids sit at targets lp-1 .. lp-1+len.
+                let logp: f64 = (lp - 1..lp - 1 + ids.len())
+                    .filter(|&j| mask[r * t + j] > 0.0)
+                    .map(|j| logps[r * t + j] as f64)
+                    .sum();
+                Completion { tokens: ids, logp: logp as f32, stopped: stop.is_some() }
+            })
+            .collect())
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn generate_blocking(&mut self, gpu: &Gpu, prompts: &[Vec<u32>]) -> Result<Vec<Completion>> {
+        pollster::block_on(self.generate(gpu, prompts))
+    }
+}

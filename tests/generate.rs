@@ -1,0 +1,178 @@
+//! Sampling from a GPT with prompts of different lengths: the ragged sampling kernels against the CPU reference on odd
+//! shapes, and `model::Generator` against a CPU replay (reference GPT forward + reference sampler) token for token,
+//! including stop tokens, top-k, greedy decoding, each completion's log-probability, determinism and bad input.
+
+mod common;
+use common::*;
+use dpo3d::gpu::{Plan, Tensor};
+use dpo3d::model::init::gpt_params;
+use dpo3d::model::{GenerationConfig, Generator, GptConfig};
+use dpo3d::ops::sampling::{self, rng_words};
+use dpo3d::reference::gpt::GptRef;
+use dpo3d::reference::sampling as cpu_s;
+use dpo3d::rng::Rng;
+use dpo3d::Gpu;
+
+fn tu(gpu: &Gpu, v: &[u32]) -> Tensor {
+    Tensor::from_u32(gpu, "t", v).unwrap()
+}
+fn run(gpu: &Gpu, ds: Vec<dpo3d::gpu::Dispatch>) {
+    let mut plan = Plan::new();
+    plan.extend(ds);
+    plan.submit(gpu);
+}
+
+#[test]
+fn should_match_reference_ragged_sampling_and_appending() {
+    let gpu = gpu();
+    let (b, t, v) = (7usize, 9usize, 70usize);
+    let lens: Vec<u32> = vec![1, 3, 8, 2, 5, 9, 4]; // row 5: its first step already lands outside T
+    let logits = randn(3, b * t * v, 2.0);
+    let tl = Tensor::from_f32(&gpu, "logits", &logits).unwrap();
+    let (tlens, trng) = (tu(&gpu, &lens), tu(&gpu, &rng_words(11, 4)));
+    for (temp, top_k) in [(1.0f32, 0usize), (0.7, 5), (0.0, 0)] {
+        for step in [0usize, 2, 5] {
+            let out = Tensor::zeros(&gpu, "out", b).unwrap();
+            run(&gpu, vec![sampling::sample_ragged(&gpu, &out, &tl, &trng, &tlens, b, t, v, step, temp, top_k)]);
+            let mut want = vec![0u32; b];
+            cpu_s::sample_ragged(&mut want, &logits, rng_words(11, 4), &lens, t, v, step, temp, top_k);
+            assert_eq!(out.to_vec_u32(&gpu).unwrap(), want, "temperature {temp} top-k {top_k} step {step}");
+        }
+    }
+    // Appending: rows stop at their own eos and never write past T.
+    let eos = 3u32;
+    let mut tokens: Vec<u32> = (0..b * t).map(|i| (i % 5) as u32 + 4).collect();
+    let (mut targets, mut mask) = (vec![0u32; b * t], vec![0.0f32; b * t]);
+    let (tt, ttg) = (tu(&gpu, &tokens), tu(&gpu, &targets));
+    let tm = Tensor::from_f32(&gpu, "mask", &mask).unwrap();
+    for step in 0..t {
+        let sampled: Vec<u32> =
+            (0..b).map(|r| if (r + step) % 4 == 0 { eos } else { (r + step) as u32 % 7 + 4 }).collect();
+        let ts = tu(&gpu, &sampled);
+        run(&gpu, vec![sampling::append_ragged(&gpu, &tt, &ttg, &tm, &ts, &tlens, b, t, step, Some(eos))]);
+        cpu_s::append_ragged(&mut tokens, &mut targets, &mut mask, &sampled, &lens, t, step, Some(eos));
+    }
+    assert_eq!(tt.to_vec_u32(&gpu).unwrap(), tokens, "tokens");
+    assert_eq!(ttg.to_vec_u32(&gpu).unwrap(), targets, "targets");
+    assert_eq!(tm.to_vec(&gpu).unwrap(), mask, "mask");
+    // Independent check of the reference: row 0 (Lp 1) samples eos at step 0, so only its first response position is
+    // in the mask; row 5 (Lp 9 = T) is untouched.
+    assert_eq!(&mask[0..t], &[1.0, 0., 0., 0., 0., 0., 0., 0., 0.]);
+    assert!(mask[5 * t..6 * t].iter().all(|&m| m == 0.0));
+    assert!(tokens[t + 1..2 * t].iter().all(|&x| x != 0), "row 1's response is written");
+}
+
+fn small_gpt() -> GptConfig {
+    GptConfig { vocab_size: 11, context: 16, layers: 1, heads: 2, width: 16, scalar_head: false }
+}
+
+/// The CPU replay of one `Generator::generate` call: (completions, their log-probs).
+fn replay(
+    reference: &GptRef,
+    prompts: &[Vec<u32>],
+    b: usize,
+    t: usize,
+    g: &GenerationConfig,
+    call: u32,
+) -> Vec<(Vec<u32>, f32)> {
+    let v = reference.cfg.vocab_size;
+    let mut tokens = vec![0u32; b * t];
+    let mut lens = vec![1u32; b];
+    for (r, p) in prompts.iter().enumerate() {
+        tokens[r * t..r * t + p.len()].copy_from_slice(p);
+        lens[r] = p.len() as u32;
+    }
+    let (mut targets, mut mask) = (vec![0u32; b * t], vec![0.0f32; b * t]);
+    for s in 0..g.max_new_tokens {
+        let acts = reference.forward(&tokens, &targets, b, t);
+        let mut sampled = vec![0u32; b];
+        cpu_s::sample_ragged(
+            &mut sampled,
+            &acts.logits,
+            rng_words(g.seed, call),
+            &lens,
+            t,
+            v,
+            s,
+            g.temperature,
+            g.top_k,
+        );
+        cpu_s::append_ragged(&mut tokens, &mut targets, &mut mask, &sampled, &lens, t, s, g.stop_token_id);
+    }
+    let acts = reference.forward(&tokens, &targets, b, t);
+    prompts
+        .iter()
+        .enumerate()
+        .map(|(r, p)| {
+            let lp = p.len();
+            let mut ids = tokens[r * t + lp..r * t + lp + g.max_new_tokens].to_vec();
+            if let Some(k) = g.stop_token_id.and_then(|s| ids.iter().position(|&x| x == s)) {
+                ids.truncate(k + 1);
+            }
+            let logp: f32 = (0..ids.len()).map(|i| acts.logps[r * t + lp - 1 + i]).sum();
+            (ids, logp)
+        })
+        .collect()
+}
+
+#[test]
+fn should_generate_like_the_cpu_replay_for_prompts_of_different_lengths() {
+    let gpu = gpu();
+    let cfg = small_gpt();
+    let mut reference = GptRef::from_params(&cfg, gpt_params(&cfg, 8).unwrap());
+    for w in reference.tensor_mut("transformer.wte.weight") {
+        *w *= 30.0; // sharper next-token distributions: varied completions, some of which stop early
+    }
+    let (b, max_prompt) = (6usize, 7usize);
+    let mut prng = Rng::new(5);
+    let mut stopped = 0;
+    for g in [
+        GenerationConfig { max_new_tokens: 6, temperature: 0.9, top_k: 0, stop_token_id: Some(2), seed: 17 },
+        GenerationConfig { max_new_tokens: 5, temperature: 1.3, top_k: 4, stop_token_id: None, seed: 3 },
+        GenerationConfig { max_new_tokens: 9, temperature: 0.0, top_k: 0, stop_token_id: Some(1), seed: 0 },
+    ] {
+        let mut gen = Generator::new(&gpu, &cfg, &reference.params, b, max_prompt, &g).unwrap();
+        let t = max_prompt + g.max_new_tokens;
+        for call in 1..=2u32 {
+            // 1 to B prompts of 1 to 7 tokens
+            let n = if call == 1 { b } else { 4 };
+            let prompts: Vec<Vec<u32>> = (0..n)
+                .map(|r| (0..1 + (r * 3 + call as usize) % max_prompt).map(|_| prng.below(11)).collect())
+                .collect();
+            let got = gen.generate_blocking(&gpu, &prompts).unwrap();
+            let want = replay(&reference, &prompts, b, t, &g, call);
+            for (r, (c, (ids, logp))) in got.iter().zip(&want).enumerate() {
+                assert_eq!(&c.tokens, ids, "{g:?} call {call} row {r}: GPU vs CPU replay");
+                assert_eq!(c.stopped, g.stop_token_id.is_some_and(|s| ids.last() == Some(&s)));
+                stopped += c.stopped as usize;
+                assert!((c.logp - logp).abs() <= 1e-3 * (1.0 + logp.abs()), "row {r}: logp {} vs {logp}", c.logp);
+                assert!(c.logp <= 0.0 && c.logp.is_finite());
+            }
+        }
+    }
+    assert!(stopped > 0, "the case should contain completions that stop early");
+}
+
+#[test]
+fn should_repeat_with_the_same_seed_and_refuse_bad_prompts() {
+    let gpu = gpu();
+    let cfg = small_gpt();
+    let params = gpt_params(&cfg, 2).unwrap();
+    let g = GenerationConfig { max_new_tokens: 4, temperature: 1.0, seed: 9, ..Default::default() };
+    let prompts = vec![vec![1, 2, 3], vec![4]];
+    let mut a = Generator::new(&gpu, &cfg, &params, 3, 5, &g).unwrap();
+    let mut b = Generator::new(&gpu, &cfg, &params, 3, 5, &g).unwrap();
+    let first = a.generate_blocking(&gpu, &prompts).unwrap();
+    assert_eq!(first, b.generate_blocking(&gpu, &prompts).unwrap(), "same seed, same call: same completions");
+    let calls: Vec<_> = (0..6).map(|_| a.generate_blocking(&gpu, &prompts).unwrap()).collect();
+    assert!(calls.iter().any(|c| c != &first), "later calls draw new samples");
+
+    let err = |r: dpo3d::Result<Vec<dpo3d::model::Completion>>| r.unwrap_err().to_string();
+    assert!(err(a.generate_blocking(&gpu, &[vec![1; 6]])).contains("prompt 0 has 6 tokens"));
+    assert!(err(a.generate_blocking(&gpu, &[vec![]])).contains("prompt 0 has 0 tokens"));
+    assert!(err(a.generate_blocking(&gpu, &vec![vec![1]; 4])).contains("1 to B = 3 prompts"));
+    assert!(err(a.generate_blocking(&gpu, &[vec![11]])).contains("outside the vocabulary"));
+    let too_long = GenerationConfig { max_new_tokens: 12, ..g.clone() };
+    let e = Generator::new(&gpu, &cfg, &params, 3, 5, &too_long).err().expect("context exceeded").to_string();
+    assert!(e.contains("fit the model's context (16)"), "{e}");
+}
