@@ -88,7 +88,8 @@ fn run() -> Result<(), String> {
     let mut rng = Rng::new(a.seed.wrapping_add(1));
     let mut lines = String::new();
     for _ in 0..a.steps {
-        let prompts: Vec<u32> = (0..a.batch * prompt_len).map(|_| rng.below(cfg.vocab_size as u32)).collect();
+        let prompts: Vec<Vec<u32>> =
+            (0..a.batch).map(|_| (0..prompt_len).map(|_| rng.below(cfg.vocab_size as u32)).collect()).collect();
         let m = tr.step_blocking(&gpu, &prompts).map_err(|e| e.to_string())?;
         if m.step % 10 == 1 || m.step as usize == a.steps {
             println!(

@@ -20,9 +20,9 @@ fn tiny_gpt() -> GptConfig {
     GptConfig { vocab_size: 8, context: 8, layers: 1, heads: 2, width: 32, scalar_head: false }
 }
 
-/// B prompts of Lp random tokens, (B, Lp) row-major.
-fn random_prompts(rng: &mut Rng, b: usize, lp: usize, v: usize) -> Vec<u32> {
-    (0..b * lp).map(|_| rng.below(v as u32)).collect()
+/// B prompts of Lp random tokens each.
+fn random_prompts(rng: &mut Rng, b: usize, lp: usize, v: usize) -> Vec<Vec<u32>> {
+    (0..b).map(|_| (0..lp).map(|_| rng.below(v as u32)).collect()).collect()
 }
 
 fn main() {

@@ -111,9 +111,14 @@ fn tiny_gpt() -> GptConfig {
     GptConfig { vocab_size: 8, context: 8, layers: 1, heads: 2, width: 32, scalar_head: false }
 }
 
-/// B prompts of Lp random tokens, (B, Lp) row-major.
-fn random_prompts(rng: &mut Rng, b: usize, lp: usize, v: usize) -> Vec<u32> {
-    (0..b * lp).map(|_| rng.below(v as u32)).collect()
+/// B prompts of Lp random tokens each.
+fn random_prompts(rng: &mut Rng, b: usize, lp: usize, v: usize) -> Vec<Vec<u32>> {
+    (0..b).map(|_| (0..lp).map(|_| rng.below(v as u32)).collect()).collect()
+}
+
+/// B prompts of 1 to `max_lp` random tokens (row r has 1 + r % max_lp).
+fn ragged_prompts(rng: &mut Rng, b: usize, max_lp: usize, v: usize) -> Vec<Vec<u32>> {
+    (0..b).map(|r| (0..1 + r % max_lp).map(|_| rng.below(v as u32)).collect()).collect()
 }
 
 #[test]
@@ -276,14 +281,14 @@ fn should_generate_like_the_reference_gpt_and_sampler_with_end_of_sequence() {
     use dpo3d::reference::sampling as cpu_s;
     let gpu = gpu();
     let cfg = tiny_gpt();
-    let (b, lp, eos) = (5usize, 2usize, 0u32);
+    let (b, lp, eos) = (5usize, 3usize, 0u32);
     let mut reference = GptRef::from_params(&cfg, gpt_params(&cfg, 4).unwrap());
     // sharpen the next-token distributions so that responses differ and some end early
     for w in reference.tensor_mut("transformer.wte.weight") {
         *w *= 40.0;
     }
     let ppo = PpoConfig {
-        response_length: 6,
+        response_length: 5,
         temperature: 0.8,
         top_k: 5,
         stop_token_id: Some(eos),
@@ -306,44 +311,39 @@ fn should_generate_like_the_reference_gpt_and_sampler_with_end_of_sequence() {
     let mut prng = Rng::new(2);
     let mut ended = 0;
     for call in 1..=3u32 {
-        let prompts = random_prompts(&mut prng, b, lp, cfg.vocab_size);
+        // prompts of 1 to Lp tokens: each row generates after its own prompt
+        let prompts = ragged_prompts(&mut prng, b, lp, cfg.vocab_size);
+        let lens: Vec<u32> = prompts.iter().map(|p| p.len() as u32).collect();
         let (tokens, mask) = tr.generate_blocking(&gpu, &prompts).unwrap();
         // CPU replay: reference forward, reference sampler, reference append
         let mut want = vec![0u32; b * t];
         let mut targets = vec![0u32; b * t];
         let mut wmask = vec![0.0f32; b * t];
-        for r in 0..b {
-            want[r * t..r * t + lp].copy_from_slice(&prompts[r * lp..(r + 1) * lp]);
+        for (r, p) in prompts.iter().enumerate() {
+            want[r * t..r * t + p.len()].copy_from_slice(p);
         }
-        for pos in lp - 1..t - 1 {
+        for s in 0..ppo.response_length {
             let acts = reference.forward(&want, &vec![0; b * t], b, t);
             let mut sampled = vec![0u32; b];
-            cpu_s::sample_categorical(
-                &mut sampled,
-                &acts.logits,
-                rng_words(21, call),
-                b,
-                cfg.vocab_size,
-                t * cfg.vocab_size,
-                pos * cfg.vocab_size,
-                0.8,
-                5,
-                pos as u32,
-            );
-            cpu_s::append_token(&mut want, &mut targets, &mut wmask, &sampled, b, t, pos, lp, Some(eos));
+            cpu_s::sample_ragged(&mut sampled, &acts.logits, rng_words(21, call), &lens, t, cfg.vocab_size, s, 0.8, 5);
+            cpu_s::append_ragged(&mut want, &mut targets, &mut wmask, &sampled, &lens, t, s, Some(eos));
         }
         assert_eq!(tokens, want, "generation {call}: GPU tokens vs CPU replay");
         assert_eq!(mask, wmask, "generation {call}: response mask");
-        for r in 0..b {
-            let resp = &tokens[r * t + lp..(r + 1) * t];
+        for (r, p) in prompts.iter().enumerate() {
+            let lp = p.len();
+            let resp = &tokens[r * t + lp..r * t + lp + ppo.response_length];
+            let m = &mask[r * t + lp - 1..r * t + lp - 1 + ppo.response_length];
+            assert!(mask[r * t..r * t + lp - 1].iter().all(|&x| x == 0.0), "row {r}: no mask on the prompt");
             if let Some(k) = resp.iter().position(|&x| x == eos) {
                 ended += (k + 1 < resp.len()) as usize;
                 assert!(resp[k..].iter().all(|&x| x == eos), "row {r}: after the stop token only padding");
-                let m = &mask[r * t + lp - 1..r * t + t - 1];
                 assert!(
                     m[..=k].iter().all(|&x| x == 1.0) && m[k + 1..].iter().all(|&x| x == 0.0),
                     "row {r}: mask {m:?} for eos at {k}"
                 );
+            } else {
+                assert!(m.iter().all(|&x| x == 1.0), "row {r}: a full response is all in the mask");
             }
         }
     }
@@ -375,7 +375,7 @@ fn should_score_with_a_reward_model_gpt_at_the_last_response_token_with_a_shared
     assert!(tr.value.is_none() && tr.policy.scalar.is_some());
     let mut rng = Rng::new(4);
     for _ in 0..2 {
-        let m = tr.step_blocking(&gpu, &random_prompts(&mut rng, b, lp, cfg.vocab_size)).unwrap();
+        let m = tr.step_blocking(&gpu, &ragged_prompts(&mut rng, b, lp, cfg.vocab_size)).unwrap();
         let t = tr.seq_len();
         let (tokens, mask) = (tr.policy.tokens.to_vec_u32(&gpu).unwrap(), tr.ppo.mask.to_vec(&gpu).unwrap());
         let acts = rm.forward(&tokens, &vec![0; b * t], b, t);

@@ -395,7 +395,8 @@ pub enum GptRewardSource {
     Model { cfg: GptConfig, params: Vec<f32> },
 }
 
-/// PPO on a GPT: B prompts of `prompt_len` tokens, `response_length` generated tokens each (T = Lp + response_length).
+/// PPO on a GPT: B prompts of 1 to `prompt_len` tokens, `response_length` generated tokens each after its own prompt
+/// (T = prompt_len + response_length; a shorter prompt's row ends in unused, masked-out positions).
 pub struct PpoGptTrainer {
     pub cfg: PpoConfig,
     /// The policy (with the scalar head when the value model shares its trunk). Its `tokens` hold the last
@@ -405,10 +406,12 @@ pub struct PpoGptTrainer {
     pub value: Option<Gpt>,
     pub reward_model: Option<Gpt>,
     pub ppo: Ppo,
-    /// Lp
+    /// Lp: the longest prompt a step takes.
     pub prompt_len: usize,
     /// (B) u32 the tokens sampled at the current position.
     pub sampled: Tensor,
+    /// (B) u32 each row's prompt length.
+    pub lens: Tensor,
     begin_plan: Plan,
     gen_plans: Vec<Plan>,
     copy_plan: Plan,
@@ -420,7 +423,7 @@ pub struct PpoGptTrainer {
 impl PpoGptTrainer {
     /// `policy_params` (packed for `policy_cfg`, no scalar head) start the policy and are the frozen reference;
     /// `value_params` are packed for `GptConfig { scalar_head: true, ..policy_cfg }` ([`gpt_value_init`]); with a
-    /// shared trunk only their `score.weight` is used. `b` prompts of `prompt_len` tokens per step.
+    /// shared trunk only their `score.weight` is used. `b` prompts of at most `prompt_len` tokens per step.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         gpu: &Gpu,
@@ -497,32 +500,33 @@ impl PpoGptTrainer {
         let mut begin_plan = Plan::new();
         begin_plan.clear(&ppo.mask);
         let mut gen_plans = Vec::with_capacity(cfg.response_length);
+        // Rows of different prompt lengths: row b generates after its own last prompt token (Lp_b - 1 + s).
+        let lens = Tensor::zeros(gpu, "ppo prompt lengths", b)?;
         for s in 0..cfg.response_length {
-            let pos = prompt_len - 1 + s;
             let mut plan = Plan::new();
-            plan.push(sampling::sample_categorical(
+            plan.push(sampling::sample_ragged(
                 gpu,
                 &sampled,
                 &policy.logits,
                 &ppo.rng,
+                &lens,
                 b,
+                t,
                 v,
-                t * v,
-                pos * v,
+                s,
                 cfg.temperature,
                 cfg.top_k,
-                pos as u32,
             ));
-            plan.push(sampling::append_token(
+            plan.push(sampling::append_ragged(
                 gpu,
                 &policy.tokens,
                 &policy.targets,
                 &ppo.mask,
                 &sampled,
+                &lens,
                 b,
                 t,
-                pos,
-                prompt_len,
+                s,
                 cfg.stop_token_id,
             ));
             gen_plans.push(plan);
@@ -578,6 +582,7 @@ impl PpoGptTrainer {
             ppo,
             prompt_len,
             sampled,
+            lens,
             begin_plan,
             gen_plans,
             copy_plan,
@@ -616,30 +621,31 @@ impl PpoGptTrainer {
         dispatch_count(&self.plans())
     }
 
-    /// Upload B prompts of Lp tokens each ((B, Lp) row-major) into the policy's inputs and targets.
-    fn upload_prompts(&self, gpu: &Gpu, prompts: &[u32]) -> Result<()> {
+    /// Upload B prompts (each 1..=Lp tokens) into the policy's inputs and targets, and their lengths.
+    fn upload_prompts(&self, gpu: &Gpu, prompts: &[Vec<u32>]) -> Result<()> {
         let (b, t, lp) = (self.policy.b, self.policy.t, self.prompt_len);
-        if prompts.len() != b * lp {
-            return Err(Error::config(format!(
-                "PPO GPT: expected B * Lp = {} prompt tokens, got {}",
-                b * lp,
-                prompts.len()
-            )));
+        if prompts.len() != b {
+            return Err(Error::config(format!("PPO GPT: expected B = {b} prompts, got {}", prompts.len())));
         }
         let mut tokens = vec![0u32; b * t];
         let mut targets = vec![0u32; b * t];
-        for r in 0..b {
-            tokens[r * t..r * t + lp].copy_from_slice(&prompts[r * lp..(r + 1) * lp]);
-            for j in 0..lp - 1 {
-                targets[r * t + j] = prompts[r * lp + j + 1];
+        for (r, p) in prompts.iter().enumerate() {
+            if p.is_empty() || p.len() > lp {
+                return Err(Error::config(format!(
+                    "PPO GPT: prompt {r} has {} tokens; this trainer takes 1 to {lp}",
+                    p.len()
+                )));
             }
+            tokens[r * t..r * t + p.len()].copy_from_slice(p);
+            targets[r * t..r * t + p.len() - 1].copy_from_slice(&p[1..]);
         }
+        self.lens.write_u32(gpu, &prompts.iter().map(|p| p.len() as u32).collect::<Vec<_>>());
         self.policy.set_batch(gpu, &tokens, &targets)
     }
 
-    /// One PPO step on B prompts ((B, Lp) row-major token ids): generation, scoring, rollout and all updates, one
+    /// One PPO step on B prompts (token ids, 1 to Lp each): generation, scoring, rollout and all updates, one
     /// submit; returns the step's metrics.
-    pub async fn step(&mut self, gpu: &Gpu, prompts: &[u32]) -> Result<PpoMetrics> {
+    pub async fn step(&mut self, gpu: &Gpu, prompts: &[Vec<u32>]) -> Result<PpoMetrics> {
         self.upload_prompts(gpu, prompts)?;
         self.core.begin(gpu, &self.ppo);
         let out = run_step(gpu, &self.plans(), Some(&self.core.readback)).await?.expect("readback");
@@ -647,13 +653,13 @@ impl PpoGptTrainer {
     }
 
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn step_blocking(&mut self, gpu: &Gpu, prompts: &[u32]) -> Result<PpoMetrics> {
+    pub fn step_blocking(&mut self, gpu: &Gpu, prompts: &[Vec<u32>]) -> Result<PpoMetrics> {
         pollster::block_on(self.step(gpu, prompts))
     }
 
     /// Only the generation of a step (no scoring, no update), for inspection and timing: returns the sequences
     /// (B, T) and the response mask (B, T).
-    pub async fn generate(&mut self, gpu: &Gpu, prompts: &[u32]) -> Result<(Vec<u32>, Vec<f32>)> {
+    pub async fn generate(&mut self, gpu: &Gpu, prompts: &[Vec<u32>]) -> Result<(Vec<u32>, Vec<f32>)> {
         self.upload_prompts(gpu, prompts)?;
         self.core.step += 1;
         self.ppo.set_step(gpu, self.core.step);
@@ -668,7 +674,7 @@ impl PpoGptTrainer {
     }
 
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn generate_blocking(&mut self, gpu: &Gpu, prompts: &[u32]) -> Result<(Vec<u32>, Vec<f32>)> {
+    pub fn generate_blocking(&mut self, gpu: &Gpu, prompts: &[Vec<u32>]) -> Result<(Vec<u32>, Vec<f32>)> {
         pollster::block_on(self.generate(gpu, prompts))
     }
 }

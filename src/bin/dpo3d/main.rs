@@ -8,6 +8,9 @@
 //!     dpo3d eval --model runs/dpo --ref-model runs/sft --data heldout.jsonl
 //!     dpo3d generate --model runs/dpo --prompt "what is 2+2? "
 //!     dpo3d task-data --task math --output-dir data/math   # generated word problems with worked solutions
+//!     dpo3d generate --model runs/sft --data data/math/sft.jsonl --num-samples 8 --output samples.jsonl
+//!     dpo3d judge --task math --data samples.jsonl --output judged.jsonl
+//!     dpo3d pairs --samples judged.jsonl --other weak_judged.jsonl --output-dir pairs   # on/off-policy pairs
 //!
 //! Config keys are TRL's argument names (`learning_rate`, `per_device_train_batch_size`, `loss_type`, ...), so a
 //! config of TRL's keys is also a `trl dpo --config` file. Errors are one line on stderr and a non-zero exit.
@@ -15,6 +18,7 @@
 mod config;
 mod output;
 mod setup;
+mod tasks;
 mod train;
 
 use std::path::{Path, PathBuf};
@@ -99,9 +103,22 @@ fn cli() -> Command {
         )
         .subcommand(
             Command::new("generate")
-                .about("Sample completions of a prompt; one JSON line {prompt, completion} per sample on stdout")
+                .about(
+                    "Sample completions: of --prompt (one JSON line {prompt, completion} per sample on stdout), or of \
+                     every row of --data FILE.jsonl into --output FILE (the row plus completions, stopped, logps, \
+                     num_tokens)",
+                )
                 .arg(Arg::new("model").long("model").required(true).value_name("DIR"))
-                .arg(Arg::new("prompt").long("prompt").required(true))
+                .arg(Arg::new("prompt").long("prompt").required_unless_present("data").conflicts_with("data"))
+                .arg(Arg::new("data").long("data").value_name("FILE").requires("output"))
+                .arg(Arg::new("output").long("output").value_name("FILE").requires("data"))
+                .arg(
+                    Arg::new("batch-size")
+                        .long("batch-size")
+                        .default_value("32")
+                        .value_parser(clap::value_parser!(usize))
+                        .help("Completions drawn per GPU call"),
+                )
                 .arg(Arg::new("tokenizer").long("tokenizer").value_name("FILE"))
                 .arg(Arg::new("num-samples").long("num-samples").default_value("1").value_parser(clap::value_parser!(usize)))
                 .arg(Arg::new("temperature").long("temperature").default_value("1.0").value_parser(clap::value_parser!(f32)))
@@ -114,6 +131,26 @@ fn cli() -> Command {
                 )
                 .arg(Arg::new("seed").long("seed").default_value("0").value_parser(clap::value_parser!(u64)))
                 .arg(Arg::new("no-stop").long("no-stop").action(ArgAction::SetTrue).help("Do not stop at <|endoftext|>")),
+        )
+        .subcommand(
+            Command::new("judge")
+                .about(
+                    "Score completions of a task-data task with its rule-based judge (math 1-5, poems per rule): adds \
+                     `scores` to each row; the summary rates as JSON on stdout",
+                )
+                .arg(Arg::new("task").long("task").required(true).value_parser(["math", "poem"]))
+                .arg(Arg::new("data").long("data").required(true).value_name("FILE"))
+                .arg(Arg::new("output").long("output").value_name("FILE")),
+        )
+        .subcommand(
+            Command::new("pairs")
+                .about(
+                    "Preference pairs from judged samples: on_on.jsonl (best vs worst own sample) and, with --other \
+                     and reference answers, on_off, off_on and off_off.jsonl (the paper's four scenarios)",
+                )
+                .arg(Arg::new("samples").long("samples").required(true).value_name("FILE"))
+                .arg(Arg::new("other").long("other").value_name("FILE").help("Judged answers of another (weaker) model"))
+                .arg(Arg::new("output-dir").long("output-dir").alias("output_dir").required(true).value_name("DIR")),
         )
 }
 
@@ -135,7 +172,12 @@ fn dispatch(m: &ArgMatches) -> Result<()> {
         Some(("dpo", a)) => train_cmd(Task::Dpo, a),
         Some(("ppo", a)) => train_cmd(Task::Ppo, a),
         Some(("eval", a)) => eval(a),
-        Some(("generate", a)) => generate(a),
+        Some(("generate", a)) => match a.get_one::<String>("data") {
+            Some(data) => tasks::generate_file(a, data),
+            None => generate(a),
+        },
+        Some(("judge", a)) => tasks::judge(a),
+        Some(("pairs", a)) => tasks::pairs(a),
         _ => unreachable!("clap requires a subcommand"),
     }
 }
@@ -202,8 +244,13 @@ fn task_data(a: &ArgMatches) -> Result<()> {
         }
     };
     let (train, eval) = (make(rows, seed), make(eval_rows, held_out));
+    // Completions end with the stop token, so a model trained on them learns to stop (`generate` stops there).
     let sft = |rows: &[(String, String)]| -> String {
-        rows.iter().map(|(p, c)| format!("{}\n", serde_json::json!({"prompt": p, "completion": c}))).collect()
+        rows.iter()
+            .map(|(p, c)| {
+                format!("{}\n", serde_json::json!({"prompt": p, "completion": format!("{c}{}", tasks::EOS_TEXT)}))
+            })
+            .collect()
     };
     let prompts: String = train.iter().map(|(p, _)| format!("{}\n", serde_json::json!({ "prompt": p }))).collect();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -460,8 +507,8 @@ fn eval_set<T: Clone>(
     }
 }
 
-/// Prompts of a JSONL file of `{"prompt"}` rows, cut to a common length Lp (their last Lp tokens: the GPU rollout
-/// generates from one position for the whole batch).
+/// Prompts of a JSONL file of `{"prompt"}` rows (each cut to its last `max_prompt` tokens when given, as TRL does) and
+/// the longest one's length Lp. The GPU rollout generates after each row's own prompt.
 fn load_prompts(path: &str, tok: &Tok, vocab: usize, max_prompt: Option<usize>) -> Result<(Vec<Vec<u32>>, usize)> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut rows = Vec::new();
@@ -491,9 +538,9 @@ fn load_prompts(path: &str, tok: &Tok, vocab: usize, max_prompt: Option<usize>) 
         }
         rows.push(ids);
     }
-    let lp = rows.iter().map(Vec::len).min().ok_or_else(|| Error::config(format!("{path}: no rows")))?;
-    let lp = lp.min(max_prompt.unwrap_or(usize::MAX)).max(1);
-    let cut = rows.iter().map(|r| r[r.len() - lp..].to_vec()).collect();
+    let keep = max_prompt.unwrap_or(usize::MAX).max(1);
+    let cut: Vec<Vec<u32>> = rows.iter().map(|r| r[r.len().saturating_sub(keep)..].to_vec()).collect();
+    let lp = cut.iter().map(Vec::len).max().ok_or_else(|| Error::config(format!("{path}: no rows")))?;
     Ok((cut, lp))
 }
 
@@ -608,7 +655,11 @@ fn ppo(
         warmup_steps: LrSchedule::warmup_from(cfg.warmup_steps, cfg.warmup_ratio, total),
         total_steps: total,
     };
-    eprintln!("ppo: {} prompts (Lp = {lp}), response_length {}, {total} steps", prompts.len(), cfg.response_length);
+    eprintln!(
+        "ppo: {} prompts (up to {lp} tokens), response_length {}, {total} steps",
+        prompts.len(),
+        cfg.response_length
+    );
     output::prepare_output_dir(out, resume, cfg.overwrite_output_dir)?;
     let gpu = gpu()?;
     let opt = OptimConfig {
@@ -644,8 +695,8 @@ fn ppo(
         if let Some(o) = &mut tr.core.opt_value {
             o.cfg.lr = lr;
         }
-        let flat: Vec<u32> = batcher.next_indices().into_iter().flat_map(|i| prompts[i].clone()).collect();
-        let m = tr.step_blocking(&gpu, &flat)?;
+        let rows: Vec<Vec<u32>> = batcher.next_indices().into_iter().map(|i| prompts[i].clone()).collect();
+        let m = tr.step_blocking(&gpu, &rows)?;
         let tok_s = ((step - start) * b * tr.seq_len()) as f64 / started.elapsed().as_secs_f64().max(1e-9);
         pb.set_message(format!("reward {:.3} {tok_s:.0} tok/s", m.get("objective/scores")));
         pb.set_position(step as u64);
@@ -747,33 +798,12 @@ fn generate(a: &ArgMatches) -> Result<()> {
             mcfg.context
         )));
     }
-    let stop = match &tok {
-        Tok::Hf { .. } if !a.get_flag("no-stop") => {
-            tok.encoder().encode("<|endoftext|>").ok().filter(|v| v.len() == 1).map(|v| v[0])
-        }
-        _ => None,
-    };
-    let pcfg = PpoConfig {
-        temperature: *a.get_one::<f32>("temperature").expect("default"),
-        top_k: *a.get_one::<usize>("top-k").expect("default"),
-        response_length: max_new,
-        stop_token_id: stop,
-        seed: *a.get_one::<u64>("seed").expect("default"),
-        num_ppo_epochs: 1,
-        ..Default::default()
-    };
+    let g = tasks::generation_config(a, &tok);
     let gpu = gpu()?;
-    let value = gpt_value_init(&mcfg, &params);
-    let reward = GptRewardSource::CountToken { token: 0, scale: 0.0 };
-    let lp = prompt.len();
-    let mut tr = PpoGptTrainer::new(&gpu, &pcfg, &OptimConfig::default(), &mcfg, &params, &value, reward, n, lp)?;
-    let prompts: Vec<u32> = (0..n).flat_map(|_| prompt.clone()).collect();
-    let (seqs, mask) = tr.generate_blocking(&gpu, &prompts)?;
-    let t = tr.seq_len();
-    for r in 0..n {
-        let ids: Vec<u32> = (lp..t).filter(|&i| mask[r * t + i] > 0.0).map(|i| seqs[r * t + i]).collect();
-        let ids: Vec<u32> = ids.into_iter().take_while(|&x| Some(x) != stop).collect();
-        let completion = tok.decode(&ids)?;
+    let mut gen = dpo3d::model::Generator::new(&gpu, &mcfg, &params, n, prompt.len(), &g)?;
+    for c in gen.generate_blocking(&gpu, &vec![prompt.clone(); n])? {
+        let body = if c.stopped { &c.tokens[..c.tokens.len() - 1] } else { &c.tokens[..] };
+        let completion = tok.decode(body)?;
         println!("{}", serde_json::json!({"prompt": prompt_text, "completion": completion}));
     }
     Ok(())
