@@ -399,6 +399,7 @@ fn should_write_generated_tasks_that_their_judges_accept() {
         for (i, r) in sft.iter().enumerate() {
             assert_eq!(r["prompt"], prompts[i]["prompt"], "{task} row {i}");
             let completion = r["completion"].as_str().unwrap();
+            let completion = completion.strip_suffix("<|endoftext|>").expect("completions end with the stop token");
             if task == "math" {
                 let p = &MathProblem::set(3, 30)[i];
                 assert_eq!(r["prompt"].as_str().unwrap(), format!("{}\n", p.question));
@@ -422,4 +423,155 @@ fn should_write_generated_tasks_that_their_judges_accept() {
         }
     }
     fails(&dir, &["task-data", "--task", "chess", "--output-dir", "x"], &["chess"]);
+}
+
+/// A task's way from a model to preference pairs: `generate --data` samples every row's prompt (per-row lengths,
+/// the stop token kept in the text), deterministically for a seed; `judge` scores samples and references; `pairs`
+/// builds the four scenarios from hand-judged rows exactly as specified; bad rows fail with file:line.
+#[test]
+fn should_sample_judge_and_pair_a_task() {
+    let dir = workdir("task_pipeline");
+    ok(
+        &dir,
+        &["task-data", "--task", "math", "--output-dir", "data", "--rows", "40", "--eval-rows", "6", "--seed", "2"],
+    );
+    ok(&dir, &["tokenizer", "--data", "data/sft.jsonl", "--vocab-size", "400", "--output-dir", "tok"]);
+    ok(
+        &dir,
+        &[
+            "sft",
+            "--data",
+            "data/sft.jsonl",
+            "--tokenizer",
+            "tok/tokenizer.json",
+            "--layers",
+            "1",
+            "--width",
+            "32",
+            "--heads",
+            "2",
+            "--max-length",
+            "96",
+            "--max-steps",
+            "20",
+            "--learning-rate",
+            "3e-3",
+            "--output-dir",
+            "sft",
+            "--seed",
+            "0",
+        ],
+    );
+    let gen = |out: &str, seed: &str, n: &str| {
+        ok(
+            &dir,
+            &[
+                "generate",
+                "--model",
+                "sft",
+                "--data",
+                "data/eval.jsonl",
+                "--num-samples",
+                n,
+                "--max-new-tokens",
+                "20",
+                "--batch-size",
+                "5",
+                "--seed",
+                seed,
+                "--output",
+                out,
+            ],
+        );
+    };
+    gen("s/a.jsonl", "7", "3");
+    gen("s/b.jsonl", "7", "3");
+    assert_eq!(std::fs::read(dir.join("s/a.jsonl")).unwrap(), std::fs::read(dir.join("s/b.jsonl")).unwrap());
+    let rows = metrics(&dir.join("s/a.jsonl"));
+    assert_eq!(rows.len(), 6);
+    for r in &rows {
+        let (c, st, lp, nt) = (&r["completions"], &r["stopped"], &r["logps"], &r["num_tokens"]);
+        assert!(r["completion"].is_string(), "the input row's fields are kept");
+        for i in 0..3 {
+            let text = c[i].as_str().unwrap();
+            assert_eq!(st[i].as_bool().unwrap(), text.ends_with("<|endoftext|>"), "{text:?}");
+            let n = nt[i].as_u64().unwrap();
+            assert!((1..=20).contains(&n) && (st[i].as_bool().unwrap() || n == 20), "{n} tokens");
+            assert!(lp[i].as_f64().unwrap() < 0.0);
+        }
+    }
+    // Judge: samples scored 1-5, the references (right by construction) scored 5.
+    let summary: Value =
+        serde_json::from_str(&ok(&dir, &["judge", "--task", "math", "--data", "s/a.jsonl", "--output", "s/j.jsonl"]))
+            .unwrap();
+    assert_eq!(summary["judge/samples"], 18);
+    for r in metrics(&dir.join("s/j.jsonl")) {
+        assert_eq!(r["reference_score"], 5);
+        assert!(r["scores"].as_array().unwrap().iter().all(|x| (1..=5).contains(&x.as_u64().unwrap())));
+    }
+    let refs: Value =
+        serde_json::from_str(&ok(&dir, &["judge", "--task", "math", "--data", "data/eval.jsonl"])).unwrap();
+    assert_eq!((refs["judge/full_score_rate"].as_f64(), refs["judge/samples"].as_u64()), (Some(1.0), Some(6)));
+
+    // Pairs from hand-judged rows: best vs worst (ties skipped), reference and the other model's answer.
+    let p =
+        |q: &str| format!("Ann has {q} pens. She buys 1 more. Then she buys 1 more. How many pens does Ann have now?");
+    let own = [
+        serde_json::json!({"prompt": p("1"), "completion": "R1", "reference_score": 5,
+            "completions": ["a", "b", "c"], "scores": [2, 5, 1]}),
+        serde_json::json!({"prompt": p("2"), "completion": "R2", "reference_score": 5,
+            "completions": ["d", "e"], "scores": [3, 3]}),
+        serde_json::json!({"prompt": p("3"), "completion": "R3", "reference_score": 5,
+            "completions": ["f", "g"], "scores": [4, 2]}),
+    ];
+    let other = [
+        serde_json::json!({"prompt": p("1"), "completions": ["x"], "scores": [1]}),
+        serde_json::json!({"prompt": p("2"), "completions": ["y"], "scores": [1]}),
+        serde_json::json!({"prompt": p("3"), "completions": ["z"], "scores": [5]}),
+    ];
+    let lines = |v: &[Value]| v.iter().map(|r| format!("{r}\n")).collect::<String>();
+    std::fs::write(dir.join("own.jsonl"), lines(&own)).unwrap();
+    std::fs::write(dir.join("other.jsonl"), lines(&other)).unwrap();
+    let counts: Value =
+        serde_json::from_str(&ok(&dir, &["pairs", "--samples", "own.jsonl", "--output-dir", "p1"])).unwrap();
+    assert_eq!((counts["on_on"].as_u64(), counts["skipped_ties"].as_u64()), (Some(2), Some(1)));
+    let on_on = metrics(&dir.join("p1/on_on.jsonl"));
+    let cr: Vec<(&str, &str)> =
+        on_on.iter().map(|r| (r["chosen"].as_str().unwrap(), r["rejected"].as_str().unwrap())).collect();
+    assert_eq!(cr, [("b", "c"), ("f", "g")]);
+    // Four scenarios: problem 2 is a tie on-policy and problem 3's other answer (5) beats its best own sample (4),
+    // so only problem 1 has all four pairs.
+    ok(&dir, &["pairs", "--samples", "own.jsonl", "--other", "other.jsonl", "--output-dir", "p4"]);
+    let want = [("on_on", "b", "c"), ("on_off", "b", "x"), ("off_on", "R1", "c"), ("off_off", "R1", "x")];
+    for (f, c, r) in want {
+        let rows = metrics(&dir.join(format!("p4/{f}.jsonl")));
+        assert_eq!(rows.len(), 1, "{f}");
+        assert_eq!((rows[0]["chosen"].as_str(), rows[0]["rejected"].as_str()), (Some(c), Some(r)), "{f}");
+        assert!(rows[0]["score_chosen"].as_u64() > rows[0]["score_rejected"].as_u64());
+    }
+
+    // Bad input: file and line.
+    std::fs::write(
+        dir.join("bad_judge.jsonl"),
+        format!("{}\n{}\n", own[0], serde_json::json!({"prompt": "hi", "completion": "x"})),
+    )
+    .unwrap();
+    fails(&dir, &["judge", "--task", "math", "--data", "bad_judge.jsonl"], &["bad_judge.jsonl:2", "not a `math` task"]);
+    std::fs::write(
+        dir.join("unjudged.jsonl"),
+        format!("{}\n", serde_json::json!({"prompt": "q", "completions": ["a"]})),
+    )
+    .unwrap();
+    fails(&dir, &["pairs", "--samples", "unjudged.jsonl", "--output-dir", "p5"], &["unjudged.jsonl:1", "judge"]);
+    let long = "Ann has 3 pens. ".repeat(30);
+    std::fs::write(
+        dir.join("long.jsonl"),
+        format!("{}\n{}\n", serde_json::json!({"prompt": "x"}), serde_json::json!({"prompt": long})),
+    )
+    .unwrap();
+    fails(
+        &dir,
+        &["generate", "--model", "sft", "--data", "long.jsonl", "--output", "o.jsonl", "--max-new-tokens", "20"],
+        &["long.jsonl:2", "context"],
+    );
 }

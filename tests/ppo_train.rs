@@ -409,3 +409,44 @@ fn should_default_to_trl_hyperparameters() {
     assert_eq!((k3.value_model, k3.top_k, k3.stop_token_id), (ValueModel::SharedTrunk, 5, Some(2)));
     assert!(PpoConfig { num_mini_batches: 3, ..d.clone() }.validate(16).is_err(), "minibatches must divide the rows");
 }
+
+/// A caller's scorer enters the rollout exactly where a GPU scorer's scores do: `step_scored` with a scorer that
+/// counts a token gives the same metrics and the same updated policy as `step` with the GPU's token count, step after
+/// step; a trainer built for external scores refuses `step`, and a scorer returning the wrong count is an error.
+#[test]
+fn should_train_on_external_scores_like_the_gpu_rule_that_computes_them() {
+    let gpu = gpu();
+    let cfg = tiny_gpt();
+    let (b, lp, token) = (6usize, 3usize, 3u32);
+    let ppo = PpoConfig { response_length: 5, stop_token_id: Some(0), seed: 8, ..Default::default() };
+    let opt = OptimConfig { lr: 1e-3, ..Default::default() };
+    let pi0 = gpt_params(&cfg, 13).unwrap();
+    let build = |reward| PpoGptTrainer::new(&gpu, &ppo, &opt, &cfg, &pi0, &gpt_value_init(&cfg, &pi0), reward, b, lp);
+    let mut gpu_rule = build(GptRewardSource::CountToken { token, scale: 0.5 }).unwrap();
+    let mut external = build(GptRewardSource::External).unwrap();
+    let mut rng = Rng::new(6);
+    let mut calls = 0;
+    for _ in 0..3 {
+        let prompts = ragged_prompts(&mut rng, b, lp, cfg.vocab_size);
+        let want = gpu_rule.step_blocking(&gpu, &prompts).unwrap();
+        let mut count = |responses: &[Vec<u32>]| -> dpo3d::Result<Vec<f32>> {
+            calls += 1;
+            assert_eq!(responses.len(), b);
+            assert!(responses.iter().all(|r| !r.is_empty() && r.len() <= 5));
+            Ok(responses.iter().map(|r| 0.5 * r.iter().filter(|&&x| x == token).count() as f32).collect())
+        };
+        let got = external.step_scored_blocking(&gpu, &prompts, &mut count).unwrap();
+        for ((k, a), (_, w)) in got.values.iter().zip(&want.values) {
+            assert!((a - w).abs() <= 1e-5 * (1.0 + w.abs()), "{k}: external {a} vs GPU rule {w}");
+        }
+    }
+    assert_eq!(calls, 3);
+    let p1 = pollster::block_on(gpu_rule.policy.download_params(&gpu)).unwrap();
+    let p2 = pollster::block_on(external.policy.download_params(&gpu)).unwrap();
+    assert_eq!(p1, p2, "same scores, same updates");
+    let prompts = ragged_prompts(&mut rng, b, lp, cfg.vocab_size);
+    let e = external.step_blocking(&gpu, &prompts).unwrap_err().to_string();
+    assert!(e.contains("step_scored"), "{e}");
+    let e = external.step_scored_blocking(&gpu, &prompts, &mut |_: &[Vec<u32>]| Ok(vec![1.0; 2])).unwrap_err();
+    assert!(e.to_string().contains("6 finite scores"), "{e}");
+}

@@ -1,9 +1,12 @@
 //! llm-study: the paper's LLM experiments (its sections 4 and 5) at small scale, on dpo3d's own GPT, tokenizer and
-//! trainers. Math word problems with worked solutions (generated, judged 1-5 by a rule-based judge); a GPT trained
-//! by SFT until part of its held-out answers are fully right; on-policy pairs from its own samples (8 per problem,
-//! best vs worst) and off-policy pairs (the reference solution, a weaker checkpoint's answer), the paper's four
-//! scenarios; then DPO, Flex-DPO (a beta_neg sweep), SFT-DPO, IPO, SLiC and RM + PPO from the same SFT model,
-//! each evaluated on held-out problems.
+//! trainers, for two generated tasks with rule-based judges:
+//!   math: integer word problems with worked solutions, judged 1-5. A GPT trained by SFT until part of its held-out
+//!         answers are fully right; on-policy pairs from its own samples (8 per problem, best vs worst) and
+//!         off-policy pairs (the reference solution, a weaker checkpoint's answer), the paper's four scenarios; then
+//!         DPO (several seeds), Flex-DPO, SFT-DPO, IPO, SLiC and RM + PPO from the same SFT model.
+//!   poem: instructions with rules (rows, words per row, title, the last word's letter), judged per rule. On-policy
+//!         pairs; DPO, Flex-DPO's beta_neg sweep, SFT-DPO, RM + PPO and PPO on the rule score itself.
+//! Every model is evaluated on held-out prompts.
 //!
 //!   ./scripts/llm-study [--profile small|full|mini] [--out DIR]     (default: small, runs/llm-study)
 //!
@@ -17,6 +20,8 @@ mod report;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use clap::Parser;
@@ -32,6 +37,9 @@ struct Args {
     profile: String,
     #[arg(long, default_value = "runs/llm-study")]
     out: PathBuf,
+    /// The tasks to study, comma-separated: math, poem.
+    #[arg(long, default_value = "math,poem")]
+    tasks: String,
     /// The dpo3d binary (default: the one built next to this example).
     #[arg(long)]
     dpo3d: Option<PathBuf>,
@@ -40,10 +48,19 @@ struct Args {
     report_only: bool,
 }
 
-/// Everything a profile fixes. Written to DIR/profile.json; the report quotes it.
+/// Everything a profile fixes for one task. Written to DIR/<task>/profile.json; the report quotes it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Profile {
     pub name: String,
+    /// math or poem
+    pub task: String,
+    /// The four pair scenarios (math); else on-policy pairs only.
+    pub scenarios: bool,
+    /// IPO and SLiC runs (math).
+    pub ipo_slic: bool,
+    /// PPO on the judge's score itself (poem), besides RM + PPO.
+    pub ppo_rule: bool,
+    pub rm_lr: f64,
     pub seed: u64,
     /// SFT problems (with reference solutions) and held-out problems for evaluation.
     pub train_rows: usize,
@@ -78,14 +95,18 @@ pub struct Profile {
 }
 
 impl Profile {
-    fn new(name: &str) -> Profile {
+    fn new(name: &str, task: &str) -> Profile {
         let small = Profile {
             name: name.into(),
+            task: task.into(),
+            scenarios: true,
+            ipo_slic: true,
+            ppo_rule: false,
             seed: 1,
             train_rows: 4000,
             eval_rows: 100,
-            pair_problems: 256,
-            heldout_pair_problems: 64,
+            pair_problems: 192,
+            heldout_pair_problems: 48,
             samples_per_problem: 8,
             vocab_size: 512,
             layers: 2,
@@ -93,21 +114,42 @@ impl Profile {
             heads: 4,
             max_length: 96,
             max_new_tokens: 24,
-            sft_steps: 1000,
+            sft_steps: 900,
             sft_lr: 3e-3,
             sft_batch: 16,
-            weak_step: 250,
+            weak_step: 225,
             pref_epochs: 2.0,
             pref_batch: 8,
-            pref_lr: 5e-5,
+            pref_lr: 1e-4,
+            rm_lr: 5e-4,
             beta: 0.1,
-            eval_steps: 8,
-            flex_beta_neg: vec![0.01, 0.05, 0.08, 0.10, 0.15],
+            eval_steps: 6,
+            flex_beta_neg: vec![0.08],
             scenario_seeds: 2,
             ppo_steps: 40,
             ppo_batch: 16,
-            ppo_lr: 5e-5,
+            ppo_lr: 1e-4,
             gen_batch: 64,
+        };
+        // The instruction task: format rules are learnt within a few hundred steps, the last word's letter is not.
+        let small = if task == "poem" {
+            Profile {
+                scenarios: false,
+                ipo_slic: false,
+                ppo_rule: true,
+                train_rows: 3000,
+                eval_rows: 64,
+                pair_problems: 128,
+                heldout_pair_problems: 32,
+                max_new_tokens: 28,
+                sft_steps: 300,
+                weak_step: 75,
+                flex_beta_neg: vec![0.01, 0.05, 0.08, 0.10, 0.15],
+                scenario_seeds: 1,
+                ..small
+            }
+        } else {
+            small
         };
         match name {
             "mini" => Profile {
@@ -141,11 +183,12 @@ impl Profile {
                 layers: 4,
                 width: 128,
                 heads: 4,
-                sft_steps: 6000,
-                weak_step: 1000,
+                sft_steps: if task == "poem" { 1200 } else { 6000 },
+                weak_step: if task == "poem" { 300 } else { 1000 },
                 pref_epochs: 1.0,
                 pref_batch: 16,
                 eval_steps: 10,
+                flex_beta_neg: vec![0.01, 0.05, 0.08, 0.10, 0.15],
                 scenario_seeds: 3,
                 ppo_steps: 300,
                 ppo_batch: 32,
@@ -157,53 +200,110 @@ impl Profile {
     }
 }
 
-/// Runs `dpo3d` subcommands, logging each one's stderr to DIR/logs/<name>.log and timing it.
-struct Runner {
-    bin: PathBuf,
-    out: PathBuf,
-    /// Wall seconds per phase (kept from earlier runs of a resumed study).
-    times: BTreeMap<String, f64>,
+/// One `dpo3d` command of the study: its name (its log is DIR/<task>/logs/<name>.log), the file whose existence
+/// means it is done (None: always run), and its arguments.
+struct Job {
+    name: String,
+    done: Option<PathBuf>,
+    args: Vec<String>,
 }
 
-impl Runner {
-    /// Run `dpo3d args...` unless `done` (its output) exists; returns its stdout. Exits the study on failure with the
-    /// log's tail.
-    fn run(&mut self, name: &str, done: Option<&Path>, args: &[String]) -> String {
-        if let Some(done) = done.filter(|d| d.exists()) {
-            eprintln!("[llm-study] {name}: done already ({})", done.display());
-            return std::fs::read_to_string(self.out.join("logs").join(format!("{name}.stdout"))).unwrap_or_default();
-        }
-        eprintln!("[llm-study] {name}: dpo3d {}", args.join(" "));
-        let started = Instant::now();
+fn job(name: impl Into<String>, done: Option<PathBuf>, args: Vec<String>) -> Job {
+    Job { name: name.into(), done, args }
+}
+
+/// Runs one task's `dpo3d` commands, logging each one's stderr and timing the phases into DIR/phases.json.
+struct Runner<'a> {
+    bin: PathBuf,
+    root: PathBuf,
+    /// DIR/<task>
+    out: PathBuf,
+    task: String,
+    /// Wall seconds per "<task>: <phase>" (kept from earlier runs of a resumed study), shared by the tasks.
+    times: &'a Mutex<BTreeMap<String, f64>>,
+}
+
+impl Runner<'_> {
+    /// Run a command unless it is done; returns its stdout and the seconds it took (None when skipped). Exits the
+    /// study on failure with the log's tail.
+    fn exec(&self, j: &Job) -> (String, Option<f64>) {
         let logs = self.out.join("logs");
+        if let Some(done) = j.done.as_ref().filter(|d| d.exists()) {
+            eprintln!("[llm-study] {}/{}: done already ({})", self.task, j.name, done.display());
+            return (std::fs::read_to_string(logs.join(format!("{}.stdout", j.name))).unwrap_or_default(), None);
+        }
+        eprintln!("[llm-study] {}/{}: dpo3d {}", self.task, j.name, j.args.join(" "));
+        let started = Instant::now();
         std::fs::create_dir_all(&logs).expect("logs directory");
-        let output = Command::new(&self.bin).args(args).output().unwrap_or_else(|e| {
+        let output = Command::new(&self.bin).args(&j.args).output().unwrap_or_else(|e| {
             eprintln!("[llm-study] cannot run {}: {e}", self.bin.display());
             std::process::exit(1)
         });
-        let log = logs.join(format!("{name}.log"));
+        let log = logs.join(format!("{}.log", j.name));
         std::fs::write(&log, &output.stderr).expect("log");
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         if !output.status.success() {
             let err = String::from_utf8_lossy(&output.stderr);
             let tail: Vec<&str> = err.lines().rev().take(8).collect();
-            eprintln!("[llm-study] {name} failed ({}); log {}:", output.status, log.display());
+            eprintln!("[llm-study] {}/{} failed ({}); log {}:", self.task, j.name, output.status, log.display());
             for l in tail.iter().rev() {
                 eprintln!("  {l}");
             }
             std::process::exit(1);
         }
-        std::fs::write(logs.join(format!("{name}.stdout")), &stdout).expect("stdout log");
+        std::fs::write(logs.join(format!("{}.stdout", j.name)), &stdout).expect("stdout log");
         let secs = started.elapsed().as_secs_f64();
-        *self.times.entry(phase_of(name).into()).or_default() += secs;
-        self.save_times();
-        eprintln!("[llm-study] {name}: {secs:.1} s");
-        stdout
+        eprintln!("[llm-study] {}/{}: {secs:.1} s", self.task, j.name);
+        (stdout, Some(secs))
     }
 
-    fn save_times(&self) {
-        let v = serde_json::to_string_pretty(&self.times).expect("times");
-        dpo3d::checkpoint::write_atomic(&self.out.join("phases.json"), v.as_bytes()).expect("phases.json");
+    /// Run one command; its time counts to its phase.
+    fn run(&self, j: Job) -> String {
+        let (out, secs) = self.exec(&j);
+        if let Some(secs) = secs {
+            self.add_time(phase_of(&j.name), secs);
+        }
+        out
+    }
+
+    /// Run independent commands two at a time (one lavapipe process keeps about 1.5 of 2 cores busy: two together
+    /// finish in about 0.8 of the time, measured); returns their stdouts in order. The phase counts the wall time.
+    fn run_all(&self, phase: &str, jobs: Vec<Job>) -> Vec<String> {
+        let next = AtomicUsize::new(0);
+        let outs: Mutex<Vec<(usize, String, bool)>> = Mutex::new(Vec::new());
+        let started = Instant::now();
+        std::thread::scope(|sc| {
+            for _ in 0..2 {
+                sc.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(j) = jobs.get(i) else { break };
+                    let (out, secs) = self.exec(j);
+                    outs.lock().expect("outputs").push((i, out, secs.is_some()));
+                });
+            }
+        });
+        let mut outs = outs.into_inner().expect("outputs");
+        if outs.iter().any(|o| o.2) {
+            self.add_time(phase, started.elapsed().as_secs_f64());
+        }
+        outs.sort_by_key(|o| o.0);
+        outs.into_iter().map(|o| o.1).collect()
+    }
+
+    fn add_time(&self, phase: &str, secs: f64) {
+        let mut t = self.times.lock().expect("times");
+        *t.entry(format!("{}: {phase}", self.task)).or_default() += secs;
+        let v = serde_json::to_string_pretty(&*t).expect("times");
+        dpo3d::checkpoint::write_atomic(&self.root.join("phases.json"), v.as_bytes()).expect("phases.json");
+    }
+
+    /// DIR/<task>/<rel>
+    fn o(&self, rel: &str) -> PathBuf {
+        self.out.join(rel)
+    }
+
+    fn os(&self, rel: &str) -> String {
+        self.o(rel).display().to_string()
     }
 }
 
@@ -236,7 +336,7 @@ fn head_rows(from: &Path, to: &Path, n: usize) {
 /// One preference-trained model of the study.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunSpec {
-    /// Directory name under DIR/models.
+    /// Directory name under DIR/<task>/models.
     pub name: String,
     /// What the report calls it ("DPO", "Flex-DPO beta_neg 0.08", ...).
     pub method: String,
@@ -256,9 +356,17 @@ fn runs(p: &Profile) -> Vec<RunSpec> {
         seed,
         flags: flags.iter().map(|f| f.to_string()).collect(),
     };
+    // DPO on the on-policy pairs keeps checkpoints along the way: the token-level analysis reads them.
+    let every = format!("{}", 2 * p.eval_steps);
+    let scenarios: &[&str] = if p.scenarios { &["on_on", "on_off", "off_on", "off_off"] } else { &["on_on"] };
     for seed in 0..p.scenario_seeds {
-        for sc in ["on_on", "on_off", "off_on", "off_off"] {
-            v.push(run(format!("dpo-{sc}-s{seed}"), "DPO", sc, seed, &["--loss-type", "sigmoid"]));
+        for sc in scenarios {
+            let flags: &[&str] = if *sc == "on_on" && seed == 0 {
+                &["--loss-type", "sigmoid", "--save-steps", &every]
+            } else {
+                &["--loss-type", "sigmoid"]
+            };
+            v.push(run(format!("dpo-{sc}-s{seed}"), "DPO", sc, seed, flags));
         }
     }
     for bn in &p.flex_beta_neg {
@@ -272,14 +380,21 @@ fn runs(p: &Profile) -> Vec<RunSpec> {
         ));
     }
     v.push(run("sft-dpo".into(), "SFT-DPO", "on_on", 0, &["--loss-type", "sft-dpo", "--gamma-sft", "1.0"]));
-    v.push(run("ipo".into(), "IPO", "on_on", 0, &["--loss-type", "ipo"]));
-    v.push(run("slic".into(), "SLiC", "on_on", 0, &["--loss-type", "slic", "--slic-delta", "5", "--slic-eta", "0.1"]));
+    if p.ipo_slic {
+        v.push(run("ipo".into(), "IPO", "on_on", 0, &["--loss-type", "ipo"]));
+        v.push(run(
+            "slic".into(),
+            "SLiC",
+            "on_on",
+            0,
+            &["--loss-type", "slic", "--slic-delta", "5", "--slic-eta", "0.1"],
+        ));
+    }
     v
 }
 
 fn main() {
     let args = Args::parse();
-    let p = Profile::new(&args.profile);
     let out = args.out.clone();
     std::fs::create_dir_all(&out).expect("output directory");
     if args.report_only {
@@ -295,23 +410,60 @@ fn main() {
         std::process::exit(1);
     }
     let started = Instant::now();
-    let times = std::fs::read_to_string(out.join("phases.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
-    let mut r = Runner { bin, out: out.clone(), times };
-    let o = |rel: &str| out.join(rel);
-    let os = |rel: &str| o(rel).display().to_string();
-    std::fs::write(o("profile.json"), serde_json::to_string_pretty(&p).expect("profile")).expect("profile.json");
+    let times = Mutex::new(
+        std::fs::read_to_string(out.join("phases.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default(),
+    );
+    let mut tasks = Map::new();
+    for task in args.tasks.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        if !matches!(task, "math" | "poem") {
+            eprintln!("[llm-study] --tasks: `{task}` is not math or poem");
+            std::process::exit(2);
+        }
+        let p = Profile::new(&args.profile, task);
+        let r = Runner { bin: bin.clone(), root: out.clone(), out: out.join(task), task: task.into(), times: &times };
+        tasks.insert(task.into(), study_task(&r, &p));
+    }
+    let adapter =
+        ["math", "poem"].iter().map(|t| adapter_line(&out.join(t).join("logs/sft.log"))).find(|a| a != "unknown");
+    let info = json!({
+        "profile": args.profile,
+        "tasks": tasks,
+        "adapter": adapter.unwrap_or_else(|| "unknown".into()),
+        "wall_seconds": started.elapsed().as_secs_f64(),
+        "cpu": cpu_line(),
+    });
+    dpo3d::checkpoint::write_atomic(
+        &out.join("results.json"),
+        serde_json::to_string_pretty(&info).expect("json").as_bytes(),
+    )
+    .expect("results.json");
+    report::collect_metrics(&out).unwrap_or_else(|e| panic!("metrics.jsonl: {e}"));
+    report::write(&out).unwrap_or_else(|e| panic!("report: {e}"));
+    eprintln!(
+        "[llm-study] done in {:.1} min: {}",
+        started.elapsed().as_secs_f64() / 60.0,
+        out.join("report.md").display()
+    );
+}
+
+/// One task's study in DIR/<task>; returns what results.json holds for it.
+fn study_task(r: &Runner, p: &Profile) -> Value {
+    let (o, os) = (|rel: &str| r.o(rel), |rel: &str| r.os(rel));
+    std::fs::create_dir_all(&r.out).expect("task directory");
+    std::fs::write(o("profile.json"), serde_json::to_string_pretty(p).expect("profile")).expect("profile.json");
+    let task = p.task.as_str();
 
     // 1. Data and tokenizer.
-    r.run(
+    r.run(job(
         "data",
-        Some(&o("data/eval.jsonl")),
-        &[
+        Some(o("data/eval.jsonl")),
+        vec![
             s("task-data"),
             s("--task"),
-            s("math"),
+            s(task),
             s("--output-dir"),
             os("data"),
             s("--rows"),
@@ -321,11 +473,11 @@ fn main() {
             s("--seed"),
             s(p.seed),
         ],
-    );
-    r.run(
+    ));
+    r.run(job(
         "tokenizer",
-        Some(&o("tok/tokenizer.json")),
-        &[
+        Some(o("tok/tokenizer.json")),
+        vec![
             s("tokenizer"),
             s("--data"),
             os("data/sft.jsonl"),
@@ -334,15 +486,15 @@ fn main() {
             s("--output-dir"),
             os("tok"),
         ],
-    );
+    ));
     head_rows(&o("data/sft.jsonl"), &o("data/pair_problems.jsonl"), p.pair_problems);
     head_rows(&o("data/eval.jsonl"), &o("data/heldout_pair_problems.jsonl"), p.heldout_pair_problems);
 
     // 2. SFT from scratch; the checkpoint at weak_step is the weaker "other model".
-    r.run(
+    r.run(job(
         "sft",
-        Some(&o("models/sft/model.safetensors")),
-        &[
+        Some(o("models/sft/model.safetensors")),
+        vec![
             s("sft"),
             s("--data"),
             os("data/sft.jsonl"),
@@ -380,7 +532,7 @@ fn main() {
             os("models/sft"),
             s("--overwrite-output-dir"),
         ],
-    );
+    ));
     let weak = format!("models/sft/checkpoint-{}", p.weak_step);
 
     // 3. Samples: 8 per problem from the SFT model (on-policy), 1 from the weak model (off-policy); judged; paired.
@@ -406,26 +558,31 @@ fn main() {
         ]
     };
     let judge = |data: &str, output: &str| -> Vec<String> {
-        vec![s("judge"), s("--task"), s("math"), s("--data"), os(data), s("--output"), os(output)]
+        vec![s("judge"), s("--task"), s(task), s("--data"), os(data), s("--output"), os(output)]
     };
     for split in ["train", "heldout"] {
         let problems = if split == "train" { "data/pair_problems.jsonl" } else { "data/heldout_pair_problems.jsonl" };
         let own = format!("samples/{split}_sft.jsonl");
         let other = format!("samples/{split}_weak.jsonl");
-        r.run(
-            &format!("sample-{split}-sft"),
-            Some(&o(&own)),
-            &gen("models/sft", problems, p.samples_per_problem, 1.0, 11, &own),
+        r.run_all(
+            "sampling, judging, pairing",
+            vec![
+                job(
+                    format!("sample-{split}-sft"),
+                    Some(o(&own)),
+                    gen("models/sft", problems, p.samples_per_problem, 1.0, 11, &own),
+                ),
+                job(format!("sample-{split}-weak"), Some(o(&other)), gen(&weak, problems, 1, 1.0, 12, &other)),
+            ],
         );
-        r.run(&format!("sample-{split}-weak"), Some(&o(&other)), &gen(&weak, problems, 1, 1.0, 12, &other));
         let (own_j, other_j) =
             (format!("samples/{split}_sft_judged.jsonl"), format!("samples/{split}_weak_judged.jsonl"));
-        r.run(&format!("judge-{split}-sft"), Some(&o(&own_j)), &judge(&own, &own_j));
-        r.run(&format!("judge-{split}-weak"), Some(&o(&other_j)), &judge(&other, &other_j));
-        r.run(
-            &format!("pairs-{split}"),
-            Some(&o(&format!("pairs/{split}/off_off.jsonl"))),
-            &[
+        r.run(job(format!("judge-{split}-sft"), Some(o(&own_j)), judge(&own, &own_j)));
+        r.run(job(format!("judge-{split}-weak"), Some(o(&other_j)), judge(&other, &other_j)));
+        r.run(job(
+            format!("pairs-{split}"),
+            Some(o(&format!("pairs/{split}/off_off.jsonl"))),
+            vec![
                 s("pairs"),
                 s("--samples"),
                 os(&own_j),
@@ -434,24 +591,24 @@ fn main() {
                 s("--output-dir"),
                 os(&format!("pairs/{split}")),
             ],
-        );
+        ));
     }
 
-    // 4. Preference training from the SFT model: the DPO family, then the reward model and PPO.
-    let pref_common = |data: &str, eval: &str, out_dir: &str, seed: u64| -> Vec<String> {
+    // 4. Preference training from the SFT model: the DPO family and the reward model, two at a time; then PPO.
+    let pref_common = |data: &str, out_dir: &str, seed: u64, lr: f64| -> Vec<String> {
         vec![
             s("--model"),
             os("models/sft"),
             s("--data"),
             os(data),
             s("--eval-data"),
-            os(eval),
+            os("pairs/heldout/on_on.jsonl"),
             s("--per-device-train-batch-size"),
             s(p.pref_batch),
             s("--per-device-eval-batch-size"),
             s(p.pref_batch),
             s("--learning-rate"),
-            s(p.pref_lr),
+            s(lr),
             s("--num-train-epochs"),
             s(p.pref_epochs),
             s("--lr-scheduler-type"),
@@ -463,37 +620,30 @@ fn main() {
             s("--seed"),
             s(seed),
             s("--max-length"),
-            s(p.max_length + p.max_new_tokens),
+            s(p.max_length),
             s("--output-dir"),
             os(out_dir),
             s("--overwrite-output-dir"),
         ]
     };
-    let specs = runs(&p);
+    let specs = runs(p);
+    let mut jobs = Vec::new();
     for spec in &specs {
         let dir = format!("models/{}", spec.name);
         let mut a = vec![s("dpo"), s("--beta"), s(p.beta)];
         a.extend(spec.flags.iter().cloned());
-        a.extend(pref_common(
-            &format!("pairs/train/{}.jsonl", spec.scenario),
-            "pairs/heldout/on_on.jsonl",
-            &dir,
-            spec.seed,
-        ));
-        r.run(&format!("train-{}", spec.name), Some(&o(&format!("{dir}/model.safetensors"))), &a);
+        a.extend(pref_common(&format!("pairs/train/{}.jsonl", spec.scenario), &dir, spec.seed, p.pref_lr));
+        jobs.push(job(format!("train-{}", spec.name), Some(o(&format!("{dir}/model.safetensors"))), a));
     }
     let mut a = vec![s("reward")];
-    a.extend(pref_common("pairs/train/on_on.jsonl", "pairs/heldout/on_on.jsonl", "models/rm", 0));
-    r.run("train-rm", Some(&o("models/rm/model.safetensors")), &a);
-    r.run(
-        "ppo",
-        Some(&o("models/ppo/model.safetensors")),
-        &[
+    a.extend(pref_common("pairs/train/on_on.jsonl", "models/rm", 0, p.rm_lr));
+    jobs.push(job("train-rm", Some(o("models/rm/model.safetensors")), a));
+    r.run_all("preference training (DPO family, RM)", jobs);
+    let ppo = |name: &str, reward: &[&str]| -> Job {
+        let mut a = vec![
             s("ppo"),
             s("--model"),
             os("models/sft"),
-            s("--reward-model"),
-            os("models/rm"),
             s("--data"),
             os("data/pair_problems.jsonl"),
             s("--per-device-train-batch-size"),
@@ -511,10 +661,18 @@ fn main() {
             s("--seed"),
             s(0),
             s("--output-dir"),
-            os("models/ppo"),
+            os(&format!("models/{name}")),
             s("--overwrite-output-dir"),
-        ],
-    );
+        ];
+        a.extend(reward.iter().map(|x| x.to_string()));
+        job(name, Some(o(&format!("models/{name}/model.safetensors"))), a)
+    };
+    let rm = os("models/rm");
+    let mut ppo_jobs = vec![ppo("ppo", &["--reward-model", &rm])];
+    if p.ppo_rule {
+        ppo_jobs.push(ppo("ppo-rule", &["--reward-rule", task]));
+    }
+    r.run_all("PPO", ppo_jobs);
 
     // 5. Evaluation of every model: greedy answers to the held-out problems (judged), one sample each at
     //    temperature 1 (judged; its per-token log-prob estimates the entropy), and the log-probs of the training and
@@ -525,39 +683,37 @@ fn main() {
     ];
     models.extend(specs.iter().map(|x| (x.name.clone(), x.method.clone(), x.scenario.clone())));
     models.push(("ppo".into(), "RM + PPO".into(), "on_on".into()));
-    let mut results = Vec::new();
-    for (name, method, scenario) in &models {
-        let dir = if name == "weak" { weak.clone() } else { format!("models/{name}") };
-        let mut row = Map::new();
-        row.insert("name".into(), json!(name));
-        row.insert("method".into(), json!(method));
-        row.insert("scenario".into(), json!(scenario));
+    if p.ppo_rule {
+        models.push(("ppo-rule".into(), "PPO on the rule score".into(), "-".into()));
+    }
+    let dir_of = |name: &str| if name == "weak" { weak.clone() } else { format!("models/{name}") };
+    let mut gens = Vec::new();
+    for (name, _, _) in &models {
         for (kind, temp) in [("greedy", 0.0), ("sample", 1.0)] {
             let f = format!("eval/{name}_{kind}.jsonl");
-            r.run(
-                &format!("eval-generate-{name}-{kind}"),
-                Some(&o(&f)),
-                &gen(&dir, "data/eval.jsonl", 1, temp, 13, &f),
-            );
-            let judged =
-                r.run(&format!("eval-judge-{name}-{kind}"), None, &judge(&f, &f.replace(".jsonl", "_judged.jsonl")));
-            row.insert(kind.into(), serde_json::from_str(judged.trim()).unwrap_or(Value::Null));
-            if kind == "sample" {
-                row.insert("entropy_per_token".into(), json!(sample_entropy(&o(&f))));
-            }
+            gens.push(job(
+                format!("eval-generate-{name}-{kind}"),
+                Some(o(&f)),
+                gen(&dir_of(name), "data/eval.jsonl", 1, temp, 13, &f),
+            ));
         }
-        for (split, file) in [
-            ("train_pairs", "pairs/train/on_on.jsonl"),
-            ("heldout_pairs", "pairs/heldout/on_on.jsonl"),
-            ("heldout_reference", "pairs/heldout/off_off.jsonl"),
-        ] {
-            let m = r.run(
-                &format!("eval-logps-{name}-{split}"),
+    }
+    r.run_all("evaluation", gens);
+    let splits = [
+        ("train_pairs", "pairs/train/on_on.jsonl"),
+        ("heldout_pairs", "pairs/heldout/on_on.jsonl"),
+        ("heldout_reference", "pairs/heldout/off_off.jsonl"),
+    ];
+    let mut evals = Vec::new();
+    for (name, _, _) in &models {
+        for (split, file) in splits {
+            evals.push(job(
+                format!("eval-logps-{name}-{split}"),
                 None,
-                &[
+                vec![
                     s("eval"),
                     s("--model"),
-                    os(&dir),
+                    os(&dir_of(name)),
                     s("--ref-model"),
                     os("models/sft"),
                     s("--data"),
@@ -567,11 +723,72 @@ fn main() {
                     s("--batch-size"),
                     s(p.pref_batch),
                 ],
-            );
-            row.insert(split.into(), serde_json::from_str(m.trim()).unwrap_or(Value::Null));
+            ));
+        }
+    }
+    let eval_out = r.run_all("evaluation", evals);
+    let mut results = Vec::new();
+    for (k, (name, method, scenario)) in models.iter().enumerate() {
+        let mut row = Map::new();
+        row.insert("name".into(), json!(name));
+        row.insert("method".into(), json!(method));
+        row.insert("scenario".into(), json!(scenario));
+        for kind in ["greedy", "sample"] {
+            let f = format!("eval/{name}_{kind}.jsonl");
+            let judged =
+                r.run(job(format!("eval-judge-{name}-{kind}"), None, judge(&f, &f.replace(".jsonl", "_judged.jsonl"))));
+            row.insert(kind.into(), serde_json::from_str(judged.trim()).unwrap_or(Value::Null));
+            if kind == "sample" {
+                row.insert("entropy_per_token".into(), json!(sample_entropy(&o(&f))));
+            }
+        }
+        for (i, (split, _)) in splits.iter().enumerate() {
+            let m = &eval_out[k * splits.len() + i];
+            row.insert(split.to_string(), serde_json::from_str(m.trim()).unwrap_or(Value::Null));
+        }
+        if name.starts_with("ppo") {
+            let last = report::last_metrics(&r.out, name);
+            row.insert("ppo_final".into(), Value::Object(last));
         }
         results.push(Value::Object(row));
     }
+
+    // 6. Token level: DPO (on/on, seed 0) at its checkpoints, every response token's log-prob on the training pairs.
+    let tracked = "dpo-on_on-s0";
+    let mut points: Vec<(usize, String)> = vec![(0, "models/sft".into())];
+    for (step, _) in checkpoints(&o(&format!("models/{tracked}"))) {
+        points.push((step, format!("models/{tracked}/checkpoint-{step}")));
+    }
+    let mut token_jobs = Vec::new();
+    for (step, dir) in &points {
+        let f = format!("eval/tokens_{tracked}_{step}.jsonl");
+        token_jobs.push(job(
+            format!("eval-tokens-{step}"),
+            Some(o(&f)),
+            vec![
+                s("eval"),
+                s("--model"),
+                os(dir),
+                s("--ref-model"),
+                os("models/sft"),
+                s("--data"),
+                os("pairs/train/on_on.jsonl"),
+                s("--batch-size"),
+                s(p.pref_batch),
+                s("--token-logps"),
+                os(&f),
+            ],
+        ));
+    }
+    r.run_all("evaluation", token_jobs);
+    let token_level: Vec<Value> = points
+        .iter()
+        .map(|(step, _)| {
+            let mut entry = token_categories(&o(&format!("eval/tokens_{tracked}_{step}.jsonl")));
+            entry.insert("step".into(), json!(step));
+            Value::Object(entry)
+        })
+        .collect();
     let pairs_counts: Map<String, Value> = ["train", "heldout"]
         .iter()
         .map(|sp| {
@@ -579,24 +796,13 @@ fn main() {
             (sp.to_string(), serde_json::from_str(t.trim()).unwrap_or(Value::Null))
         })
         .collect();
-    let info = json!({
+    json!({
         "profile": p,
         "runs": specs,
         "models": results,
         "pairs": pairs_counts,
-        "adapter": adapter_line(&o("logs/sft.log")),
-        "wall_seconds": started.elapsed().as_secs_f64(),
-        "cpu": cpu_line(),
-    });
-    dpo3d::checkpoint::write_atomic(&o("results.json"), serde_json::to_string_pretty(&info).expect("json").as_bytes())
-        .expect("results.json");
-    report::collect_metrics(&out, &specs).unwrap_or_else(|e| panic!("metrics.jsonl: {e}"));
-    report::write(&out).unwrap_or_else(|e| panic!("report: {e}"));
-    eprintln!(
-        "[llm-study] done in {:.1} min: {}",
-        started.elapsed().as_secs_f64() / 60.0,
-        out.join("report.md").display()
-    );
+        "token_level": {"run": tracked, "points": token_level},
+    })
 }
 
 /// Mean over samples of -log p(sample) per token: an estimate of the model's per-token entropy on these prompts.
@@ -630,4 +836,61 @@ fn cpu_line() -> String {
     let model = info.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']));
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     format!("{}, {cores} cores", model.unwrap_or("unknown CPU"))
+}
+
+/// The `checkpoint-N` directories of a run, by step.
+fn checkpoints(run: &Path) -> Vec<(usize, PathBuf)> {
+    let mut v: Vec<(usize, PathBuf)> = std::fs::read_dir(run)
+        .map(|d| {
+            d.filter_map(|e| {
+                let e = e.ok()?;
+                let step = e.file_name().to_str()?.strip_prefix("checkpoint-")?.parse().ok()?;
+                Some((step, e.path()))
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Mean log-prob per response token by category, over a `dpo3d eval --token-logps` file:
+///   shared           tokens of the common prefix of chosen and rejected (same context: equal in both);
+///   chosen_in_both   chosen tokens after the divergence whose id also occurs in the rejected response's rest;
+///   chosen_only      chosen tokens after the divergence whose id does not;
+///   rejected_rest    rejected tokens after the divergence.
+/// The paper's explanation of the chosen likelihood's fall: pushing the rejected response's tokens down also pushes
+/// down the same tokens where the chosen response uses them.
+pub fn token_categories(path: &Path) -> Map<String, Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut sums: BTreeMap<&str, (f64, usize)> = BTreeMap::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+        let ids = |k: &str| -> Vec<u64> { v[k].as_array().into_iter().flatten().filter_map(Value::as_u64).collect() };
+        let lps = |k: &str| -> Vec<f64> { v[k].as_array().into_iter().flatten().filter_map(Value::as_f64).collect() };
+        let (c, cl, rj, rl) = (ids("chosen"), lps("chosen_logps"), ids("rejected"), lps("rejected_logps"));
+        let k = c.iter().zip(&rj).take_while(|(a, b)| a == b).count();
+        let rest: std::collections::HashSet<u64> = rj[k..].iter().copied().collect();
+        let mut add = |cat: &'static str, x: f64| {
+            let e = sums.entry(cat).or_default();
+            e.0 += x;
+            e.1 += 1;
+        };
+        for (i, (&id, &lp)) in c.iter().zip(&cl).enumerate() {
+            let cat = if i < k {
+                "shared"
+            } else if rest.contains(&id) {
+                "chosen_in_both"
+            } else {
+                "chosen_only"
+            };
+            add(cat, lp);
+        }
+        for &lp in rl.iter().skip(k) {
+            add("rejected_rest", lp);
+        }
+    }
+    sums.into_iter()
+        .flat_map(|(k, (s, n))| [(k.to_string(), json!(s / n.max(1) as f64)), (format!("{k}_tokens"), json!(n))])
+        .collect()
 }

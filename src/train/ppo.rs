@@ -393,7 +393,13 @@ pub enum GptRewardSource {
     CountToken { token: u32, scale: f32 },
     /// A reward-model GPT (`scalar_head = true`, the policy's vocabulary): its scalar at the last response token.
     Model { cfg: GptConfig, params: Vec<f32> },
+    /// Scored by the caller, e.g. a task's rule-based judge on the decoded text: use
+    /// [`PpoGptTrainer::step_scored`], which reads the sampled responses back between generation and training.
+    External,
 }
+
+/// The caller's reward for [`PpoGptTrainer::step_scored`]: B responses (token ids) in, B scores out.
+pub type Scorer<'a> = dyn FnMut(&[Vec<u32>]) -> Result<Vec<f32>> + 'a;
 
 /// PPO on a GPT: B prompts of 1 to `prompt_len` tokens, `response_length` generated tokens each after its own prompt
 /// (T = prompt_len + response_length; a shorter prompt's row ends in unused, masked-out positions).
@@ -552,6 +558,7 @@ impl PpoGptTrainer {
                 ));
                 None
             }
+            GptRewardSource::External => None,
             GptRewardSource::Model { cfg: rm_cfg, params } => {
                 if !rm_cfg.scalar_head || rm_cfg.vocab_size != v || rm_cfg.context < t {
                     return Err(Error::config(
@@ -597,12 +604,24 @@ impl PpoGptTrainer {
     }
 
     fn plans(&self) -> Vec<&Plan> {
+        let mut v = self.generation_plans();
+        v.extend(self.training_plans());
+        v
+    }
+
+    /// Generation: the mask cleared, then per generated token the forward pass and the sampling.
+    fn generation_plans(&self) -> Vec<&Plan> {
         let mut v: Vec<&Plan> = vec![&self.begin_plan];
         for g in &self.gen_plans {
             v.push(&self.policy.forward);
             v.push(g);
         }
-        v.push(&self.copy_plan);
+        v
+    }
+
+    /// After generation: the forwards of every model on the sampled sequences, the scores, the rollout and updates.
+    fn training_plans(&self) -> Vec<&Plan> {
+        let mut v: Vec<&Plan> = vec![&self.copy_plan];
         v.push(&self.policy.forward);
         v.push(&self.reference.forward);
         if let Some(val) = &self.value {
@@ -643,9 +662,48 @@ impl PpoGptTrainer {
         self.policy.set_batch(gpu, &tokens, &targets)
     }
 
+    /// One PPO step scored by the caller ([`GptRewardSource::External`]): generation (one submit), then the B
+    /// sampled responses (their ids, up to and including the stop token) go to `score`, whose B scores enter the
+    /// rollout exactly where a reward model's would (one more submit for scoring, rollout and all updates).
+    pub async fn step_scored(&mut self, gpu: &Gpu, prompts: &[Vec<u32>], score: &mut Scorer<'_>) -> Result<PpoMetrics> {
+        if self.reward_model.is_some() || !self.score_plan.dispatches.is_empty() {
+            return Err(Error::config("step_scored needs a trainer built with GptRewardSource::External"));
+        }
+        self.upload_prompts(gpu, prompts)?;
+        self.core.begin(gpu, &self.ppo);
+        let (b, t) = (self.policy.b, self.policy.t);
+        let rb = Readback::new(gpu, &[&self.policy.targets, &self.ppo.mask]);
+        let out = run_step(gpu, &self.generation_plans(), Some(&rb)).await?.expect("readback");
+        let (targets, mask) = (&out[0], &out[1]);
+        // The response of row r: the targets where the mask is on (the sampled tokens, stop token included).
+        let responses: Vec<Vec<u32>> = (0..b)
+            .map(|r| (0..t).filter(|&j| mask[r * t + j] > 0.0).map(|j| targets[r * t + j].to_bits()).collect())
+            .collect();
+        let scores = score(&responses)?;
+        if scores.len() != b || scores.iter().any(|x| !x.is_finite()) {
+            return Err(Error::config(format!("PPO: the scorer must return {b} finite scores, got {scores:?}")));
+        }
+        self.ppo.scores.write_f32(gpu, &scores);
+        let out = run_step(gpu, &self.training_plans(), Some(&self.core.readback)).await?.expect("readback");
+        self.core.finish(&out)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn step_scored_blocking(
+        &mut self,
+        gpu: &Gpu,
+        prompts: &[Vec<u32>],
+        score: &mut Scorer<'_>,
+    ) -> Result<PpoMetrics> {
+        pollster::block_on(self.step_scored(gpu, prompts, score))
+    }
+
     /// One PPO step on B prompts (token ids, 1 to Lp each): generation, scoring, rollout and all updates, one
     /// submit; returns the step's metrics.
     pub async fn step(&mut self, gpu: &Gpu, prompts: &[Vec<u32>]) -> Result<PpoMetrics> {
+        if self.reward_model.is_none() && self.score_plan.dispatches.is_empty() {
+            return Err(Error::config("a PPO trainer with an external reward steps with step_scored"));
+        }
         self.upload_prompts(gpu, prompts)?;
         self.core.begin(gpu, &self.ppo);
         let out = run_step(gpu, &self.plans(), Some(&self.core.readback)).await?.expect("readback");

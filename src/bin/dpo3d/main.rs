@@ -99,7 +99,13 @@ fn cli() -> Command {
                 .arg(Arg::new("tokenizer").long("tokenizer").value_name("FILE"))
                 .arg(Arg::new("beta").long("beta").default_value("0.1").value_parser(clap::value_parser!(f32)))
                 .arg(Arg::new("batch-size").long("batch-size").default_value("8").value_parser(clap::value_parser!(usize)))
-                .arg(Arg::new("max-length").long("max-length").alias("max_length").value_parser(clap::value_parser!(usize))),
+                .arg(Arg::new("max-length").long("max-length").alias("max_length").value_parser(clap::value_parser!(usize)))
+                .arg(
+                    Arg::new("token-logps")
+                        .long("token-logps")
+                        .value_name("FILE")
+                        .help("Also write each pair's response tokens and their log-probs as JSONL (language models)"),
+                ),
         )
         .subcommand(
             Command::new("generate")
@@ -613,7 +619,18 @@ fn ppo(
         return Err(Error::config("ppo needs a language model as the policy; the model given has a scalar head"));
     }
     let (prompts, lp) = load_prompts(data, tok, mcfg.vocab_size, cfg.max_prompt_length)?;
+    let rule = match cfg.reward_rule.as_deref() {
+        None => None,
+        Some(t @ ("math" | "poem")) => Some(t.to_string()),
+        Some(other) => return Err(Error::config(format!("config key `reward_rule`: `{other}` is not math or poem"))),
+    };
     let reward = match (&cfg.reward_model_path, cfg.reward_token_id) {
+        _ if rule.is_some() => {
+            if cfg.reward_model_path.is_some() || cfg.reward_token_id.is_some() {
+                return Err(Error::config("ppo: give one reward: reward_rule, reward_model_path or reward_token_id"));
+            }
+            GptRewardSource::External
+        }
         (Some(dir), _) => {
             let (rcfg, rp) = load_gpt(Path::new(dir))?;
             if !rcfg.scalar_head || rcfg.vocab_size != mcfg.vocab_size {
@@ -625,9 +642,9 @@ fn ppo(
             GptRewardSource::Model { cfg: rcfg, params: rp }
         }
         (None, Some(token)) => GptRewardSource::CountToken { token, scale: cfg.reward_scale },
-        (None, None) => {
-            return Err(Error::config("ppo needs a reward: reward_model_path (--reward-model DIR) or reward_token_id"))
-        }
+        (None, None) => return Err(Error::config(
+            "ppo needs a reward: reward_model_path (--reward-model DIR), reward_rule (math, poem) or reward_token_id",
+        )),
     };
     let b = cfg.per_device_train_batch_size;
     let pcfg = PpoConfig {
@@ -696,7 +713,15 @@ fn ppo(
             o.cfg.lr = lr;
         }
         let rows: Vec<Vec<u32>> = batcher.next_indices().into_iter().map(|i| prompts[i].clone()).collect();
-        let m = tr.step_blocking(&gpu, &rows)?;
+        let m = match &rule {
+            None => tr.step_blocking(&gpu, &rows)?,
+            Some(task) => {
+                let mut score = |responses: &[Vec<u32>]| -> Result<Vec<f32>> {
+                    rows.iter().zip(responses).map(|(p, r)| tasks::rule_reward(task, tok, p, r)).collect()
+                };
+                tr.step_scored_blocking(&gpu, &rows, &mut score)?
+            }
+        };
         let tok_s = ((step - start) * b * tr.seq_len()) as f64 / started.elapsed().as_secs_f64().max(1e-9);
         pb.set_message(format!("reward {:.3} {tok_s:.0} tok/s", m.get("objective/scores")));
         pb.set_position(step as u64);
@@ -766,6 +791,14 @@ fn eval(a: &ArgMatches) -> Result<()> {
         train::PrefJob::new_dpo(&gpu, &mcfg, &params, &ref_params, &loss, &opt, data, b, t, tok.eos_id())?
     };
     let m = job.evaluate_pairs(&gpu, &pairs)?;
+    if let Some(path) = a.get_one::<String>("token-logps") {
+        let rows: String = job
+            .token_logps(&gpu, &pairs)?
+            .iter()
+            .map(|r| format!("{}\n", serde_json::to_string(r).expect("serializes")))
+            .collect();
+        write_atomic(Path::new(path), rows.as_bytes())?;
+    }
     let mut row = Map::new();
     for (k, v) in m {
         row.insert(format!("eval_{k}"), Value::from(v));

@@ -249,6 +249,18 @@ pub fn judge(a: &ArgMatches) -> Result<()> {
     Ok(())
 }
 
+/// A rule-based PPO reward in [0, 1] for one response (ids, the stop token dropped) to one prompt (ids): math
+/// (judge score - 1) / 4, poem rules followed / 4. A prompt that is not a task-data task is an error.
+pub fn rule_reward(task: &str, tok: &Tok, prompt: &[u32], response: &[u32]) -> Result<f32> {
+    let stop = tok.eos_id();
+    let body: Vec<u32> =
+        response.iter().copied().take_while(|&x| !matches!(tok, Tok::Hf { .. }) || x != stop).collect();
+    let (prompt, text) = (tok.decode(prompt)?, tok.decode(&body)?);
+    let (s, _) = judge_text(task, &prompt, &text)
+        .ok_or_else(|| Error::config(format!("reward_rule {task}: a prompt is not a `{task}` task: {prompt:?}")))?;
+    Ok(if task == "math" { (s as f32 - 1.0) / 4.0 } else { s as f32 / 4.0 })
+}
+
 // ---- pairs --------------------------------------------------------------------------------------------------------
 
 /// A judged row: prompt, its samples with scores, and its reference completion when it has one.

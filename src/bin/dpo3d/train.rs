@@ -321,6 +321,15 @@ pub enum PrefTrainer {
     Reward(Box<RewardTrainer<Gpt>>),
 }
 
+/// One pair's response tokens and the policy's log-prob of each (`dpo3d eval --token-logps`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TokenLogps {
+    pub chosen: Vec<u32>,
+    pub chosen_logps: Vec<f32>,
+    pub rejected: Vec<u32>,
+    pub rejected_logps: Vec<f32>,
+}
+
 pub struct PrefJob {
     pub tr: PrefTrainer,
     pub train: Vec<PreferencePair>,
@@ -387,6 +396,37 @@ impl PrefJob {
             };
             Ok(self.shown(m.values))
         })
+    }
+
+    /// Per pair, the policy's log-prob of every response token: (chosen ids, their log-probs, rejected ids, theirs).
+    /// Runs the evaluation forward pass per batch and reads the policy's (2B, T) log-probs back.
+    pub fn token_logps(&mut self, gpu: &Gpu, pairs: &[PreferencePair]) -> Result<Vec<TokenLogps>> {
+        let mut out = Vec::with_capacity(pairs.len());
+        for start in (0..pairs.len()).step_by(self.b) {
+            let idx: Vec<usize> = (start..start + self.b).map(|i| i % pairs.len()).collect();
+            let rows: Vec<PreferencePair> = idx.iter().map(|&i| pairs[i].clone()).collect();
+            let batch = self.upload_rows(gpu, &rows)?;
+            match &self.tr {
+                PrefTrainer::Dpo(tr) => pollster::block_on(tr.evaluate(gpu))?,
+                PrefTrainer::Reward(_) => {
+                    return Err(Error::config("per-token log-probs need a language model, not a reward model"))
+                }
+            };
+            let logps = pollster::block_on(self.gpt().logps.read_f32(gpu))?;
+            let t = self.t;
+            let response = |row: usize| -> (Vec<u32>, Vec<f32>) {
+                (0..t)
+                    .filter(|&j| batch.mask[row * t + j] > 0.0)
+                    .map(|j| (batch.targets[row * t + j], logps[row * t + j]))
+                    .unzip()
+            };
+            for k in 0..(pairs.len() - start).min(self.b) {
+                let (ct, cl) = response(k);
+                let (rt, rl) = response(self.b + k);
+                out.push(TokenLogps { chosen: ct, chosen_logps: cl, rejected: rt, rejected_logps: rl });
+            }
+        }
+        Ok(out)
     }
 
     /// The metrics this trainer computes: a reward model's are the loss and `rewards/*` (its accuracy is
