@@ -1,7 +1,7 @@
-//! The LLM-scale study's pipeline end to end at its miniature profile (`llm_study --profile mini`, well under two
-//! minutes on lavapipe): data, tokenizer, SFT, on-policy sampling, judging, the four pair scenarios, every
-//! preference training, the reward model, PPO and the evaluations, through the `dpo3d` binary; then the report,
-//! figures and metrics it promises. This checks the plumbing, not the science (the miniature's model is too small
+//! The LLM-scale study's pipeline end to end at its miniature profile (`llm_study --profile mini`, about two minutes
+//! on lavapipe), both tasks: data, tokenizer, SFT, on-policy sampling, judging, the four pair scenarios (math), every
+//! preference training, the reward model, PPO (with the reward model, and on the poem judge's score) and the
+//! evaluations, through the `dpo3d` binary; then the report, figures and metrics it promises. This checks the plumbing, not the science (the miniature's model is too small
 //! for the paper's effects). A rerun resumes: every phase is skipped and the report is rebuilt.
 
 use std::path::{Path, PathBuf};
@@ -42,46 +42,78 @@ fn should_run_the_llm_study_pipeline_end_to_end_and_resume() {
     run_study(&out);
 
     let results: Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
-    let models = results["models"].as_array().unwrap();
-    let names: Vec<&str> = models.iter().map(|m| m["name"].as_str().unwrap()).collect();
-    for want in [
-        "sft",
-        "weak",
-        "dpo-on_on-s0",
-        "dpo-on_off-s0",
-        "dpo-off_on-s0",
-        "dpo-off_off-s0",
-        "sft-dpo",
-        "ipo",
-        "slic",
-        "ppo",
-    ] {
-        assert!(names.contains(&want), "results.json lacks {want}: {names:?}");
+    let tasks = [
+        (
+            "math",
+            &[
+                "sft",
+                "weak",
+                "dpo-on_on-s0",
+                "dpo-on_off-s0",
+                "dpo-off_on-s0",
+                "dpo-off_off-s0",
+                "sft-dpo",
+                "ipo",
+                "slic",
+                "ppo",
+            ][..],
+        ),
+        ("poem", &["sft", "weak", "dpo-on_on-s0", "flex-0.05", "sft-dpo", "ppo", "ppo-rule"][..]),
+    ];
+    for (task, want) in tasks {
+        let res = &results["tasks"][task];
+        let models = res["models"].as_array().unwrap_or_else(|| panic!("{task}: no models in results.json"));
+        let names: Vec<&str> = models.iter().map(|m| m["name"].as_str().unwrap()).collect();
+        for w in want {
+            assert!(names.contains(w), "{task}: results.json lacks {w}: {names:?}");
+        }
+        let full = if task == "math" { "judge/full_score_rate" } else { "judge/full_rate" };
+        for m in models {
+            let rate = m["greedy"][full].as_f64().unwrap_or(-1.0);
+            assert!((0.0..=1.0).contains(&rate), "{task}/{}: full rate {rate}", m["name"]);
+            assert_eq!(
+                m["greedy"]["judge/samples"].as_u64(),
+                Some(16),
+                "{task}/{}: one answer per held-out prompt",
+                m["name"]
+            );
+            let lp = m["train_pairs"]["eval_logps/chosen_token_mean"].as_f64().unwrap_or(1.0);
+            assert!(lp < 0.0 && lp.is_finite(), "{task}/{}: chosen log-prob {lp}", m["name"]);
+            assert!(m["entropy_per_token"].as_f64().is_some_and(|e| e > 0.0), "{task}/{}: entropy", m["name"]);
+        }
+        // The four scenarios hold the same prompts: equal pair counts.
+        let pairs = &res["pairs"]["train"];
+        let n = pairs["on_on"].as_u64().unwrap();
+        assert!(n > 0, "{task}: no training pairs: {pairs}");
+        for sc in ["on_off", "off_on", "off_off"] {
+            assert_eq!(pairs[sc].as_u64(), Some(n), "{task}: {sc}");
+        }
+        // Against its reference (the SFT model) the SFT model's implicit reward is zero.
+        let sft = models.iter().find(|m| m["name"] == "sft").unwrap();
+        assert_eq!(sft["train_pairs"]["eval_rewards/margins"].as_f64(), Some(0.0), "{task}");
+        // Token level: the SFT model (step 0) and DPO's checkpoints, every category counted.
+        let points = res["token_level"]["points"].as_array().unwrap();
+        assert!(points.len() >= 2 && points[0]["step"] == 0, "{task}: token-level points {points:?}");
+        let tokens = |k: &str| points[0][k].as_u64().unwrap_or(0);
+        assert!(
+            tokens("rejected_rest_tokens") > 0 && tokens("chosen_only_tokens") + tokens("chosen_in_both_tokens") > 0
+        );
+        for f in ["accuracy", "logps"] {
+            let svg = std::fs::read_to_string(out.join("figures").join(format!("{task}_{f}.svg"))).unwrap();
+            assert!(svg.contains("<svg") && svg.contains("polyline"), "{task}_{f}.svg has no curve");
+        }
     }
-    for m in models {
-        let greedy = &m["greedy"];
-        let rate = greedy["judge/full_score_rate"].as_f64().unwrap_or(-1.0);
-        assert!((0.0..=1.0).contains(&rate), "{}: full-score rate {rate}", m["name"]);
-        assert_eq!(greedy["judge/samples"].as_u64(), Some(16), "{}: one answer per held-out problem", m["name"]);
-        let lp = m["train_pairs"]["eval_logps/chosen_token_mean"].as_f64().unwrap_or(1.0);
-        assert!(lp < 0.0 && lp.is_finite(), "{}: chosen log-prob {lp}", m["name"]);
-        assert!(m["entropy_per_token"].as_f64().is_some_and(|e| e > 0.0), "{}: entropy", m["name"]);
-    }
-    // The four scenarios hold the same problems: equal pair counts.
-    let pairs = &results["pairs"]["train"];
-    let n = pairs["on_on"].as_u64().unwrap();
-    assert!(n > 0, "no training pairs: {pairs}");
-    for sc in ["on_off", "off_on", "off_off"] {
-        assert_eq!(pairs[sc].as_u64(), Some(n), "{sc}");
-    }
-    // DPO against its reference (the SFT model): the SFT model's own implicit reward is zero.
-    let sft = models.iter().find(|m| m["name"] == "sft").unwrap();
-    assert_eq!(sft["train_pairs"]["eval_rewards/margins"].as_f64(), Some(0.0));
+    let ppo_rule =
+        &results["tasks"]["poem"]["models"].as_array().unwrap().iter().find(|m| m["name"] == "ppo-rule").unwrap()
+            ["ppo_final"];
+    let score = ppo_rule["objective/scores"].as_f64().unwrap_or(-1.0);
+    assert!((0.0..=1.0).contains(&score), "PPO on the poem rules: objective/scores {score} is not a rule fraction");
 
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     for section in [
         "How it ran",
         "Table 1 analogue",
+        "Table 2 analogue",
         "Table 3 analogue",
         "Table 7 analogue",
         "token level",
@@ -91,20 +123,16 @@ fn should_run_the_llm_study_pipeline_end_to_end_and_resume() {
         assert!(report.contains(section), "report.md lacks the section {section:?}");
     }
     assert!(!report.contains("NaN"), "report.md shows NaN");
-    for f in ["accuracy.svg", "logps.svg"] {
-        let svg = std::fs::read_to_string(out.join("figures").join(f)).unwrap();
-        assert!(svg.contains("<svg") && svg.contains("polyline"), "{f} has no curve");
-    }
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    for run in ["sft", "rm", "ppo", "dpo-on_on-s0"] {
+    for run in ["sft", "rm", "ppo", "ppo-rule", "dpo-on_on-s0"] {
         assert!(metrics.contains(&format!("\"run\":\"{run}\"")), "metrics.jsonl has no rows of {run}");
     }
     assert!(metrics.contains("rewards/accuracies") && metrics.contains("objective/scores"), "TRL metric names");
     let phases: Value = serde_json::from_str(&std::fs::read_to_string(out.join("phases.json")).unwrap()).unwrap();
-    assert!(phases["SFT"].as_f64().is_some_and(|s| s > 0.0), "phases.json: {phases}");
+    assert!(phases["math: SFT"].as_f64().is_some_and(|s| s > 0.0), "phases.json: {phases}");
 
     // A rerun skips every finished phase (it only re-reads the evaluations) and rebuilds the report.
     let stderr = run_study(&out);
-    assert!(stderr.contains("sft: done already") && stderr.contains("ppo: done already"), "{stderr}");
+    assert!(stderr.contains("math/sft: done already") && stderr.contains("poem/ppo-rule: done already"), "{stderr}");
     assert!(!stderr.contains("train-dpo-on_on-s0: dpo3d"), "a finished run was trained again:\n{stderr}");
 }

@@ -536,7 +536,10 @@ fn study_task(r: &Runner, p: &Profile) -> Value {
     let weak = format!("models/sft/checkpoint-{}", p.weak_step);
 
     // 3. Samples: 8 per problem from the SFT model (on-policy), 1 from the weak model (off-policy); judged; paired.
-    let gen = |model: &str, data: &str, n: usize, temperature: f64, seed: u64, output: &str| -> Vec<String> {
+    // `rows` prompts x `n` samples in equal batches of at most gen_batch (no half-empty last batch).
+    let gen = |model: &str, data: &str, rows: usize, n: usize, temperature: f64, seed: u64, output: &str| {
+        let total = rows.max(1) * n;
+        let batch = total.div_ceil(total.div_ceil(p.gen_batch));
         vec![
             s("generate"),
             s("--model"),
@@ -550,7 +553,7 @@ fn study_task(r: &Runner, p: &Profile) -> Value {
             s("--max-new-tokens"),
             s(p.max_new_tokens),
             s("--batch-size"),
-            s(p.gen_batch),
+            s(batch),
             s("--seed"),
             s(seed),
             s("--output"),
@@ -561,7 +564,11 @@ fn study_task(r: &Runner, p: &Profile) -> Value {
         vec![s("judge"), s("--task"), s(task), s("--data"), os(data), s("--output"), os(output)]
     };
     for split in ["train", "heldout"] {
-        let problems = if split == "train" { "data/pair_problems.jsonl" } else { "data/heldout_pair_problems.jsonl" };
+        let (problems, rows) = if split == "train" {
+            ("data/pair_problems.jsonl", p.pair_problems)
+        } else {
+            ("data/heldout_pair_problems.jsonl", p.heldout_pair_problems)
+        };
         let own = format!("samples/{split}_sft.jsonl");
         let other = format!("samples/{split}_weak.jsonl");
         r.run_all(
@@ -570,9 +577,9 @@ fn study_task(r: &Runner, p: &Profile) -> Value {
                 job(
                     format!("sample-{split}-sft"),
                     Some(o(&own)),
-                    gen("models/sft", problems, p.samples_per_problem, 1.0, 11, &own),
+                    gen("models/sft", problems, rows, p.samples_per_problem, 1.0, 11, &own),
                 ),
-                job(format!("sample-{split}-weak"), Some(o(&other)), gen(&weak, problems, 1, 1.0, 12, &other)),
+                job(format!("sample-{split}-weak"), Some(o(&other)), gen(&weak, problems, rows, 1, 1.0, 12, &other)),
             ],
         );
         let (own_j, other_j) =
@@ -694,7 +701,7 @@ fn study_task(r: &Runner, p: &Profile) -> Value {
             gens.push(job(
                 format!("eval-generate-{name}-{kind}"),
                 Some(o(&f)),
-                gen(&dir_of(name), "data/eval.jsonl", 1, temp, 13, &f),
+                gen(&dir_of(name), "data/eval.jsonl", p.eval_rows, 1, temp, 13, &f),
             ));
         }
     }

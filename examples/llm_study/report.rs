@@ -127,6 +127,14 @@ fn ordering(a: Option<f64>, b: Option<f64>, n: f64) -> String {
     )
 }
 
+/// a - b in points with two standard errors of the difference, "*" when beyond them: "-12.5 ± 16.5".
+fn delta(a: Option<f64>, b: Option<f64>, n: f64) -> String {
+    let (Some(a), Some(b)) = (a, b) else { return "-".into() };
+    let two_se = 2.0 * ((a * (1.0 - a) + b * (1.0 - b)) / n.max(1.0)).sqrt();
+    let star = if (a - b).abs() > two_se { " *" } else { "" };
+    format!("{:+.1} ± {:.1}{star}", 100.0 * (a - b), 100.0 * two_se)
+}
+
 fn verdict(agree: Option<bool>) -> &'static str {
     match agree {
         Some(true) => "**agrees**",
@@ -256,7 +264,7 @@ fn pairs_section(md: &mut String, res: &Value) {
 fn method_rows(md: &mut String, res: &Value, extra: &[(&str, &[&str])]) {
     let sft = rate_of(res, "sft");
     let n = res["profile"]["eval_rows"].as_f64().unwrap_or(1.0);
-    let mut cols = vec!["method", "full", "vs SFT"];
+    let mut cols = vec!["method", "full", "vs SFT (points, ± 2 SE; * beyond)"];
     cols.extend(extra.iter().map(|e| e.0));
     cols.push("sampled: full");
     header(md, &cols);
@@ -275,9 +283,17 @@ fn method_rows(md: &mut String, res: &Value, extra: &[(&str, &[&str])]) {
     for (label, ms) in &groups {
         let f = full(res, ms);
         let name = if ms.len() > 1 { format!("{label} ({} seeds)", ms.len()) } else { label.clone() };
-        let vs = if label == "SFT" { "-".into() } else { ordering(f, sft, n * ms.len() as f64).replace("**", "") };
+        let vs = if label == "SFT" { "-".into() } else { delta(f, sft, n * ms.len() as f64) };
         let mut cells = vec![name, pct(f), vs];
-        cells.extend(extra.iter().map(|e| pct(over(ms, &[&["greedy"][..], e.1].concat()))));
+        // Rates as percentages; the mean score as a number.
+        cells.extend(extra.iter().map(|e| {
+            let x = over(ms, &[&["greedy"][..], e.1].concat());
+            if e.1.iter().any(|k| k.ends_with("score_mean")) {
+                num(x)
+            } else {
+                pct(x)
+            }
+        }));
         cells.push(pct(over(ms, &["sample", full_key(res)])));
         row(md, &cells);
     }
@@ -334,6 +350,7 @@ fn math(md: &mut String, dir: &Path, res: &Value) -> R<()> {
         ordering(rate_of(res, "ppo"), full(res, &dpo_on), n)
     )
     .expect("string");
+    writeln!(md, "RM + PPO's run: {}.\n", ppo_trajectory(dir, "ppo")).expect("string");
 
     // ---- Table 3
     md.push_str("## Table 3 analogue: the four scenarios under DPO\n\n");
@@ -432,11 +449,34 @@ fn poem(md: &mut String, dir: &Path, res: &Value) -> R<()> {
         ordering(rate_of(res, "ppo"), full(res, &dpo_on), n)
     )
     .expect("string");
+    writeln!(
+        md,
+        "How far the PPO runs moved: PPO on the rule score: {}; RM + PPO (its reward model's score): {}. A rule-score \
+         PPO run whose score barely moves has not learnt within this profile's budget, so its row above says little \
+         about PPO against DPO.\n",
+        ppo_trajectory(dir, "ppo-rule"),
+        ppo_trajectory(dir, "ppo")
+    )
+    .expect("string");
     beta_neg_sweep(md, res, "poem");
     table7(md, res, "7 (poems)");
     properties(md, dir, res);
     rm_vs_dpo(md, dir, res);
     Ok(())
+}
+
+/// "scores A -> B (first and last 10 steps), KL C": how far a PPO run moved, from its metrics.
+fn ppo_trajectory(dir: &Path, run: &str) -> String {
+    let rows = metrics(dir, run);
+    let sc: Vec<f64> = series(&rows, "objective/scores").into_iter().map(|x| x.1).collect();
+    let kl = series(&rows, "objective/kl").last().map(|x| x.1);
+    let k = sc.len().min(10);
+    match (mean(&sc[..k]), mean(&sc[sc.len() - k..])) {
+        (Some(a), Some(b)) => {
+            format!("training score {a:.3} -> {b:.3} (means of its first and last {k} steps), final KL {}", num(kl))
+        }
+        _ => "no training metrics".into(),
+    }
 }
 
 fn table7(md: &mut String, res: &Value, label: &str) {
@@ -625,8 +665,8 @@ fn choices(md: &mut String, tasks: &Map<String, Value>) {
         md,
         "- The reward model: the SFT model with a scalar head, Bradley-Terry loss on the same on/on pairs, learning \
          rate {}. PPO: {} steps of {} prompts from the training prompts, learning rate {}, KL coefficient 0.05, \
-         responses of up to {} tokens.",
-        p["rm_lr"], p["ppo_steps"], p["ppo_batch"], p["ppo_lr"], p["max_new_tokens"]
+         responses as long as the generated answers.",
+        p["rm_lr"], p["ppo_steps"], p["ppo_batch"], p["ppo_lr"]
     )
     .expect("string");
     md.push_str(
