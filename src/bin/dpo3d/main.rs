@@ -271,18 +271,8 @@ fn task_data(a: &ArgMatches) -> Result<()> {
 
 /// Every string field of every row (prompt, chosen, rejected, completion, text, ...); a bad row is file:line.
 fn text_fields(path: &str) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let err = |msg: String| Error::Data { path: path.to_string(), line: i + 1, msg };
-        let v: Value = serde_json::from_str(line).map_err(|e| err(format!("invalid JSON at column {}", e.column())))?;
-        let Value::Object(o) = v else { return Err(err("expected a JSON object per line".into())) };
-        out.extend(o.values().filter_map(|v| v.as_str().map(String::from)));
-    }
-    Ok(out)
+    let rows = tasks::read_rows(path)?;
+    Ok(rows.into_iter().flat_map(|(_, o)| o.into_iter().filter_map(|(_, v)| v.as_str().map(String::from))).collect())
 }
 
 fn tokenizer(a: &ArgMatches) -> Result<()> {

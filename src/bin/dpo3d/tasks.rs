@@ -330,7 +330,7 @@ pub fn pairs(a: &ArgMatches) -> Result<()> {
     let mut out: [Vec<Value>; 4] = Default::default();
     let (mut skipped, mut missing_other) = (0usize, 0usize);
     for j in &own {
-        // Best: the highest score (the first of equals); worst: the lowest (the last of equals).
+        // Best: the highest score, worst: the lowest (the first of equals for both).
         let best = j.samples.iter().rev().max_by_key(|s| s.1).expect("non-empty");
         let worst = j.samples.iter().min_by_key(|s| s.1).expect("non-empty");
         let on_on = pair(&j.prompt, best, worst);
