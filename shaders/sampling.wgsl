@@ -199,36 +199,11 @@ fn sample_row(b: u32, base: u32, l: u32) {
 fn append_token(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let b = gid.x + gid.y * nwg.x * 64u;
     if (b >= p.rows) { return; }
-    let row = b * p.t;
-    var alive = true;
-    if (p.has_eos == 1u) {
-        for (var j = p.prompt_len; j <= p.pos; j++) {
-            if (a_tokens[row + j] == p.eos) { alive = false; }
-        }
-    }
-    var tok = a_sampled[b];
-    var m = 1.0;
-    if (!alive) {
-        tok = p.eos;
-        m = 0.0;
-    }
-    a_tokens[row + p.pos + 1u] = tok;
-    a_targets[row + p.pos] = tok;
-    a_mask[row + p.pos] = m;
+    append_row(b, p.prompt_len, p.pos);
 }
 
-// append_ragged: append_token for rows of different prompt lengths (see sample_ragged): row b's sampled token goes
-// after position pos_b = Lp_b - 1 + s (s = p.pos), alive until the row has produced eos in tokens[b, Lp_b..=pos_b];
-// rows whose pos_b + 1 falls outside T are left as they are.
-// bindings: 4 sampled, 5 tokens, 6 targets, 7 mask (as append_token), 12 lens (B) u32 read.
-// grid: grid_1d(B, 64)
-@compute @workgroup_size(64)
-fn append_ragged(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let b = gid.x + gid.y * nwg.x * 64u;
-    if (b >= p.rows) { return; }
-    let lp = g_lens[b];
-    let pos = lp - 1u + p.pos;
-    if (pos + 1u >= p.t) { return; }
+// Row b: its sampled token after position pos, unless tokens[b, lp..=pos] already hold eos (then eos, masked out).
+fn append_row(b: u32, lp: u32, pos: u32) {
     let row = b * p.t;
     var alive = true;
     if (p.has_eos == 1u) {
@@ -245,6 +220,21 @@ fn append_ragged(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     a_tokens[row + pos + 1u] = tok;
     a_targets[row + pos] = tok;
     a_mask[row + pos] = m;
+}
+
+// append_ragged: append_token for rows of different prompt lengths (see sample_ragged): row b's sampled token goes
+// after position pos_b = Lp_b - 1 + s (s = p.pos), alive until the row has produced eos in tokens[b, Lp_b..=pos_b];
+// rows whose pos_b + 1 falls outside T are left as they are.
+// bindings: 4 sampled, 5 tokens, 6 targets, 7 mask (as append_token), 12 lens (B) u32 read.
+// grid: grid_1d(B, 64)
+@compute @workgroup_size(64)
+fn append_ragged(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let b = gid.x + gid.y * nwg.x * 64u;
+    if (b >= p.rows) { return; }
+    let lp = g_lens[b];
+    let pos = lp - 1u + p.pos;
+    if (pos + 1u >= p.t) { return; }
+    append_row(b, lp, pos);
 }
 
 // minibatch_ranks: ranks[e, b] = position of row b in epoch e's random permutation of the B rows (e = stream).

@@ -10,7 +10,7 @@
 //! influence it). After the last step one more forward pass scores the sampled tokens (`logps`, masked to the
 //! response). Every step of a call is recorded into one submit; buffers and plans are built once per generator.
 
-use crate::gpu::{Plan, Tensor};
+use crate::gpu::{Plan, Readback, Tensor};
 use crate::model::{Gpt, GptConfig};
 use crate::ops::sampling;
 use crate::{Error, Gpu, Result};
@@ -59,6 +59,8 @@ pub struct Generator {
     mask: Tensor, // (B, T) 1 on generated positions (targets)
     rng: Tensor,  // (2) u32
     steps: Vec<Plan>,
+    /// tokens, logps and mask, read back together after a call.
+    readback: Readback,
     calls: u32,
 }
 
@@ -125,7 +127,19 @@ impl Generator {
                     p
                 })
                 .collect();
-            Ok(Generator { model, cfg: cfg.clone(), max_prompt_len, lens, sampled, mask, rng, steps, calls: 0 })
+            let readback = Readback::new(gpu, &[&model.tokens, &model.logps, &mask]);
+            Ok(Generator {
+                model,
+                cfg: cfg.clone(),
+                max_prompt_len,
+                lens,
+                sampled,
+                mask,
+                rng,
+                steps,
+                readback,
+                calls: 0,
+            })
         })
     }
 
@@ -174,10 +188,9 @@ impl Generator {
             plans.push(s);
         }
         plans.push(&self.model.forward);
-        gpu.run_plans(&plans, None).await?;
-        let out = self.model.tokens.read_u32(gpu).await?;
-        let logps = self.model.logps.read_f32(gpu).await?;
-        let mask = self.mask.read_f32(gpu).await?;
+        let read = gpu.run_plans(&plans, Some(&self.readback)).await?.expect("readback");
+        let out: Vec<u32> = read[0].iter().map(|x| x.to_bits()).collect();
+        let (logps, mask) = (&read[1], &read[2]);
         Ok(prompts
             .iter()
             .enumerate()

@@ -420,6 +420,8 @@ pub struct PpoGptTrainer {
     pub lens: Tensor,
     begin_plan: Plan,
     gen_plans: Vec<Plan>,
+    /// The sampled targets and response mask, read back between generation and training by `step_scored`.
+    gen_readback: Readback,
     copy_plan: Plan,
     score_plan: Plan,
     /// Optimizers, step counter and the shared tail of a step.
@@ -580,6 +582,7 @@ impl PpoGptTrainer {
             }
         };
         let core = PpoCore::new(gpu, opt, &ppo, &policy, value.as_ref().map(|v| v as &dyn Policy))?;
+        let gen_readback = Readback::new(gpu, &[&policy.targets, &ppo.mask]);
         Ok(PpoGptTrainer {
             cfg: cfg.clone(),
             policy,
@@ -592,6 +595,7 @@ impl PpoGptTrainer {
             lens,
             begin_plan,
             gen_plans,
+            gen_readback,
             copy_plan,
             score_plan,
             core,
@@ -672,8 +676,7 @@ impl PpoGptTrainer {
         self.upload_prompts(gpu, prompts)?;
         self.core.begin(gpu, &self.ppo);
         let (b, t) = (self.policy.b, self.policy.t);
-        let rb = Readback::new(gpu, &[&self.policy.targets, &self.ppo.mask]);
-        let out = run_step(gpu, &self.generation_plans(), Some(&rb)).await?.expect("readback");
+        let out = run_step(gpu, &self.generation_plans(), Some(&self.gen_readback)).await?.expect("readback");
         let (targets, mask) = (&out[0], &out[1]);
         // The response of row r: the targets where the mask is on (the sampled tokens, stop token included).
         let responses: Vec<Vec<u32>> = (0..b)
@@ -721,13 +724,8 @@ impl PpoGptTrainer {
         self.upload_prompts(gpu, prompts)?;
         self.core.step += 1;
         self.ppo.set_step(gpu, self.core.step);
-        let mut plans: Vec<&Plan> = vec![&self.begin_plan];
-        for g in &self.gen_plans {
-            plans.push(&self.policy.forward);
-            plans.push(g);
-        }
         let rb = Readback::new(gpu, &[&self.policy.tokens, &self.ppo.mask]);
-        let out = run_step(gpu, &plans, Some(&rb)).await?.expect("readback");
+        let out = run_step(gpu, &self.generation_plans(), Some(&rb)).await?.expect("readback");
         Ok((out[0].iter().map(|x| x.to_bits()).collect(), out[1].clone()))
     }
 

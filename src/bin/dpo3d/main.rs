@@ -506,14 +506,9 @@ fn eval_set<T: Clone>(
 /// Prompts of a JSONL file of `{"prompt"}` rows (each cut to its last `max_prompt` tokens when given, as TRL does) and
 /// the longest one's length Lp. The GPU rollout generates after each row's own prompt.
 fn load_prompts(path: &str, tok: &Tok, vocab: usize, max_prompt: Option<usize>) -> Result<(Vec<Vec<u32>>, usize)> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let err = |msg: String| Error::Data { path: path.to_string(), line: i + 1, msg };
-        let v: Value = serde_json::from_str(line).map_err(|e| err(format!("invalid JSON at column {}", e.column())))?;
+    for (line, v) in tasks::read_rows(path)? {
+        let err = |msg: String| Error::Data { path: path.to_string(), line, msg };
         let p = v.get("prompt").ok_or_else(|| err("missing field `prompt`".into()))?;
         let ids = match p {
             Value::String(s) => tok.encoder().encode(s)?,
