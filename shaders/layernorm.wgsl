@@ -1,6 +1,7 @@
 // LayerNorm op family (GPT-2's, eps 1e-5): the forward, and the backward in two race-free passes.
 // out = (x - mean) * rstd * weight + bias over the last dimension C of an (N, C) input; the forward also saves the
 // per-row mean and rstd = 1 / sqrt(var + eps) for the backward (llm.c's layernorm_forward / layernorm_backward).
+// residual_layernorm_forward also does the residual add before a GPT block's LayerNorm (res = a + b, then LN of res).
 // Backward kernels ACCUMULATE into their d-outputs (+=).
 //
 // Determinism: every output element is written by exactly one invocation and every reduction runs in a fixed order
@@ -135,6 +136,85 @@ fn layernorm_forward_rows(
     let r = 1.0 / sqrt(v / f32(p.c) + EPS);
     for (var i = 0u; i < p.c; i++) {
         lnf_out[base + i] = (lnf_inp[base + i] - m) * r * lnf_weight[i] + lnf_bias[i];
+    }
+    lnf_mean[row] = m;
+    lnf_rstd[row] = r;
+}
+
+// residual_layernorm_forward: the residual add that precedes every LayerNorm of a GPT block, fused into it:
+//   res[n, c] = a[n, c] + b[n, c]; then layernorm_forward of res (res written, LN output, mean and rstd saved).
+// The same arithmetic in the same order as residual_forward followed by layernorm_forward (bit for bit in each row
+// form), in one dispatch and one read of the inputs fewer. Each thread reads back only the res elements it wrote.
+// bindings: 1 a (N, C) read, 19 b (N, C) read, 20 res (N, C) write, 2 weight, 3 bias, 4 out, 5 mean, 6 rstd as
+// layernorm_forward. grid: one workgroup of 256 per row, `grid_1d(N, 1)`.
+@group(0) @binding(19) var<storage, read> rlf_b: array<f32>;
+@group(0) @binding(20) var<storage, read_write> rlf_res: array<f32>;
+
+@compute @workgroup_size(256)
+fn residual_layernorm_forward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.n) { return; } // uniform: the whole workgroup leaves together
+    let base = row * p.c;
+
+    var s = 0.0;
+    for (var i = lid; i < p.c; i += WG) {
+        let x = lnf_inp[base + i] + rlf_b[base + i];
+        rlf_res[base + i] = x;
+        s += x;
+    }
+    red_a[lid] = s;
+    reduce_a(lid);
+    let m = red_a[0] / f32(p.c);
+
+    var v = 0.0;
+    for (var i = lid; i < p.c; i += WG) {
+        let d = rlf_res[base + i] - m;
+        v += d * d;
+    }
+    red_b[lid] = v;
+    reduce_b(lid);
+    let r = 1.0 / sqrt(red_b[0] / f32(p.c) + EPS);
+
+    for (var i = lid; i < p.c; i += WG) {
+        let norm = (rlf_res[base + i] - m) * r;
+        lnf_out[base + i] = norm * lnf_weight[i] + lnf_bias[i];
+    }
+    if (lid == 0u) {
+        lnf_mean[row] = m;
+        lnf_rstd[row] = r;
+    }
+}
+
+// residual_layernorm_forward_rows: residual_layernorm_forward with one invocation per row (as layernorm_forward_rows).
+// bindings: as residual_layernorm_forward. grid: `grid_1d(N, 64)` workgroups of 64.
+@compute @workgroup_size(64)
+fn residual_layernorm_forward_rows(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if (row >= p.n) { return; }
+    let base = row * p.c;
+    var s = 0.0;
+    for (var i = 0u; i < p.c; i++) {
+        let x = lnf_inp[base + i] + rlf_b[base + i];
+        rlf_res[base + i] = x;
+        s += x;
+    }
+    let m = s / f32(p.c);
+    var v = 0.0;
+    for (var i = 0u; i < p.c; i++) {
+        let d = rlf_res[base + i] - m;
+        v += d * d;
+    }
+    let r = 1.0 / sqrt(v / f32(p.c) + EPS);
+    for (var i = 0u; i < p.c; i++) {
+        lnf_out[base + i] = (rlf_res[base + i] - m) * r * lnf_weight[i] + lnf_bias[i];
     }
     lnf_mean[row] = m;
     lnf_rstd[row] = r;

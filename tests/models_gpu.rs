@@ -175,12 +175,13 @@ fn should_record_a_step_as_one_submit_with_counted_dispatches() {
     let n = tr.dispatches_per_step();
     assert_eq!(n, tr.gpt.forward.len() + 1 + tr.gpt.backward.len() + 3);
     // Each transformer block (llm.c's gpt2_forward / gpt2_backward), counted from the block's structure:
-    // forward: ln_1, c_attn, attention (scores, softmax, values: 3), attn.c_proj, residual, ln_2, c_fc, gelu,
-    //   mlp.c_proj, residual = 12.
-    // backward: residual, mlp.c_proj (dinp, dweight, dbias: 3), gelu, c_fc (3), ln_2 (dinp, params: 2), residual,
-    //   attn.c_proj (3), attention (datt, softmax backward, dqkv: 3), c_attn (3), ln_1 (2) = 22.
-    const PER_LAYER_FWD: usize = 12;
-    const PER_LAYER_BWD: usize = 22;
+    // forward: ln_1 (fused with the previous block's residual add), c_attn, attention (scores, softmax, values: 3),
+    //   attn.c_proj, residual + ln_2 (fused), c_fc, gelu, mlp.c_proj = 10.
+    // backward (the residual adds' gradients live in one buffer, no dispatch): mlp.c_proj (dinp, dweight, dbias: 3),
+    //   gelu, c_fc (3), ln_2 (dinp, params: 2), attn.c_proj (3), attention (datt, softmax backward, dqkv: 3),
+    //   c_attn (3), ln_1 (2) = 20.
+    const PER_LAYER_FWD: usize = 10;
+    const PER_LAYER_BWD: usize = 20;
     let cfg1 = GptConfig { layers: 1, ..cfg.clone() };
     let tr1 = SftTrainer::new(&gpu, &cfg1, &gpt_params(&cfg1, 1).unwrap(), 2, 8, &OptimConfig::default()).unwrap();
     assert_eq!(tr.gpt.forward.len() - tr1.gpt.forward.len(), 2 * PER_LAYER_FWD, "forward dispatches per layer");

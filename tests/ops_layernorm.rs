@@ -1,4 +1,4 @@
-//! GPU LayerNorm (forward, and the two-pass backward) against the CPU reference on odd shapes (rows and channels
+//! GPU LayerNorm (forward, alone and fused with the residual add, and the two-pass backward) against the CPU reference on odd shapes (rows and channels
 //! that are not multiples of the workgroup, C above 256 so a thread loops over channels), accumulation onto nonzero
 //! gradients, run-to-run determinism, and a finite-difference check of the reference backward.
 
@@ -56,6 +56,52 @@ fn should_match_reference_layernorm_forward() {
                 assert_close(&format!("{what} out"), &tout.to_vec(&gpu).unwrap(), &out, 1e-5, 1e-5);
                 assert_close(&format!("{what} mean"), &tmean.to_vec(&gpu).unwrap(), &mean, 1e-5, 1e-5);
                 assert_close(&format!("{what} rstd"), &trstd.to_vec(&gpu).unwrap(), &rstd, 1e-5, 1e-5);
+            }
+        }
+    }
+}
+
+/// The fused residual add + LayerNorm against the reference's residual_forward then layernorm_forward, and bit for
+/// bit against the two unfused GPU dispatches in the same row form (the same arithmetic in the same order).
+#[test]
+fn should_match_reference_residual_layernorm_forward_and_the_unfused_pair() {
+    use dpo3d::ops::elementwise;
+    let gpu = gpu();
+    for form in [ops::RowForm::Workgroup, ops::RowForm::Invocation] {
+        for &n in ROWS {
+            for &c in CHANNELS {
+                let (a, weight, bias) = inputs(20, n, c);
+                let b = randn(23, n * c, 1.5);
+                let z = |len: usize| Tensor::zeros(&gpu, "z", len).unwrap();
+                let (ta, tb, tw, tbias) = (t(&gpu, &a), t(&gpu, &b), t(&gpu, &weight), t(&gpu, &bias));
+                let (res, out, mean, rstd) = (z(n * c), z(n * c), z(n), z(n));
+                let (res2, out2, mean2, rstd2) = (z(n * c), z(n * c), z(n), z(n));
+                let mut plan = Plan::new();
+                plan.push(ops::residual_layernorm_forward_with(
+                    &gpu, form, &res, &out, &mean, &rstd, &ta, &tb, &tw, &tbias, n, c,
+                ));
+                plan.push(elementwise::residual_forward(&gpu, &res2, &ta, &tb, n * c));
+                plan.push(ops::layernorm_forward_with(&gpu, form, &out2, &mean2, &rstd2, &res2, &tw, &tbias, n, c));
+                plan.submit(&gpu);
+
+                let want_res: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+                let (mut want, mut wmean, mut wrstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+                cpu::layernorm_forward(&mut want, &mut wmean, &mut wrstd, &want_res, &weight, &bias, n, c);
+                let what = format!("{form:?} n={n} c={c}");
+                let got = |x: &Tensor| x.to_vec(&gpu).unwrap();
+                assert_eq!(got(&res), want_res, "{what} res");
+                assert_close(&format!("{what} out"), &got(&out), &want, 1e-5, 1e-5);
+                assert_close(&format!("{what} mean"), &got(&mean), &wmean, 1e-5, 1e-5);
+                assert_close(&format!("{what} rstd"), &got(&rstd), &wrstd, 1e-5, 1e-5);
+                for (name, fused, pair) in
+                    [("res", &res, &res2), ("out", &out, &out2), ("mean", &mean, &mean2), ("rstd", &rstd, &rstd2)]
+                {
+                    let (f, u) = (got(fused), got(pair));
+                    assert!(
+                        f.iter().zip(&u).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{what} {name}: fused and unfused differ"
+                    );
+                }
             }
         }
     }

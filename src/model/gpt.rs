@@ -34,16 +34,12 @@ struct LayerActs {
 
 /// Per-layer activation gradients.
 struct LayerGrads {
-    dln1: Tensor,       // (B, T, C)
-    dqkv: Tensor,       // (B, T, 3C)
-    datty: Tensor,      // (B, T, C)
-    dattproj: Tensor,   // (B, T, C)
-    dresidual2: Tensor, // (B, T, C)
-    dln2: Tensor,       // (B, T, C)
-    dfch: Tensor,       // (B, T, 4C)
-    dfch_gelu: Tensor,  // (B, T, 4C)
-    dfcproj: Tensor,    // (B, T, C)
-    dresidual3: Tensor, // (B, T, C)
+    dln1: Tensor,      // (B, T, C)
+    dqkv: Tensor,      // (B, T, 3C)
+    datty: Tensor,     // (B, T, C)
+    dln2: Tensor,      // (B, T, C)
+    dfch: Tensor,      // (B, T, 4C)
+    dfch_gelu: Tensor, // (B, T, 4C)
 }
 
 pub struct Gpt {
@@ -128,16 +124,13 @@ impl Gpt {
                 dln1: z("dln1", bt * c)?,
                 dqkv: z("dqkv", bt * 3 * c)?,
                 datty: z("datty", bt * c)?,
-                dattproj: z("dattproj", bt * c)?,
-                dresidual2: z("dresidual2", bt * c)?,
                 dln2: z("dln2", bt * c)?,
                 dfch: z("dfch", bt * 4 * c)?,
                 dfch_gelu: z("dfch_gelu", bt * 4 * c)?,
-                dfcproj: z("dfcproj", bt * c)?,
-                dresidual3: z("dresidual3", bt * c)?,
             });
         }
-        let dencoded = z("dencoded", bt * c)?;
+        // (B, T, C) the gradient of the residual stream, shared by every block (see the backward below).
+        let dresidual = z("dresidual", bt * c)?;
         let lnf = z("lnf", bt * c)?;
         let lnf_mean = z("lnf_mean", bt)?;
         let lnf_rstd = z("lnf_rstd", bt)?;
@@ -172,17 +165,36 @@ impl Gpt {
         for i in 0..l {
             let a = &acts[i];
             let residual = if i == 0 { &encoded } else { &acts[i - 1].residual3 };
-            fwd.push(layernorm::layernorm_forward(
-                gpu,
-                &a.ln1,
-                &a.ln1_mean,
-                &a.ln1_rstd,
-                residual,
-                &p(h(i, "ln_1.weight")),
-                &p(h(i, "ln_1.bias")),
-                bt,
-                c,
-            ));
+            let (ln1w, ln1b) = (p(h(i, "ln_1.weight")), p(h(i, "ln_1.bias")));
+            if i == 0 {
+                fwd.push(layernorm::layernorm_forward(
+                    gpu,
+                    &a.ln1,
+                    &a.ln1_mean,
+                    &a.ln1_rstd,
+                    residual,
+                    &ln1w,
+                    &ln1b,
+                    bt,
+                    c,
+                ));
+            } else {
+                // The previous block's residual3 = residual2 + fcproj, fused with this block's ln_1.
+                let prev = &acts[i - 1];
+                fwd.push(layernorm::residual_layernorm_forward(
+                    gpu,
+                    residual,
+                    &a.ln1,
+                    &a.ln1_mean,
+                    &a.ln1_rstd,
+                    &prev.residual2,
+                    &prev.fcproj,
+                    &ln1w,
+                    &ln1b,
+                    bt,
+                    c,
+                ));
+            }
             fwd.push(matmul::matmul_forward(
                 gpu,
                 &a.qkv,
@@ -204,13 +216,15 @@ impl Gpt {
                 c,
                 c,
             ));
-            fwd.push(elementwise::residual_forward(gpu, &a.residual2, residual, &a.attproj, bt * c));
-            fwd.push(layernorm::layernorm_forward(
+            // residual2 = residual + attproj, fused with ln_2.
+            fwd.push(layernorm::residual_layernorm_forward(
                 gpu,
+                &a.residual2,
                 &a.ln2,
                 &a.ln2_mean,
                 &a.ln2_rstd,
-                &a.residual2,
+                residual,
+                &a.attproj,
                 &p(h(i, "ln_2.weight")),
                 &p(h(i, "ln_2.bias")),
                 bt,
@@ -237,11 +251,24 @@ impl Gpt {
                 4 * c,
                 c,
             ));
-            fwd.push(elementwise::residual_forward(gpu, &a.residual3, &a.residual2, &a.fcproj, bt * c));
+            // residual3 = residual2 + fcproj is computed by the next LayerNorm's dispatch (the next block's ln_1,
+            // or ln_f after the last block).
         }
-        let last = &acts[l - 1].residual3;
+        let last = &acts[l - 1];
         let (lnfw, lnfb) = (p("transformer.ln_f.weight".into()), p("transformer.ln_f.bias".into()));
-        fwd.push(layernorm::layernorm_forward(gpu, &lnf, &lnf_mean, &lnf_rstd, last, &lnfw, &lnfb, bt, c));
+        fwd.push(layernorm::residual_layernorm_forward(
+            gpu,
+            &last.residual3,
+            &lnf,
+            &lnf_mean,
+            &lnf_rstd,
+            &last.residual2,
+            &last.fcproj,
+            &lnfw,
+            &lnfb,
+            bt,
+            c,
+        ));
         let wte = p("transformer.wte.weight".into());
         fwd.push(matmul::matmul_forward(gpu, &logits, &lnf, &wte, None, bt, c, v));
         fwd.push(logprobs::logprobs_forward(gpu, &logps, &lse, &logits, &targets, bt, v));
@@ -252,22 +279,11 @@ impl Gpt {
         // ---- backward (gpt2_backward); every gradient buffer is zeroed at the start of the step ----
         let mut bwd = Plan::new();
         bwd.clear(&grad_arena.all);
-        for t_ in [&dencoded, &dlnf, &dlogits] {
+        for t_ in [&dresidual, &dlnf, &dlogits] {
             bwd.clear(t_);
         }
         for gr in &grads {
-            for t_ in [
-                &gr.dln1,
-                &gr.dqkv,
-                &gr.datty,
-                &gr.dattproj,
-                &gr.dresidual2,
-                &gr.dln2,
-                &gr.dfch,
-                &gr.dfch_gelu,
-                &gr.dfcproj,
-                &gr.dresidual3,
-            ] {
+            for t_ in [&gr.dln1, &gr.dqkv, &gr.datty, &gr.dln2, &gr.dfch, &gr.dfch_gelu] {
                 bwd.clear(t_);
             }
         }
@@ -288,32 +304,33 @@ impl Gpt {
                 1,
             ));
         }
-        let dlast = &grads[l - 1].dresidual3;
         bwd.extend(layernorm::layernorm_backward(
             gpu,
-            dlast,
+            &dresidual,
             &g("transformer.ln_f.weight".into()),
             &g("transformer.ln_f.bias".into()),
             &dlnf,
-            last,
+            &last.residual3,
             &lnfw,
             &lnf_mean,
             &lnf_rstd,
             bt,
             c,
         ));
+        // One buffer holds the residual stream's gradient all the way down (llm.c's CUDA trainer does the same): a
+        // residual add's backward copies its output gradient to both inputs, so instead the branch's matmul reads
+        // `dresidual` as its output gradient and the LayerNorm behind it accumulates into it. What it holds is
+        // d residual3 at the top of a block, d residual2 after ln_2's backward, d residual after ln_1's.
         for i in (0..l).rev() {
             let (a, gr) = (&acts[i], &grads[i]);
             let residual = if i == 0 { &encoded } else { &acts[i - 1].residual3 };
-            let dresidual = if i == 0 { &dencoded } else { &grads[i - 1].dresidual3 };
-            // residual3 = residual2 + fcproj
-            bwd.push(elementwise::residual_backward(gpu, &gr.dresidual2, &gr.dfcproj, &gr.dresidual3, bt * c));
+            // residual3 = residual2 + fcproj: dfcproj is dresidual as it stands.
             bwd.extend(matmul::matmul_backward(
                 gpu,
                 Some(&gr.dfch_gelu),
                 &g(h(i, "mlp.c_proj.weight")),
                 Some(&g(h(i, "mlp.c_proj.bias"))),
-                &gr.dfcproj,
+                &dresidual,
                 &a.fch_gelu,
                 &p(h(i, "mlp.c_proj.weight")),
                 bt,
@@ -335,7 +352,7 @@ impl Gpt {
             ));
             bwd.extend(layernorm::layernorm_backward(
                 gpu,
-                &gr.dresidual2,
+                &dresidual,
                 &g(h(i, "ln_2.weight")),
                 &g(h(i, "ln_2.bias")),
                 &gr.dln2,
@@ -346,14 +363,13 @@ impl Gpt {
                 bt,
                 c,
             ));
-            // residual2 = residual + attproj
-            bwd.push(elementwise::residual_backward(gpu, dresidual, &gr.dattproj, &gr.dresidual2, bt * c));
+            // residual2 = residual + attproj: dattproj is dresidual (now d residual2) as it stands.
             bwd.extend(matmul::matmul_backward(
                 gpu,
                 Some(&gr.datty),
                 &g(h(i, "attn.c_proj.weight")),
                 Some(&g(h(i, "attn.c_proj.bias"))),
-                &gr.dattproj,
+                &dresidual,
                 &a.atty,
                 &p(h(i, "attn.c_proj.weight")),
                 bt,
@@ -377,7 +393,7 @@ impl Gpt {
             ));
             bwd.extend(layernorm::layernorm_backward(
                 gpu,
-                dresidual,
+                &dresidual,
                 &g(h(i, "ln_1.weight")),
                 &g(h(i, "ln_1.bias")),
                 &gr.dln1,
@@ -393,7 +409,7 @@ impl Gpt {
             gpu,
             &dwte,
             &g("transformer.wpe.weight".into()),
-            &dencoded,
+            &dresidual,
             &tokens,
             b,
             t,

@@ -1,4 +1,5 @@
-//! Dispatches of `shaders/layernorm.wgsl`: LayerNorm forward (saving mean and rstd) and backward.
+//! Dispatches of `shaders/layernorm.wgsl`: LayerNorm forward (saving mean and rstd), alone or fused with the residual
+//! add before it (`residual_layernorm_forward`: a GPT block's `res = a + b; ln(res)` in one dispatch), and backward.
 //! The backward is two race-free dispatches: `dinp` per row, then `dweight`/`dbias` per channel; both accumulate.
 //! The row kernels come in two forms, a workgroup per row (GPUs) or an invocation per row (CPU adapters, where a
 //! workgroup's barriers dominate); the tuner times both per adapter and shape (`gpu::tune`), the `_with` functions
@@ -37,6 +38,7 @@ fn entry(form: RowForm, base: &'static str) -> &'static str {
     match (form, base) {
         (RowForm::Workgroup, b) => b,
         (RowForm::Invocation, "layernorm_forward") => "layernorm_forward_rows",
+        (RowForm::Invocation, "residual_layernorm_forward") => "residual_layernorm_forward_rows",
         (RowForm::Invocation, _) => "layernorm_backward_dinp_rows",
     }
 }
@@ -108,6 +110,73 @@ pub fn layernorm_forward_with(
         entry(form, "layernorm_forward"),
         Some(bytemuck::bytes_of(&p)),
         &[(1, inp), (2, weight), (3, bias), (4, out), (5, mean), (6, rstd)],
+        grid(form, n),
+    )
+}
+
+/// res = a + b (the residual stream), then `layernorm_forward` of res, in one dispatch: the same numbers as
+/// `elementwise::residual_forward` followed by `layernorm_forward` in the same row form. Overwrites res, out, mean,
+/// rstd. The row form is the tuner's choice for this adapter and shape.
+#[allow(clippy::too_many_arguments)]
+pub fn residual_layernorm_forward(
+    gpu: &Gpu,
+    res: &Tensor,    // (N, C)
+    out: &Tensor,    // (N, C)
+    mean: &Tensor,   // (N)
+    rstd: &Tensor,   // (N)
+    a: &Tensor,      // (N, C)
+    b: &Tensor,      // (N, C)
+    weight: &Tensor, // (C)
+    bias: &Tensor,   // (C)
+    n: usize,
+    c: usize,
+) -> Dispatch {
+    let form = choose(gpu, "residual forward", n, c, |form| {
+        let z = |what: &str, len: usize| Tensor::zeros(gpu, what, len).ok();
+        let (r, o) = (z("tune res", n * c)?, z("tune ln out", n * c)?);
+        let (m, s) = (z("tune ln mean", n)?, z("tune ln rstd", n)?);
+        let d = residual_layernorm_forward_with(gpu, form, &r, &o, &m, &s, a, b, weight, bias, n, c);
+        crate::gpu::tune::time_dispatch(gpu, &d)
+    });
+    residual_layernorm_forward_with(gpu, form, res, out, mean, rstd, a, b, weight, bias, n, c)
+}
+
+/// `residual_layernorm_forward` in the given row form.
+#[allow(clippy::too_many_arguments)]
+pub fn residual_layernorm_forward_with(
+    gpu: &Gpu,
+    form: RowForm,
+    res: &Tensor,    // (N, C)
+    out: &Tensor,    // (N, C)
+    mean: &Tensor,   // (N)
+    rstd: &Tensor,   // (N)
+    a: &Tensor,      // (N, C)
+    b: &Tensor,      // (N, C)
+    weight: &Tensor, // (C)
+    bias: &Tensor,   // (C)
+    n: usize,
+    c: usize,
+) -> Dispatch {
+    for (what, t, len) in [
+        ("res", res, n * c),
+        ("out", out, n * c),
+        ("mean", mean, n),
+        ("rstd", rstd, n),
+        ("a", a, n * c),
+        ("b", b, n * c),
+        ("weight", weight, c),
+        ("bias", bias, c),
+    ] {
+        check(what, t, len);
+    }
+    let p = params(n, c);
+    Dispatch::new(
+        gpu,
+        SHADER,
+        SRC,
+        entry(form, "residual_layernorm_forward"),
+        Some(bytemuck::bytes_of(&p)),
+        &[(1, a), (19, b), (20, res), (2, weight), (3, bias), (4, out), (5, mean), (6, rstd)],
         grid(form, n),
     )
 }
