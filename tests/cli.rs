@@ -171,7 +171,10 @@ fn pipeline_tokenizer_sft_reward_dpo_eval_generate_ppo() {
         "1",
     ]);
     ppo.extend_from_slice(&TINY[8..]);
-    ok(&d, &ppo);
+    let with = |extra: &[&'static str]| -> Vec<&'static str> { ppo.iter().chain(extra).copied().collect() };
+    fails(&d, &with(&["--stop-token", "newline"]), &["stop_token", "newline", "eos"]);
+    fails(&d, &with(&["--stop-token", "eos", "--stop-token-id", "3"]), &["stop_token", "stop_token_id", "not both"]);
+    ok(&d, &with(&["--stop-token", "eos"]));
     assert_model_dir(&d.join("ppo"), true);
     let m = metrics(&d.join("ppo/metrics.jsonl"));
     assert_eq!(m.len(), 2);

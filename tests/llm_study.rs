@@ -2,7 +2,8 @@
 //! on lavapipe), both tasks: data, tokenizer, SFT, on-policy sampling, judging, the four pair scenarios (math), every
 //! preference training, the reward model, PPO (with the reward model, and on the poem judge's score) and the
 //! evaluations, through the `dpo3d` binary; then the report, figures and metrics it promises. This checks the plumbing, not the science (the miniature's model is too small
-//! for the paper's effects). A rerun resumes: every phase is skipped and the report is rebuilt.
+//! for the paper's effects). A rerun resumes: every phase is skipped and the report is rebuilt. A second test runs
+//! `--shape-check` (a profile's sizes with the runs cut short) on the math task.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,11 +24,12 @@ fn study_bin() -> PathBuf {
     exe
 }
 
-fn run_study(out: &Path) -> String {
+fn run_study(out: &Path, extra: &[&str]) -> String {
     let o = Command::new(study_bin())
         .args(["--profile", "mini", "--out"])
         .arg(out)
         .args(["--dpo3d", BIN])
+        .args(extra)
         .output()
         .expect("llm_study runs");
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
@@ -39,7 +41,7 @@ fn run_study(out: &Path) -> String {
 fn should_run_the_llm_study_pipeline_end_to_end_and_resume() {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("llm_study_mini");
     let _ = std::fs::remove_dir_all(&out);
-    run_study(&out);
+    run_study(&out, &[]);
 
     let results: Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     let tasks = [
@@ -123,6 +125,11 @@ fn should_run_the_llm_study_pipeline_end_to_end_and_resume() {
         assert!(report.contains(section), "report.md lacks the section {section:?}");
     }
     assert!(!report.contains("NaN"), "report.md shows NaN");
+    // PPO's responses end at <|endoftext|> (the reward scores the answer, not what was sampled after it).
+    for task in ["math", "poem"] {
+        let cfg = std::fs::read_to_string(out.join(task).join("models/ppo/training_config.yaml")).unwrap();
+        assert!(cfg.contains("stop_token: eos"), "{task} PPO ran without a stop token:\n{cfg}");
+    }
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     for run in ["sft", "rm", "ppo", "ppo-rule", "dpo-on_on-s0"] {
         assert!(metrics.contains(&format!("\"run\":\"{run}\"")), "metrics.jsonl has no rows of {run}");
@@ -132,7 +139,31 @@ fn should_run_the_llm_study_pipeline_end_to_end_and_resume() {
     assert!(phases["math: SFT"].as_f64().is_some_and(|s| s > 0.0), "phases.json: {phases}");
 
     // A rerun skips every finished phase (it only re-reads the evaluations) and rebuilds the report.
-    let stderr = run_study(&out);
+    let stderr = run_study(&out, &[]);
     assert!(stderr.contains("math/sft: done already") && stderr.contains("poem/ppo-rule: done already"), "{stderr}");
     assert!(!stderr.contains("train-dpo-on_on-s0: dpo3d"), "a finished run was trained again:\n{stderr}");
+}
+
+/// `--shape-check`: the profile's model, batch and sequence sizes with the data and the runs cut short, end to end
+/// (math: the task with every scenario), and a report that says its numbers mean nothing.
+#[test]
+fn should_shape_check_a_profile_end_to_end() {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("llm_study_shape_check");
+    let _ = std::fs::remove_dir_all(&out);
+    run_study(&out, &["--shape-check", "--tasks", "math"]);
+    let profile: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("math/profile.json")).unwrap()).unwrap();
+    assert_eq!(profile["name"], "mini (shape check)");
+    assert_eq!((profile["width"].as_u64(), profile["layers"].as_u64()), (Some(48), Some(1)), "sizes are the profile's");
+    assert_eq!((profile["ppo_steps"].as_u64(), profile["eval_steps"].as_u64()), (Some(2), Some(2)));
+    assert!(profile["sft_steps"].as_u64().is_some_and(|s| s <= 300), "{profile}");
+    // One generation batch of samples: gen_batch / samples_per_problem problems.
+    assert_eq!(profile["pair_problems"].as_u64(), Some(8), "{profile}");
+    for model in ["sft", "dpo-on_on-s0", "dpo-off_off-s0", "ipo", "slic", "rm", "ppo"] {
+        assert!(out.join("math/models").join(model).join("model.safetensors").is_file(), "no {model} model");
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("A shape check") && report.contains("Table 3 analogue"), "{report}");
+    let results: Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["profile"], "mini (shape check)");
 }

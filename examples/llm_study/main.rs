@@ -46,6 +46,11 @@ struct Args {
     /// Train nothing; rebuild report.md and the figures from DIR.
     #[arg(long)]
     report_only: bool,
+    /// The profile's model, batch and sequence sizes with every run cut to a few steps and the data to a few
+    /// batches: checks that a long run (`--profile full`) fits the device before starting it, in minutes. Its
+    /// numbers mean nothing, and its report says so.
+    #[arg(long)]
+    shape_check: bool,
 }
 
 /// Everything a profile fixes for one task. Written to DIR/<task>/profile.json; the report quotes it.
@@ -196,6 +201,30 @@ impl Profile {
                 ..small
             },
             _ => small,
+        }
+    }
+}
+
+impl Profile {
+    /// The same model, batch and sequence sizes (what decides whether the runs fit the device) with the data cut
+    /// to what fills each batch shape once (generation batches of `gen_batch` completions, preference batches of
+    /// `pref_batch` pairs, PPO batches of `ppo_batch` prompts) and every run cut to a few steps. SFT keeps up to
+    /// 300 steps: the pairs need a model whose samples the judge scores differently.
+    fn shape_check(self) -> Profile {
+        let problems = (self.gen_batch / self.samples_per_problem).max(self.pref_batch).max(self.ppo_batch);
+        Profile {
+            name: format!("{} (shape check)", self.name),
+            train_rows: self.train_rows.min(2000),
+            eval_rows: self.eval_rows.min(self.gen_batch),
+            pair_problems: self.pair_problems.min(problems),
+            heldout_pair_problems: self.heldout_pair_problems.min(problems),
+            sft_steps: self.sft_steps.min(300),
+            weak_step: self.weak_step.min(100),
+            pref_epochs: self.pref_epochs.min(1.0),
+            eval_steps: 2,
+            ppo_steps: 2,
+            scenario_seeds: 1,
+            ..self
         }
     }
 }
@@ -422,14 +451,18 @@ fn main() {
             eprintln!("[llm-study] --tasks: `{task}` is not math or poem");
             std::process::exit(2);
         }
-        let p = Profile::new(&args.profile, task);
+        let mut p = Profile::new(&args.profile, task);
+        if args.shape_check {
+            p = p.shape_check();
+        }
         let r = Runner { bin: bin.clone(), root: out.clone(), out: out.join(task), task: task.into(), times: &times };
         tasks.insert(task.into(), study_task(&r, &p));
     }
     let adapter =
         ["math", "poem"].iter().map(|t| adapter_line(&out.join(t).join("logs/sft.log"))).find(|a| a != "unknown");
+    let profile = if args.shape_check { format!("{} (shape check)", args.profile) } else { args.profile.clone() };
     let info = json!({
-        "profile": args.profile,
+        "profile": profile,
         "tasks": tasks,
         "adapter": adapter.unwrap_or_else(|| "unknown".into()),
         "wall_seconds": started.elapsed().as_secs_f64(),
@@ -663,6 +696,10 @@ fn study_task(r: &Runner, p: &Profile) -> Value {
             s(p.max_new_tokens),
             s("--kl-coef"),
             s(0.05),
+            // Responses end at <|endoftext|>: the reward (model or rule) scores the answer, not tokens sampled
+            // after it, and those positions are masked out of the PPO losses.
+            s("--stop-token"),
+            s("eos"),
             s("--logging-steps"),
             s(1),
             s("--seed"),

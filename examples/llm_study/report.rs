@@ -164,6 +164,13 @@ pub fn write(out: &Path) -> R<()> {
         all["profile"].as_str().unwrap_or("?")
     )
     .expect("string");
+    if all["profile"].as_str().is_some_and(|p| p.ends_with("(shape check)")) {
+        md.push_str(
+            "\n**A shape check** (`--shape-check`): the profile's model, batch and sequence sizes with every run cut to \
+             a few steps and the data to a few batches. It shows that the profile's runs fit the device; none of the \
+             numbers below means anything.\n",
+        );
+    }
 
     // ---- how it ran
     md.push_str("## How it ran\n\n");

@@ -631,6 +631,20 @@ fn ppo(
             "ppo needs a reward: reward_model_path (--reward-model DIR), reward_rule (math, poem) or reward_token_id",
         )),
     };
+    let stop_token_id = match (cfg.stop_token.as_deref(), cfg.stop_token_id) {
+        (None, id) => id,
+        (Some(_), Some(_)) => return Err(Error::config("ppo: give stop_token or stop_token_id, not both")),
+        (Some("eos"), None) => match tok {
+            Tok::Hf { .. } if tok.encoder().encode(tasks::EOS_TEXT).is_ok_and(|v| v.len() == 1) => Some(tok.eos_id()),
+            _ => {
+                return Err(Error::config(format!(
+                    "stop_token eos: the tokenizer ({}) has no <|endoftext|> token; give stop_token_id",
+                    tok.describe()
+                )))
+            }
+        },
+        (Some(other), None) => return Err(Error::config(format!("config key `stop_token`: `{other}` is not eos"))),
+    };
     let b = cfg.per_device_train_batch_size;
     let pcfg = PpoConfig {
         cliprange: cfg.cliprange,
@@ -644,7 +658,7 @@ fn ppo(
         whiten_rewards: cfg.whiten_rewards,
         temperature: cfg.temperature,
         response_length: cfg.response_length,
-        stop_token_id: cfg.stop_token_id,
+        stop_token_id,
         seed: cfg.seed,
         ..Default::default()
     };
