@@ -1,0 +1,103 @@
+//! Where a GEMM's time goes on the adapter in hand, and so how fast any kernel of dpo3d's shape can get there.
+//!
+//!     cargo run --release --example lavapipe_ceiling -- [--n 1024]
+//!
+//! Times three forms of the body of dpo3d's CPU-adapter GEMM (`examples/lavapipe_ceiling.wgsl`): as shipped (A and
+//! B loaded: a real product, checked against the CPU), with only A's loads, and with no loads at all. On lavapipe
+//! (Mesa 25.0, LLVM 15) the last one is the ceiling: the multiply-adds alone, which Mesa emits as separate multiplies
+//! and adds with a loop-mask blend per accumulator. The gap between the first and the last is the cost of loads.
+//! In the machine code Mesa 25.0.7 generates for these kernels (`GALLIVM_DEBUG=asm`, with `MESA_SHADER_CACHE_DISABLE=1`),
+//! every storage-buffer load inside the K loop, A's included although its address is the same for the whole
+//! workgroup, is a loop over the SIMD lanes with a bounds check and a branch per element; no arrangement of the
+//! loads in WGSL tried so far (scalar or vec4 loads, loads hoisted to the top of the loop, more rows per invocation,
+//! lane-selects of uniform loads, textures) got vector loads out of it. Compare the printed GFLOP/s with PyTorch's on
+//! the same CPU (`python3 scripts/bench_torch.py --device cpu`, its 1024^3 matmul row) to see which goals are in reach.
+
+use std::time::Instant;
+
+use clap::Parser;
+use dpo3d::gpu::{Dispatch, Tensor};
+use dpo3d::rng::Rng;
+use dpo3d::{Gpu, Result};
+
+const SOURCE: &str = include_str!("lavapipe_ceiling.wgsl");
+
+#[derive(Parser, Debug)]
+#[command(about = "Time dpo3d's CPU-adapter GEMM body with and without its loads (the arithmetic ceiling)")]
+struct Args {
+    /// Square size n of the product (a multiple of 128).
+    #[arg(long, default_value_t = 1024)]
+    n: usize,
+    /// Timed runs per form (the fastest is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+fn main() {
+    if let Err(e) = run(&Args::parse()) {
+        eprintln!("lavapipe_ceiling: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    let n = args.n;
+    if n == 0 || !n.is_multiple_of(128) {
+        return Err(dpo3d::Error::config(format!("--n {n}: needs a positive multiple of 128")));
+    }
+    let gpu = Gpu::new_blocking()?;
+    println!("adapter: {} ({}, {})", gpu.info.name, gpu.info.backend, gpu.info.driver);
+    let (mut av, mut bv) = (vec![0f32; n * n], vec![0f32; n * n]);
+    Rng::new(1).fill_normal(&mut av, 1.0);
+    Rng::new(2).fill_normal(&mut bv, 1.0);
+    let a = Tensor::from_f32(&gpu, "a", &av)?;
+    let b = Tensor::from_f32(&gpu, "b", &bv)?;
+    let c = Tensor::zeros(&gpu, "c", n * n)?;
+    let params: Vec<u8> = [n as u32, n as u32, n as u32, 0].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let flops = 2.0 * (n * n * n) as f64;
+    println!("{:<10} {:>10} {:>10}  what is loaded per 4 k (per invocation)", "form", "ms", "GFLOP/s");
+    let mut full_gflops = 0.0;
+    for (entry, what) in [("full", "4 vec4 of A, 8 of B"), ("a_only", "4 vec4 of A"), ("no_loads", "nothing")] {
+        let groups = [(n / 128) as u32, (n / 4) as u32, 1];
+        let d =
+            Dispatch::new(&gpu, "lavapipe_ceiling", SOURCE, entry, Some(&params), &[(1, &a), (2, &b), (3, &c)], groups);
+        gpu.check()?;
+        let time = |gpu: &Gpu| {
+            let started = Instant::now();
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                d.record(&mut pass);
+            }
+            gpu.queue.submit([enc.finish()]);
+            gpu.wait();
+            started.elapsed().as_secs_f64()
+        };
+        time(&gpu); // compiles the pipeline, first touch of the buffers
+        let best = (0..args.runs.max(1)).map(|_| time(&gpu)).fold(f64::INFINITY, f64::min);
+        let gflops = flops / best / 1e9;
+        println!("{entry:<10} {:>10.2} {gflops:>10.2}  {what}", best * 1e3);
+        if entry == "full" {
+            full_gflops = gflops;
+            check_product(&gpu, &c, &av, &bv, n)?;
+        }
+    }
+    println!("(full is {full_gflops:.2} GFLOP/s; the no_loads row bounds any kernel with this body on this adapter)");
+    Ok(())
+}
+
+/// `full` computed a real product: compare every 17th row with the CPU, in the same summation order (k ascending).
+fn check_product(gpu: &Gpu, c: &Tensor, a: &[f32], b: &[f32], n: usize) -> Result<()> {
+    let got = pollster::block_on(c.read_f32(gpu))?;
+    let mut worst = 0f32;
+    for i in (0..n).step_by(17) {
+        for j in 0..n {
+            let want: f32 = (0..n).fold(0.0, |s, k| s + a[i * n + k] * b[k * n + j]);
+            worst = worst.max((want - got[i * n + j]).abs() / want.abs().max(1.0));
+        }
+    }
+    if !worst.is_finite() || worst > 1e-4 {
+        return Err(dpo3d::Error::Gpu(format!("`full` is not A @ B: relative error {worst:e}")));
+    }
+    Ok(())
+}
