@@ -166,4 +166,16 @@ fn should_shape_check_a_profile_end_to_end() {
     assert!(report.contains("A shape check") && report.contains("Table 3 analogue"), "{report}");
     let results: Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(results["profile"], "mini (shape check)");
+
+    // The real profile into the same directory would skip the shape check's finished phases and report them under
+    // its name: it is refused.
+    let o = Command::new(study_bin())
+        .args(["--profile", "mini", "--tasks", "math", "--out"])
+        .arg(&out)
+        .args(["--dpo3d", BIN])
+        .output()
+        .expect("llm_study runs");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("holds runs of another profile") && stderr.contains("--out"), "{stderr}");
 }

@@ -46,9 +46,9 @@ struct Args {
     /// Train nothing; rebuild report.md and the figures from DIR.
     #[arg(long)]
     report_only: bool,
-    /// The profile's model, batch and sequence sizes with every run cut to a few steps and the data to a few
-    /// batches: checks that a long run (`--profile full`) fits the device before starting it, in minutes. Its
-    /// numbers mean nothing, and its report says so.
+    /// The profile's model, batch and sequence sizes with the data cut to a few batches and every run to a few
+    /// steps (SFT to at most 300): checks that a long run (`--profile full`) fits the device before starting it.
+    /// Its numbers mean nothing, and its report says so. Use its own --out.
     #[arg(long)]
     shape_check: bool,
 }
@@ -203,9 +203,7 @@ impl Profile {
             _ => small,
         }
     }
-}
 
-impl Profile {
     /// The same model, batch and sequence sizes (what decides whether the runs fit the device) with the data cut
     /// to what fills each batch shape once (generation batches of `gen_batch` completions, preference batches of
     /// `pref_batch` pairs, PPO batches of `ppo_batch` prompts) and every run cut to a few steps. SFT keeps up to
@@ -486,6 +484,19 @@ fn main() {
 fn study_task(r: &Runner, p: &Profile) -> Value {
     let (o, os) = (|rel: &str| r.o(rel), |rel: &str| r.os(rel));
     std::fs::create_dir_all(&r.out).expect("task directory");
+    // Finished phases are skipped, so a directory must only ever hold one profile's runs: another profile (or a
+    // shape check) there would be reported under this profile's name.
+    if let Ok(old) = std::fs::read_to_string(o("profile.json")) {
+        if serde_json::from_str::<Value>(&old).ok() != Some(serde_json::to_value(p).expect("profile")) {
+            eprintln!(
+                "[llm-study] {} holds runs of another profile (its profile.json is not `{}`'s): give another --out, \
+                 or delete it to start over",
+                r.out.display(),
+                p.name
+            );
+            std::process::exit(2);
+        }
+    }
     std::fs::write(o("profile.json"), serde_json::to_string_pretty(p).expect("profile")).expect("profile.json");
     let task = p.task.as_str();
 

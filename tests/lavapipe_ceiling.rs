@@ -1,0 +1,31 @@
+//! `examples/lavapipe_ceiling` at a small size: the three forms of the CPU-adapter GEMM body run, the shipped form
+//! computes A @ B (the example checks it against the CPU and fails otherwise), each prints a positive GFLOP/s, and a
+//! size the kernels cannot tile is refused with a clear error.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The example binary `cargo test` builds next to the crate's binaries.
+fn example_bin() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_dpo3d")).parent().expect("target dir");
+    let exe = dir.join("examples").join(format!("lavapipe_ceiling{}", std::env::consts::EXE_SUFFIX));
+    assert!(exe.is_file(), "{} is missing: run the suite with `cargo test` (which builds the examples)", exe.display());
+    exe
+}
+
+#[test]
+fn should_time_the_three_forms_and_check_the_product() {
+    let o = Command::new(example_bin()).args(["--n", "256", "--runs", "1"]).output().expect("example runs");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    for form in ["full", "a_only", "no_loads"] {
+        let line = stdout.lines().find(|l| l.starts_with(form)).unwrap_or_else(|| panic!("no {form} row:\n{stdout}"));
+        let gflops: f64 = line.split_whitespace().nth(2).and_then(|x| x.parse().ok()).expect("GFLOP/s column");
+        assert!(gflops.is_finite() && gflops > 0.0, "{line}");
+    }
+
+    let o = Command::new(example_bin()).args(["--n", "100"]).output().expect("example runs");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--n 100") && stderr.contains("multiple of 128"), "{stderr}");
+}
