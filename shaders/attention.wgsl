@@ -8,6 +8,7 @@
 //
 // Dispatch order. Forward: attention_scores, attention_softmax, attention_values.
 // Backward: attention_datt, attention_softmax_backward, attention_dqkv.
+// Generation with a KV cache: attention_decode, one dispatch per step (one new position per row).
 // Element-wise entry points: workgroup 256, 1-D grid folded into (x, y) by `grid_1d`; i = gid.x + gid.y * nwg.x * 256.
 // Per-row entry points (softmax, softmax backward): one workgroup of 64 per (b, h, t) row; row = wid.x + wid.y * nwg.x.
 
@@ -428,5 +429,73 @@ fn attention_dqkv_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
         dq_dinp[d + j] += dq[j] * p.scale;
         dq_dinp[d + p.c + j] += dk[j] * p.scale;
         dq_dinp[d + 2u * p.c + j] += dv[j];
+    }
+}
+
+// attention_decode: one new position per row with a KV cache (generation, `model::Decoder`). Row b's query, key and
+// value at its newest position pos_b (`encoder_decode` wrote pos) are this step's qkv (B, 3C), computed from that one
+// token; the keys and values of positions < pos_b are in cache (B, T, 3C), the qkv activation of the prefill's forward
+// and of the earlier decode steps. For head h:
+//   out[b, h*HS + j] = sum over t2 <= pos_b of softmax_t2(q . k_t2 * scale) * v_t2[j]
+// (the same arithmetic, in the same order, as attention_softmax + attention_values at row (b, h, pos_b)); then the new
+// key and value are written into the cache at pos_b for the steps after this one (the q slot there is left as it is).
+// No invocation reads what another writes: the scores read cache positions < pos_b only.
+// bindings: 19 qkv (B, 3C) read, 20 cache (B, T, 3C) read_write, 21 out (B, C) write, 22 pos (B) u32 read (< T).
+// grid: one workgroup of 64 per (b, h): grid_1d(B * NH, 1); p.n = B * NH. T <= DECODE_MAX_T (checked by the host).
+const DECODE_MAX_T: u32 = 2048u;
+var<workgroup> dec_w: array<f32, DECODE_MAX_T>; // scores, then exp(score - max)
+@group(0) @binding(19) var<storage, read> dec_qkv: array<f32>;
+@group(0) @binding(20) var<storage, read_write> dec_cache: array<f32>;
+@group(0) @binding(21) var<storage, read_write> dec_out: array<f32>;
+@group(0) @binding(22) var<storage, read> dec_pos: array<u32>;
+
+@compute @workgroup_size(64)
+fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+                    @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = wid.x + wid.y * nwg.x;
+    if (r >= p.n) { return; } // uniform per workgroup, so the barriers below stay uniform
+    let b = r / p.nh;
+    let h = r % p.nh;
+    let c3 = 3u * p.c;
+    let pos = min(dec_pos[b], min(p.t, DECODE_MAX_T) - 1u);
+    let q = b * c3 + h * p.hs;       // this step's q, k, v at q, q + C, q + 2C
+    let kv = b * p.t * c3 + h * p.hs; // cache row b, head h: position t2's k at kv + t2 * 3C + C
+    var m = -3.0e38;
+    for (var t2 = lid; t2 <= pos; t2 += ROW_WG) {
+        var s = 0.0;
+        if (t2 == pos) {
+            for (var j = 0u; j < p.hs; j++) {
+                s += dec_qkv[q + j] * dec_qkv[q + p.c + j];
+            }
+        } else {
+            let k = kv + t2 * c3 + p.c;
+            for (var j = 0u; j < p.hs; j++) {
+                s += dec_qkv[q + j] * dec_cache[k + j];
+            }
+        }
+        s *= p.scale;
+        dec_w[t2] = s;
+        m = max(m, s);
+    }
+    red[lid] = m;
+    let maxval = reduce_row(lid, true);
+    var sum = 0.0;
+    for (var t2 = lid; t2 <= pos; t2 += ROW_WG) {
+        let e = exp(dec_w[t2] - maxval);
+        dec_w[t2] = e;
+        sum += e;
+    }
+    red[lid] = sum;
+    let expsum_inv = 1.0 / reduce_row(lid, false); // its barriers also publish dec_w
+    for (var j = lid; j < p.hs; j += ROW_WG) {
+        var acc = 0.0;
+        for (var t2 = 0u; t2 < pos; t2++) {
+            acc += dec_w[t2] * expsum_inv * dec_cache[kv + t2 * c3 + 2u * p.c + j];
+        }
+        acc += dec_w[pos] * expsum_inv * dec_qkv[q + 2u * p.c + j];
+        dec_out[b * p.c + h * p.hs + j] = acc;
+        let at = kv + pos * c3 + j;
+        dec_cache[at + p.c] = dec_qkv[q + p.c + j];
+        dec_cache[at + 2u * p.c] = dec_qkv[q + 2u * p.c + j];
     }
 }

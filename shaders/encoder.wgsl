@@ -16,6 +16,10 @@ struct Params {
     t: u32,     // T
     c: u32,     // C
     v: u32,     // V (backward only)
+    step: u32,  // generation step s (encoder_decode only)
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -39,6 +43,27 @@ fn encoder_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     let ch = i % p.c;
     let t = bt % p.t;
     encf_out[i] = encf_wte[encf_tokens[bt] * p.c + ch] + encf_wpe[t * p.c + ch];
+}
+
+// encoder_decode: the input of one generation step with a KV cache (`model::Decoder`). Row b's newest token sits at
+// position pos_b = min(lens[b] - 1 + step, T - 1) of the (B, T) token buffer (prompts of different lengths, each
+// continued after its own last token); out[b, c] = wte[tokens[b, pos_b], c] + wpe[pos_b, c], and pos[b] = pos_b for
+// the step's attention (`attention_decode`).
+// bindings: 1 tokens (B, T) u32 read, 2 wte (V, C) read, 3 wpe (T, C) read, 4 out (B, C) write,
+//           10 lens (B) u32 read (>= 1), 11 pos (B) u32 write.
+// grid: one invocation per output element, `grid_1d(B * C, 256)`.
+@group(0) @binding(10) var<storage, read> encd_lens: array<u32>;
+@group(0) @binding(11) var<storage, read_write> encd_pos: array<u32>;
+
+@compute @workgroup_size(256)
+fn encoder_decode(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if (i >= p.b * p.c) { return; }
+    let b = i / p.c;
+    let ch = i % p.c;
+    let pos = min(encd_lens[b] - 1u + p.step, p.t - 1u);
+    encf_out[i] = encf_wte[encf_tokens[b * p.t + pos] * p.c + ch] + encf_wpe[pos * p.c + ch];
+    if (ch == 0u) { encd_pos[b] = pos; }
 }
 
 // encoder_backward_wpe: dwpe[t, c] += sum over b (in order) of dout[b, t, c]

@@ -176,3 +176,34 @@ fn should_repeat_with_the_same_seed_and_refuse_bad_prompts() {
     let e = Generator::new(&gpu, &cfg, &params, 3, 5, &too_long).err().expect("context exceeded").to_string();
     assert!(e.contains("fit the model's context (16)"), "{e}");
 }
+
+/// The KV-cached decode steps reproduce the full forward: with the tokens already in place (teacher forcing), step s
+/// of row b gives the forward's logits at position lens_b - 1 + s, for 2 layers, rows of different prompt lengths,
+/// and a scalar-head model (PPO's shared trunk), whose scalar head the decoder leaves out.
+#[test]
+fn should_give_the_forwards_logits_at_each_rows_position_when_decoding_with_the_kv_cache() {
+    let gpu = gpu();
+    for scalar_head in [false, true] {
+        let cfg = GptConfig { vocab_size: 13, context: 24, layers: 2, heads: 3, width: 12, scalar_head };
+        let (b, t, v) = (3usize, 19usize, 13usize);
+        let params = gpt_params(&cfg, 5).unwrap();
+        let gpt = dpo3d::model::Gpt::new(&gpu, &cfg, b, t, &params).unwrap();
+        let mut r = Rng::new(6);
+        let tokens: Vec<u32> = (0..b * t).map(|_| r.below(v as u32)).collect();
+        gpt.set_batch(&gpu, &tokens, &vec![0u32; b * t]).unwrap();
+        let lens = [1u32, 6, 11];
+        let steps = t - 11 + 1; // the longest prompt's last step reaches position T - 1
+        let decoder = dpo3d::model::Decoder::new(&gpu, &gpt, &tu(&gpu, &lens), steps).unwrap();
+        gpt.forward.submit(&gpu);
+        let full = gpt.logits.to_vec(&gpu).unwrap();
+        for s in 1..steps {
+            dpo3d::gpu::submit_all(&gpu, &decoder.step(s));
+            let got = decoder.logits.to_vec(&gpu).unwrap();
+            let want: Vec<f32> =
+                (0..b).flat_map(|row| full[(row * t + lens[row] as usize - 1 + s) * v..][..v].to_vec()).collect();
+            assert_close(&format!("scalar head {scalar_head}, step {s} logits"), &got, &want, 1e-4, 1e-4);
+            let pos: Vec<u32> = lens.iter().map(|&l| l - 1 + s as u32).collect();
+            assert_eq!(decoder.pos.to_vec_u32(&gpu).unwrap(), pos, "step {s} positions");
+        }
+    }
+}

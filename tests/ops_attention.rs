@@ -267,3 +267,44 @@ fn should_match_finite_differences_attention_reference_backward() {
     // the first query sees one key only, so its softmax is constant and dq vanishes there
     assert!(dinp[..c].iter().all(|&g| g.abs() < 1e-6), "dq at t=0 should vanish");
 }
+
+/// A KV-cached decode step gives the forward's output at each row's own position, reads nothing at or after that
+/// position from the cache, and writes the new key and value there (the q slot stays as it was).
+#[test]
+fn should_match_the_forward_at_each_rows_position_when_decoding_with_a_kv_cache() {
+    let gpu = gpu();
+    // (B, T, C, NH): the forward's shapes, plus T over two rounds of the 64 lanes and a head size of 1.
+    let shapes = SHAPES.iter().copied().chain([(2, 130, 8, 2), (3, 9, 5, 5)]);
+    for (s, (b, t, c, nh)) in shapes.enumerate() {
+        let c3 = 3 * c;
+        let inp = randn(40 + s as u64, b * t * c3, 1.0);
+        let (mut out, mut preatt, mut att) =
+            (vec![0.0; b * t * c], vec![0.0; b * nh * t * t], vec![0.0; b * nh * t * t]);
+        cpu::attention_forward(&mut out, &mut preatt, &mut att, &inp, b, t, c, nh);
+        // Row b decodes at pos_b: first, last, and in between.
+        let pos: Vec<u32> = (0..b).map(|r| [t - 1, 0, t / 2][r % 3] as u32).collect();
+        // The cache holds the forward's qkv before each row's position and garbage from it on.
+        let garbage = randn(60 + s as u64, b * t * c3, 1e3);
+        let mut cache = inp.clone();
+        for (r, &pr) in pos.iter().enumerate() {
+            let from = (r * t + pr as usize) * c3;
+            cache[from..(r + 1) * t * c3].copy_from_slice(&garbage[from..(r + 1) * t * c3]);
+        }
+        let new: Vec<f32> = (0..b).flat_map(|r| inp[(r * t + pos[r] as usize) * c3..][..c3].to_vec()).collect();
+        let (tcache, tnew) =
+            (Tensor::from_f32(&gpu, "cache", &cache).unwrap(), Tensor::from_f32(&gpu, "qkv", &new).unwrap());
+        let (tpos, tout) = (Tensor::from_u32(&gpu, "pos", &pos).unwrap(), Tensor::zeros(&gpu, "out", b * c).unwrap());
+        let mut plan = Plan::new();
+        plan.push(ops::attention_decode(&gpu, &tout, &tcache, &tnew, &tpos, b, t, c, nh));
+        plan.submit(&gpu);
+        let want: Vec<f32> = (0..b).flat_map(|r| out[(r * t + pos[r] as usize) * c..][..c].to_vec()).collect();
+        let what = format!("(B,T,C,NH)=({b},{t},{c},{nh}) pos {pos:?}");
+        assert_close(&format!("{what} out"), &tout.to_vec(&gpu).unwrap(), &want, 1e-5, 1e-4);
+        let mut want_cache = cache.clone();
+        for (r, &pr) in pos.iter().enumerate() {
+            let at = (r * t + pr as usize) * c3;
+            want_cache[at + c..at + c3].copy_from_slice(&inp[at + c..at + c3]);
+        }
+        assert_eq!(tcache.to_vec(&gpu).unwrap(), want_cache, "{what}: the cache after the step");
+    }
+}

@@ -136,3 +136,31 @@ fn should_match_finite_differences_reference_encoder_backward() {
         }
     }
 }
+
+/// The input of a KV-cached decode step: each row's token at its own position lens_b - 1 + step (clamped to T - 1),
+/// embedded as the forward embeds it there, and that position written to `pos`.
+#[test]
+fn should_embed_each_rows_newest_token_like_the_forward_when_decoding() {
+    let gpu = gpu();
+    for &(b, t_, c, v) in SHAPES {
+        let toks = tokens(4, b * t_, v);
+        let (wte, wpe) = (randn(5, v * c, 1.0), randn(6, t_ * c, 1.0));
+        let mut full = vec![0.0; b * t_ * c];
+        cpu::encoder_forward(&mut full, &toks, &wte, &wpe, b, t_, c);
+        let lens: Vec<u32> = (0..b).map(|r| (1 + (r * 5) % t_) as u32).collect();
+        let (ttok, tlens) =
+            (Tensor::from_u32(&gpu, "tokens", &toks).unwrap(), Tensor::from_u32(&gpu, "lens", &lens).unwrap());
+        let (twte, twpe) = (t(&gpu, &wte), t(&gpu, &wpe));
+        for step in [0usize, 1, t_] {
+            let (tout, tpos) = (Tensor::zeros(&gpu, "out", b * c).unwrap(), Tensor::zeros(&gpu, "pos", b).unwrap());
+            let mut plan = Plan::new();
+            plan.push(ops::encoder_decode(&gpu, &tout, &tpos, &ttok, &tlens, &twte, &twpe, b, t_, c, step));
+            plan.submit(&gpu);
+            let pos: Vec<u32> = lens.iter().map(|&l| (l as usize - 1 + step).min(t_ - 1) as u32).collect();
+            let want: Vec<f32> = (0..b).flat_map(|r| full[(r * t_ + pos[r] as usize) * c..][..c].to_vec()).collect();
+            let what = format!("b={b} t={t_} c={c} step {step}");
+            assert_eq!(tpos.to_vec_u32(&gpu).unwrap(), pos, "{what} pos");
+            assert_close(&format!("{what} out"), &tout.to_vec(&gpu).unwrap(), &want, 0.0, 0.0);
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! reward computed on the GPU (count of one token), the mean score rises to the analytic optimum's while the KL to
 //! the reference settles near the optimum's KL and stays bounded. Plus determinism for a seed, the reward-model and
 //! shared-trunk variants, generation (temperature, top-k, end of sequence) against the CPU reference. Seeds, step counts and thresholds
-//! are fixed. (The KV-cache-versus-recomputation measurement is examples/ppo_generation_cost.rs.)
+//! are fixed. (What the KV cache saves in generation is measured by examples/generation_cost.rs.)
 
 mod common;
 use common::*;

@@ -3,15 +3,15 @@
 //! log-probability under the model. This is what a study needs to build on-policy preference pairs (8 samples per
 //! problem, judged) and to evaluate a model on held-out prompts.
 //!
-//! How: the prompts are written left-aligned into a (B, T) batch, T = longest prompt + max_new_tokens. Each
-//! generation step s runs the full forward pass (no KV cache: these models are small) and then
-//! `sampling::sample_ragged` / `append_ragged`, which read row b's logits at its own position Lp_b - 1 + s, so
-//! rows never wait for or pad into each other (causal attention: the positions after a row's current one do not
-//! influence it). After the last step one more forward pass scores the sampled tokens (`logps`, masked to the
-//! response). Every step of a call is recorded into one submit; buffers and plans are built once per generator.
+//! How: the prompts are written left-aligned into a (B, T) batch, T = longest prompt + max_new_tokens. A forward pass
+//! over it (the prefill) gives step 0's logits, read by `sampling::sample_ragged` at each row's own last prompt token
+//! Lp_b - 1, and fills each layer's KV cache. Each later step s is a `Decoder` step: one position per row, Lp_b - 1 + s,
+//! attending over the cache, so rows never wait for or pad into each other (causal attention: the positions after a
+//! row's current one do not influence it). `append_ragged` writes each sampled token after the row's position. After
+//! the last step one more forward pass scores the sampled tokens (`logps`, masked to the response). Every step of a call is recorded into one submit; buffers and plans are built once per generator.
 
 use crate::gpu::{Plan, Readback, Tensor};
-use crate::model::{Gpt, GptConfig};
+use crate::model::{Decoder, Gpt, GptConfig};
 use crate::ops::sampling;
 use crate::{Error, Gpu, Result};
 
@@ -58,7 +58,9 @@ pub struct Generator {
     sampled: Tensor, // (B) u32
     mask: Tensor, // (B, T) 1 on generated positions (targets)
     rng: Tensor,  // (2) u32
+    /// steps[s]: sample generation step s's token and append it.
     steps: Vec<Plan>,
+    decoder: Decoder,
     /// tokens, logps and mask, read back together after a call.
     readback: Readback,
     calls: u32,
@@ -96,22 +98,42 @@ impl Generator {
             let sampled = Tensor::zeros(gpu, "generate sampled", b)?;
             let mask = Tensor::zeros(gpu, "generate mask", b * t)?;
             let rng = Tensor::zeros(gpu, "generate rng", 2)?;
+            // Step 0 samples from the prefill's logits (B, T, V) at each row's last prompt token; steps >= 1 from
+            // the decoder's (B, V). Both draw with the step number as the random stream, so the draws depend only
+            // on (seed, call, step, row, token id).
+            let decoder = Decoder::new(gpu, &model, &lens, cfg.max_new_tokens)?;
             let steps = (0..cfg.max_new_tokens)
                 .map(|s| {
                     let mut p = Plan::new();
-                    p.push(sampling::sample_ragged(
-                        gpu,
-                        &sampled,
-                        &model.logits,
-                        &rng,
-                        &lens,
-                        b,
-                        t,
-                        v,
-                        s,
-                        cfg.temperature,
-                        cfg.top_k,
-                    ));
+                    p.push(if s == 0 {
+                        sampling::sample_ragged(
+                            gpu,
+                            &sampled,
+                            &model.logits,
+                            &rng,
+                            &lens,
+                            b,
+                            t,
+                            v,
+                            0,
+                            cfg.temperature,
+                            cfg.top_k,
+                        )
+                    } else {
+                        sampling::sample_categorical(
+                            gpu,
+                            &sampled,
+                            &decoder.logits,
+                            &rng,
+                            b,
+                            v,
+                            v,
+                            0,
+                            cfg.temperature,
+                            cfg.top_k,
+                            s as u32,
+                        )
+                    });
                     p.push(sampling::append_ragged(
                         gpu,
                         &model.tokens,
@@ -137,6 +159,7 @@ impl Generator {
                 mask,
                 rng,
                 steps,
+                decoder,
                 readback,
                 calls: 0,
             })
@@ -181,11 +204,15 @@ impl Generator {
         self.mask.write_f32(gpu, &vec![0.0; b * t]);
         self.calls += 1;
         sampling::write_rng(gpu, &self.rng, self.cfg.seed, self.calls);
-        // Generation, then one more forward: logps (B, T) of the sampled targets.
-        let mut plans: Vec<&Plan> = Vec::with_capacity(2 * self.steps.len() + 1);
-        for s in &self.steps {
-            plans.push(&self.model.forward);
-            plans.push(s);
+        // The prefill (a forward over the prompts), generation with the KV cache, then one more forward: logps
+        // (B, T) of the sampled targets.
+        let mut plans: Vec<&Plan> = Vec::with_capacity(3 * self.steps.len() + 2);
+        plans.push(&self.model.forward);
+        for (s, sample) in self.steps.iter().enumerate() {
+            if s > 0 {
+                plans.extend(self.decoder.step(s));
+            }
+            plans.push(sample);
         }
         plans.push(&self.model.forward);
         let read = gpu.run_plans(&plans, Some(&self.readback)).await?.expect("readback");

@@ -68,6 +68,8 @@ pub struct Gpt {
     pub dscalar: Option<Tensor>,
     pub forward: Plan,
     pub backward: Plan,
+    /// Each layer's qkv activation (B, T, 3C): the keys and values a `Decoder` continues from after `forward`.
+    pub(crate) kv_cache: Vec<Tensor>,
 }
 
 fn parts(cfg: &GptConfig) -> Vec<(String, usize)> {
@@ -433,6 +435,7 @@ impl Gpt {
             dscalar,
             forward: fwd,
             backward: bwd,
+            kv_cache: acts.iter().map(|a| a.qkv.clone()).collect(),
         })
     }
 

@@ -2,6 +2,7 @@
 //! buffer plus a forward and a backward `Plan` built from `ops`. Objectives talk to either through `Policy`.
 
 pub mod config;
+pub mod decode;
 pub mod fused_mlp;
 pub mod generate;
 pub mod gpt;
@@ -10,6 +11,7 @@ pub mod inspect;
 pub mod mlp;
 
 pub use config::{GptConfig, MlpConfig};
+pub use decode::Decoder;
 pub use fused_mlp::FusedMlp;
 pub use generate::{Completion, GenerationConfig, Generator};
 pub use gpt::Gpt;

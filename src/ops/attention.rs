@@ -1,7 +1,8 @@
 //! Dispatches of `shaders/attention.wgsl`: causal multi-head self-attention (llm.c's attention_forward /
 //! attention_backward). The forward is three dispatches (scores, softmax, weighted values), the backward three
 //! (datt, softmax backward, the dq/dk/dv gather); every output element has exactly one writer, so both are
-//! deterministic. The backward accumulates into dinp and overwrites its datt/dpreatt scratch.
+//! deterministic. The backward accumulates into dinp and overwrites its datt/dpreatt scratch. `attention_decode` is
+//! one generation step with a KV cache (one new position per row, `model::Decoder`).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -276,4 +277,32 @@ pub fn attention_backward_with(
             dispatch(gpu, "attention_dqkv", b, t, c, nh, Grid::Elements(b * t * c), &dqkv_bindings)
         },
     ]
+}
+
+/// Longest T that [`attention_decode`] takes (its workgroup holds one score per position: 8 KiB).
+pub const DECODE_MAX_T: usize = 2048;
+
+/// One generation step of causal attention with a KV cache: row b's output at its newest position `pos[b]` from this
+/// step's `qkv` (B, 3C) (computed from that one token) and the keys and values of its earlier positions in `cache`
+/// (B, T, 3C), which is the qkv activation of a forward pass over the same rows; the new key and value are then written
+/// into the cache at `pos[b]`. Equal to [`attention_forward`]'s output at (b, pos[b]). One dispatch.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_decode(
+    gpu: &Gpu,
+    out: &Tensor,   // (B, C)
+    cache: &Tensor, // (B, T, 3C), read and written
+    qkv: &Tensor,   // (B, 3C)
+    pos: &Tensor,   // (B) u32, each < T
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) -> Dispatch {
+    assert!(t <= DECODE_MAX_T, "attention_decode: T = {t} is over {DECODE_MAX_T}");
+    assert!(
+        out.len >= b * c && cache.len >= b * t * 3 * c && qkv.len >= b * 3 * c && pos.len >= b,
+        "attention_decode: a buffer is smaller than its shape"
+    );
+    let bindings = [(19, qkv), (20, cache), (21, out), (22, pos)];
+    dispatch(gpu, "attention_decode", b, t, c, nh, Grid::Rows(b * nh), &bindings)
 }

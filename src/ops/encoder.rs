@@ -1,5 +1,6 @@
-//! Dispatches of `shaders/encoder.wgsl`: the token + position embedding (forward) and its race-free backward
-//! (a gather: each dwte/dwpe element is owned by one invocation). `tokens` is a Tensor of u32.
+//! Dispatches of `shaders/encoder.wgsl`: the token + position embedding (forward), its race-free backward (a gather:
+//! each dwte/dwpe element is owned by one invocation), and the one-position input of a KV-cached generation step
+//! (`encoder_decode`). `tokens` is a Tensor of u32.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -15,6 +16,9 @@ struct Params {
     t: u32,
     c: u32,
     v: u32,
+    /// Generation step (encoder_decode only).
+    step: u32,
+    _p: [u32; 3],
 }
 
 fn check(what: &str, t: &Tensor, len: usize) {
@@ -36,7 +40,7 @@ pub fn encoder_forward(
     for (what, x, len) in [("out", out, b * t * c), ("tokens", tokens, b * t), ("wpe", wpe, t * c)] {
         check(what, x, len);
     }
-    let p = Params { b: b as u32, t: t as u32, c: c as u32, v: 0 }; // v: backward only
+    let p = Params { b: b as u32, t: t as u32, c: c as u32, v: 0, step: 0, _p: [0; 3] }; // v: backward only
     Dispatch::new(
         gpu,
         SHADER,
@@ -45,6 +49,39 @@ pub fn encoder_forward(
         Some(bytemuck::bytes_of(&p)),
         &[(1, tokens), (2, wte), (3, wpe), (4, out)],
         grid_1d(b * t * c, WORKGROUP_1D),
+    )
+}
+
+/// The input of generation step `step` with a KV cache: row b's newest token is at position
+/// `pos_b = min(lens[b] - 1 + step, T - 1)`; out[b, :] = wte[tokens[b, pos_b], :] + wpe[pos_b, :], and pos[b] = pos_b.
+#[allow(clippy::too_many_arguments)]
+pub fn encoder_decode(
+    gpu: &Gpu,
+    out: &Tensor,    // (B, C)
+    pos: &Tensor,    // (B) u32, written
+    tokens: &Tensor, // (B, T) u32
+    lens: &Tensor,   // (B) u32 prompt lengths, >= 1
+    wte: &Tensor,    // (V, C)
+    wpe: &Tensor,    // (maxT, C), maxT >= T
+    b: usize,
+    t: usize,
+    c: usize,
+    step: usize,
+) -> Dispatch {
+    for (what, x, len) in
+        [("out", out, b * c), ("pos", pos, b), ("tokens", tokens, b * t), ("lens", lens, b), ("wpe", wpe, t * c)]
+    {
+        check(what, x, len);
+    }
+    let p = Params { b: b as u32, t: t as u32, c: c as u32, v: 0, step: step as u32, _p: [0; 3] };
+    Dispatch::new(
+        gpu,
+        SHADER,
+        SRC,
+        "encoder_decode",
+        Some(bytemuck::bytes_of(&p)),
+        &[(1, tokens), (2, wte), (3, wpe), (4, out), (10, lens), (11, pos)],
+        grid_1d(b * c, WORKGROUP_1D),
     )
 }
 
@@ -92,7 +129,7 @@ pub fn encoder_backward_with(
     {
         check(what, x, len);
     }
-    let p = Params { b: b as u32, t: t as u32, c: c as u32, v: v as u32 };
+    let p = Params { b: b as u32, t: t as u32, c: c as u32, v: v as u32, step: 0, _p: [0; 3] };
     let bytes = bytemuck::bytes_of(&p);
     vec![
         Dispatch::new(

@@ -33,7 +33,7 @@
 //! Gradient clipping applies per model (the policy's and the separate value model's global norms separately).
 
 use crate::gpu::{dispatch_count, Gpu, Plan, Readback, Tensor};
-use crate::model::{Gpt, GptConfig, Mlp, MlpConfig, Policy};
+use crate::model::{Decoder, Gpt, GptConfig, Mlp, MlpConfig, Policy};
 use crate::objectives::ppo::{Ppo, PpoConfig, PpoMetrics, ValueModel};
 use crate::ops::{elementwise, ppo as ppo_ops, sampling};
 use crate::train::{run_step, OptimConfig, Optimizer};
@@ -419,7 +419,9 @@ pub struct PpoGptTrainer {
     /// (B) u32 each row's prompt length.
     pub lens: Tensor,
     begin_plan: Plan,
+    /// gen_plans[s]: sample generation step s's token and append it.
     gen_plans: Vec<Plan>,
+    decoder: Decoder,
     /// The sampled targets and response mask, read back between generation and training by `step_scored`.
     gen_readback: Readback,
     copy_plan: Plan,
@@ -510,21 +512,40 @@ impl PpoGptTrainer {
         let mut gen_plans = Vec::with_capacity(cfg.response_length);
         // Rows of different prompt lengths: row b generates after its own last prompt token (Lp_b - 1 + s).
         let lens = Tensor::zeros(gpu, "ppo prompt lengths", b)?;
+        // Step 0 samples from the policy's forward over the prompts (the prefill); later steps from its KV-cached
+        // decoder (`model::Decoder`: one position per row), with the step as the random stream either way.
+        let decoder = Decoder::new(gpu, &policy, &lens, cfg.response_length)?;
         for s in 0..cfg.response_length {
             let mut plan = Plan::new();
-            plan.push(sampling::sample_ragged(
-                gpu,
-                &sampled,
-                &policy.logits,
-                &ppo.rng,
-                &lens,
-                b,
-                t,
-                v,
-                s,
-                cfg.temperature,
-                cfg.top_k,
-            ));
+            plan.push(if s == 0 {
+                sampling::sample_ragged(
+                    gpu,
+                    &sampled,
+                    &policy.logits,
+                    &ppo.rng,
+                    &lens,
+                    b,
+                    t,
+                    v,
+                    0,
+                    cfg.temperature,
+                    cfg.top_k,
+                )
+            } else {
+                sampling::sample_categorical(
+                    gpu,
+                    &sampled,
+                    &decoder.logits,
+                    &ppo.rng,
+                    b,
+                    v,
+                    v,
+                    0,
+                    cfg.temperature,
+                    cfg.top_k,
+                    s as u32,
+                )
+            });
             plan.push(sampling::append_ragged(
                 gpu,
                 &policy.tokens,
@@ -595,6 +616,7 @@ impl PpoGptTrainer {
             lens,
             begin_plan,
             gen_plans,
+            decoder,
             gen_readback,
             copy_plan,
             score_plan,
@@ -613,11 +635,14 @@ impl PpoGptTrainer {
         v
     }
 
-    /// Generation: the mask cleared, then per generated token the forward pass and the sampling.
+    /// Generation: the mask cleared, the policy's forward over the prompts, then per generated token the sampling,
+    /// with a KV-cached decode step before each but the first.
     fn generation_plans(&self) -> Vec<&Plan> {
-        let mut v: Vec<&Plan> = vec![&self.begin_plan];
-        for g in &self.gen_plans {
-            v.push(&self.policy.forward);
+        let mut v: Vec<&Plan> = vec![&self.begin_plan, &self.policy.forward];
+        for (s, g) in self.gen_plans.iter().enumerate() {
+            if s > 0 {
+                v.extend(self.decoder.step(s));
+            }
             v.push(g);
         }
         v

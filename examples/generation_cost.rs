@@ -1,0 +1,59 @@
+//! What the KV cache saves in generation (`model::Decoder`), at the llm-study's sizes. A `Generator` call is one
+//! forward over the prompts (the prefill), `max_new_tokens - 1` decode steps on one position per row, and one more
+//! forward to score the completions; without the cache every step re-ran the forward over (B, T), so that costs
+//! `max_new_tokens + 1` forwards. Both are timed here on the adapter in hand (minimum of 3 runs each) and the ratio
+//! printed; asserts nothing. Seeds are fixed.
+//!
+//!   cargo run --release --example generation_cost
+
+use std::time::Instant;
+
+use dpo3d::gpu::submit_all;
+use dpo3d::model::init::gpt_params;
+use dpo3d::model::{GenerationConfig, Generator, Gpt, GptConfig};
+use dpo3d::rng::Rng;
+use dpo3d::Gpu;
+
+fn main() {
+    let gpu = Gpu::new_blocking().unwrap_or_else(|e| panic!("{e}"));
+    println!("adapter: {} ({})", gpu.info.name, gpu.info.backend);
+    // (name, layers, width, B): the llm-study's small and full profiles (vocabulary 512, 4 heads, prompts of up to
+    // 72 tokens and 24 new ones: T = 96).
+    for (name, layers, width, b) in [("small", 2usize, 64usize, 64usize), ("full", 4, 128, 256)] {
+        let cfg = GptConfig { vocab_size: 512, context: 96, layers, heads: 4, width, scalar_head: false };
+        let (max_prompt, max_new) = (72usize, 24usize);
+        let t = max_prompt + max_new;
+        let params = gpt_params(&cfg, 1).unwrap_or_else(|e| panic!("{e}"));
+        let g = GenerationConfig { max_new_tokens: max_new, temperature: 1.0, top_k: 0, stop_token_id: None, seed: 2 };
+        let mut gen = Generator::new(&gpu, &cfg, &params, b, max_prompt, &g).unwrap_or_else(|e| panic!("{e}"));
+        let mut rng = Rng::new(3);
+        // prompts of 20 to 72 tokens, as the study's are of different lengths
+        let prompts: Vec<Vec<u32>> =
+            (0..b).map(|_| (0..20 + rng.below(53) as usize).map(|_| rng.below(512)).collect()).collect();
+        let min_ms = |f: &mut dyn FnMut()| {
+            f(); // warm-up: pipelines, the kernel tuner
+            (0..3)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    f();
+                    t0.elapsed().as_secs_f64() * 1e3
+                })
+                .fold(f64::MAX, f64::min)
+        };
+        let ms_gen = min_ms(&mut || {
+            gen.generate_blocking(&gpu, &prompts).unwrap_or_else(|e| panic!("{e}"));
+        });
+        let full = Gpt::new(&gpu, &cfg, b, t, &params).unwrap_or_else(|e| panic!("{e}"));
+        let ms_fwd = min_ms(&mut || {
+            submit_all(&gpu, &[&full.forward]);
+            gpu.wait();
+        });
+        let ms_recompute = (max_new + 1) as f64 * ms_fwd;
+        println!(
+            "{name}: L{layers} C{width} V512 B{b} T{t}, {max_new} new tokens: generation with the KV cache {ms_gen:.1} ms; \
+             one forward over (B, T) {ms_fwd:.1} ms, so recomputing it per token costs {ms_recompute:.1} ms: \
+             {:.1}x",
+            ms_recompute / ms_gen
+        );
+    }
+}
