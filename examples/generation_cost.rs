@@ -1,8 +1,8 @@
 //! What the KV cache saves in generation (`model::Decoder`), at the llm-study's sizes. A `Generator` call is one
-//! forward over the prompts (the prefill), `max_new_tokens - 1` decode steps on one position per row, and one more
-//! forward to score the completions; without the cache every step re-ran the forward over (B, T), so that costs
-//! `max_new_tokens + 1` forwards. Both are timed here on the adapter in hand (minimum of 3 runs each) and the ratio
-//! printed; asserts nothing. Seeds are fixed.
+//! forward over the prompts (the prefill) and `max_new_tokens - 1` decode steps on one position per row, each step
+//! also writing its token's log-prob. Without the cache, every step re-ran the forward over (B, T) and one more forward
+//! scored the completions: `max_new_tokens + 1` forwards. Both are timed here on the adapter in hand (minimum of 3
+//! runs each) and the ratio printed; asserts nothing. Seeds are fixed.
 //!
 //!   cargo run --release --example generation_cost
 

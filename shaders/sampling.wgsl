@@ -2,6 +2,7 @@
 //   sample_categorical: one token per row from logits, with temperature and top-k (Gumbel-max trick);
 //   append_token:       the GPT's autoregressive bookkeeping (tokens, targets, response mask, end of sequence);
 //   sample_ragged, append_ragged: the same two for a batch of prompts of different lengths (one position per row);
+//   sampled_logprob:    the log-probability of each row's sampled token (generation without a scoring forward);
 //   minibatch_ranks:    a seeded random permutation of the batch rows per PPO epoch (minibatch membership);
 //   copy_u32:           copies token buffers from the policy into the reference / value / reward models.
 //
@@ -28,7 +29,7 @@ struct Params {
     eos: u32,         // stop token id; after it every position holds eos again, masked out (append_token)
     n: u32,           // elements (copy_u32)
     temperature: f32, // <= 0: greedy (argmax)
-    _p0: u32,
+    pos_stride: u32,  // sampled_logprob: elements between a row's positions (V for (B, T, V) logits, 0 for (B, V))
     _p1: u32,
     _p2: u32,
 }
@@ -180,6 +181,54 @@ fn sample_row(b: u32, base: u32, l: u32) {
     }
     if (l == 0u) {
         s_out[b] = red_idx[0];
+    }
+}
+
+// sampled_logprob: the log-probability at temperature 1 of the token each row has just sampled, so that generation
+// needs no scoring forward pass afterwards:
+//   out[b, pos_b] = logits_b[sampled[b]] - logsumexp(logits_b),  pos_b = min(lens[b] - 1 + step, T - 1),
+// pos_b being the position whose next token was sampled (the token's target slot, as in the GPT's logps). logits_b is
+// row b's V logits at b * row_stride + pos_b * pos_stride: the prefill's (B, T, V) logits (row_stride T*V, pos_stride
+// V) or a decode step's (B, V) ones (row_stride V, pos_stride 0). Max first, then the sum of exp: log space throughout.
+// bindings: 1 logits read, 4 sampled (B) u32 read, 12 lens (B) u32 read, 13 out (B, T) read_write (only pos_b is
+// written). grid: grid_1d(B, 1): one workgroup of 64 per row.
+@group(0) @binding(13) var<storage, read_write> lp_out: array<f32>;
+
+@compute @workgroup_size(64)
+fn sampled_logprob(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let b = wid.x + wid.y * nwg.x;
+    if (b >= p.rows) { return; }
+    let l = lid.x;
+    let pos = min(g_lens[b] - 1u + p.pos, p.t - 1u);
+    let base = b * p.row_stride + pos * p.pos_stride;
+    var m = NEG_BIG;
+    for (var j = l; j < p.v; j += 64u) {
+        m = max(m, s_logits[base + j]);
+    }
+    red_val[l] = m;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if (l < s) { red_val[l] = max(red_val[l], red_val[l + s]); }
+        workgroupBarrier();
+    }
+    let row_max = red_val[0];
+    workgroupBarrier();
+    var sum = 0.0;
+    for (var j = l; j < p.v; j += 64u) {
+        sum += exp(s_logits[base + j] - row_max);
+    }
+    red_val[l] = sum;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if (l < s) { red_val[l] += red_val[l + s]; }
+        workgroupBarrier();
+    }
+    if (l == 0u) {
+        lp_out[b * p.t + pos] = s_logits[base + a_sampled[b]] - (row_max + log(red_val[0]));
     }
 }
 

@@ -62,6 +62,45 @@ fn should_match_reference_ragged_sampling_and_appending() {
     assert!(tokens[t + 1..2 * t].iter().all(|&x| x != 0), "row 1's response is written");
 }
 
+/// The log-probability of each row's sampled token, from the prefill's (B, T, V) logits at the row's own position and
+/// from a decode step's (B, V) logits, against the reference log-softmax of that logits row; only the row's target
+/// slot is written. Logits 300 nats apart check that it stays in log space.
+#[test]
+fn should_match_reference_log_probabilities_of_the_sampled_tokens() {
+    let gpu = gpu();
+    let (b, t, v) = (5usize, 7usize, 83usize);
+    let lens: Vec<u32> = vec![1, 3, 7, 2, 6];
+    let mut logits = randn(21, b * t * v, 3.0);
+    logits[5] = 300.0; // row 0, position 0: one logit far above the rest
+    let sampled: Vec<u32> = (0..b).map(|r| (r * 17 % v) as u32).collect();
+    let (tl, ts, tlens) = (Tensor::from_f32(&gpu, "logits", &logits).unwrap(), tu(&gpu, &sampled), tu(&gpu, &lens));
+    let lp_of = |row: &[f32], tok: u32| {
+        let (mut lp, mut lse) = ([0.0f32], [0.0f32]);
+        dpo3d::reference::logprobs::logprobs_forward(&mut lp, &mut lse, row, &[tok], 1, v);
+        lp[0]
+    };
+    for step in [0usize, 1, 4] {
+        for ragged in [true, false] {
+            let sentinel = -7.0f32;
+            let out = Tensor::from_f32(&gpu, "out", &vec![sentinel; b * t]).unwrap();
+            run(&gpu, vec![sampling::sampled_logprob(&gpu, &out, &tl, &ts, &tlens, b, t, v, step, ragged)]);
+            let mut want = vec![sentinel; b * t];
+            for r in 0..b {
+                let pos = (lens[r] as usize - 1 + step).min(t - 1);
+                let row = if ragged { &logits[(r * t + pos) * v..][..v] } else { &logits[r * v..][..v] };
+                want[r * t + pos] = lp_of(row, sampled[r]);
+            }
+            let got = out.to_vec(&gpu).unwrap();
+            assert_close(&format!("step {step} ragged {ragged}"), &got, &want, 1e-4, 1e-5);
+        }
+    }
+    // row 0 at step 0 sampled token 0, about 300 nats below the max: finite, not -inf
+    let out = Tensor::zeros(&gpu, "out", b * t).unwrap();
+    run(&gpu, vec![sampling::sampled_logprob(&gpu, &out, &tl, &ts, &tlens, b, t, v, 0, true)]);
+    let lp0 = out.to_vec(&gpu).unwrap()[0];
+    assert!(lp0.is_finite() && lp0 < -250.0, "log-prob of a token far below the max: {lp0}");
+}
+
 fn small_gpt() -> GptConfig {
     GptConfig { vocab_size: 11, context: 16, layers: 1, heads: 2, width: 16, scalar_head: false }
 }

@@ -7,8 +7,9 @@
 //! over it (the prefill) gives step 0's logits, read by `sampling::sample_ragged` at each row's own last prompt token
 //! Lp_b - 1, and fills each layer's KV cache. Each later step s is a `Decoder` step: one position per row, Lp_b - 1 + s,
 //! attending over the cache, so rows never wait for or pad into each other (causal attention: the positions after a
-//! row's current one do not influence it). `append_ragged` writes each sampled token after the row's position. After
-//! the last step one more forward pass scores the sampled tokens (`logps`, masked to the response). Every step of a call is recorded into one submit; buffers and plans are built once per generator.
+//! row's current one do not influence it). `append_ragged` writes each sampled token after the row's position, and
+//! `sampled_logprob` its log-probability from the same logits, so no forward pass is needed to score the completions.
+//! Every step of a call is recorded into one submit; buffers and plans are built once per generator.
 
 use crate::gpu::{Plan, Readback, Tensor};
 use crate::model::{Decoder, Gpt, GptConfig};
@@ -57,6 +58,8 @@ pub struct Generator {
     #[allow(dead_code)] // bound by the plans; kept with the buffers it belongs to
     sampled: Tensor, // (B) u32
     mask: Tensor, // (B, T) 1 on generated positions (targets)
+    #[allow(dead_code)] // bound by the plans; read back through `readback`
+    logps: Tensor, // (B, T) log pi of each sampled token at its target position
     rng: Tensor,  // (2) u32
     /// steps[s]: sample generation step s's token and append it.
     steps: Vec<Plan>,
@@ -98,6 +101,7 @@ impl Generator {
             let sampled = Tensor::zeros(gpu, "generate sampled", b)?;
             let mask = Tensor::zeros(gpu, "generate mask", b * t)?;
             let rng = Tensor::zeros(gpu, "generate rng", 2)?;
+            let logps = Tensor::zeros(gpu, "generate logps", b * t)?;
             // Step 0 samples from the prefill's logits (B, T, V) at each row's last prompt token; steps >= 1 from
             // the decoder's (B, V). Both draw with the step number as the random stream, so the draws depend only
             // on (seed, call, step, row, token id).
@@ -134,6 +138,8 @@ impl Generator {
                             s as u32,
                         )
                     });
+                    let logits = if s == 0 { &model.logits } else { &decoder.logits };
+                    p.push(sampling::sampled_logprob(gpu, &logps, logits, &sampled, &lens, b, t, v, s, s == 0));
                     p.push(sampling::append_ragged(
                         gpu,
                         &model.tokens,
@@ -149,7 +155,7 @@ impl Generator {
                     p
                 })
                 .collect();
-            let readback = Readback::new(gpu, &[&model.tokens, &model.logps, &mask]);
+            let readback = Readback::new(gpu, &[&model.tokens, &logps, &mask]);
             Ok(Generator {
                 model,
                 cfg: cfg.clone(),
@@ -157,6 +163,7 @@ impl Generator {
                 lens,
                 sampled,
                 mask,
+                logps,
                 rng,
                 steps,
                 decoder,
@@ -204,9 +211,9 @@ impl Generator {
         self.mask.write_f32(gpu, &vec![0.0; b * t]);
         self.calls += 1;
         sampling::write_rng(gpu, &self.rng, self.cfg.seed, self.calls);
-        // The prefill (a forward over the prompts), generation with the KV cache, then one more forward: logps
-        // (B, T) of the sampled targets.
-        let mut plans: Vec<&Plan> = Vec::with_capacity(3 * self.steps.len() + 2);
+        // The prefill (a forward over the prompts), then generation with the KV cache; each step also writes its
+        // token's log-prob.
+        let mut plans: Vec<&Plan> = Vec::with_capacity(3 * self.steps.len() + 1);
         plans.push(&self.model.forward);
         for (s, sample) in self.steps.iter().enumerate() {
             if s > 0 {
@@ -214,7 +221,6 @@ impl Generator {
             }
             plans.push(sample);
         }
-        plans.push(&self.model.forward);
         let read = gpu.run_plans(&plans, Some(&self.readback)).await?.expect("readback");
         let out: Vec<u32> = read[0].iter().map(|x| x.to_bits()).collect();
         let (logps, mask) = (&read[1], &read[2]);

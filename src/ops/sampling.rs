@@ -28,7 +28,8 @@ pub struct SamplingParams {
     pub eos: u32,
     pub n: u32,
     pub temperature: f32,
-    pub _p: [u32; 3],
+    pub pos_stride: u32,
+    pub _p: [u32; 2],
 }
 
 fn dispatch(
@@ -145,6 +146,39 @@ pub fn sample_ragged(
         ..Default::default()
     };
     dispatch(gpu, "sample_ragged", &p, &[(1, logits), (2, rng), (3, out), (12, lens)], grid_1d(b, 1))
+}
+
+/// The log-probability (temperature 1) of each row's sampled token, written at its target slot:
+/// `out[b, pos_b] = logits_b[sampled[b]] - logsumexp(logits_b)` with `pos_b = min(lens[b] - 1 + step, T - 1)`.
+/// `logits` is the prefill's (B, T, V) (`ragged`: row b's logits at pos_b) or a decode step's (B, V).
+#[allow(clippy::too_many_arguments)]
+pub fn sampled_logprob(
+    gpu: &Gpu,
+    out: &Tensor,     // (B, T)
+    logits: &Tensor,  // (B, T, V) when ragged, else (B, V)
+    sampled: &Tensor, // (B) u32
+    lens: &Tensor,    // (B) u32 prompt lengths, >= 1
+    b: usize,
+    t: usize,
+    v: usize,
+    step: usize,
+    ragged: bool,
+) -> Dispatch {
+    let (row_stride, pos_stride) = if ragged { (t * v, v) } else { (v, 0) };
+    assert!(
+        logits.len >= b * row_stride && out.len >= b * t && sampled.len >= b && lens.len >= b,
+        "sampled_logprob: a buffer is smaller than its shape"
+    );
+    let p = SamplingParams {
+        rows: b as u32,
+        v: v as u32,
+        t: t as u32,
+        pos: step as u32,
+        row_stride: row_stride as u32,
+        pos_stride: pos_stride as u32,
+        ..Default::default()
+    };
+    dispatch(gpu, "sampled_logprob", &p, &[(1, logits), (4, sampled), (12, lens), (13, out)], grid_1d(b, 1))
 }
 
 /// [`append_token`] for B prompts of different lengths: row b's sampled token goes after its position
