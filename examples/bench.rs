@@ -1,13 +1,16 @@
-//! Benchmarks on the adapter wgpu finds: (a) f32 matmul GFLOP/s of each WGSL GEMM kernel at n x n x n, and (b) the
+//! Benchmarks on the adapter wgpu finds: (a) f32 matmul GFLOP/s of each WGSL GEMM kernel at n x n x n, (b) the
 //! time of one GPT training step (forward + SFT loss + backward + clip + AdamW, `SftTrainer::step`, one submit and a
-//! readback of the loss) with its dispatch count. Prints tables and writes JSON:
+//! readback of the loss) with its dispatch count, and (c) the time of one `Generator` call (B prompts of 72 tokens, 24
+//! new tokens each sampled at temperature 1 with their log-probs, KV-cached) at the llm-study's two model sizes.
+//! Prints tables and writes JSON:
 //!
 //!     {"device": {...}, "matmul": [{"kernel", "n", "gflops", "ms"}],
 //!      "gpt_step": [{"layers", "width", "heads", "context", "batch", "vocab", "ms_per_step", "dispatches_per_step",
-//!                    "tokens_per_s"}]}
+//!                    "tokens_per_s"}],
+//!      "generation": [{"layers", "width", "heads", "batch", "vocab", "prompt_len", "new_tokens", "ms"}]}
 //!
-//! `scripts/bench_torch.py` times the same products and the same GPT-2 step in eager PyTorch (f32, TF32 off) and
-//! prints the same JSON, for a same-machine comparison.
+//! `scripts/bench_torch.py` times the same products, the same GPT-2 step and the same generation in eager PyTorch
+//! (f32, TF32 off) and prints the same JSON, for a same-machine comparison.
 //!
 //! Timing: a matmul is timed by recording K copies of its dispatch into one compute pass, submitting once and
 //! waiting, after a warm-up dispatch; K is picked so one measurement takes about `--target-ms`. Wall-clock time
@@ -25,7 +28,7 @@ use dpo3d::checkpoint::write_atomic;
 use dpo3d::data::SftBatch;
 use dpo3d::gpu::Tensor;
 use dpo3d::model::init::gpt_params;
-use dpo3d::model::GptConfig;
+use dpo3d::model::{GenerationConfig, Generator, GptConfig};
 use dpo3d::ops::matmul::{gemm_with, matmul_flops, GemmDims, MatmulKernel};
 use dpo3d::rng::Rng;
 use dpo3d::train::sft::SftTrainer;
@@ -63,6 +66,9 @@ struct Args {
     /// Skip the GPT part.
     #[arg(long)]
     no_gpt: bool,
+    /// Skip the generation part.
+    #[arg(long)]
+    no_generation: bool,
     /// Per-dispatch profile of each GPT step (forward, loss, backward, optimizer): each dispatch timed alone
     /// (GPU timestamps where the adapter has them), summed per kernel, largest first. Shows the next bottleneck.
     #[arg(long)]
@@ -75,7 +81,27 @@ struct Report<'a> {
     device: &'a dpo3d::gpu::GpuInfo,
     matmul: Vec<MatmulResult>,
     gpt_step: Vec<GptStepResult>,
+    generation: Vec<GenerationResult>,
 }
+
+#[derive(Serialize)]
+struct GenerationResult {
+    layers: usize,
+    width: usize,
+    heads: usize,
+    batch: usize,
+    vocab: usize,
+    prompt_len: usize,
+    new_tokens: usize,
+    ms: f64,
+}
+
+/// (L, C, NH, B) of the generation benchmark: the llm-study's small and full models and generation batches
+/// (vocabulary 512, prompts of 72 tokens, 24 new tokens).
+const GEN_CONFIGS: [(usize, usize, usize, usize); 2] = [(2, 64, 4, 64), (4, 128, 4, 256)];
+const GEN_VOCAB: usize = 512;
+const GEN_PROMPT: usize = 72;
+const GEN_NEW: usize = 24;
 
 #[derive(Serialize)]
 struct MatmulResult {
@@ -164,7 +190,21 @@ fn run(args: &Args) -> Result<()> {
         }
     }
 
-    let report = Report { device: &gpu.info, matmul, gpt_step };
+    let mut generation = Vec::new();
+    if !args.no_generation {
+        println!("\n{:>3} {:>5} {:>3} {:>4} {:>5} {:>7} {:>5} {:>10}", "L", "C", "NH", "B", "V", "prompt", "new", "ms");
+        let configs = if args.quick { &GEN_CONFIGS[..1] } else { &GEN_CONFIGS[..] };
+        for &(layers, width, heads, batch) in configs {
+            let r = bench_generation(&gpu, layers, width, heads, batch, steps)?;
+            println!(
+                "{:>3} {:>5} {:>3} {:>4} {:>5} {:>7} {:>5} {:>10.1}",
+                r.layers, r.width, r.heads, r.batch, r.vocab, r.prompt_len, r.new_tokens, r.ms
+            );
+            generation.push(r);
+        }
+    }
+
+    let report = Report { device: &gpu.info, matmul, gpt_step, generation };
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
@@ -263,6 +303,43 @@ fn bench_gpt_step(
 /// GPU timestamps where available) and print the sum per kernel entry point, largest first, with its share of the
 /// sum and the count. The sum leaves out what a whole step adds (submit, readback, barriers between dispatches),
 /// which the last line shows as the difference from the measured step.
+/// Median time of one `Generator::generate` call over `reps` calls after one warm-up call (pipelines, the tuner).
+fn bench_generation(
+    gpu: &Gpu,
+    layers: usize,
+    width: usize,
+    heads: usize,
+    batch: usize,
+    reps: usize,
+) -> Result<GenerationResult> {
+    let t = GEN_PROMPT + GEN_NEW;
+    let cfg = GptConfig { vocab_size: GEN_VOCAB, context: t, layers, heads, width, scalar_head: false };
+    let params = gpt_params(&cfg, 1)?;
+    let g = GenerationConfig { max_new_tokens: GEN_NEW, temperature: 1.0, top_k: 0, stop_token_id: None, seed: 2 };
+    let mut gen = Generator::new(gpu, &cfg, &params, batch, GEN_PROMPT, &g)?;
+    let mut rng = Rng::new(3);
+    let prompts: Vec<Vec<u32>> =
+        (0..batch).map(|_| (0..GEN_PROMPT).map(|_| rng.below(GEN_VOCAB as u32)).collect()).collect();
+    gen.generate_blocking(gpu, &prompts)?;
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t0 = Instant::now();
+        gen.generate_blocking(gpu, &prompts)?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(GenerationResult {
+        layers,
+        width,
+        heads,
+        batch,
+        vocab: GEN_VOCAB,
+        prompt_len: GEN_PROMPT,
+        new_tokens: GEN_NEW,
+        ms: times[times.len() / 2],
+    })
+}
+
 fn print_profile(gpu: &Gpu, plans: &[&dpo3d::gpu::Plan], step_s: f64) {
     let mut per: std::collections::BTreeMap<&'static str, (f64, usize)> = Default::default();
     for plan in plans {

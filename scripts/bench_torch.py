@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """The eager-PyTorch counterpart of `examples/bench.rs`, for a same-machine comparison on a GPU.
 
-Times (a) the same f32 n x n x n matmul (cuBLAS, TF32 off) at the same sizes, and (b) the same GPT-2 training step
+Times (a) the same f32 n x n x n matmul (cuBLAS, TF32 off) at the same sizes, (b) the same GPT-2 training step
 as `SftTrainer::step`: forward, mean next-token NLL, backward, global grad-norm clipping at 1.0, AdamW (lr 1e-3,
-betas (0.9, 0.999), eps 1e-8, no weight decay), and reading the loss back to the host, for the same configs. Prints
-JSON with the bench's schema (`dispatches_per_step` is null: PyTorch launches kernels, not recorded dispatches):
+betas (0.9, 0.999), eps 1e-8, no weight decay), and reading the loss back to the host, for the same configs, and (c)
+the same generation as `Generator::generate`: B prompts of 72 tokens, 24 new tokens sampled at temperature 1 with a KV
+cache (the prompts' forward, then one position per step with keys and values concatenated onto the cache, as
+Hugging Face's DynamicCache does), each token's log-prob summed, the tokens and log-probs read back. Prints JSON with
+the bench's schema (`dispatches_per_step` is null: PyTorch launches kernels, not recorded dispatches):
 
     {"device": {...}, "matmul": [{"kernel", "n", "gflops", "ms"}],
      "gpt_step": [{"layers", "width", "heads", "context", "batch", "vocab", "ms_per_step", "dispatches_per_step",
-                   "tokens_per_s"}]}
+                   "tokens_per_s"}],
+     "generation": [{"layers", "width", "heads", "batch", "vocab", "prompt_len", "new_tokens", "ms"}]}
 
 The model is dpo3d's GPT-2 exactly: pre-LayerNorm blocks (eps 1e-5), tanh GELU, 4C MLP, causal attention scaled by
 1/sqrt(C/NH) written out as matmul + softmax (HF's "eager" attention; --sdpa uses F.scaled_dot_product_attention
@@ -35,6 +39,9 @@ import torch.nn.functional as F
 SIZES = [256, 512, 1024, 2048, 4096]
 # (L, C, NH, T, B): the same as GPT_CONFIGS in examples/bench.rs.
 GPT_CONFIGS = [(2, 64, 4, 64, 8), (4, 128, 4, 128, 8), (4, 256, 4, 128, 16)]
+# (L, C, NH, B) and the rest: the same as GEN_CONFIGS etc. in examples/bench.rs.
+GEN_CONFIGS = [(2, 64, 4, 64), (4, 128, 4, 256)]
+GEN_VOCAB, GEN_PROMPT, GEN_NEW = 512, 72, 24
 
 
 def no_tf32():
@@ -97,6 +104,21 @@ class Block(nn.Module):
         x = x + self.attention(self.ln_1(x))
         return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
 
+    def forward_cached(self, x, cache):
+        """x (B, t, C) at the positions after the cache's (None: the prompts' forward); returns (x, new cache)."""
+        b, t, c = x.shape
+        q, k, v = self.c_attn(self.ln_1(x)).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.nh, c // self.nh).transpose(1, 2) for z in (q, k, v))  # (B, NH, t, hs)
+        if cache is not None:
+            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(c // self.nh))  # (B, NH, t, T so far)
+        if t > 1:
+            causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+            att = att.masked_fill(~causal, float("-inf"))
+        y = att.softmax(dim=-1) @ v
+        x = x + self.attn_proj(y.transpose(1, 2).contiguous().view(b, t, c))
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh")), (k, v)
+
 
 class Gpt(nn.Module):
     def __init__(self, v, t, layers, c, nh, sdpa):
@@ -124,6 +146,47 @@ class Gpt(nn.Module):
         for block in self.h:
             x = block(x)
         return self.ln_f(x) @ self.wte.weight.t()  # tied head
+
+
+@torch.no_grad()
+def generate(model, prompts, new_tokens, gen):
+    """Sample new_tokens per row at temperature 1 with a KV cache; returns (tokens (B, new), log-prob sums (B))."""
+    b, lp = prompts.shape
+    x = model.wte(prompts) + model.wpe(torch.arange(lp, device=prompts.device))
+    caches = []
+    for block in model.h:
+        x, kv = block.forward_cached(x, None)
+        caches.append(kv)
+    out, logp_sum = [], torch.zeros(b, device=prompts.device)
+    for s in range(new_tokens):
+        logp = F.log_softmax(model.ln_f(x[:, -1]) @ model.wte.weight.t(), dim=-1)  # (B, V)
+        tok = torch.multinomial(logp.exp(), 1, generator=gen)  # (B, 1)
+        logp_sum += logp.gather(1, tok).squeeze(1)
+        out.append(tok)
+        if s + 1 == new_tokens:
+            break
+        x = model.wte(tok) + model.wpe.weight[lp + s]
+        for i, block in enumerate(model.h):
+            x, caches[i] = block.forward_cached(x, caches[i])
+    return torch.cat(out, dim=1).cpu(), logp_sum.cpu()  # read back, as Generator::generate does
+
+
+def bench_generation(cfg, device, reps):
+    layers, c, nh, b = cfg
+    torch.manual_seed(0)
+    model = Gpt(GEN_VOCAB, GEN_PROMPT + GEN_NEW, layers, c, nh, False).to(device).eval()
+    prompts = torch.randint(0, GEN_VOCAB, (b, GEN_PROMPT), device=device)
+    gen = torch.Generator(device=device).manual_seed(2)
+    generate(model, prompts, GEN_NEW, gen)  # warm-up
+    times = []
+    for _ in range(reps):
+        sync(device)
+        t0 = time.perf_counter()
+        generate(model, prompts, GEN_NEW, gen)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return {"layers": layers, "width": c, "heads": nh, "batch": b, "vocab": GEN_VOCAB, "prompt_len": GEN_PROMPT,
+            "new_tokens": GEN_NEW, "ms": statistics.median(times) * 1e3}
 
 
 def bench_gpt_step(cfg, vocab, device, warmup, steps, sdpa):
@@ -178,6 +241,9 @@ def main():
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU runs)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--no-matmul", action="store_true", help="skip the matmul part")
+    ap.add_argument("--no-gpt", action="store_true", help="skip the GPT training step part")
+    ap.add_argument("--no-generation", action="store_true", help="skip the generation part")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -194,14 +260,16 @@ def main():
         "attention": "sdpa" if args.sdpa else "eager matmul + softmax",
     }
     matmul = []
-    for n in [n for n in SIZES if n <= max_n]:
+    for n in [n for n in SIZES if n <= max_n and not args.no_matmul]:
         r, _ = bench_matmul(n, device, args.target_ms / (4.0 if args.quick else 1.0))
         matmul.append(r)
     gpt_step = [
         bench_gpt_step(cfg, args.vocab, device, args.warmup, steps, args.sdpa)
-        for cfg in (GPT_CONFIGS[:1] if args.quick else GPT_CONFIGS)
+        for cfg in ([] if args.no_gpt else GPT_CONFIGS[:1] if args.quick else GPT_CONFIGS)
     ]
-    text = json.dumps({"device": info, "matmul": matmul, "gpt_step": gpt_step}, indent=2)
+    gen_configs = [] if args.no_generation else GEN_CONFIGS[:1] if args.quick else GEN_CONFIGS
+    generation = [bench_generation(cfg, device, steps) for cfg in gen_configs]
+    text = json.dumps({"device": info, "matmul": matmul, "gpt_step": gpt_step, "generation": generation}, indent=2)
     print(text)
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

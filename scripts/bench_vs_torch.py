@@ -5,6 +5,8 @@ Called by `scripts/bench-vs-torch` (which installs and builds first). Rows:
 - matmul n^3 (f32): dpo3d's fastest WGSL kernel vs torch.matmul (TF32 off); ratio = dpo3d GFLOP/s / PyTorch's.
 - GPT training step (forward, loss, backward, clip, AdamW; `examples/bench.rs`, `scripts/bench_torch.py`) at three
   shapes; ratio = PyTorch ms / dpo3d ms.
+- generation with a KV cache (B prompts of 72 tokens, 24 new tokens at temperature 1 with their log-probs) at the
+  llm-study's small and full model sizes; ratio = PyTorch ms / dpo3d ms.
 - one toy DPO run (SFT 400 + DPO 2000 epochs, metrics every 10), dpo3d on one worker vs PyTorch on one thread.
 - the toy study's DPO-family runs (9 configurations x 5 seeds: `toy3d --no-ppo --no-token-toy`), dpo3d as it runs
   the study (seeds and scenarios as replicas) vs `scripts/toy_torch.py --study` (one eager model per run, as many
@@ -59,6 +61,7 @@ def main():
     ap.add_argument("--out", default="runs/bench-vs-torch")
     ap.add_argument("--skip-toy", action="store_true")
     ap.add_argument("--skip-bench", action="store_true")
+    ap.add_argument("--only", choices=["matmul", "gpt", "generation"], help="of the bench rows, only these")
     a = ap.parse_args()
     out = ROOT / a.out
     out.mkdir(parents=True, exist_ok=True)
@@ -67,14 +70,15 @@ def main():
     rows = results["rows"]
 
     if not a.skip_bench:
-        args = ["--out", out / "dpo3d_bench.json"] + (["--quick"] if a.quick else [])
+        skip = [f"--no-{part}" for part in ("matmul", "gpt", "generation") if a.only and a.only != part]
+        args = ["--out", out / "dpo3d_bench.json"] + (["--quick"] if a.quick else []) + skip
         sh([BIN / "bench"] + args)
         d = json.load(open(out / "dpo3d_bench.json"))
         gpu = d["device"]["device_type"] != "Cpu"
         results["machine"]["dpo3d_adapter"] = f'{d["device"]["name"]} ({d["device"]["backend"]}, {d["device"]["driver"]})'
         max_n = max(r["n"] for r in d["matmul"]) if d["matmul"] else 512
         targs = ["--device", "cuda" if gpu else "cpu", "--threads", str(cores), "--max-n", str(max_n),
-                 "--out", out / "torch_bench.json"] + (["--quick"] if a.quick else [])
+                 "--out", out / "torch_bench.json"] + (["--quick"] if a.quick else []) + skip
         sh([sys.executable, "scripts/bench_torch.py"] + targs)
         t = json.load(open(out / "torch_bench.json"))
         results["machine"]["torch"] = f"{t['device']['backend']} on {t['device']['name']}"
@@ -90,6 +94,13 @@ def main():
             if tg:
                 rows.append({"work": "GPT step {}L C{} NH{} T{} B{}".format(*key), "dpo3d": f'{g["ms_per_step"]:.1f} ms',
                              "torch": f'{tg["ms_per_step"]:.1f} ms', "ratio": tg["ms_per_step"] / g["ms_per_step"]})
+        for g in d.get("generation", []):
+            key = (g["layers"], g["width"], g["heads"], g["batch"])
+            tg = next((x for x in t.get("generation", []) if (x["layers"], x["width"], x["heads"], x["batch"]) == key), None)
+            if tg:
+                work = "generation {}L C{} NH{} B{}: {} + {} tokens, KV cache".format(*key, g["prompt_len"], g["new_tokens"])
+                rows.append({"work": work, "dpo3d": f'{g["ms"]:.1f} ms', "torch": f'{tg["ms"]:.1f} ms',
+                             "ratio": tg["ms"] / g["ms"]})
 
     if not a.skip_toy:
         epochs, seeds = (300, 2) if a.quick else (2000, 5)

@@ -11,12 +11,13 @@
 //! equal to rounding). Step 0 is the prefill's own logits. Positions a row has not reached yet hold keys and values of
 //! padding, which causal attention never reads before the decode step at that position overwrites them.
 //!
-//! A step is two plans: [`Decoder::input`] (the step's embedding, built per step because it carries s) and
-//! [`Decoder::body`] (shared by every step), both built once.
+//! A step is two plans ([`Decoder::step`]): the step's embedding (built per step because it carries s) and
+//! [`Decoder::body`] (shared by every step), both built once. [`Decoder::sample`] and [`Decoder::logprob`] build the
+//! draw of each step and its log-probability from the right logits (the prefill's at step 0).
 
 use crate::gpu::{Plan, Tensor};
 use crate::model::Gpt;
-use crate::ops::{attention, elementwise, encoder, layernorm, matmul};
+use crate::ops::{attention, elementwise, encoder, layernorm, matmul, sampling};
 use crate::{Error, Gpu, Result};
 
 /// The decode steps of one GPT (its parameters and its KV cache), for steps 1..steps.
@@ -29,6 +30,12 @@ pub struct Decoder {
     pub body: Plan,
     /// inputs[s - 1]: the embedding of step s.
     inputs: Vec<Plan>,
+    /// (B) u32 the rows' prompt lengths.
+    lens: Tensor,
+    /// The GPT's (B, T, V) logits: step 0's, after the prefill.
+    prefill_logits: Tensor,
+    /// (B, T, V)
+    shape: (usize, usize, usize),
 }
 
 impl Decoder {
@@ -143,7 +150,42 @@ impl Decoder {
                 plan
             })
             .collect();
-        Ok(Decoder { pos, logits, body, inputs })
+        Ok(Decoder {
+            pos,
+            logits,
+            body,
+            inputs,
+            lens: lens.clone(),
+            prefill_logits: gpt.logits.clone(),
+            shape: (b, t, v),
+        })
+    }
+
+    /// Generation step s's draw into `sampled` (B) u32, with the step as the random stream: at s = 0 from the
+    /// prefill's logits at each row's last prompt token, after that from this decoder's logits.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sample(
+        &self,
+        gpu: &Gpu,
+        sampled: &Tensor,
+        rng: &Tensor,
+        s: usize,
+        temperature: f32,
+        top_k: usize,
+    ) -> crate::gpu::Dispatch {
+        let (b, t, v) = self.shape;
+        if s == 0 {
+            sampling::sample_ragged(gpu, sampled, &self.prefill_logits, rng, &self.lens, b, t, v, 0, temperature, top_k)
+        } else {
+            sampling::sample_categorical(gpu, sampled, &self.logits, rng, b, v, v, 0, temperature, top_k, s as u32)
+        }
+    }
+
+    /// The log-probability of step s's draw at its target slot in `out` (B, T), from the logits it was drawn from.
+    pub fn logprob(&self, gpu: &Gpu, out: &Tensor, sampled: &Tensor, s: usize) -> crate::gpu::Dispatch {
+        let (b, t, v) = self.shape;
+        let logits = if s == 0 { &self.prefill_logits } else { &self.logits };
+        sampling::sampled_logprob(gpu, out, logits, sampled, &self.lens, b, t, v, s, s == 0)
     }
 
     /// The plans of decode step s (1 <= s < steps): the input, then the body; `logits` holds the result.

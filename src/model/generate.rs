@@ -109,37 +109,8 @@ impl Generator {
             let steps = (0..cfg.max_new_tokens)
                 .map(|s| {
                     let mut p = Plan::new();
-                    p.push(if s == 0 {
-                        sampling::sample_ragged(
-                            gpu,
-                            &sampled,
-                            &model.logits,
-                            &rng,
-                            &lens,
-                            b,
-                            t,
-                            v,
-                            0,
-                            cfg.temperature,
-                            cfg.top_k,
-                        )
-                    } else {
-                        sampling::sample_categorical(
-                            gpu,
-                            &sampled,
-                            &decoder.logits,
-                            &rng,
-                            b,
-                            v,
-                            v,
-                            0,
-                            cfg.temperature,
-                            cfg.top_k,
-                            s as u32,
-                        )
-                    });
-                    let logits = if s == 0 { &model.logits } else { &decoder.logits };
-                    p.push(sampling::sampled_logprob(gpu, &logps, logits, &sampled, &lens, b, t, v, s, s == 0));
+                    p.push(decoder.sample(gpu, &sampled, &rng, s, cfg.temperature, cfg.top_k));
+                    p.push(decoder.logprob(gpu, &logps, &sampled, s));
                     p.push(sampling::append_ragged(
                         gpu,
                         &model.tokens,

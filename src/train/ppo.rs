@@ -517,35 +517,7 @@ impl PpoGptTrainer {
         let decoder = Decoder::new(gpu, &policy, &lens, cfg.response_length)?;
         for s in 0..cfg.response_length {
             let mut plan = Plan::new();
-            plan.push(if s == 0 {
-                sampling::sample_ragged(
-                    gpu,
-                    &sampled,
-                    &policy.logits,
-                    &ppo.rng,
-                    &lens,
-                    b,
-                    t,
-                    v,
-                    0,
-                    cfg.temperature,
-                    cfg.top_k,
-                )
-            } else {
-                sampling::sample_categorical(
-                    gpu,
-                    &sampled,
-                    &decoder.logits,
-                    &ppo.rng,
-                    b,
-                    v,
-                    v,
-                    0,
-                    cfg.temperature,
-                    cfg.top_k,
-                    s as u32,
-                )
-            });
+            plan.push(decoder.sample(gpu, &sampled, &ppo.rng, s, cfg.temperature, cfg.top_k));
             plan.push(sampling::append_ragged(
                 gpu,
                 &policy.tokens,
