@@ -2,15 +2,18 @@
 //! forward over the prompts (the prefill) and `max_new_tokens - 1` decode steps on one position per row, each step
 //! also writing its token's log-prob. Without the cache, every step re-ran the forward over (B, T) and one more forward
 //! scored the completions: `max_new_tokens + 1` forwards. Both are timed here on the adapter in hand (minimum of 3
-//! runs each) and the ratio printed; asserts nothing. Seeds are fixed.
+//! runs each) and the ratio printed; then one decode step's dispatches are timed one by one, summed per kernel (where
+//! a step's time goes). Asserts nothing. Seeds are fixed.
 //!
 //!   cargo run --release --example generation_cost
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
-use dpo3d::gpu::submit_all;
+use dpo3d::gpu::tune::time_dispatch;
+use dpo3d::gpu::{submit_all, Tensor};
 use dpo3d::model::init::gpt_params;
-use dpo3d::model::{GenerationConfig, Generator, Gpt, GptConfig};
+use dpo3d::model::{Decoder, GenerationConfig, Generator, Gpt, GptConfig};
 use dpo3d::rng::Rng;
 use dpo3d::Gpu;
 
@@ -49,6 +52,21 @@ fn main() {
             gpu.wait();
         });
         let ms_recompute = (max_new + 1) as f64 * ms_fwd;
+        // One decode step per dispatch, at the last step's positions (every row at 94: the most attention work).
+        let lens = Tensor::from_u32(&gpu, "lens", &vec![max_prompt as u32; b]).unwrap_or_else(|e| panic!("{e}"));
+        let decoder = Decoder::new(&gpu, &full, &lens, max_new).unwrap_or_else(|e| panic!("{e}"));
+        submit_all(&gpu, &decoder.step(max_new - 1));
+        gpu.wait();
+        let mut per: BTreeMap<&'static str, f64> = BTreeMap::new();
+        for d in &decoder.body.dispatches {
+            *per.entry(d.label).or_default() += time_dispatch(&gpu, d).unwrap_or(f64::NAN) * 1e3;
+        }
+        let mut per: Vec<_> = per.into_iter().collect();
+        per.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let total: f64 = per.iter().map(|p| p.1).sum();
+        let parts: Vec<String> =
+            per.iter().map(|(k, ms)| format!("{k} {ms:.1} ms ({:.0}%)", 100.0 * ms / total)).collect();
+        println!("{name}: one decode step, dispatches timed alone: {total:.1} ms = {}", parts.join(", "));
         println!(
             "{name}: L{layers} C{width} V512 B{b} T{t}, {max_new} new tokens: generation with the KV cache {ms_gen:.1} ms; \
              one forward over (B, T) {ms_fwd:.1} ms, so recomputing it per token costs {ms_recompute:.1} ms: \

@@ -499,3 +499,65 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
         dec_cache[at + 2u * p.c] = dec_qkv[q + 2u * p.c + j];
     }
 }
+
+// attention_decode_x4: attention_decode with vec4 loads and stores (requires HS % 4 == 0): a quarter of the load
+// instructions, which CPU adapters need (each load is a per-lane gather there). Same arithmetic but for the order of
+// the sum inside each 4-channel dot product. The tuner picks per adapter and shape (`ops::attention`).
+// bindings: 23 qkv (B, 3C/4) vec4 read, 24 cache (B, T, 3C/4) vec4 read_write, 25 out (B, C/4) vec4 write,
+//           22 pos (B) u32 read. grid: as attention_decode.
+@group(0) @binding(23) var<storage, read> dec4_qkv: array<vec4<f32>>;
+@group(0) @binding(24) var<storage, read_write> dec4_cache: array<vec4<f32>>;
+@group(0) @binding(25) var<storage, read_write> dec4_out: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn attention_decode_x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+                       @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = wid.x + wid.y * nwg.x;
+    if (r >= p.n) { return; } // uniform per workgroup, so the barriers below stay uniform
+    let b = r / p.nh;
+    let h = r % p.nh;
+    let c4 = p.c / 4u;
+    let hs4 = p.hs / 4u;
+    let c34 = 3u * c4;
+    let pos = min(dec_pos[b], min(p.t, DECODE_MAX_T) - 1u);
+    let q = b * c34 + h * hs4;        // this step's q, k, v at q, q + C/4, q + C/2 (vec4 units)
+    let kv = b * p.t * c34 + h * hs4; // cache row b, head h
+    var m = -3.0e38;
+    for (var t2 = lid; t2 <= pos; t2 += ROW_WG) {
+        var s = 0.0;
+        if (t2 == pos) {
+            for (var j = 0u; j < hs4; j++) {
+                s += dot(dec4_qkv[q + j], dec4_qkv[q + c4 + j]);
+            }
+        } else {
+            let k = kv + t2 * c34 + c4;
+            for (var j = 0u; j < hs4; j++) {
+                s += dot(dec4_qkv[q + j], dec4_cache[k + j]);
+            }
+        }
+        s *= p.scale;
+        dec_w[t2] = s;
+        m = max(m, s);
+    }
+    red[lid] = m;
+    let maxval = reduce_row(lid, true);
+    var sum = 0.0;
+    for (var t2 = lid; t2 <= pos; t2 += ROW_WG) {
+        let e = exp(dec_w[t2] - maxval);
+        dec_w[t2] = e;
+        sum += e;
+    }
+    red[lid] = sum;
+    let expsum_inv = 1.0 / reduce_row(lid, false); // its barriers also publish dec_w
+    for (var j = lid; j < hs4; j += ROW_WG) {
+        var acc = vec4<f32>(0.0);
+        for (var t2 = 0u; t2 < pos; t2++) {
+            acc += dec_w[t2] * expsum_inv * dec4_cache[kv + t2 * c34 + 2u * c4 + j];
+        }
+        acc += dec_w[pos] * expsum_inv * dec4_qkv[q + 2u * c4 + j];
+        dec4_out[b * c4 + h * hs4 + j] = acc;
+        let at = kv + pos * c34 + j;
+        dec4_cache[at + c4] = dec4_qkv[q + c4 + j];
+        dec4_cache[at + 2u * c4] = dec4_qkv[q + 2u * c4 + j];
+    }
+}

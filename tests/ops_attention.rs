@@ -291,20 +291,29 @@ fn should_match_the_forward_at_each_rows_position_when_decoding_with_a_kv_cache(
             cache[from..(r + 1) * t * c3].copy_from_slice(&garbage[from..(r + 1) * t * c3]);
         }
         let new: Vec<f32> = (0..b).flat_map(|r| inp[(r * t + pos[r] as usize) * c3..][..c3].to_vec()).collect();
-        let (tcache, tnew) =
-            (Tensor::from_f32(&gpu, "cache", &cache).unwrap(), Tensor::from_f32(&gpu, "qkv", &new).unwrap());
-        let (tpos, tout) = (Tensor::from_u32(&gpu, "pos", &pos).unwrap(), Tensor::zeros(&gpu, "out", b * c).unwrap());
-        let mut plan = Plan::new();
-        plan.push(ops::attention_decode(&gpu, &tout, &tcache, &tnew, &tpos, b, t, c, nh));
-        plan.submit(&gpu);
         let want: Vec<f32> = (0..b).flat_map(|r| out[(r * t + pos[r] as usize) * c..][..c].to_vec()).collect();
-        let what = format!("(B,T,C,NH)=({b},{t},{c},{nh}) pos {pos:?}");
-        assert_close(&format!("{what} out"), &tout.to_vec(&gpu).unwrap(), &want, 1e-5, 1e-4);
         let mut want_cache = cache.clone();
         for (r, &pr) in pos.iter().enumerate() {
             let at = (r * t + pr as usize) * c3;
             want_cache[at + c..at + c3].copy_from_slice(&inp[at + c..at + c3]);
         }
-        assert_eq!(tcache.to_vec(&gpu).unwrap(), want_cache, "{what}: the cache after the step");
+        // Both forms (vec4 loads where the head size allows them), and whichever the tuner picks.
+        let forms: Vec<Option<bool>> =
+            if (c / nh) % 4 == 0 { vec![Some(false), Some(true), None] } else { vec![Some(false), None] };
+        for form in forms {
+            let tcache = Tensor::from_f32(&gpu, "cache", &cache).unwrap();
+            let tnew = Tensor::from_f32(&gpu, "qkv", &new).unwrap();
+            let (tpos, tout) =
+                (Tensor::from_u32(&gpu, "pos", &pos).unwrap(), Tensor::zeros(&gpu, "out", b * c).unwrap());
+            let mut plan = Plan::new();
+            plan.push(match form {
+                Some(x4) => ops::attention_decode_with(&gpu, x4, &tout, &tcache, &tnew, &tpos, b, t, c, nh),
+                None => ops::attention_decode(&gpu, &tout, &tcache, &tnew, &tpos, b, t, c, nh),
+            });
+            plan.submit(&gpu);
+            let what = format!("x4 {form:?} (B,T,C,NH)=({b},{t},{c},{nh}) pos {pos:?}");
+            assert_close(&format!("{what} out"), &tout.to_vec(&gpu).unwrap(), &want, 1e-5, 1e-4);
+            assert_eq!(tcache.to_vec(&gpu).unwrap(), want_cache, "{what}: the cache after the step");
+        }
     }
 }

@@ -285,7 +285,8 @@ pub const DECODE_MAX_T: usize = 2048;
 /// One generation step of causal attention with a KV cache: row b's output at its newest position `pos[b]` from this
 /// step's `qkv` (B, 3C) (computed from that one token) and the keys and values of its earlier positions in `cache`
 /// (B, T, 3C), which is the qkv activation of a forward pass over the same rows; the new key and value are then written
-/// into the cache at `pos[b]`. Equal to [`attention_forward`]'s output at (b, pos[b]). One dispatch.
+/// into the cache at `pos[b]`. Equal to [`attention_forward`]'s output at (b, pos[b]) to rounding. One dispatch; its
+/// form (scalar or vec4 loads, the latter when HS % 4 == 0) is the tuner's choice per adapter and shape.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_decode(
     gpu: &Gpu,
@@ -298,11 +299,46 @@ pub fn attention_decode(
     c: usize,
     nh: usize,
 ) -> Dispatch {
+    let x4 = (c / nh.max(1)).is_multiple_of(4) && {
+        let key = format!("decode {}x{t}x{}", b * nh, c / nh);
+        let name = gpu.tuner.choose("attention", &key, &["scalar", "x4"], |k| {
+            // scratch copies: timing must not write into the caller's cache
+            let z = |what: &str, n: usize| Tensor::zeros(gpu, what, n).ok();
+            let (o, kv, q) =
+                (z("tune decode out", b * c)?, z("tune decode cache", b * t * 3 * c)?, z("tune qkv", b * 3 * c)?);
+            let p = Tensor::from_u32(gpu, "tune decode pos", &vec![(t - 1) as u32; b]).ok()?;
+            crate::gpu::tune::time_dispatch(gpu, &attention_decode_with(gpu, k == "x4", &o, &kv, &q, &p, b, t, c, nh))
+        });
+        name == "x4"
+    };
+    attention_decode_with(gpu, x4, out, cache, qkv, pos, b, t, c, nh)
+}
+
+/// [`attention_decode`] in a given form: `x4` uses vec4 loads and needs HS % 4 == 0.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_decode_with(
+    gpu: &Gpu,
+    x4: bool,
+    out: &Tensor,
+    cache: &Tensor,
+    qkv: &Tensor,
+    pos: &Tensor,
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) -> Dispatch {
     assert!(t <= DECODE_MAX_T, "attention_decode: T = {t} is over {DECODE_MAX_T}");
     assert!(
         out.len >= b * c && cache.len >= b * t * 3 * c && qkv.len >= b * 3 * c && pos.len >= b,
         "attention_decode: a buffer is smaller than its shape"
     );
-    let bindings = [(19, qkv), (20, cache), (21, out), (22, pos)];
-    dispatch(gpu, "attention_decode", b, t, c, nh, Grid::Rows(b * nh), &bindings)
+    if x4 {
+        assert!((c / nh).is_multiple_of(4), "attention_decode_x4: head size {} is not a multiple of 4", c / nh);
+        let bindings = [(23, qkv), (24, cache), (25, out), (22, pos)];
+        dispatch(gpu, "attention_decode_x4", b, t, c, nh, Grid::Rows(b * nh), &bindings)
+    } else {
+        let bindings = [(19, qkv), (20, cache), (21, out), (22, pos)];
+        dispatch(gpu, "attention_decode", b, t, c, nh, Grid::Rows(b * nh), &bindings)
+    }
 }
