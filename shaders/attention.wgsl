@@ -444,6 +444,22 @@ fn attention_dqkv_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
 // grid: one workgroup of 64 per (b, h): grid_1d(B * NH, 1); p.n = B * NH. T <= DECODE_MAX_T (checked by the host).
 const DECODE_MAX_T: u32 = 2048u;
 var<workgroup> dec_w: array<f32, DECODE_MAX_T>; // scores, then exp(score - max)
+// The softmax of a decode step's scores in dec_w[0..=pos] (each lane's own entries; m = the max of them): replaces
+// them by exp(score - max) and returns 1 / their sum. Called by every lane of the workgroup (it has barriers, which
+// also publish dec_w to every lane).
+fn decode_softmax(lid: u32, pos: u32, m: f32) -> f32 {
+    red[lid] = m;
+    let maxval = reduce_row(lid, true);
+    var sum = 0.0;
+    for (var t2 = lid; t2 <= pos; t2 += ROW_WG) {
+        let e = exp(dec_w[t2] - maxval);
+        dec_w[t2] = e;
+        sum += e;
+    }
+    red[lid] = sum;
+    return 1.0 / reduce_row(lid, false);
+}
+
 @group(0) @binding(19) var<storage, read> dec_qkv: array<f32>;
 @group(0) @binding(20) var<storage, read_write> dec_cache: array<f32>;
 @group(0) @binding(21) var<storage, read_write> dec_out: array<f32>;
@@ -477,16 +493,7 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
         dec_w[t2] = s;
         m = max(m, s);
     }
-    red[lid] = m;
-    let maxval = reduce_row(lid, true);
-    var sum = 0.0;
-    for (var t2 = lid; t2 <= pos; t2 += ROW_WG) {
-        let e = exp(dec_w[t2] - maxval);
-        dec_w[t2] = e;
-        sum += e;
-    }
-    red[lid] = sum;
-    let expsum_inv = 1.0 / reduce_row(lid, false); // its barriers also publish dec_w
+    let expsum_inv = decode_softmax(lid, pos, m);
     for (var j = lid; j < p.hs; j += ROW_WG) {
         var acc = 0.0;
         for (var t2 = 0u; t2 < pos; t2++) {
@@ -539,16 +546,7 @@ fn attention_decode_x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_inv
         dec_w[t2] = s;
         m = max(m, s);
     }
-    red[lid] = m;
-    let maxval = reduce_row(lid, true);
-    var sum = 0.0;
-    for (var t2 = lid; t2 <= pos; t2 += ROW_WG) {
-        let e = exp(dec_w[t2] - maxval);
-        dec_w[t2] = e;
-        sum += e;
-    }
-    red[lid] = sum;
-    let expsum_inv = 1.0 / reduce_row(lid, false); // its barriers also publish dec_w
+    let expsum_inv = decode_softmax(lid, pos, m);
     for (var j = lid; j < hs4; j += ROW_WG) {
         var acc = vec4<f32>(0.0);
         for (var t2 = 0u; t2 < pos; t2++) {

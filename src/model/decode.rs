@@ -163,7 +163,6 @@ impl Decoder {
 
     /// Generation step s's draw into `sampled` (B) u32, with the step as the random stream: at s = 0 from the
     /// prefill's logits at each row's last prompt token, after that from this decoder's logits.
-    #[allow(clippy::too_many_arguments)]
     pub fn sample(
         &self,
         gpu: &Gpu,
