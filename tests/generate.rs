@@ -246,3 +246,16 @@ fn should_give_the_forwards_logits_at_each_rows_position_when_decoding_with_the_
         }
     }
 }
+
+/// A generator longer than the KV cache's attention takes (T > 2048) is refused with a config error naming the limit.
+#[test]
+fn should_refuse_a_generator_longer_than_the_decode_attention_takes() {
+    let gpu = gpu();
+    let cfg = GptConfig { vocab_size: 5, context: 2100, layers: 1, heads: 1, width: 4, scalar_head: false };
+    let params = gpt_params(&cfg, 1).unwrap();
+    let g = GenerationConfig { max_new_tokens: 4, ..Default::default() };
+    let err = Generator::new(&gpu, &cfg, &params, 1, 2045, &g).err().expect("T = 2049 must be refused");
+    let msg = err.to_string();
+    assert!(msg.contains("2048") && msg.contains("T = 2049"), "{msg}");
+    Generator::new(&gpu, &cfg, &params, 1, 2044, &g).expect("T = 2048 is within the limit");
+}

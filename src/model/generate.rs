@@ -10,6 +10,8 @@
 //! row's current one do not influence it). `append_ragged` writes each sampled token after the row's position, and
 //! `sampled_logprob` its log-probability from the same logits, so no forward pass is needed to score the completions.
 //! Every step of a call is recorded into one submit; buffers and plans are built once per generator.
+//! The cache holds T <= `ops::attention::DECODE_MAX_T` (2048) positions; a longer T is refused when the generator is
+//! built.
 
 use crate::gpu::{Plan, Readback, Tensor};
 use crate::model::{Decoder, Gpt, GptConfig};
