@@ -1,8 +1,9 @@
 //! Dispatches of `shaders/sampling.wgsl`: seeded categorical sampling with temperature and top-k (Gumbel-max), the
-//! GPT's token appending with end-of-sequence handling, per-epoch minibatch permutations, and a u32 copy. All
+//! GPT's token appending with end-of-sequence handling, the log-probability of each sampled token (generation without a
+//! scoring forward), per-epoch minibatch permutations, and a u32 copy. All
 //! randomness is a hash of (seed, step, stream, row, column) read from a 2-element u32 `rng` tensor the host writes
 //! before each step ([`write_rng`]), so the plan is fixed and a seed reproduces a run. The CPU mirror is
-//! `crate::reference::sampling`.
+//! `crate::reference::sampling` (and `crate::reference::logprobs` for the sampled tokens' log-probabilities).
 
 use bytemuck::{Pod, Zeroable};
 
