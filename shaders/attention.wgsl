@@ -6,8 +6,9 @@
 // Layouts: inp (B, T, 3C) = q | k | v per position (q channels [0, C), k [C, 2C), v [2C, 3C)); head h owns channels
 // h*HS..(h+1)*HS of each, HS = C / NH. preatt, att, datt, dpreatt (B, NH, T, T); entries t2 > t are written as 0.
 //
-// Dispatch order. Forward: attention_scores, attention_softmax, attention_values.
-// Backward: attention_datt, attention_softmax_backward, attention_dqkv.
+// Dispatch order. Forward: attention_scores, attention_softmax, attention_values; or, fused, attention_fused alone
+// (T <= DECODE_MAX_T; preatt is not written). Backward: attention_datt, attention_softmax_backward, attention_dqkv;
+// or, fused, attention_softmax_backward_fused, attention_dqkv (datt is not written). The tuner picks per adapter.
 // Generation with a KV cache: attention_decode, one dispatch per step (one new position per row).
 // Element-wise entry points: workgroup 256, 1-D grid folded into (x, y) by `grid_1d`; i = gid.x + gid.y * nwg.x * 256.
 // Per-row entry points (softmax, softmax backward): one workgroup of 64 per (b, h, t) row; row = wid.x + wid.y * nwg.x.
@@ -558,4 +559,185 @@ fn attention_decode_x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_inv
         dec4_cache[at + c4] = dec4_qkv[q + c4 + j];
         dec4_cache[at + 2u * c4] = dec4_qkv[q + 2u * c4 + j];
     }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The fused forms (chosen per adapter and shape by the tuner, `ops::attention`): fewer dispatches and no (B, NH, T, T)
+// scratch traffic, for T <= DECODE_MAX_T (a row's scores live in workgroup memory, dec_w).
+//
+// attention_fused: attention_scores + attention_softmax + attention_values in one dispatch, one workgroup of 64 per
+// (b, h, t) row: attention_decode's arithmetic at every position, with the keys and values read from inp itself. The
+// scores stay in workgroup memory; att is written (the backward needs it); preatt is not written.
+// bindings: 26 inp (B, T, 3C) read, 27 att (B, NH, T, T) write, 28 out (B, T, C) write.
+// grid: grid_1d(B*NH*T, 1); p.n = B*NH*T; row r = (b, h, t) as att's rows.
+@group(0) @binding(26) var<storage, read> fu_inp: array<f32>;
+@group(0) @binding(27) var<storage, read_write> fu_att: array<f32>;
+@group(0) @binding(28) var<storage, read_write> fu_out: array<f32>;
+
+// Writes att's row r (t2 <= t: dec_w[t2] * expsum_inv, the rest 0), lanes striding over t2.
+fn fused_store_att(lid: u32, r: u32, t: u32, expsum_inv: f32) {
+    let row = r * p.t;
+    for (var t2 = lid; t2 < p.t; t2 += ROW_WG) {
+        var a = 0.0;
+        if (t2 <= t) {
+            a = dec_w[t2] * expsum_inv;
+        }
+        fu_att[row + t2] = a;
+    }
+}
+
+@compute @workgroup_size(64)
+fn attention_fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+                   @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = wid.x + wid.y * nwg.x;
+    if (r >= p.n) { return; } // uniform per workgroup, so the barriers below stay uniform
+    let t = r % p.t;
+    let h = (r / p.t) % p.nh;
+    let b = r / (p.t * p.nh);
+    let c3 = 3u * p.c;
+    let base = b * p.t * c3 + h * p.hs; // position t2's q, k, v of head h at base + t2 * 3C (+ C, + 2C)
+    let q = base + t * c3;
+    var m = -3.0e38;
+    for (var t2 = lid; t2 <= t; t2 += ROW_WG) {
+        let k = base + t2 * c3 + p.c;
+        var s = 0.0;
+        for (var j = 0u; j < p.hs; j++) {
+            s += fu_inp[q + j] * fu_inp[k + j];
+        }
+        s *= p.scale;
+        dec_w[t2] = s;
+        m = max(m, s);
+    }
+    let expsum_inv = decode_softmax(lid, t, m);
+    fused_store_att(lid, r, t, expsum_inv);
+    for (var j = lid; j < p.hs; j += ROW_WG) {
+        var acc = 0.0;
+        for (var t2 = 0u; t2 <= t; t2++) {
+            acc += dec_w[t2] * expsum_inv * fu_inp[base + t2 * c3 + 2u * p.c + j];
+        }
+        fu_out[(b * p.t + t) * p.c + h * p.hs + j] = acc;
+    }
+}
+
+// attention_fused_x4: attention_fused with vec4 loads (requires HS % 4 == 0), as attention_decode_x4.
+// bindings: 29 inp (B, T, 3C/4) vec4 read, 27 att write, 30 out (B, T, C/4) vec4 write. grid: as attention_fused.
+@group(0) @binding(29) var<storage, read> fu4_inp: array<vec4<f32>>;
+@group(0) @binding(30) var<storage, read_write> fu4_out: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn attention_fused_x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+                      @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = wid.x + wid.y * nwg.x;
+    if (r >= p.n) { return; } // uniform per workgroup
+    let t = r % p.t;
+    let h = (r / p.t) % p.nh;
+    let b = r / (p.t * p.nh);
+    let c4 = p.c / 4u;
+    let hs4 = p.hs / 4u;
+    let c34 = 3u * c4;
+    let base = b * p.t * c34 + h * hs4; // vec4 units
+    let q = base + t * c34;
+    var m = -3.0e38;
+    for (var t2 = lid; t2 <= t; t2 += ROW_WG) {
+        let k = base + t2 * c34 + c4;
+        var s = 0.0;
+        for (var j = 0u; j < hs4; j++) {
+            s += dot(fu4_inp[q + j], fu4_inp[k + j]);
+        }
+        s *= p.scale;
+        dec_w[t2] = s;
+        m = max(m, s);
+    }
+    let expsum_inv = decode_softmax(lid, t, m);
+    fused_store_att(lid, r, t, expsum_inv);
+    for (var j = lid; j < hs4; j += ROW_WG) {
+        var acc = vec4<f32>(0.0);
+        for (var t2 = 0u; t2 <= t; t2++) {
+            acc += dec_w[t2] * expsum_inv * fu4_inp[base + t2 * c34 + 2u * c4 + j];
+        }
+        fu4_out[(b * p.t + t) * c4 + h * hs4 + j] = acc;
+    }
+}
+
+// attention_softmax_backward_fused: attention_datt + attention_softmax_backward in one dispatch, one workgroup of 64
+// per (b, h, t) row. datt[t2] = dout[b, t, h] . v[b, t2, h] stays in workgroup memory (the datt scratch is not
+// written); then dpreatt[row, t2] = att[row, t2] * (datt[t2] - sum_j att[row, j] datt[j]) for t2 <= t, else 0
+// (overwrites). Each lane reads back only the dec_w entries it wrote. attention_dqkv follows, as in the unfused form.
+// bindings: 31 inp (B, T, 3C) read, 32 dout (B, T, C) read, 33 att (B, NH, T, T) read, 34 dpreatt write.
+// grid: grid_1d(B*NH*T, 1); p.n = B*NH*T.
+@group(0) @binding(31) var<storage, read> fb_inp: array<f32>;
+@group(0) @binding(32) var<storage, read> fb_dout: array<f32>;
+@group(0) @binding(33) var<storage, read> fb_att: array<f32>;
+@group(0) @binding(34) var<storage, read_write> fb_dpreatt: array<f32>;
+
+// The softmax backward of row r once dec_w[t2] (t2 <= t, each lane's own) holds datt and s each lane's share of
+// sum att * datt.
+fn fused_softmax_backward(lid: u32, r: u32, t: u32, s: f32) {
+    red[lid] = s;
+    let dot = reduce_row(lid, false);
+    let row = r * p.t;
+    for (var t2 = lid; t2 < p.t; t2 += ROW_WG) {
+        var d = 0.0;
+        if (t2 <= t) {
+            d = fb_att[row + t2] * (dec_w[t2] - dot);
+        }
+        fb_dpreatt[row + t2] = d;
+    }
+}
+
+@compute @workgroup_size(64)
+fn attention_softmax_backward_fused(@builtin(workgroup_id) wid: vec3<u32>,
+                                    @builtin(local_invocation_index) lid: u32,
+                                    @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = wid.x + wid.y * nwg.x;
+    if (r >= p.n) { return; } // uniform per workgroup
+    let t = r % p.t;
+    let h = (r / p.t) % p.nh;
+    let b = r / (p.t * p.nh);
+    let c3 = 3u * p.c;
+    let o = (b * p.t + t) * p.c + h * p.hs;
+    let vb = b * p.t * c3 + h * p.hs + 2u * p.c;
+    var s = 0.0;
+    for (var t2 = lid; t2 <= t; t2 += ROW_WG) {
+        let v = vb + t2 * c3;
+        var d = 0.0;
+        for (var j = 0u; j < p.hs; j++) {
+            d += fb_dout[o + j] * fb_inp[v + j];
+        }
+        dec_w[t2] = d;
+        s += fb_att[r * p.t + t2] * d;
+    }
+    fused_softmax_backward(lid, r, t, s);
+}
+
+// attention_softmax_backward_fused_x4: the same with vec4 loads of dout and v (requires HS % 4 == 0).
+// bindings: 35 inp (B, T, 3C/4) vec4 read, 36 dout (B, T, C/4) vec4 read, 33 att read, 34 dpreatt write.
+@group(0) @binding(35) var<storage, read> fb4_inp: array<vec4<f32>>;
+@group(0) @binding(36) var<storage, read> fb4_dout: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn attention_softmax_backward_fused_x4(@builtin(workgroup_id) wid: vec3<u32>,
+                                       @builtin(local_invocation_index) lid: u32,
+                                       @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = wid.x + wid.y * nwg.x;
+    if (r >= p.n) { return; } // uniform per workgroup
+    let t = r % p.t;
+    let h = (r / p.t) % p.nh;
+    let b = r / (p.t * p.nh);
+    let c4 = p.c / 4u;
+    let hs4 = p.hs / 4u;
+    let c34 = 3u * c4;
+    let o = (b * p.t + t) * c4 + h * hs4;
+    let vb = b * p.t * c34 + h * hs4 + 2u * c4;
+    var s = 0.0;
+    for (var t2 = lid; t2 <= t; t2 += ROW_WG) {
+        let v = vb + t2 * c34;
+        var d = 0.0;
+        for (var j = 0u; j < hs4; j++) {
+            d += dot(fb4_dout[o + j], fb4_inp[v + j]);
+        }
+        dec_w[t2] = d;
+        s += fb_att[r * p.t + t2] * d;
+    }
+    fused_softmax_backward(lid, r, t, s);
 }

@@ -38,7 +38,7 @@ struct Params {
     bias_bs: u32,   // the bias's batch stride (0: one bias for every batch)
     splits: u32,    // split-K only: the K range is cut into `splits` chunks of `k_chunk` (a multiple of 16)
     k_chunk: u32,
-    _pad0: u32,
+    act: u32,       // the GELU epilogue (see `store`'s comment below): 0 none, 1 ACT_GELU, 2 ACT_DGELU
     _pad1: u32,
 }
 
@@ -53,14 +53,41 @@ fn epilogue(acc: f32, c_old: f32, bias: f32) -> f32 {
     return v + bias;
 }
 
+// The GELU epilogues, which fuse a GPT MLP's activation into its two products (llm.c's gelu_fusion). Every GEMM
+// kernel has an `aux` binding laid out like C (same offset and strides) and, at each output element ci:
+//   act = 0: C[ci] = epilogue(acc, ...)                              (aux is bound to a stand-in and never touched)
+//   ACT_GELU (c_fc's forward): C[ci] = epilogue(acc, ...) (the pre-activation), then aux[ci] = gelu(C[ci])
+//   ACT_DGELU (c_proj's dinp): C[ci] = epilogue(acc * gelu'(aux[ci]), ...), aux = the pre-activation (read only)
+// gelu and gelu' are elementwise.wgsl's gelu_forward / gelu_backward, written the same way, so the fused products
+// give the unfused pair's results.
+const ACT_GELU: u32 = 1u;
+const ACT_DGELU: u32 = 2u;
+const GELU_SCALE: f32 = 0.7978845608028654; // sqrt(2/pi)
+
+fn gelu(x: f32) -> f32 {
+    let cube = 0.044715 * x * x * x;
+    return 0.5 * x * (1.0 + tanh(GELU_SCALE * (x + cube)));
+}
+
+fn gelu_grad(x: f32) -> f32 {
+    let cube = 0.044715 * x * x * x;
+    let tanh_arg = GELU_SCALE * (x + cube);
+    let tanh_out = tanh(tanh_arg);
+    let cosh_out = cosh(tanh_arg);
+    let sech2 = 1.0 / (cosh_out * cosh_out);
+    return 0.5 * (1.0 + tanh_out) + x * 0.5 * sech2 * GELU_SCALE * (1.0 + 3.0 * 0.044715 * x * x);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // gemm_naive: one invocation per output element, K-loop straight from global memory.
-// bindings: 1 a read, 2 b read, 3 c read_write, 4 bias (N) read (read only when has_bias = 1).
+// bindings: 1 a read, 2 b read, 3 c read_write, 4 bias (N) read (read only when has_bias = 1),
+// 31 aux read_write (see the GELU epilogues).
 // grid: (ceil(N/16), ceil(M/16), batch), workgroup (16, 16): x runs along n, y along m.
 @group(0) @binding(1) var<storage, read> na_a: array<f32>;
 @group(0) @binding(2) var<storage, read> na_b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> na_c: array<f32>;
 @group(0) @binding(4) var<storage, read> na_bias: array<f32>;
+@group(0) @binding(31) var<storage, read_write> na_aux: array<f32>;
 
 @compute @workgroup_size(16, 16)
 fn gemm_naive(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -81,19 +108,25 @@ fn gemm_naive(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (p.beta != 0.0) { c_old = na_c[ci]; }
     var bias = 0.0;
     if (p.has_bias == 1u) { bias = na_bias[bt * p.bias_bs + n]; }
-    na_c[ci] = epilogue(acc, c_old, bias);
+    var g = 1.0;
+    if (p.act == ACT_DGELU) { g = gelu_grad(na_aux[ci]); }
+    let v = epilogue(acc * g, c_old, bias);
+    na_c[ci] = v;
+    if (p.act == ACT_GELU) { na_aux[ci] = gelu(v); }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // gemm_tiled16: 16x16 output tile per workgroup, one output per invocation; A and B stream through 16x16 tiles of
 // workgroup memory (2 KiB). Loads are arranged so that neighbouring invocations read neighbouring addresses
 // whichever of A's (or B's) strides is the unit one.
-// bindings: 5 a read, 6 b read, 7 c read_write, 8 bias (N) read (read only when has_bias = 1).
+// bindings: 5 a read, 6 b read, 7 c read_write, 8 bias (N) read (read only when has_bias = 1),
+// 32 aux read_write.
 // grid: (ceil(N/16), ceil(M/16), batch), workgroup (16, 16).
 @group(0) @binding(5) var<storage, read> t16_a: array<f32>;
 @group(0) @binding(6) var<storage, read> t16_b: array<f32>;
 @group(0) @binding(7) var<storage, read_write> t16_c: array<f32>;
 @group(0) @binding(8) var<storage, read> t16_bias: array<f32>;
+@group(0) @binding(32) var<storage, read_write> t16_aux: array<f32>;
 
 var<workgroup> t16_as: array<f32, 256>; // [m][k] of the current K-tile
 var<workgroup> t16_bs: array<f32, 256>; // [k][n]
@@ -143,7 +176,11 @@ fn gemm_tiled16(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
     if (p.beta != 0.0) { c_old = t16_c[ci]; }
     var bias = 0.0;
     if (p.has_bias == 1u) { bias = t16_bias[bt * p.bias_bs + n]; }
-    t16_c[ci] = epilogue(acc, c_old, bias);
+    var g = 1.0;
+    if (p.act == ACT_DGELU) { g = gelu_grad(t16_aux[ci]); }
+    let v = epilogue(acc * g, c_old, bias);
+    t16_c[ci] = v;
+    if (p.act == ACT_GELU) { t16_aux[ci] = gelu(v); }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -151,12 +188,14 @@ fn gemm_tiled16(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
 // (rows 4*ty..4*ty+3, columns 4*tx..4*tx+3 of the tile). Per K-tile of 16, A (64x16) and B (16x64) are staged in
 // workgroup memory as vec4s along m and n (8 KiB), so the inner loop is two vec4 loads for 16 multiply-adds.
 // Edges (any M, N, K) are handled by zero-filling out-of-range tile elements and masking the stores.
-// bindings: 9 a read, 10 b read, 11 c read_write, 12 bias (N) read (read only when has_bias = 1).
+// bindings: 9 a read, 10 b read, 11 c read_write, 12 bias (N) read (read only when has_bias = 1),
+// 33 aux read_write.
 // grid: (ceil(N/64), ceil(M/64), batch), workgroup (16, 16).
 @group(0) @binding(9) var<storage, read> b64_a: array<f32>;
 @group(0) @binding(10) var<storage, read> b64_b: array<f32>;
 @group(0) @binding(11) var<storage, read_write> b64_c: array<f32>;
 @group(0) @binding(12) var<storage, read> b64_bias: array<f32>;
+@group(0) @binding(33) var<storage, read_write> b64_aux: array<f32>;
 
 var<workgroup> b64_as: array<vec4<f32>, 256>; // [k][m / 4]: 16 x 64 floats
 var<workgroup> b64_bs: array<vec4<f32>, 256>; // [k][n / 4]: 16 x 64 floats
@@ -172,7 +211,11 @@ fn b64_store_row(c_base: u32, bias_base: u32, m: u32, n: u32, row: vec4<f32>) {
             if (p.beta != 0.0) { c_old = b64_c[ci]; }
             var bias = 0.0;
             if (p.has_bias == 1u) { bias = b64_bias[bias_base + nj]; }
-            b64_c[ci] = epilogue(row[j], c_old, bias);
+            var g = 1.0;
+            if (p.act == ACT_DGELU) { g = gelu_grad(b64_aux[ci]); }
+            let v = epilogue(row[j] * g, c_old, bias);
+            b64_c[ci] = v;
+            if (p.act == ACT_GELU) { b64_aux[ci] = gelu(v); }
         }
     }
 }
@@ -286,11 +329,13 @@ fn gemm_b64_splitk(
 }
 
 // gemm_splitk_reduce: C[b](m, n) = epilogue(sum over s of part[((s * batch + b) * M + m) * N + n]), s ascending.
-// bindings: 28 part read, 29 c read_write, 30 bias (N) read (read only when has_bias = 1).
+// bindings: 28 part read, 29 c read_write, 30 bias (N) read (read only when has_bias = 1),
+// 34 aux read_write.
 // grid: (ceil(N/16), ceil(M/16), batch), workgroup (16, 16).
 @group(0) @binding(28) var<storage, read> skr_part: array<f32>;
 @group(0) @binding(29) var<storage, read_write> skr_c: array<f32>;
 @group(0) @binding(30) var<storage, read> skr_bias: array<f32>;
+@group(0) @binding(34) var<storage, read_write> skr_aux: array<f32>;
 
 @compute @workgroup_size(16, 16)
 fn gemm_splitk_reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -307,7 +352,11 @@ fn gemm_splitk_reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (p.beta != 0.0) { c_old = skr_c[ci]; }
     var bias = 0.0;
     if (p.has_bias == 1u) { bias = skr_bias[bt * p.bias_bs + n]; }
-    skr_c[ci] = epilogue(acc, c_old, bias);
+    var g = 1.0;
+    if (p.act == ACT_DGELU) { g = gelu_grad(skr_aux[ci]); }
+    let v = epilogue(acc * g, c_old, bias);
+    skr_c[ci] = v;
+    if (p.act == ACT_GELU) { skr_aux[ci] = gelu(v); }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -379,13 +428,15 @@ fn matmul_dbias_tall(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(work
 // per multiply-add set the speed (8 x 1 blocks: 2.1x slower on the toy's 8 x 256 x 256 products). Rows past M and
 // columns past N are clamped to the last row / column (loaded, never stored), so the loop body has no data-dependent
 // branches and no dynamically indexed arrays.
-// bindings: 15 a read, 16 b read, 17 c read_write, 18 bias (N) read (only read when has_bias).
+// bindings: 15 a read, 16 b read, 17 c read_write, 18 bias (N) read (only read when has_bias),
+// 35 aux read_write.
 // grid: (ceil(N / 64), ceil(M / 64), batch), workgroup 16 (x 4 columns = 64 columns per workgroup); workgroup row y
 // covers rows [64 y, 64 y + 64).
 @group(0) @binding(15) var<storage, read> sk_a: array<f32>;
 @group(0) @binding(16) var<storage, read> sk_b: array<f32>;
 @group(0) @binding(17) var<storage, read_write> sk_c: array<f32>;
 @group(0) @binding(18) var<storage, read> sk_bias: array<f32>;
+@group(0) @binding(35) var<storage, read_write> sk_aux: array<f32>;
 
 // Store row m, columns n..n+3 of the block (masked at the matrix edge).
 fn sk_store(bt: u32, m: u32, n: u32, acc: vec4<f32>) {
@@ -398,7 +449,11 @@ fn sk_store(bt: u32, m: u32, n: u32, acc: vec4<f32>) {
             if (p.beta != 0.0) { c_old = sk_c[ci]; }
             var bias = 0.0;
             if (p.has_bias == 1u) { bias = sk_bias[bt * p.bias_bs + nj]; }
-            sk_c[ci] = epilogue(acc[j], c_old, bias);
+            var g = 1.0;
+            if (p.act == ACT_DGELU) { g = gelu_grad(sk_aux[ci]); }
+            let v = epilogue(acc[j] * g, c_old, bias);
+            sk_c[ci] = v;
+            if (p.act == ACT_GELU) { sk_aux[ci] = gelu(v); }
         }
     }
 }
@@ -474,12 +529,14 @@ fn gemm_skinny8(@builtin(global_invocation_id) gid: vec3<u32>) {
 // N for v4nn/v4tn; M for v4tn) are multiples of 4, and the offsets and other strides of A and B are multiples of 4.
 // Rows past M and columns past N are clamped to the last one (loaded, never stored). C is written element by element
 // with its general strides, with the same epilogue (alpha, beta, bias) as every kernel.
-// bindings: 19 a (vec4) read, 20 b (vec4) read, 21 c read_write, 22 bias (N) read (read only when has_bias = 1).
+// bindings: 19 a (vec4) read, 20 b (vec4) read, 21 c read_write, 22 bias (N) read (read only when has_bias = 1),
+// 36 aux read_write.
 // grid: (ceil(N / 128), ceil(M / 4), batch), workgroup 16 (x 8 columns = 128 columns per workgroup).
 @group(0) @binding(19) var<storage, read> v4_a: array<vec4<f32>>;
 @group(0) @binding(20) var<storage, read> v4_b: array<vec4<f32>>;
 @group(0) @binding(21) var<storage, read_write> v4_c: array<f32>;
 @group(0) @binding(22) var<storage, read> v4_bias: array<f32>;
+@group(0) @binding(36) var<storage, read_write> v4_aux: array<f32>;
 
 // Store row m, columns n..n+3 (masked at the matrix edge).
 fn v4_store(bt: u32, m: u32, n: u32, acc: vec4<f32>) {
@@ -492,7 +549,11 @@ fn v4_store(bt: u32, m: u32, n: u32, acc: vec4<f32>) {
             if (p.beta != 0.0) { c_old = v4_c[ci]; }
             var bias = 0.0;
             if (p.has_bias == 1u) { bias = v4_bias[bt * p.bias_bs + nj]; }
-            v4_c[ci] = epilogue(acc[j], c_old, bias);
+            var g = 1.0;
+            if (p.act == ACT_DGELU) { g = gelu_grad(v4_aux[ci]); }
+            let v = epilogue(acc[j] * g, c_old, bias);
+            v4_c[ci] = v;
+            if (p.act == ACT_GELU) { v4_aux[ci] = gelu(v); }
         }
     }
 }
@@ -631,12 +692,14 @@ fn gemm_v4tn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
 // with every invocation loading 4 elements of each, consecutive invocations taking consecutive addresses along the
 // operand's unit-stride dimension. 64 multiply-adds per 4 vec4 loads from workgroup memory.
 // Edges (any M, N, K) are zero-filled on load and masked on store.
-// bindings: 23 a read, 24 b read, 25 c read_write, 26 bias (N) read (read only when has_bias = 1).
+// bindings: 23 a read, 24 b read, 25 c read_write, 26 bias (N) read (read only when has_bias = 1),
+// 37 aux read_write.
 // grid: (ceil(N/128), ceil(M/128), batch), workgroup (16, 16).
 @group(0) @binding(23) var<storage, read> t128_a: array<f32>;
 @group(0) @binding(24) var<storage, read> t128_b: array<f32>;
 @group(0) @binding(25) var<storage, read_write> t128_c: array<f32>;
 @group(0) @binding(26) var<storage, read> t128_bias: array<f32>;
+@group(0) @binding(37) var<storage, read_write> t128_aux: array<f32>;
 
 var<workgroup> t128_as: array<vec4<f32>, 256>; // [k (8)][m / 4 (32)]
 var<workgroup> t128_bs: array<vec4<f32>, 256>; // [k (8)][n / 4 (32)]
@@ -651,7 +714,11 @@ fn t128_store(bt: u32, m: u32, n: u32, acc: vec4<f32>) {
             if (p.beta != 0.0) { c_old = t128_c[ci]; }
             var bias = 0.0;
             if (p.has_bias == 1u) { bias = t128_bias[bt * p.bias_bs + nj]; }
-            t128_c[ci] = epilogue(acc[j], c_old, bias);
+            var g = 1.0;
+            if (p.act == ACT_DGELU) { g = gelu_grad(t128_aux[ci]); }
+            let v = epilogue(acc[j] * g, c_old, bias);
+            t128_c[ci] = v;
+            if (p.act == ACT_GELU) { t128_aux[ci] = gelu(v); }
         }
     }
 }

@@ -7,6 +7,7 @@ use common::*;
 use dpo3d::gpu::Tensor;
 use dpo3d::model::init::{gpt_params, mlp_params};
 use dpo3d::model::{Gpt, GptConfig, Mlp, MlpConfig};
+use dpo3d::ops::attention;
 use dpo3d::reference::{adamw as ref_adamw, gpt::GptRef, mlp::MlpRef};
 use dpo3d::rng::Rng;
 use dpo3d::train::{run_step, sft::SftTrainer, OptimConfig};
@@ -175,18 +176,27 @@ fn should_record_a_step_as_one_submit_with_counted_dispatches() {
     let n = tr.dispatches_per_step();
     assert_eq!(n, tr.gpt.forward.len() + 1 + tr.gpt.backward.len() + 3);
     // Each transformer block (llm.c's gpt2_forward / gpt2_backward), counted from the block's structure:
-    // forward: ln_1 (fused with the previous block's residual add), c_attn, attention (scores, softmax, values: 3),
-    //   attn.c_proj, residual + ln_2 (fused), c_fc, gelu, mlp.c_proj = 10.
-    // backward (the residual adds' gradients live in one buffer, no dispatch): mlp.c_proj (dinp, dweight, dbias: 3),
-    //   gelu, c_fc (3), ln_2 (dinp, params: 2), attn.c_proj (3), attention (datt, softmax backward, dqkv: 3),
-    //   c_attn (3), ln_1 (2) = 20.
-    const PER_LAYER_FWD: usize = 10;
-    const PER_LAYER_BWD: usize = 20;
+    // forward: ln_1 (fused with the previous block's residual add), c_attn, attention, attn.c_proj, residual + ln_2
+    //   (fused), c_fc (GELU in its epilogue), mlp.c_proj = 6 + attention's.
+    // backward (the residual adds' gradients live in one buffer, no dispatch): mlp.c_proj (dinp with GELU's backward
+    //   in its epilogue, dweight, dbias: 3), c_fc (3), ln_2 (dinp, params: 2), attn.c_proj (3), attention, c_attn (3),
+    //   ln_1 (2) = 16 + attention's.
+    // Attention is 3 + 3 dispatches separately (scores, softmax, values; datt, softmax backward, dqkv) or 1 + 2 fused,
+    // whichever the tuner picked on this adapter at this shape (the same choice the model got: it is cached).
+    let (b, t, c, nh) = (2, 8, cfg.width, cfg.heads);
+    let z = |n| Tensor::zeros(&gpu, "z", n).unwrap();
+    let (qkv, out, tt) = (z(b * t * 3 * c), z(b * t * c), b * nh * t * t);
+    let (pre, att, datt) = (z(tt), z(tt), z(tt));
+    let attn_fwd = attention::attention_forward(&gpu, &out, &pre, &att, &qkv, b, t, c, nh).len();
+    let attn_bwd = attention::attention_backward(&gpu, &qkv, &pre, &datt, &out, &qkv, &att, b, t, c, nh).len();
+    assert!([(3, 3), (1, 2)].contains(&(attn_fwd, attn_bwd)), "attention: {attn_fwd} + {attn_bwd} dispatches");
+    let per_layer_fwd = 6 + attn_fwd;
+    let per_layer_bwd = 16 + attn_bwd;
     let cfg1 = GptConfig { layers: 1, ..cfg.clone() };
     let tr1 = SftTrainer::new(&gpu, &cfg1, &gpt_params(&cfg1, 1).unwrap(), 2, 8, &OptimConfig::default()).unwrap();
-    assert_eq!(tr.gpt.forward.len() - tr1.gpt.forward.len(), 2 * PER_LAYER_FWD, "forward dispatches per layer");
-    assert_eq!(tr.gpt.backward.len() - tr1.gpt.backward.len(), 2 * PER_LAYER_BWD, "backward dispatches per layer");
-    assert_eq!(n - tr1.dispatches_per_step(), 2 * (PER_LAYER_FWD + PER_LAYER_BWD));
+    assert_eq!(tr.gpt.forward.len() - tr1.gpt.forward.len(), 2 * per_layer_fwd, "forward dispatches per layer");
+    assert_eq!(tr.gpt.backward.len() - tr1.gpt.backward.len(), 2 * per_layer_bwd, "backward dispatches per layer");
+    assert_eq!(n - tr1.dispatches_per_step(), 2 * (per_layer_fwd + per_layer_bwd));
 }
 
 #[test]

@@ -12,7 +12,7 @@ use dpo3d::Gpu;
 
 /// (B, T, C, NH)
 const SHAPES: &[(usize, usize, usize, usize)] =
-    &[(1, 1, 4, 1), (2, 5, 12, 3), (3, 17, 16, 4), (1, 33, 8, 2), (1, 70, 8, 2)];
+    &[(1, 1, 4, 1), (2, 5, 12, 3), (3, 17, 16, 4), (1, 33, 8, 2), (1, 70, 8, 2), (2, 9, 10, 2), (1, 130, 24, 3)];
 
 struct Gpus {
     inp: Tensor,
@@ -50,13 +50,15 @@ fn backward(gpu: &Gpu, g: &Gpus, b: usize, t: usize, c: usize, nh: usize) -> Vec
     ops::attention_backward(gpu, &g.dinp, &g.dpreatt, &g.datt, &g.dout, &g.inp, &g.att, b, t, c, nh)
 }
 
-/// Every kernel choice (softmax: a workgroup or an invocation per row; products: one or 4 outputs per invocation),
-/// whatever the tuner would pick here.
-const FORMS: [ops::AttentionKernels; 4] = [
-    ops::AttentionKernels { softmax: ops::SoftmaxForm::Workgroup, x4: false },
-    ops::AttentionKernels { softmax: ops::SoftmaxForm::Invocation, x4: false },
-    ops::AttentionKernels { softmax: ops::SoftmaxForm::Workgroup, x4: true },
-    ops::AttentionKernels { softmax: ops::SoftmaxForm::Invocation, x4: true },
+/// Every kernel choice (separate: softmax by a workgroup or an invocation per row, products with one or 4 outputs per
+/// invocation; fused: scalar or vec4 loads), whatever the tuner would pick here.
+const FORMS: [ops::AttentionKernels; 6] = [
+    ops::AttentionKernels { softmax: ops::SoftmaxForm::Workgroup, x4: false, fused: false },
+    ops::AttentionKernels { softmax: ops::SoftmaxForm::Invocation, x4: false, fused: false },
+    ops::AttentionKernels { softmax: ops::SoftmaxForm::Workgroup, x4: true, fused: false },
+    ops::AttentionKernels { softmax: ops::SoftmaxForm::Invocation, x4: true, fused: false },
+    ops::AttentionKernels { softmax: ops::SoftmaxForm::Workgroup, x4: false, fused: true },
+    ops::AttentionKernels { softmax: ops::SoftmaxForm::Workgroup, x4: true, fused: true },
 ];
 
 #[allow(clippy::too_many_arguments)]
@@ -99,7 +101,12 @@ fn should_match_reference_attention_forward() {
                 (vec![0.0; b * t * c], vec![0.0; b * nh * t * t], vec![0.0; b * nh * t * t]);
             cpu::attention_forward(&mut out, &mut preatt, &mut att, &inp, b, t, c, nh);
             let what = format!("{form:?} (B,T,C,NH)=({b},{t},{c},{nh})");
-            assert_close(&format!("{what} preatt"), &g.preatt.to_vec(&gpu).unwrap(), &preatt, 1e-5, 1e-5);
+            if form.fused {
+                // The fused kernel keeps the scores in workgroup memory: the preatt scratch stays as uploaded (zeros).
+                assert!(g.preatt.to_vec(&gpu).unwrap().iter().all(|&x| x == 0.0), "{what}: fused wrote preatt");
+            } else {
+                assert_close(&format!("{what} preatt"), &g.preatt.to_vec(&gpu).unwrap(), &preatt, 1e-5, 1e-5);
+            }
             assert_close(&format!("{what} att"), &g.att.to_vec(&gpu).unwrap(), &att, 1e-6, 1e-5);
             assert_close(&format!("{what} out"), &g.out.to_vec(&gpu).unwrap(), &out, 1e-5, 1e-4);
             // every att row is a distribution over the past
@@ -133,9 +140,44 @@ fn should_match_reference_attention_backward_accumulating_onto_dinp() {
             let (mut dinp, mut dpreatt, mut datt) = (dinp0.clone(), randn(98, tt, 1.0), randn(99, tt, 1.0));
             cpu::attention_backward(&mut dinp, &mut dpreatt, &mut datt, &dout, &inp, &att, b, t, c, nh);
             let what = format!("{form:?} (B,T,C,NH)=({b},{t},{c},{nh})");
-            assert_close(&format!("{what} datt"), &g.datt.to_vec(&gpu).unwrap(), &datt, 1e-5, 1e-4);
+            if form.fused {
+                // The fused softmax backward keeps datt in workgroup memory: the scratch stays as uploaded.
+                assert_eq!(g.datt.to_vec(&gpu).unwrap(), randn(99, tt, 1.0), "{what}: fused wrote datt");
+            } else {
+                assert_close(&format!("{what} datt"), &g.datt.to_vec(&gpu).unwrap(), &datt, 1e-5, 1e-4);
+            }
             assert_close(&format!("{what} dpreatt"), &g.dpreatt.to_vec(&gpu).unwrap(), &dpreatt, 1e-5, 1e-4);
             assert_close(&format!("{what} dinp"), &g.dinp.to_vec(&gpu).unwrap(), &dinp, 1e-5, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn should_give_the_separate_kernels_results_bit_for_bit_when_fused_with_scalar_loads() {
+    // The scalar fused kernels do the separate scalar kernels' arithmetic in the same order (scores, workgroup softmax,
+    // values; datt, softmax backward), so att, out, dpreatt and dinp agree exactly, not just to rounding.
+    let gpu = gpu();
+    let separate = FORMS[0];
+    let fused = ops::AttentionKernels { fused: true, ..separate };
+    for (s, &(b, t, c, nh)) in SHAPES.iter().enumerate() {
+        let inp = randn(70 + s as u64, b * t * 3 * c, 1.0);
+        let dout = randn(80 + s as u64, b * t * c, 1.0);
+        let dinp0 = randn(90 + s as u64, b * t * 3 * c, 1.0);
+        let run = |form| {
+            let g = upload(&gpu, &inp, &dout, &dinp0, b, t, c, nh);
+            let mut plan = Plan::new();
+            plan.extend(forward_with(form, &gpu, &g, b, t, c, nh));
+            plan.extend(backward_with(form, &gpu, &g, b, t, c, nh));
+            plan.submit(&gpu);
+            [&g.att, &g.out, &g.dpreatt, &g.dinp].map(|x| x.to_vec(&gpu).unwrap())
+        };
+        let (want, got) = (run(separate), run(fused));
+        for (name, (w, g)) in ["att", "out", "dpreatt", "dinp"].iter().zip(want.iter().zip(&got)) {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert!(
+                bits(w) == bits(g),
+                "(B,T,C,NH)=({b},{t},{c},{nh}): fused {name} differs from the separate kernels'"
+            );
         }
     }
 }

@@ -6,7 +6,9 @@
 mod common;
 use common::*;
 use dpo3d::gpu::{Plan, Tensor};
+use dpo3d::ops::elementwise;
 use dpo3d::ops::matmul::{self as ops, GemmDims, MatmulKernel, MatrixLayout};
+use dpo3d::reference::elementwise as cpu_elementwise;
 use dpo3d::reference::matmul as cpu;
 use dpo3d::Gpu;
 
@@ -340,6 +342,120 @@ fn should_match_reference_matmul_backward_accumulating() {
             assert_close(&format!("{what} dinp"), &tdinp.to_vec(&gpu).unwrap(), &dinp, 1e-4, 1e-4);
             assert_close(&format!("{what} dweight"), &tdw.to_vec(&gpu).unwrap(), &dweight, 2e-4, 1e-4);
             assert_close(&format!("{what} dbias"), &tdb.to_vec(&gpu).unwrap(), &dbias, 1e-4, 1e-4);
+        }
+    }
+}
+
+/// Whether two vectors are equal bit for bit (the fused GELU epilogues against the unfused dispatch pair).
+fn assert_bits(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+        panic!("{what}: element {i} is {} where the unfused pair gives {}", got[i], want[i]);
+    }
+}
+
+#[test]
+fn should_match_reference_and_the_unfused_pair_for_the_gelu_epilogues() {
+    let gpu = gpu();
+    // (BT, C, OC): odd sizes, one row, a tile-sized case. GELU's input spans its curved part (std 2).
+    for (i, &(bt, c, oc)) in [(1, 1, 1), (3, 17, 5), (65, 33, 130), (130, 64, 17), (9, 12, 20)].iter().enumerate() {
+        let s = 200 + 10 * i as u64;
+        let inp = randn(s, bt * c, 1.0);
+        let weight = randn(s + 1, oc * c, 1.0);
+        let bias = randn(s + 2, oc, 1.0);
+        let (tinp, tw, tb) = (upload(&gpu, &inp), upload(&gpu, &weight), upload(&gpu, &bias));
+        // Forward, c_fc's place: pre = inp @ W^T + b, out = gelu(pre).
+        let mut pre = vec![0.0; bt * oc];
+        cpu::matmul_forward(&mut pre, &inp, &weight, Some(&bias), bt, c, oc);
+        let mut out = vec![0.0; bt * oc];
+        cpu_elementwise::gelu_forward(&mut out, &pre);
+        // Backward, c_proj's place: the layer (OC2 = C outputs) reads gelu(pre2) (BT, OC); dpre2 accumulates.
+        let pre2 = randn(s + 3, bt * oc, 2.0);
+        let mut gelu2 = vec![0.0; bt * oc];
+        cpu_elementwise::gelu_forward(&mut gelu2, &pre2);
+        let w2 = randn(s + 4, c * oc, 0.5); // (C, OC): this layer maps OC -> C
+        let dout2 = randn(s + 5, bt * c, 1.0);
+        let dpre0 = randn(s + 6, bt * oc, 1.0);
+        let (dw0, db0) = (randn(s + 7, c * oc, 1.0), randn(s + 8, c, 1.0));
+        let (mut dgelu, mut dpre, mut dw, mut db) = (vec![0.0; bt * oc], dpre0.clone(), dw0.clone(), db0.clone());
+        cpu::matmul_backward(Some(&mut dgelu), &mut dw, Some(&mut db), &dout2, &gelu2, &w2, bt, oc, c);
+        cpu_elementwise::gelu_backward(&mut dpre, &pre2, &dgelu);
+        let (tpre2, tgelu2, tw2, tdout2) =
+            (upload(&gpu, &pre2), upload(&gpu, &gelu2), upload(&gpu, &w2), upload(&gpu, &dout2));
+
+        let fwd = ops::forward_dims(bt, c, oc, ops::Replicas::ONE);
+        let bwd = ops::dinp_dims(bt, oc, c, ops::Replicas::ONE);
+        let kernels = MatmulKernel::ALL.into_iter().filter(|k| k.supports(&fwd) && k.supports(&bwd));
+        // None: the tuner's kernels (split-K among the weight gradient's candidates), on one shape (tuning is slow).
+        let tuned = if i == 2 { Some(None) } else { None };
+        for kernel in kernels.map(Some).chain(tuned) {
+            let what = format!("bt={bt} c={c} oc={oc} {}", kernel.map_or("tuner's", |k| k.name()));
+            // Fused forward against the reference, and (a chosen kernel) bit for bit against the unfused pair.
+            let (tpre, tout) = (upload(&gpu, &randn(1, bt * oc, 1.0)), upload(&gpu, &randn(2, bt * oc, 1.0)));
+            let mut plan = Plan::new();
+            plan.push(match kernel {
+                Some(k) => ops::matmul_forward_gelu_with(&gpu, k, &tout, &tpre, &tinp, &tw, Some(&tb), bt, c, oc),
+                None => ops::matmul_forward_gelu(&gpu, &tout, &tpre, &tinp, &tw, Some(&tb), bt, c, oc),
+            });
+            plan.submit(&gpu);
+            let (got_pre, got_out) = (tpre.to_vec(&gpu).unwrap(), tout.to_vec(&gpu).unwrap());
+            assert_close(&format!("{what} forward pre"), &got_pre, &pre, 1e-4, 1e-4);
+            assert_close(&format!("{what} forward gelu"), &got_out, &out, 1e-4, 1e-4);
+            // Fused backward: dpre2 += (dout2 @ W2) * gelu'(pre2), with dweight and dbias.
+            let (tdpre, tdw, tdb) = (upload(&gpu, &dpre0), upload(&gpu, &dw0), upload(&gpu, &db0));
+            let mut plan = Plan::new();
+            plan.extend(match kernel {
+                Some(k) => ops::matmul_backward_gelu_with(
+                    &gpu,
+                    k,
+                    &tdpre,
+                    &tdw,
+                    Some(&tdb),
+                    &tdout2,
+                    &tgelu2,
+                    &tpre2,
+                    &tw2,
+                    bt,
+                    oc,
+                    c,
+                ),
+                None => {
+                    ops::matmul_backward_gelu(&gpu, &tdpre, &tdw, Some(&tdb), &tdout2, &tgelu2, &tpre2, &tw2, bt, oc, c)
+                }
+            });
+            plan.submit(&gpu);
+            let got = [tdpre.to_vec(&gpu).unwrap(), tdw.to_vec(&gpu).unwrap(), tdb.to_vec(&gpu).unwrap()];
+            assert_close(&format!("{what} backward dpre"), &got[0], &dpre, 1e-4, 1e-4);
+            assert_close(&format!("{what} backward dweight"), &got[1], &dw, 2e-4, 1e-4);
+            assert_close(&format!("{what} backward dbias"), &got[2], &db, 1e-4, 1e-4);
+            let Some(k) = kernel else { continue };
+            // The unfused pairs with the same kernel.
+            let (upre, uout) =
+                (Tensor::zeros(&gpu, "pre", bt * oc).unwrap(), Tensor::zeros(&gpu, "out", bt * oc).unwrap());
+            let (udgelu, udpre) = (Tensor::zeros(&gpu, "dgelu", bt * oc).unwrap(), upload(&gpu, &dpre0));
+            let (udw, udb) = (upload(&gpu, &dw0), upload(&gpu, &db0));
+            let mut plan = Plan::new();
+            plan.push(ops::matmul_forward_with(&gpu, k, &upre, &tinp, &tw, Some(&tb), bt, c, oc));
+            plan.push(elementwise::gelu_forward(&gpu, &uout, &upre, bt * oc));
+            plan.extend(ops::matmul_backward_with(
+                &gpu,
+                k,
+                Some(&udgelu),
+                &udw,
+                Some(&udb),
+                &tdout2,
+                &tgelu2,
+                &tw2,
+                bt,
+                oc,
+                c,
+            ));
+            plan.push(elementwise::gelu_backward(&gpu, &udpre, &tpre2, &udgelu, bt * oc));
+            plan.submit(&gpu);
+            assert_bits(&format!("{what} forward pre"), &got_pre, &upre.to_vec(&gpu).unwrap());
+            assert_bits(&format!("{what} forward gelu"), &got_out, &uout.to_vec(&gpu).unwrap());
+            assert_bits(&format!("{what} backward dpre"), &got[0], &udpre.to_vec(&gpu).unwrap());
+            assert_bits(&format!("{what} backward dweight"), &got[1], &udw.to_vec(&gpu).unwrap());
         }
     }
 }

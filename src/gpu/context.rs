@@ -35,6 +35,10 @@ pub struct Gpu {
     /// Which kernel each op family uses for each shape class, chosen by measurement on this adapter
     /// (`super::tune`).
     pub tuner: super::tune::Tuner,
+    /// A 16-byte storage buffer bound where an entry point declares a binding that a dispatch does not use (the GEMM
+    /// kernels' `aux` without a GELU epilogue). WebGPU forbids binding one buffer to two writable bindings of a
+    /// dispatch, so the output itself cannot stand in.
+    pub(crate) unused: super::Tensor,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<(&'static str, &'static str), wgpu::ComputePipeline>>,
     errors: Arc<ErrorLog>,
@@ -123,12 +127,23 @@ impl Gpu {
             max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
         };
         let tuner = super::tune::Tuner::new(format!("{} | {} | {}", info.name, info.backend, info.driver));
+        let unused = super::Tensor {
+            buffer: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("unused binding"),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            }),
+            offset: 0,
+            len: 4,
+        };
         Ok(Gpu {
             device,
             queue,
             info,
             limits,
             tuner,
+            unused,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             errors,

@@ -17,7 +17,7 @@
 
 use crate::gpu::{Plan, Tensor};
 use crate::model::Gpt;
-use crate::ops::{attention, elementwise, encoder, layernorm, matmul, sampling};
+use crate::ops::{attention, encoder, layernorm, matmul, sampling};
 use crate::{Error, Gpu, Result};
 
 /// The decode steps of one GPT (its parameters and its KV cache), for steps 1..steps.
@@ -122,8 +122,7 @@ impl Decoder {
                 c,
             ));
             let (w, bias) = (h(i, "mlp.c_fc.weight"), h(i, "mlp.c_fc.bias"));
-            body.push(matmul::matmul_forward(gpu, &fch, &ln, &w, Some(&bias), b, c, 4 * c));
-            body.push(elementwise::gelu_forward(gpu, &fch_gelu, &fch, b * 4 * c));
+            body.push(matmul::matmul_forward_gelu(gpu, &fch_gelu, &fch, &ln, &w, Some(&bias), b, c, 4 * c));
             let (w, bias) = (h(i, "mlp.c_proj.weight"), h(i, "mlp.c_proj.bias"));
             body.push(matmul::matmul_forward(gpu, &fcproj, &fch_gelu, &w, Some(&bias), b, 4 * c, c));
         }

@@ -8,7 +8,7 @@
 
 use crate::gpu::{Gpu, Plan, Tensor, TensorArena};
 use crate::model::{GptConfig, Policy};
-use crate::ops::{attention, elementwise, encoder, layernorm, logprobs, matmul};
+use crate::ops::{attention, encoder, layernorm, logprobs, matmul};
 use crate::Result;
 
 /// Per-layer activations (llm.c's ActivationTensors, one buffer each so a kernel never binds one buffer both
@@ -34,12 +34,11 @@ struct LayerActs {
 
 /// Per-layer activation gradients.
 struct LayerGrads {
-    dln1: Tensor,      // (B, T, C)
-    dqkv: Tensor,      // (B, T, 3C)
-    datty: Tensor,     // (B, T, C)
-    dln2: Tensor,      // (B, T, C)
-    dfch: Tensor,      // (B, T, 4C)
-    dfch_gelu: Tensor, // (B, T, 4C)
+    dln1: Tensor,  // (B, T, C)
+    dqkv: Tensor,  // (B, T, 3C)
+    datty: Tensor, // (B, T, C)
+    dln2: Tensor,  // (B, T, C)
+    dfch: Tensor,  // (B, T, 4C)
 }
 
 pub struct Gpt {
@@ -128,7 +127,6 @@ impl Gpt {
                 datty: z("datty", bt * c)?,
                 dln2: z("dln2", bt * c)?,
                 dfch: z("dfch", bt * 4 * c)?,
-                dfch_gelu: z("dfch_gelu", bt * 4 * c)?,
             });
         }
         // (B, T, C) the gradient of the residual stream, shared by every block (see the backward below).
@@ -232,8 +230,10 @@ impl Gpt {
                 bt,
                 c,
             ));
-            fwd.push(matmul::matmul_forward(
+            // fch = ln2 @ c_fc + bias and fch_gelu = gelu(fch), the GELU in the product's epilogue.
+            fwd.push(matmul::matmul_forward_gelu(
                 gpu,
+                &a.fch_gelu,
                 &a.fch,
                 &a.ln2,
                 &p(h(i, "mlp.c_fc.weight")),
@@ -242,7 +242,6 @@ impl Gpt {
                 c,
                 4 * c,
             ));
-            fwd.push(elementwise::gelu_forward(gpu, &a.fch_gelu, &a.fch, bt * 4 * c));
             fwd.push(matmul::matmul_forward(
                 gpu,
                 &a.fcproj,
@@ -285,7 +284,7 @@ impl Gpt {
             bwd.clear(t_);
         }
         for gr in &grads {
-            for t_ in [&gr.dln1, &gr.dqkv, &gr.datty, &gr.dln2, &gr.dfch, &gr.dfch_gelu] {
+            for t_ in [&gr.dln1, &gr.dqkv, &gr.datty, &gr.dln2, &gr.dfch] {
                 bwd.clear(t_);
             }
         }
@@ -327,19 +326,20 @@ impl Gpt {
             let (a, gr) = (&acts[i], &grads[i]);
             let residual = if i == 0 { &encoded } else { &acts[i - 1].residual3 };
             // residual3 = residual2 + fcproj: dfcproj is dresidual as it stands.
-            bwd.extend(matmul::matmul_backward(
+            // dfch += (dfcproj @ c_proj) ⊙ gelu'(fch): the GELU's backward in the dinp product's epilogue.
+            bwd.extend(matmul::matmul_backward_gelu(
                 gpu,
-                Some(&gr.dfch_gelu),
+                &gr.dfch,
                 &g(h(i, "mlp.c_proj.weight")),
                 Some(&g(h(i, "mlp.c_proj.bias"))),
                 &dresidual,
                 &a.fch_gelu,
+                &a.fch,
                 &p(h(i, "mlp.c_proj.weight")),
                 bt,
                 4 * c,
                 c,
             ));
-            bwd.push(elementwise::gelu_backward(gpu, &gr.dfch, &a.fch, &gr.dfch_gelu, bt * 4 * c));
             bwd.extend(matmul::matmul_backward(
                 gpu,
                 Some(&gr.dln2),

@@ -1,8 +1,10 @@
 //! Dispatches of `shaders/attention.wgsl`: causal multi-head self-attention (llm.c's attention_forward /
-//! attention_backward). The forward is three dispatches (scores, softmax, weighted values), the backward three
-//! (datt, softmax backward, the dq/dk/dv gather); every output element has exactly one writer, so both are
-//! deterministic. The backward accumulates into dinp and overwrites its datt/dpreatt scratch. `attention_decode` is
-//! one generation step with a KV cache (one new position per row, `model::Decoder`).
+//! attention_backward). Separately, the forward is three dispatches (scores, softmax, weighted values) and the backward
+//! three (datt, softmax backward, the dq/dk/dv gather). Fused (T <= 2048), the forward is one dispatch and the backward
+//! two: a row's scores, or its datt, stay in workgroup memory instead of the (B, NH, T, T) scratch. The tuner picks per
+//! adapter and shape. Every output element has exactly one writer, so all forms are deterministic. The backward
+//! accumulates into dinp and overwrites its dpreatt scratch (and, separately, datt). `attention_decode` is one
+//! generation step with a KV cache (one new position per row, `model::Decoder`).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -36,13 +38,49 @@ enum Grid {
 /// functions take one explicitly.
 pub use crate::gpu::tune::RowForm as SoftmaxForm;
 
-/// The attention's kernel choices: the softmax's form, and whether the products (scores, weighted values, datt) use
+/// The attention's kernel choices: the softmax's form, whether the products (scores, weighted values, datt) use
 /// the `_x4` kernels (4 neighbouring outputs per invocation: fewer loads per multiply-add, which CPU adapters need;
-/// the values' `_x4` needs HS % 4 == 0 and falls back otherwise).
+/// the values' `_x4` needs HS % 4 == 0 and falls back otherwise), and whether the fused kernels run (one dispatch per
+/// row for scores + softmax + values, and for datt + softmax backward; vec4 loads when `x4` and HS % 4 == 0; T at
+/// most `FUSED_MAX_T`). Fused, the forward leaves `preatt` and the backward `datt` untouched, and `softmax` is unused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionKernels {
     pub softmax: SoftmaxForm,
     pub x4: bool,
+    pub fused: bool,
+}
+
+/// Longest T the fused kernels take: a row's scores live in workgroup memory (8 KiB, the decode step's array).
+pub const FUSED_MAX_T: usize = DECODE_MAX_T;
+
+/// Whether the tuner picks the fused form of `pass` ("forward" / "backward") at this shape, given the separate form
+/// `separate` (its own choices made), timed by `time(kernels)` (seconds, summed over the pass's dispatches).
+#[allow(clippy::too_many_arguments)]
+fn choose_fused(
+    gpu: &Gpu,
+    pass: &str,
+    separate: AttentionKernels,
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+    time: impl Fn(AttentionKernels) -> Option<f64>,
+) -> bool {
+    if t > FUSED_MAX_T {
+        return false;
+    }
+    let key = format!("{pass} {}x{t}x{}{}", b * nh, c / nh, if separate.x4 { " x4" } else { "" });
+    // "separate" first: the rule's (and the web's) choice, as before the fused kernels existed; on lavapipe the
+    // fused ones measured 2-4.6x slower (its barriers are costly), on GPUs they save dispatches and scratch traffic.
+    let name = gpu.tuner.choose("attention", &key, &["separate", "fused"], |k| {
+        time(AttentionKernels { fused: k == "fused", ..separate })
+    });
+    name == "fused"
+}
+
+/// Sum of `time_dispatch` over `dispatches`.
+fn time_all(gpu: &Gpu, dispatches: &[Dispatch]) -> Option<f64> {
+    dispatches.iter().map(|d| crate::gpu::tune::time_dispatch(gpu, d)).sum()
 }
 
 /// Whether the tuner picks the `_x4` products at this shape, timed on the forward's scores and values.
@@ -151,8 +189,14 @@ pub fn attention_forward(
 ) -> Vec<Dispatch> {
     let rows = b * nh * t;
     let form = choose_form(gpu, "forward", rows, t, att.len, |form, out| softmax(gpu, form, out, preatt, b, t, c, nh));
-    let k = AttentionKernels { softmax: form, x4: choose_x4(gpu, inp, att, b, t, c, nh) };
-    attention_forward_with(gpu, k, out, preatt, att, inp, b, t, c, nh)
+    let separate = AttentionKernels { softmax: form, x4: choose_x4(gpu, inp, att, b, t, c, nh), fused: false };
+    let fused = choose_fused(gpu, "forward", separate, b, t, c, nh, |k| {
+        // scratch outputs: timing must not write into the caller's tensors
+        let z = |what: &str, n: usize| Tensor::zeros(gpu, what, n).ok();
+        let (o, pre, a) = (z("tune out", b * t * c)?, z("tune preatt", att.len)?, z("tune att", att.len)?);
+        time_all(gpu, &attention_forward_with(gpu, k, &o, &pre, &a, inp, b, t, c, nh))
+    });
+    attention_forward_with(gpu, AttentionKernels { fused, ..separate }, out, preatt, att, inp, b, t, c, nh)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -191,6 +235,15 @@ pub fn attention_forward_with(
     c: usize,
     nh: usize,
 ) -> Vec<Dispatch> {
+    if k.fused {
+        assert!(t <= FUSED_MAX_T, "attention_forward: the fused kernel takes T <= {FUSED_MAX_T}, not {t}");
+        let rows = Grid::Rows(b * nh * t);
+        return vec![if k.x4 && (c / nh).is_multiple_of(4) {
+            dispatch(gpu, "attention_fused_x4", b, t, c, nh, rows, &[(29, inp), (27, att), (30, out)])
+        } else {
+            dispatch(gpu, "attention_fused", b, t, c, nh, rows, &[(26, inp), (27, att), (28, out)])
+        }];
+    }
     vec![
         scores(gpu, k.x4, preatt, inp, b, t, c, nh),
         softmax(gpu, k.softmax, att, preatt, b, t, c, nh),
@@ -218,7 +271,13 @@ pub fn attention_backward(
     let form = choose_form(gpu, "backward", rows, t, dpreatt.len, |form, out| {
         softmax_backward(gpu, form, out, att, datt, b, t, c, nh)
     });
-    let k = AttentionKernels { softmax: form, x4: choose_x4(gpu, inp, att, b, t, c, nh) };
+    let separate = AttentionKernels { softmax: form, x4: choose_x4(gpu, inp, att, b, t, c, nh), fused: false };
+    let fused = choose_fused(gpu, "backward", separate, b, t, c, nh, |k| {
+        let z = |what: &str, n: usize| Tensor::zeros(gpu, what, n).ok();
+        let (di, dp, da) = (z("tune dinp", b * t * 3 * c)?, z("tune dpreatt", att.len)?, z("tune datt", att.len)?);
+        time_all(gpu, &attention_backward_with(gpu, k, &di, &dp, &da, dout, inp, att, b, t, c, nh))
+    });
+    let k = AttentionKernels { fused, ..separate };
     attention_backward_with(gpu, k, dinp, dpreatt, datt, dout, inp, att, b, t, c, nh)
 }
 
@@ -262,21 +321,31 @@ pub fn attention_backward_with(
 ) -> Vec<Dispatch> {
     let datt_bindings = [(8, inp), (9, dout), (10, datt)];
     let dqkv_bindings = [(14, inp), (15, att), (16, dpreatt), (17, dout), (18, dinp)];
+    let x4_heads = k.x4 && (c / nh).is_multiple_of(4);
+    let dqkv = if x4_heads {
+        dispatch(gpu, "attention_dqkv_x4", b, t, c, nh, Grid::Elements(b * t * c / 4), &dqkv_bindings)
+    } else {
+        dispatch(gpu, "attention_dqkv", b, t, c, nh, Grid::Elements(b * t * c), &dqkv_bindings)
+    };
+    if k.fused {
+        assert!(t <= FUSED_MAX_T, "attention_backward: the fused kernel takes T <= {FUSED_MAX_T}, not {t}");
+        let rows = Grid::Rows(b * nh * t);
+        let fused = if x4_heads {
+            let bindings = [(35, inp), (36, dout), (33, att), (34, dpreatt)];
+            dispatch(gpu, "attention_softmax_backward_fused_x4", b, t, c, nh, rows, &bindings)
+        } else {
+            let bindings = [(31, inp), (32, dout), (33, att), (34, dpreatt)];
+            dispatch(gpu, "attention_softmax_backward_fused", b, t, c, nh, rows, &bindings)
+        };
+        return vec![fused, dqkv];
+    }
     let datt_dispatch = if k.x4 {
         let n = b * nh * t * t.div_ceil(4);
         dispatch(gpu, "attention_datt_x4", b, t, c, nh, Grid::Elements(n), &datt_bindings)
     } else {
         dispatch(gpu, "attention_datt", b, t, c, nh, Grid::Elements(b * nh * t * t), &datt_bindings)
     };
-    vec![
-        datt_dispatch,
-        softmax_backward(gpu, k.softmax, dpreatt, att, datt, b, t, c, nh),
-        if k.x4 && (c / nh).is_multiple_of(4) {
-            dispatch(gpu, "attention_dqkv_x4", b, t, c, nh, Grid::Elements(b * t * c / 4), &dqkv_bindings)
-        } else {
-            dispatch(gpu, "attention_dqkv", b, t, c, nh, Grid::Elements(b * t * c), &dqkv_bindings)
-        },
-    ]
+    vec![datt_dispatch, softmax_backward(gpu, k.softmax, dpreatt, att, datt, b, t, c, nh), dqkv]
 }
 
 /// Longest T that [`attention_decode`] takes (its workgroup holds one score per position: 8 KiB).

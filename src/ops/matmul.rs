@@ -93,15 +93,15 @@ impl MatmulKernel {
         }
     }
 
-    /// Storage binding numbers (a, b, c, bias) of this kernel's entry point.
-    fn bindings(self) -> [u32; 4] {
+    /// Storage binding numbers (a, b, c, bias, aux) of this kernel's entry point.
+    fn bindings(self) -> [u32; 5] {
         match self {
-            MatmulKernel::Naive => [1, 2, 3, 4],
-            MatmulKernel::Tiled16 => [5, 6, 7, 8],
-            MatmulKernel::Blocked64 => [9, 10, 11, 12],
-            MatmulKernel::Skinny8 => [15, 16, 17, 18],
-            MatmulKernel::Vec4 => [19, 20, 21, 22],
-            MatmulKernel::Tile128 => [23, 24, 25, 26],
+            MatmulKernel::Naive => [1, 2, 3, 4, 31],
+            MatmulKernel::Tiled16 => [5, 6, 7, 8, 32],
+            MatmulKernel::Blocked64 => [9, 10, 11, 12, 33],
+            MatmulKernel::Skinny8 => [15, 16, 17, 18, 35],
+            MatmulKernel::Vec4 => [19, 20, 21, 22, 36],
+            MatmulKernel::Tile128 => [23, 24, 25, 26, 37],
         }
     }
 }
@@ -299,7 +299,8 @@ struct Params {
     bias_bs: u32,
     splits: u32,
     k_chunk: u32,
-    _pad: [u32; 2],
+    act: u32,
+    _pad: u32,
 }
 
 fn u(x: usize, what: &str) -> u32 {
@@ -325,7 +326,8 @@ fn params(dims: &GemmDims, has_bias: bool) -> Params {
         bias_bs: u(dims.bias_batch, "bias batch stride"),
         splits: 1,
         k_chunk: u(dims.k, "K"),
-        _pad: [0; 2],
+        act: 0,
+        _pad: 0,
     }
 }
 
@@ -333,6 +335,28 @@ fn grid_dim(n: usize, what: &str) -> u32 {
     let g = n.max(1);
     assert!(g <= 65535, "matmul: {g} workgroups along {what} exceed WebGPU's 65535 per grid dimension");
     g as u32
+}
+
+/// A GEMM's GELU epilogue (`shaders/matmul.wgsl`): the MLP's activation fused into the product before or after it.
+#[derive(Clone, Copy, Debug)]
+pub enum Act<'a> {
+    /// C is the product (+ bias), nothing else.
+    None,
+    /// C = the product + bias (GELU's input, which the backward needs), and `out` = gelu(C), laid out like C.
+    Gelu { out: &'a Tensor },
+    /// C = alpha * (product ⊙ gelu'(pre)) + beta * C: the gradient carried back through a GELU whose input `pre`
+    /// is laid out like C (the dinp product of the layer after the GELU).
+    Dgelu { pre: &'a Tensor },
+}
+
+impl Act<'_> {
+    fn code(&self) -> u32 {
+        match self {
+            Act::None => 0,
+            Act::Gelu { .. } => 1,
+            Act::Dgelu { .. } => 2,
+        }
+    }
 }
 
 /// The GEMM kernel `kernel` with an optional bias (length N) added to every row of C.
@@ -345,17 +369,40 @@ fn gemm_dispatch(
     bias: Option<&Tensor>,
     dims: GemmDims,
 ) -> Dispatch {
+    gemm_act_dispatch(gpu, kernel, c, a, b, bias, Act::None, dims)
+}
+
+/// `gemm_dispatch` with a GELU epilogue.
+#[allow(clippy::too_many_arguments)]
+fn gemm_act_dispatch(
+    gpu: &Gpu,
+    kernel: MatmulKernel,
+    c: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    act: Act,
+    dims: GemmDims,
+) -> Dispatch {
     dims.check(c.len, a.len, b.len);
     if let Some(bias) = bias {
         let need = (dims.batch.max(1) - 1) * dims.bias_batch + dims.n;
         assert!(bias.len >= need, "gemm: bias of {} elements, {need} needed: {dims:?}", bias.len);
     }
     assert!(kernel.supports(&dims), "gemm: the {} kernel cannot compute {dims:?}", kernel.name());
-    let p = params(&dims, bias.is_some());
+    let aux = match act {
+        Act::None => &gpu.unused,
+        Act::Gelu { out } => out,
+        Act::Dgelu { pre } => pre,
+    };
+    if !matches!(act, Act::None) {
+        assert!(aux.len >= c.len, "gemm: the GELU epilogue's tensor ({}) is shorter than C ({})", aux.len, c.len);
+    }
+    let p = Params { act: act.code(), ..params(&dims, bias.is_some()) };
     let (tile_m, tile_n) = kernel.tile();
     let groups =
         [grid_dim(dims.n.div_ceil(tile_n), "N"), grid_dim(dims.m.div_ceil(tile_m), "M"), grid_dim(dims.batch, "batch")];
-    let [ba, bb, bc, bbias] = kernel.bindings();
+    let [ba, bb, bc, bbias, baux] = kernel.bindings();
     // Without a bias the entry point still declares the binding; A stands in (read-only, never read).
     let bias = bias.unwrap_or(a);
     Dispatch::new(
@@ -364,7 +411,7 @@ fn gemm_dispatch(
         SRC,
         kernel.entry(&dims),
         Some(bytemuck::bytes_of(&p)),
-        &[(ba, a), (bb, b), (bc, c), (bbias, bias)],
+        &[(ba, a), (bb, b), (bc, c), (bbias, bias), (baux, aux)],
         groups,
     )
 }
@@ -627,6 +674,7 @@ pub fn matmul_backward_replicas(
         c,
         oc,
         rep,
+        Act::None,
     )
 }
 
@@ -645,7 +693,104 @@ pub fn matmul_backward_with(
     c: usize,
     oc: usize,
 ) -> Vec<Dispatch> {
-    backward_dispatches(gpu, (kernel, Some(kernel)), dinp, dweight, dbias, dout, inp, weight, bt, c, oc, Replicas::ONE)
+    backward_dispatches(
+        gpu,
+        (kernel, Some(kernel)),
+        dinp,
+        dweight,
+        dbias,
+        dout,
+        inp,
+        weight,
+        bt,
+        c,
+        oc,
+        Replicas::ONE,
+        Act::None,
+    )
+}
+
+/// `matmul_forward` and a GELU in one dispatch (a GPT MLP's c_fc; llm.c's gelu_fusion): pre = inp @ weight^T + bias,
+/// the GELU's input, which the backward needs; out = gelu(pre). Gives `matmul_forward` + `elementwise::gelu_forward`'s
+/// results.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_forward_gelu(
+    gpu: &Gpu,
+    out: &Tensor,          // (BT, OC) gelu(pre)
+    pre: &Tensor,          // (BT, OC)
+    inp: &Tensor,          // (BT, C)
+    weight: &Tensor,       // (OC, C)
+    bias: Option<&Tensor>, // (OC)
+    bt: usize,
+    c: usize,
+    oc: usize,
+) -> Dispatch {
+    let kernel = choose_kernel(gpu, &forward_dims(bt, c, oc, Replicas::ONE), bias.is_some());
+    matmul_forward_gelu_with(gpu, kernel, out, pre, inp, weight, bias, bt, c, oc)
+}
+
+/// `matmul_forward_gelu` with a chosen kernel.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_forward_gelu_with(
+    gpu: &Gpu,
+    kernel: MatmulKernel,
+    out: &Tensor,          // (BT, OC) gelu(pre)
+    pre: &Tensor,          // (BT, OC)
+    inp: &Tensor,          // (BT, C)
+    weight: &Tensor,       // (OC, C)
+    bias: Option<&Tensor>, // (OC)
+    bt: usize,
+    c: usize,
+    oc: usize,
+) -> Dispatch {
+    let dims = forward_dims(bt, c, oc, Replicas::ONE);
+    gemm_act_dispatch(gpu, kernel, pre, inp, weight, bias, Act::Gelu { out }, dims)
+}
+
+/// `matmul_backward` of a layer whose input is gelu(pre) (a GPT MLP's c_proj), with the GELU's backward in the dinp
+/// product's epilogue: dpre += (dout @ weight) ⊙ gelu'(pre), dweight += dout^T @ inp, dbias += column sums of dout.
+/// `inp` is gelu(pre), the forward's input of this layer. Gives `matmul_backward` into a scratch d(gelu(pre)) followed
+/// by `elementwise::gelu_backward`, without the scratch.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward_gelu(
+    gpu: &Gpu,
+    dpre: &Tensor,          // (BT, C)
+    dweight: &Tensor,       // (OC, C)
+    dbias: Option<&Tensor>, // (OC)
+    dout: &Tensor,          // (BT, OC)
+    inp: &Tensor,           // (BT, C) gelu(pre)
+    pre: &Tensor,           // (BT, C)
+    weight: &Tensor,        // (OC, C)
+    bt: usize,
+    c: usize,
+    oc: usize,
+) -> Vec<Dispatch> {
+    let rep = Replicas::ONE;
+    let kernels =
+        (choose_kernel(gpu, &dinp_dims(bt, c, oc, rep), false), choose_weight_grad(gpu, &dweight_dims(bt, c, oc, rep)));
+    let act = Act::Dgelu { pre };
+    backward_dispatches(gpu, kernels, Some(dpre), dweight, dbias, dout, inp, weight, bt, c, oc, rep, act)
+}
+
+/// `matmul_backward_gelu` with a chosen GEMM kernel.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward_gelu_with(
+    gpu: &Gpu,
+    kernel: MatmulKernel,
+    dpre: &Tensor,          // (BT, C)
+    dweight: &Tensor,       // (OC, C)
+    dbias: Option<&Tensor>, // (OC)
+    dout: &Tensor,          // (BT, OC)
+    inp: &Tensor,           // (BT, C) gelu(pre)
+    pre: &Tensor,           // (BT, C)
+    weight: &Tensor,        // (OC, C)
+    bt: usize,
+    c: usize,
+    oc: usize,
+) -> Vec<Dispatch> {
+    let act = Act::Dgelu { pre };
+    let kernels = (kernel, Some(kernel));
+    backward_dispatches(gpu, kernels, Some(dpre), dweight, dbias, dout, inp, weight, bt, c, oc, Replicas::ONE, act)
 }
 
 /// The backward GEMMs with one kernel for the dinp product and one for the dweight product.
@@ -663,10 +808,11 @@ fn backward_dispatches(
     c: usize,
     oc: usize,
     rep: Replicas,
+    dinp_act: Act,
 ) -> Vec<Dispatch> {
     let mut ds = Vec::with_capacity(4);
     if let Some(dinp) = dinp {
-        ds.push(gemm_dispatch(gpu, kernels.0, dinp, dout, weight, None, dinp_dims(bt, c, oc, rep)));
+        ds.push(gemm_act_dispatch(gpu, kernels.0, dinp, dout, weight, None, dinp_act, dinp_dims(bt, c, oc, rep)));
     }
     ds.extend(weight_grad_dispatches(gpu, kernels.1, dweight, dout, inp, dweight_dims(bt, c, oc, rep)));
     if let Some(dbias) = dbias {
@@ -806,7 +952,7 @@ fn weight_grad_dispatches(
         SRC,
         "gemm_splitk_reduce",
         Some(bytes),
-        &[(28, &part), (29, c), (30, a)],
+        &[(28, &part), (29, c), (30, a), (34, &gpu.unused)],
         [grid_dim(dims.n.div_ceil(16), "N"), grid_dim(dims.m.div_ceil(16), "M"), grid_dim(dims.batch, "batch")],
     );
     vec![sums, reduce]
