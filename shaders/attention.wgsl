@@ -122,6 +122,54 @@ fn attention_scores_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     if (t20 + 3u < p.t) { sc_preatt[out + 3u] = select(0.0, v3 * p.scale, t20 + 3u <= t); }
 }
 
+// attention_scores_x4v: attention_scores_x4 with q and k as vec4s (requires HS % 4 == 0): a quarter of the load
+// instructions, the same products summed in the same order (j ascending), so the same results.
+// bindings: 42 inp (B, T, 3C/4) vec4 read, 2 preatt write. grid: as attention_scores_x4.
+@group(0) @binding(42) var<storage, read> sc4_inp: array<vec4<f32>>;
+
+// v + the dot product of x and k summed in j order (x.x k.x first), as the scalar loops do.
+fn dot_in_order(v: f32, x: vec4<f32>, k: vec4<f32>) -> f32 {
+    return v + x.x * k.x + x.y * k.y + x.z * k.z + x.w * k.w;
+}
+
+@compute @workgroup_size(256)
+fn attention_scores_x4v(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    let t4 = (p.t + 3u) / 4u;
+    let t20 = (i % t4) * 4u;
+    let row = i / t4; // (b, h, t)
+    let t = row % p.t;
+    let h = (row / p.t) % p.nh;
+    let b = row / (p.t * p.nh);
+    let out = row * p.t + t20;
+    var v0 = 0.0;
+    var v1 = 0.0;
+    var v2 = 0.0;
+    var v3 = 0.0;
+    if (t20 <= t) {
+        let c34 = 3u * p.c / 4u;
+        let hs4 = p.hs / 4u;
+        let q = b * p.t * c34 + t * c34 + h * hs4;
+        let kb = b * p.t * c34 + h * hs4 + p.c / 4u;
+        let k0 = kb + t20 * c34;
+        let k1 = kb + min(t20 + 1u, t) * c34;
+        let k2 = kb + min(t20 + 2u, t) * c34;
+        let k3 = kb + min(t20 + 3u, t) * c34;
+        for (var j = 0u; j < hs4; j++) {
+            let x = sc4_inp[q + j];
+            v0 = dot_in_order(v0, x, sc4_inp[k0 + j]);
+            v1 = dot_in_order(v1, x, sc4_inp[k1 + j]);
+            v2 = dot_in_order(v2, x, sc4_inp[k2 + j]);
+            v3 = dot_in_order(v3, x, sc4_inp[k3 + j]);
+        }
+    }
+    sc_preatt[out] = select(0.0, v0 * p.scale, t20 <= t);
+    if (t20 + 1u < p.t) { sc_preatt[out + 1u] = select(0.0, v1 * p.scale, t20 + 1u <= t); }
+    if (t20 + 2u < p.t) { sc_preatt[out + 2u] = select(0.0, v2 * p.scale, t20 + 2u <= t); }
+    if (t20 + 3u < p.t) { sc_preatt[out + 3u] = select(0.0, v3 * p.scale, t20 + 3u <= t); }
+}
+
 // attention_softmax: att[row, t2] = exp(preatt[row, t2] - max) / sum over t2 <= t, else 0; row = (b, h, t).
 // bindings: 3 preatt (B, NH, T, T) read, 4 att (B, NH, T, T) write. grid: grid_1d(B*NH*T, 1), workgroup 64 per row.
 @group(0) @binding(3) var<storage, read> sm_preatt: array<f32>;
@@ -206,37 +254,30 @@ fn attention_values(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     va_out[i] = acc;
 }
 
-// attention_values_x4: attention_values for channels ch .. ch + 3 (of one head: requires HS % 4 == 0). One invocation
-// per (b, t, ch / 4). bindings: as attention_values. grid: grid_1d(B*T*C/4, 256); p.n = that count.
+// attention_values_x4: attention_values for channels ch .. ch + 3 (of one head: requires HS % 4 == 0), v and out as
+// vec4s; the same arithmetic per channel in the same order. One invocation per (b, t, ch / 4).
+// bindings: 40 inp (B, T, 3C/4) vec4 read, 6 att read, 41 out (B, T, C/4) vec4 write. grid: grid_1d(B*T*C/4, 256);
+// p.n = that count.
+@group(0) @binding(40) var<storage, read> va4_inp: array<vec4<f32>>;
+@group(0) @binding(41) var<storage, read_write> va4_out: array<vec4<f32>>;
+
 @compute @workgroup_size(256)
 fn attention_values_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
     let c4 = p.c / 4u;
-    let ch = (i % c4) * 4u;
+    let ch4 = i % c4;
     let t = (i / c4) % p.t;
     let b = i / (c4 * p.t);
-    let h = ch / p.hs;
-    let c3 = 3u * p.c;
+    let h = (ch4 * 4u) / p.hs;
+    let c34 = 3u * c4;
     let row = b * p.nh * p.t * p.t + h * p.t * p.t + t * p.t;
-    let vb = b * p.t * c3 + 2u * p.c + ch;
-    var a0 = 0.0;
-    var a1 = 0.0;
-    var a2 = 0.0;
-    var a3 = 0.0;
+    let vb = b * p.t * c34 + 2u * c4 + ch4;
+    var acc = vec4<f32>(0.0);
     for (var t2 = 0u; t2 <= t; t2++) {
-        let a = va_att[row + t2];
-        let v = vb + t2 * c3;
-        a0 += a * va_inp[v];
-        a1 += a * va_inp[v + 1u];
-        a2 += a * va_inp[v + 2u];
-        a3 += a * va_inp[v + 3u];
+        acc += va_att[row + t2] * va4_inp[vb + t2 * c34];
     }
-    let o = (b * p.t + t) * p.c + ch;
-    va_out[o] = a0;
-    va_out[o + 1u] = a1;
-    va_out[o + 2u] = a2;
-    va_out[o + 3u] = a3;
+    va4_out[i] = acc;
 }
 
 // attention_datt: datt[b, h, t, t2] = dout[b, t, h] . v[b, t2, h] for t2 <= t, else 0 (overwrites).
@@ -296,6 +337,50 @@ fn attention_datt_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
             v1 += x * da_inp[k1 + j];
             v2 += x * da_inp[k2 + j];
             v3 += x * da_inp[k3 + j];
+        }
+    }
+    da_datt[out] = select(0.0, v0, t20 <= t);
+    if (t20 + 1u < p.t) { da_datt[out + 1u] = select(0.0, v1, t20 + 1u <= t); }
+    if (t20 + 2u < p.t) { da_datt[out + 2u] = select(0.0, v2, t20 + 2u <= t); }
+    if (t20 + 3u < p.t) { da_datt[out + 3u] = select(0.0, v3, t20 + 3u <= t); }
+}
+
+// attention_datt_x4v: attention_datt_x4 with dout and v as vec4s (requires HS % 4 == 0), summed in the same order.
+// bindings: 43 inp (B, T, 3C/4) vec4 read, 44 dout (B, T, C/4) vec4 read, 10 datt write. grid: as attention_datt_x4.
+@group(0) @binding(43) var<storage, read> da4_inp: array<vec4<f32>>;
+@group(0) @binding(44) var<storage, read> da4_dout: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn attention_datt_x4v(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    let t4 = (p.t + 3u) / 4u;
+    let t20 = (i % t4) * 4u;
+    let row = i / t4;
+    let t = row % p.t;
+    let h = (row / p.t) % p.nh;
+    let b = row / (p.t * p.nh);
+    let out = row * p.t + t20;
+    var v0 = 0.0;
+    var v1 = 0.0;
+    var v2 = 0.0;
+    var v3 = 0.0;
+    if (t20 <= t) {
+        let c4 = p.c / 4u;
+        let c34 = 3u * c4;
+        let hs4 = p.hs / 4u;
+        let o = (b * p.t + t) * c4 + h * hs4;
+        let vb = b * p.t * c34 + h * hs4 + 2u * c4;
+        let k0 = vb + t20 * c34;
+        let k1 = vb + min(t20 + 1u, t) * c34;
+        let k2 = vb + min(t20 + 2u, t) * c34;
+        let k3 = vb + min(t20 + 3u, t) * c34;
+        for (var j = 0u; j < hs4; j++) {
+            let x = da4_dout[o + j];
+            v0 = dot_in_order(v0, x, da4_inp[k0 + j]);
+            v1 = dot_in_order(v1, x, da4_inp[k1 + j]);
+            v2 = dot_in_order(v2, x, da4_inp[k2 + j]);
+            v3 = dot_in_order(v3, x, da4_inp[k3 + j]);
         }
     }
     da_datt[out] = select(0.0, v0, t20 <= t);
@@ -395,42 +480,42 @@ fn attention_dqkv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 }
 
 // attention_dqkv_x4: attention_dqkv for channels ch .. ch + 3 of one head (requires HS % 4 == 0): the dpreatt and att
-// loads are shared by the 4 channels. One invocation per (b, t, ch / 4).
-// bindings: as attention_dqkv. grid: grid_1d(B*T*C/4, 256); p.n = that count.
+// loads are shared by the 4 channels, and q, k, v, dout and dinp move as vec4s (one load instead of four gathers on CPU
+// adapters); the arithmetic per channel is attention_dqkv's, in the same order. One invocation per (b, t, ch / 4).
+// bindings: 37 inp (B, T, 3C/4) vec4 read, 15 att read, 16 dpreatt read, 38 dout (B, T, C/4) vec4 read,
+// 39 dinp (B, T, 3C/4) vec4 read_write. grid: grid_1d(B*T*C/4, 256); p.n = that count.
+@group(0) @binding(37) var<storage, read> dq4_inp: array<vec4<f32>>;
+@group(0) @binding(38) var<storage, read> dq4_dout: array<vec4<f32>>;
+@group(0) @binding(39) var<storage, read_write> dq4_dinp: array<vec4<f32>>;
+
 @compute @workgroup_size(256)
 fn attention_dqkv_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
     let c4 = p.c / 4u;
-    let ch = (i % c4) * 4u;
+    let ch4 = i % c4;
     let t = (i / c4) % p.t;
     let b = i / (c4 * p.t);
-    let h = ch / p.hs;
-    let c3 = 3u * p.c;
+    let h = (ch4 * 4u) / p.hs;
+    let c34 = 3u * c4;
     let head = b * p.nh * p.t * p.t + h * p.t * p.t;
-    let base = b * p.t * c3;
+    let base = b * p.t * c34; // vec4 units
     var dq = vec4<f32>(0.0);
     for (var t2 = 0u; t2 <= t; t2++) {
-        let w = dq_dpreatt[head + t * p.t + t2];
-        let k = base + t2 * c3 + p.c + ch;
-        dq += w * vec4<f32>(dq_inp[k], dq_inp[k + 1u], dq_inp[k + 2u], dq_inp[k + 3u]);
+        dq += dq_dpreatt[head + t * p.t + t2] * dq4_inp[base + t2 * c34 + c4 + ch4];
     }
     var dk = vec4<f32>(0.0);
     var dv = vec4<f32>(0.0);
     for (var t1 = t; t1 < p.t; t1++) {
         let w = dq_dpreatt[head + t1 * p.t + t];
         let a = dq_att[head + t1 * p.t + t];
-        let q = base + t1 * c3 + ch;
-        let o = b * p.t * p.c + t1 * p.c + ch;
-        dk += w * vec4<f32>(dq_inp[q], dq_inp[q + 1u], dq_inp[q + 2u], dq_inp[q + 3u]);
-        dv += a * vec4<f32>(dq_dout[o], dq_dout[o + 1u], dq_dout[o + 2u], dq_dout[o + 3u]);
+        dk += w * dq4_inp[base + t1 * c34 + ch4];
+        dv += a * dq4_dout[(b * p.t + t1) * c4 + ch4];
     }
-    let d = base + t * c3 + ch;
-    for (var j = 0u; j < 4u; j++) {
-        dq_dinp[d + j] += dq[j] * p.scale;
-        dq_dinp[d + p.c + j] += dk[j] * p.scale;
-        dq_dinp[d + 2u * p.c + j] += dv[j];
-    }
+    let d = base + t * c34 + ch4;
+    dq4_dinp[d] += dq * p.scale;
+    dq4_dinp[d + c4] += dk * p.scale;
+    dq4_dinp[d + 2u * c4] += dv;
 }
 
 // attention_decode: one new position per row with a KV cache (generation, `model::Decoder`). Row b's query, key and

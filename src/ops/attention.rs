@@ -99,8 +99,10 @@ fn choose_x4(gpu: &Gpu, inp: &Tensor, att: &Tensor, b: usize, t: usize, c: usize
 
 #[allow(clippy::too_many_arguments)]
 fn scores(gpu: &Gpu, x4: bool, preatt: &Tensor, inp: &Tensor, b: usize, t: usize, c: usize, nh: usize) -> Dispatch {
-    if x4 {
-        let n = b * nh * t * t.div_ceil(4);
+    let n = b * nh * t * t.div_ceil(4);
+    if x4 && (c / nh).is_multiple_of(4) {
+        dispatch(gpu, "attention_scores_x4v", b, t, c, nh, Grid::Elements(n), &[(42, inp), (2, preatt)])
+    } else if x4 {
         dispatch(gpu, "attention_scores_x4", b, t, c, nh, Grid::Elements(n), &[(1, inp), (2, preatt)])
     } else {
         dispatch(gpu, "attention_scores", b, t, c, nh, Grid::Elements(b * nh * t * t), &[(1, inp), (2, preatt)])
@@ -119,11 +121,11 @@ fn values(
     c: usize,
     nh: usize,
 ) -> Dispatch {
-    let bindings = [(5, inp), (6, att), (7, out)];
     if x4 && (c / nh).is_multiple_of(4) {
+        let bindings = [(40, inp), (6, att), (41, out)];
         dispatch(gpu, "attention_values_x4", b, t, c, nh, Grid::Elements(b * t * c / 4), &bindings)
     } else {
-        dispatch(gpu, "attention_values", b, t, c, nh, Grid::Elements(b * t * c), &bindings)
+        dispatch(gpu, "attention_values", b, t, c, nh, Grid::Elements(b * t * c), &[(5, inp), (6, att), (7, out)])
     }
 }
 
@@ -323,7 +325,8 @@ pub fn attention_backward_with(
     let dqkv_bindings = [(14, inp), (15, att), (16, dpreatt), (17, dout), (18, dinp)];
     let x4_heads = k.x4 && (c / nh).is_multiple_of(4);
     let dqkv = if x4_heads {
-        dispatch(gpu, "attention_dqkv_x4", b, t, c, nh, Grid::Elements(b * t * c / 4), &dqkv_bindings)
+        let bindings = [(37, inp), (15, att), (16, dpreatt), (38, dout), (39, dinp)];
+        dispatch(gpu, "attention_dqkv_x4", b, t, c, nh, Grid::Elements(b * t * c / 4), &bindings)
     } else {
         dispatch(gpu, "attention_dqkv", b, t, c, nh, Grid::Elements(b * t * c), &dqkv_bindings)
     };
@@ -339,7 +342,10 @@ pub fn attention_backward_with(
         };
         return vec![fused, dqkv];
     }
-    let datt_dispatch = if k.x4 {
+    let datt_dispatch = if x4_heads {
+        let n = b * nh * t * t.div_ceil(4);
+        dispatch(gpu, "attention_datt_x4v", b, t, c, nh, Grid::Elements(n), &[(43, inp), (44, dout), (10, datt)])
+    } else if k.x4 {
         let n = b * nh * t * t.div_ceil(4);
         dispatch(gpu, "attention_datt_x4", b, t, c, nh, Grid::Elements(n), &datt_bindings)
     } else {
