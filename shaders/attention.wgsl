@@ -9,7 +9,8 @@
 // Dispatch order. Forward: attention_scores, attention_softmax, attention_values; or, fused, attention_fused alone
 // (T <= DECODE_MAX_T; preatt is not written). Backward: attention_datt, attention_softmax_backward, attention_dqkv;
 // or, fused, attention_softmax_backward_fused, attention_dqkv (datt is not written). The tuner picks per adapter.
-// Generation with a KV cache: attention_decode, one dispatch per step (one new position per row).
+// Generation with a KV cache: attention_decode (or its _x4 / _rows forms), one dispatch per step (one new position
+// per row).
 // Element-wise entry points: workgroup 256, 1-D grid folded into (x, y) by `grid_1d`; i = gid.x + gid.y * nwg.x * 256.
 // Per-row entry points (softmax, softmax backward): one workgroup of 64 per (b, h, t) row; row = wid.x + wid.y * nwg.x.
 
@@ -825,4 +826,68 @@ fn attention_softmax_backward_fused_x4(@builtin(workgroup_id) wid: vec3<u32>,
         s += fb_att[r * p.t + t2] * d;
     }
     fused_softmax_backward(lid, r, t, s);
+}
+
+// attention_decode_rows: attention_decode with one invocation per (b, h) and no barriers, for CPU adapters (lavapipe
+// runs a workgroup's barriers as switches between its invocations, which cost more than a short row's arithmetic). The
+// scores go to a scratch row in storage; the softmax's sums are sequential (as attention_softmax_rows); q, k, v and out
+// move as vec4s (requires HS % 4 == 0). The tuner picks among the decode forms per adapter and shape.
+// bindings: 45 qkv (B, 3C/4) vec4 read, 46 cache (B, T, 3C/4) vec4 read_write, 47 out (B, C/4) vec4 write,
+// 22 pos (B) u32 read, 48 scores (B * NH, T) scratch read_write. grid: grid_1d(B * NH, 64), workgroup 64; p.n = B * NH.
+@group(0) @binding(45) var<storage, read> der_qkv: array<vec4<f32>>;
+@group(0) @binding(46) var<storage, read_write> der_cache: array<vec4<f32>>;
+@group(0) @binding(47) var<storage, read_write> der_out: array<vec4<f32>>;
+@group(0) @binding(48) var<storage, read_write> der_w: array<f32>;
+
+@compute @workgroup_size(64)
+fn attention_decode_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+                         @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if (r >= p.n) { return; }
+    let b = r / p.nh;
+    let h = r % p.nh;
+    let c4 = p.c / 4u;
+    let hs4 = p.hs / 4u;
+    let c34 = 3u * c4;
+    let pos = min(dec_pos[b], p.t - 1u);
+    let q = b * c34 + h * hs4;        // this step's q, k, v at q, q + C/4, q + C/2 (vec4 units)
+    let kv = b * p.t * c34 + h * hs4; // cache row b, head h
+    let w = r * p.t;                  // this (b, h)'s scores
+    // Scores: the cached positions, then the newest one, whose key is this step's.
+    var m = -3.0e38;
+    for (var t2 = 0u; t2 < pos; t2++) {
+        let k = kv + t2 * c34 + c4;
+        var s = 0.0;
+        for (var j = 0u; j < hs4; j++) {
+            s += dot(der_qkv[q + j], der_cache[k + j]);
+        }
+        s *= p.scale;
+        der_w[w + t2] = s;
+        m = max(m, s);
+    }
+    var s_new = 0.0;
+    for (var j = 0u; j < hs4; j++) {
+        s_new += dot(der_qkv[q + j], der_qkv[q + c4 + j]);
+    }
+    s_new *= p.scale;
+    der_w[w + pos] = s_new;
+    m = max(m, s_new);
+    var sum = 0.0;
+    for (var t2 = 0u; t2 <= pos; t2++) {
+        let e = exp(der_w[w + t2] - m);
+        der_w[w + t2] = e;
+        sum += e;
+    }
+    let expsum_inv = 1.0 / sum;
+    for (var j = 0u; j < hs4; j++) {
+        var acc = vec4<f32>(0.0);
+        for (var t2 = 0u; t2 < pos; t2++) {
+            acc += der_w[w + t2] * expsum_inv * der_cache[kv + t2 * c34 + 2u * c4 + j];
+        }
+        acc += der_w[w + pos] * expsum_inv * der_qkv[q + 2u * c4 + j];
+        der_out[b * c4 + h * hs4 + j] = acc;
+        let at = kv + pos * c34 + j;
+        der_cache[at + c4] = der_qkv[q + c4 + j];
+        der_cache[at + 2u * c4] = der_qkv[q + 2u * c4 + j];
+    }
 }

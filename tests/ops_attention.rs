@@ -339,9 +339,12 @@ fn should_match_the_forward_at_each_rows_position_when_decoding_with_a_kv_cache(
             let at = (r * t + pr as usize) * c3;
             want_cache[at + c..at + c3].copy_from_slice(&inp[at + c..at + c3]);
         }
-        // Both forms (vec4 loads where the head size allows them), and whichever the tuner picks.
-        let forms: Vec<Option<bool>> =
-            if (c / nh) % 4 == 0 { vec![Some(false), Some(true), None] } else { vec![Some(false), None] };
+        // Every form (the vec4 ones where the head size allows them), and whichever the tuner picks.
+        let forms: Vec<Option<ops::DecodeForm>> = if (c / nh) % 4 == 0 {
+            ops::DecodeForm::ALL.into_iter().map(Some).chain([None]).collect()
+        } else {
+            vec![Some(ops::DecodeForm::Scalar), None]
+        };
         for form in forms {
             let tcache = Tensor::from_f32(&gpu, "cache", &cache).unwrap();
             let tnew = Tensor::from_f32(&gpu, "qkv", &new).unwrap();
@@ -349,11 +352,11 @@ fn should_match_the_forward_at_each_rows_position_when_decoding_with_a_kv_cache(
                 (Tensor::from_u32(&gpu, "pos", &pos).unwrap(), Tensor::zeros(&gpu, "out", b * c).unwrap());
             let mut plan = Plan::new();
             plan.push(match form {
-                Some(x4) => ops::attention_decode_with(&gpu, x4, &tout, &tcache, &tnew, &tpos, b, t, c, nh),
+                Some(f) => ops::attention_decode_with(&gpu, f, &tout, &tcache, &tnew, &tpos, b, t, c, nh),
                 None => ops::attention_decode(&gpu, &tout, &tcache, &tnew, &tpos, b, t, c, nh),
             });
             plan.submit(&gpu);
-            let what = format!("x4 {form:?} (B,T,C,NH)=({b},{t},{c},{nh}) pos {pos:?}");
+            let what = format!("{form:?} (B,T,C,NH)=({b},{t},{c},{nh}) pos {pos:?}");
             assert_close(&format!("{what} out"), &tout.to_vec(&gpu).unwrap(), &want, 1e-5, 1e-4);
             assert_eq!(tcache.to_vec(&gpu).unwrap(), want_cache, "{what}: the cache after the step");
         }

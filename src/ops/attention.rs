@@ -374,26 +374,50 @@ pub fn attention_decode(
     c: usize,
     nh: usize,
 ) -> Dispatch {
-    let x4 = (c / nh.max(1)).is_multiple_of(4) && {
+    let form = if (c / nh.max(1)).is_multiple_of(4) {
         let key = format!("decode {}x{t}x{}", b * nh, c / nh);
-        let name = gpu.tuner.choose("attention", &key, &["scalar", "x4"], |k| {
+        let name = gpu.tuner.choose("attention", &key, &["scalar", "x4", "rows"], |k| {
             // scratch copies: timing must not write into the caller's cache
             let z = |what: &str, n: usize| Tensor::zeros(gpu, what, n).ok();
             let (o, kv, q) =
                 (z("tune decode out", b * c)?, z("tune decode cache", b * t * 3 * c)?, z("tune qkv", b * 3 * c)?);
             let p = Tensor::from_u32(gpu, "tune decode pos", &vec![(t - 1) as u32; b]).ok()?;
-            crate::gpu::tune::time_dispatch(gpu, &attention_decode_with(gpu, k == "x4", &o, &kv, &q, &p, b, t, c, nh))
+            let form = DecodeForm::from_name(k);
+            crate::gpu::tune::time_dispatch(gpu, &attention_decode_with(gpu, form, &o, &kv, &q, &p, b, t, c, nh))
         });
-        name == "x4"
+        DecodeForm::from_name(name)
+    } else {
+        DecodeForm::Scalar
     };
-    attention_decode_with(gpu, x4, out, cache, qkv, pos, b, t, c, nh)
+    attention_decode_with(gpu, form, out, cache, qkv, pos, b, t, c, nh)
 }
 
-/// [`attention_decode`] in a given form: `x4` uses vec4 loads and needs HS % 4 == 0.
+/// The forms of [`attention_decode`]: a workgroup of 64 per (row, head) with scalar or vec4 loads, or one invocation
+/// per (row, head) without barriers and with vec4 loads (CPU adapters). The vec4 forms need HS % 4 == 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeForm {
+    Scalar,
+    X4,
+    Rows,
+}
+
+impl DecodeForm {
+    pub const ALL: [DecodeForm; 3] = [DecodeForm::Scalar, DecodeForm::X4, DecodeForm::Rows];
+
+    fn from_name(name: &str) -> DecodeForm {
+        match name {
+            "x4" => DecodeForm::X4,
+            "rows" => DecodeForm::Rows,
+            _ => DecodeForm::Scalar,
+        }
+    }
+}
+
+/// [`attention_decode`] in a given form.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_decode_with(
     gpu: &Gpu,
-    x4: bool,
+    form: DecodeForm,
     out: &Tensor,
     cache: &Tensor,
     qkv: &Tensor,
@@ -408,12 +432,24 @@ pub fn attention_decode_with(
         out.len >= b * c && cache.len >= b * t * 3 * c && qkv.len >= b * 3 * c && pos.len >= b,
         "attention_decode: a buffer is smaller than its shape"
     );
-    if x4 {
-        assert!((c / nh).is_multiple_of(4), "attention_decode_x4: head size {} is not a multiple of 4", c / nh);
-        let bindings = [(23, qkv), (24, cache), (25, out), (22, pos)];
-        dispatch(gpu, "attention_decode_x4", b, t, c, nh, Grid::Rows(b * nh), &bindings)
-    } else {
-        let bindings = [(19, qkv), (20, cache), (21, out), (22, pos)];
-        dispatch(gpu, "attention_decode", b, t, c, nh, Grid::Rows(b * nh), &bindings)
+    if form != DecodeForm::Scalar {
+        assert!((c / nh).is_multiple_of(4), "attention_decode {form:?}: head size {} is not a multiple of 4", c / nh);
+    }
+    match form {
+        DecodeForm::Scalar => {
+            let bindings = [(19, qkv), (20, cache), (21, out), (22, pos)];
+            dispatch(gpu, "attention_decode", b, t, c, nh, Grid::Rows(b * nh), &bindings)
+        }
+        DecodeForm::X4 => {
+            let bindings = [(23, qkv), (24, cache), (25, out), (22, pos)];
+            dispatch(gpu, "attention_decode_x4", b, t, c, nh, Grid::Rows(b * nh), &bindings)
+        }
+        DecodeForm::Rows => {
+            // The scores' scratch row per (b, h), made once with the plan (the dispatch's bind group keeps it).
+            let scores = Tensor::zeros(gpu, "decode scores", b * nh * t)
+                .unwrap_or_else(|e| panic!("attention_decode: the scores' scratch for B {b} NH {nh} T {t}: {e}"));
+            let bindings = [(45, qkv), (46, cache), (47, out), (22, pos), (48, &scores)];
+            dispatch(gpu, "attention_decode_rows", b, t, c, nh, Grid::RowInvocations(b * nh), &bindings)
+        }
     }
 }
