@@ -113,6 +113,9 @@ impl Tuner {
     ) -> &'static str {
         assert!(!candidates.is_empty(), "tuner: no candidate kernel for {key}");
         let full_key = format!("{family} {key}");
+        // Measured choices are stored under the candidates they were measured against too: a later version that
+        // offers another kernel for the same shape measures again instead of keeping the old winner.
+        let measured_key = measured_key(&full_key, candidates);
         let find = |name: &str| candidates.iter().copied().find(|c| *c == name);
         if let Some(c) = self.chosen.lock().unwrap().get(&full_key) {
             if let Some(k) = find(&c.kernel) {
@@ -129,13 +132,13 @@ impl Tuner {
                 // would also disturb each other's timings) and both end up with the first one's choice.
                 let mut shared = process_choices().lock().unwrap();
                 let here = shared.entry(self.adapter_key.clone()).or_default();
-                let known = here.get(&full_key).and_then(|k| find(k));
-                let cached = known.or_else(|| self.cached.lock().unwrap().get(&full_key).and_then(|k| find(k)));
+                let known = here.get(&measured_key).and_then(|k| find(k));
+                let cached = known.or_else(|| self.cached.lock().unwrap().get(&measured_key).and_then(|k| find(k)));
                 match cached {
                     Some(k) => (k, "cache", vec![]),
                     None => {
                         let (k, timings) = measure(candidates, &mut time);
-                        here.insert(full_key.clone(), k.to_string());
+                        here.insert(measured_key.clone(), k.to_string());
                         (k, "measured", timings)
                     }
                 }
@@ -146,7 +149,7 @@ impl Tuner {
             eprintln!("[dpo3d] {full_key}: {kernel} ({})", t.join(", "));
         }
         if source == "measured" {
-            self.cached.lock().unwrap().insert(full_key.clone(), kernel.to_string());
+            self.cached.lock().unwrap().insert(measured_key, kernel.to_string());
             self.save();
         }
         used_choices_map()
@@ -190,6 +193,14 @@ impl Tuner {
             }
         }
     }
+}
+
+/// The cache's key for a choice: "family shape-key" and the candidates it was measured among, sorted
+/// ("matmul 512x64x64 nt v4 | blocked64 naive skinny8 tile128 vec4").
+fn measured_key(full_key: &str, candidates: &[&str]) -> String {
+    let mut names = candidates.to_vec();
+    names.sort_unstable();
+    format!("{full_key} | {}", names.join(" "))
 }
 
 /// Time every candidate once (after the closure's own warm-up), keep the fastest. Candidates that cannot be timed
@@ -394,5 +405,29 @@ mod tests {
         // A candidate that cannot be timed is skipped; with none timed, the rule's choice (the first) stands.
         assert_eq!(measure(&["a", "b"], &mut |c| (c == "b").then_some(5e-3)).0, "b");
         assert_eq!(measure(&["a", "b"], &mut |_| None).0, "a");
+    }
+
+    /// A cached choice is reused only among the candidates it was measured against: a new kernel for the same shape
+    /// (a later version of the library) is measured instead of losing to the cache.
+    #[test]
+    fn should_measure_again_when_the_candidates_change() {
+        let tuner = |cached: BTreeMap<String, String>| Tuner {
+            policy: TunePolicy::Measure,
+            adapter_key: "test adapter: candidates change".into(),
+            cache_path: None,
+            cached: Mutex::new(cached),
+            chosen: Mutex::new(BTreeMap::new()),
+            log: false,
+        };
+        let old = BTreeMap::from([(measured_key("f 8x8", &["b", "a"]), "b".to_string())]);
+        let same = tuner(old.clone()).choose("f", "8x8", &["a", "b"], |_| panic!("a cached choice is not re-timed"));
+        assert_eq!(same, "b");
+        let mut timed = Vec::new();
+        let new = tuner(old).choose("f", "8x8", &["a", "b", "c"], |k| {
+            timed.push(k);
+            Some(if k == "c" { 1e-3 } else { 2e-3 })
+        });
+        assert_eq!(new, "c");
+        assert!(timed.contains(&"a") && timed.contains(&"b") && timed.contains(&"c"), "timed {timed:?}");
     }
 }
