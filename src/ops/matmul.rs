@@ -1,6 +1,7 @@
 //! Dispatches of `shaders/matmul.wgsl`: a batched, strided GEMM (six kernels, `MatmulKernel`, chosen per shape by
 //! measurement on the adapter in hand: `choose_kernel`) and the linear layer built on it, `matmul_forward` /
-//! `matmul_backward` (llm.c's names).
+//! `matmul_backward` (llm.c's names), also with a GELU in the product's epilogue (`matmul_forward_gelu`,
+//! `matmul_backward_gelu`: a GPT MLP's two layers without separate GELU dispatches).
 //!
 //! Most of a transformer's training time is spent here. Every product the linear layer needs (out = inp W^T,
 //! dinp += dout W, dweight += dout^T inp) is the same GEMM with different strides, so the kernels are tuned once
@@ -339,7 +340,7 @@ fn grid_dim(n: usize, what: &str) -> u32 {
 
 /// A GEMM's GELU epilogue (`shaders/matmul.wgsl`): the MLP's activation fused into the product before or after it.
 #[derive(Clone, Copy, Debug)]
-pub enum Act<'a> {
+enum Act<'a> {
     /// C is the product (+ bias), nothing else.
     None,
     /// C = the product + bias (GELU's input, which the backward needs), and `out` = gelu(C), laid out like C.
