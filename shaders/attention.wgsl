@@ -22,7 +22,7 @@ struct Params {
     hs: u32,      // head size C / NH
     n: u32,       // number of work items of this dispatch (elements or rows)
     scale: f32,   // 1 / sqrt(HS)
-    _p0: u32,
+    tp: u32,      // attention_cache_fill only: the prefill's positions T_p
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -890,4 +890,19 @@ fn attention_decode_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
         der_cache[at + c4] = der_qkv[q + c4 + j];
         der_cache[at + 2u * c4] = der_qkv[q + 2u * c4 + j];
     }
+}
+
+// attention_cache_fill: cache[b, t, :] = qkv[b, t, :] for t < T_p: a KV cache of T positions (B, T, 3C) takes the
+// qkv activation of a prefill over the first T_p positions (B, T_p, 3C); positions from T_p on are left as they are
+// (the decode steps write them before reading them). One invocation per element copied.
+// bindings: 49 qkv (B, T_p, 3C) read, 50 cache (B, T, 3C) read_write. grid: grid_1d(B*T_p*3C, 256); p.n = that count.
+@group(0) @binding(49) var<storage, read> cf_qkv: array<f32>;
+@group(0) @binding(50) var<storage, read_write> cf_cache: array<f32>;
+
+@compute @workgroup_size(256)
+fn attention_cache_fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    let row = p.tp * 3u * p.c;
+    cf_cache[(i / row) * p.t * 3u * p.c + i % row] = cf_qkv[i];
 }

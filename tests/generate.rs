@@ -83,7 +83,10 @@ fn should_match_reference_log_probabilities_of_the_sampled_tokens() {
         for ragged in [true, false] {
             let sentinel = -7.0f32;
             let out = Tensor::from_f32(&gpu, "out", &vec![sentinel; b * t]).unwrap();
-            run(&gpu, vec![sampling::sampled_logprob(&gpu, &out, &tl, &ts, &tlens, b, t, v, step, ragged)]);
+            run(
+                &gpu,
+                vec![sampling::sampled_logprob(&gpu, &out, &tl, &ts, &tlens, b, t, v, step, ragged.then_some(t))],
+            );
             let mut want = vec![sentinel; b * t];
             for r in 0..b {
                 let pos = (lens[r] as usize - 1 + step).min(t - 1);
@@ -96,7 +99,7 @@ fn should_match_reference_log_probabilities_of_the_sampled_tokens() {
     }
     // row 0 at step 0 sampled token 0, about 300 nats below the max: finite, not -inf
     let out = Tensor::zeros(&gpu, "out", b * t).unwrap();
-    run(&gpu, vec![sampling::sampled_logprob(&gpu, &out, &tl, &ts, &tlens, b, t, v, 0, true)]);
+    run(&gpu, vec![sampling::sampled_logprob(&gpu, &out, &tl, &ts, &tlens, b, t, v, 0, Some(t))]);
     let lp0 = out.to_vec(&gpu).unwrap()[0];
     assert!(lp0.is_finite() && lp0 < -250.0, "log-prob of a token far below the max: {lp0}");
 }
@@ -218,11 +221,13 @@ fn should_repeat_with_the_same_seed_and_refuse_bad_prompts() {
 
 /// The KV-cached decode steps reproduce the full forward: with the tokens already in place (teacher forcing), step s
 /// of row b gives the forward's logits at position lens_b - 1 + s, for 2 layers, rows of different prompt lengths,
-/// and a scalar-head model (PPO's shared trunk), whose scalar head the decoder leaves out.
+/// and a scalar-head model (PPO's shared trunk), whose scalar head the decoder leaves out; with the GPT's own cache
+/// (`Decoder::new`, a prefill over all T positions) and with the decoder's caches filled from a prefill GPT built
+/// for the longest prompt's 11 positions only (`Decoder::after_prefill`, what `Generator` does).
 #[test]
 fn should_give_the_forwards_logits_at_each_rows_position_when_decoding_with_the_kv_cache() {
     let gpu = gpu();
-    for scalar_head in [false, true] {
+    for (scalar_head, short_prefill) in [(false, false), (true, false), (false, true)] {
         let cfg = GptConfig { vocab_size: 13, context: 24, layers: 2, heads: 3, width: 12, scalar_head };
         let (b, t, v) = (3usize, 19usize, 13usize);
         let params = gpt_params(&cfg, 5).unwrap();
@@ -232,17 +237,32 @@ fn should_give_the_forwards_logits_at_each_rows_position_when_decoding_with_the_
         gpt.set_batch(&gpu, &tokens, &vec![0u32; b * t]).unwrap();
         let lens = [1u32, 6, 11];
         let steps = t - 11 + 1; // the longest prompt's last step reaches position T - 1
-        let decoder = dpo3d::model::Decoder::new(&gpu, &gpt, &tu(&gpu, &lens), steps).unwrap();
+        let (tp, tlens, ttokens) = (11usize, tu(&gpu, &lens), tu(&gpu, &tokens));
+        let prefill = dpo3d::model::Gpt::new(&gpu, &cfg, b, tp, &params).unwrap();
+        let prompts: Vec<u32> = tokens.chunks(t).flat_map(|row| row[..tp].to_vec()).collect();
+        prefill.set_batch(&gpu, &prompts, &vec![0u32; b * tp]).unwrap();
+        let decoder = if short_prefill {
+            dpo3d::model::Decoder::after_prefill(&gpu, &prefill, &ttokens, t, &tlens, steps).unwrap()
+        } else {
+            dpo3d::model::Decoder::new(&gpu, &gpt, &tlens, steps).unwrap()
+        };
         gpt.forward.submit(&gpu);
+        if short_prefill {
+            dpo3d::gpu::submit_all(&gpu, &[&prefill.forward, &decoder.fill]);
+        }
         let full = gpt.logits.to_vec(&gpu).unwrap();
         for s in 1..steps {
             dpo3d::gpu::submit_all(&gpu, &decoder.step(s));
             let got = decoder.logits.to_vec(&gpu).unwrap();
             let want: Vec<f32> =
                 (0..b).flat_map(|row| full[(row * t + lens[row] as usize - 1 + s) * v..][..v].to_vec()).collect();
-            assert_close(&format!("scalar head {scalar_head}, step {s} logits"), &got, &want, 1e-4, 1e-4);
+            let what = format!(
+                "scalar head {scalar_head}, prefill of {} positions, step {s}",
+                if short_prefill { tp } else { t }
+            );
+            assert_close(&format!("{what} logits"), &got, &want, 1e-4, 1e-4);
             let pos: Vec<u32> = lens.iter().map(|&l| l - 1 + s as u32).collect();
-            assert_eq!(decoder.pos.to_vec_u32(&gpu).unwrap(), pos, "step {s} positions");
+            assert_eq!(decoder.pos.to_vec_u32(&gpu).unwrap(), pos, "{what} positions");
         }
     }
 }

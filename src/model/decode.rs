@@ -11,6 +11,11 @@
 //! equal to rounding). Step 0 is the prefill's own logits. Positions a row has not reached yet hold keys and values of
 //! padding, which causal attention never reads before the decode step at that position overwrites them.
 //!
+//! Two ways to own the cache: [`Decoder::new`] decodes in the GPT's own qkv activations (its forward over (B, T) is the
+//! prefill; PPO, whose policy is built for (B, T) anyway, does this), and [`Decoder::after_prefill`] keeps caches of T
+//! positions of its own, which [`Decoder::fill`] copies from a GPT built for the prompts' T_p <= T positions only, so
+//! the prefill computes no position that generation will overwrite (`Generator`).
+//!
 //! A step is two plans ([`Decoder::step`]): the step's embedding (built per step because it carries s) and
 //! [`Decoder::body`] (shared by every step), both built once. [`Decoder::sample`] and [`Decoder::logprob`] build the
 //! draw of each step and its log-probability from the right logits (the prefill's at step 0).
@@ -22,6 +27,9 @@ use crate::{Error, Gpu, Result};
 
 /// The decode steps of one GPT (its parameters and its KV cache), for steps 1..steps.
 pub struct Decoder {
+    /// Copies the prefill's keys and values into the caches, between the prefill and step 1 (empty when the cache is
+    /// the GPT's own qkv activation).
+    pub fill: Plan,
     /// (B) u32: row b's newest position at the current step (written by the step's input).
     pub pos: Tensor,
     /// (B, V) the next-token logits of the current step.
@@ -32,17 +40,50 @@ pub struct Decoder {
     inputs: Vec<Plan>,
     /// (B) u32 the rows' prompt lengths.
     lens: Tensor,
-    /// The GPT's (B, T, V) logits: step 0's, after the prefill.
+    /// The prefill GPT's (B, T_p, V) logits: step 0's.
     prefill_logits: Tensor,
+    /// T_p: the prefill's positions.
+    prefill_t: usize,
     /// (B, T, V)
     shape: (usize, usize, usize),
+    /// The KV caches (B, T, 3C) per layer when this decoder owns them (`after_prefill`).
+    #[allow(dead_code)] // bound by the plans; kept with the buffers they belong to
+    caches: Vec<Tensor>,
 }
 
 impl Decoder {
-    /// Decode steps 1..steps for `gpt`, whose rows continue prompts of `lens` (B) u32 tokens. The GPT's `forward`
-    /// must have run over the prompts before step 1 (the prefill).
+    /// Decode steps 1..steps for `gpt`, whose rows continue prompts of `lens` (B) u32 tokens, in the GPT's own
+    /// (B, T) tokens and qkv activations. The GPT's `forward` must have run over the prompts before step 1 (the
+    /// prefill).
     pub fn new(gpu: &Gpu, gpt: &Gpt, lens: &Tensor, steps: usize) -> Result<Decoder> {
-        let (b, t) = (gpt.b, gpt.t);
+        Decoder::build(gpu, gpt, &gpt.tokens, gpt.t, lens, steps, false)
+    }
+
+    /// Decode steps 1..steps of sequences of `t` positions, in `tokens` (B, T) u32, whose prompts (`lens`, each at most
+    /// `prefill.t`) went through `prefill`, a GPT built for (B, T_p <= T) with the generator's parameters: after its
+    /// `forward`, [`Decoder::fill`] copies its keys and values into this decoder's caches of T positions.
+    pub fn after_prefill(
+        gpu: &Gpu,
+        prefill: &Gpt,
+        tokens: &Tensor,
+        t: usize,
+        lens: &Tensor,
+        steps: usize,
+    ) -> Result<Decoder> {
+        Decoder::build(gpu, prefill, tokens, t, lens, steps, true)
+    }
+
+    /// `own_caches`: caches of T positions filled from `gpt` (T_p = gpt.t), else `gpt`'s own (T = gpt.t).
+    fn build(
+        gpu: &Gpu,
+        gpt: &Gpt,
+        tokens: &Tensor,
+        t: usize,
+        lens: &Tensor,
+        steps: usize,
+        own_caches: bool,
+    ) -> Result<Decoder> {
+        let b = gpt.b;
         let cfg = &gpt.cfg;
         let (v, c, nh, l) = (cfg.vocab_size, cfg.width, cfg.heads, cfg.layers);
         if t > attention::DECODE_MAX_T {
@@ -51,7 +92,23 @@ impl Decoder {
                 attention::DECODE_MAX_T
             )));
         }
+        if gpt.t > t || tokens.len < b * t {
+            return Err(Error::config(format!(
+                "decoder: a prefill over T_p = {} positions for sequences of T = {t} (tokens for B = {b} rows: {})",
+                gpt.t, tokens.len
+            )));
+        }
         let z = |label: &str, n: usize| Tensor::zeros(gpu, label, n);
+        let mut fill = Plan::new();
+        let caches: Vec<Tensor> = if own_caches {
+            (0..l).map(|_| z("decode kv cache", b * t * 3 * c)).collect::<Result<_>>()?
+        } else {
+            vec![]
+        };
+        for (cache, qkv) in caches.iter().zip(&gpt.kv_cache) {
+            fill.push(attention::attention_cache_fill(gpu, cache, qkv, b, t, gpt.t, c));
+        }
+        let cache = |i: usize| if caches.is_empty() { &gpt.kv_cache[i] } else { &caches[i] };
         let pos = z("decode pos", b)?;
         let x = z("decode x", b * c)?; // (B, C) embedding of the newest tokens
         let ln = z("decode ln", b * c)?;
@@ -105,7 +162,7 @@ impl Decoder {
             }
             let (w, bias) = (h(i, "attn.c_attn.weight"), h(i, "attn.c_attn.bias"));
             body.push(matmul::matmul_forward(gpu, &qkv, &ln, &w, Some(&bias), b, c, 3 * c));
-            body.push(attention::attention_decode(gpu, &atty, &gpt.kv_cache[i], &qkv, &pos, b, t, c, nh));
+            body.push(attention::attention_decode(gpu, &atty, cache(i), &qkv, &pos, b, t, c, nh));
             let (w, bias) = (h(i, "attn.c_proj.weight"), h(i, "attn.c_proj.bias"));
             body.push(matmul::matmul_forward(gpu, &attproj, &atty, &w, Some(&bias), b, c, c));
             body.push(layernorm::residual_layernorm_forward(
@@ -145,18 +202,21 @@ impl Decoder {
         let inputs = (1..steps.max(1))
             .map(|s| {
                 let mut plan = Plan::new();
-                plan.push(encoder::encoder_decode(gpu, &x, &pos, &gpt.tokens, lens, &wte, &wpe, b, t, c, s));
+                plan.push(encoder::encoder_decode(gpu, &x, &pos, tokens, lens, &wte, &wpe, b, t, c, s));
                 plan
             })
             .collect();
         Ok(Decoder {
+            fill,
             pos,
             logits,
             body,
             inputs,
             lens: lens.clone(),
             prefill_logits: gpt.logits.clone(),
+            prefill_t: gpt.t,
             shape: (b, t, v),
+            caches,
         })
     }
 
@@ -171,9 +231,21 @@ impl Decoder {
         temperature: f32,
         top_k: usize,
     ) -> crate::gpu::Dispatch {
-        let (b, t, v) = self.shape;
+        let (b, v, tp) = (self.shape.0, self.shape.2, self.prefill_t);
         if s == 0 {
-            sampling::sample_ragged(gpu, sampled, &self.prefill_logits, rng, &self.lens, b, t, v, 0, temperature, top_k)
+            sampling::sample_ragged(
+                gpu,
+                sampled,
+                &self.prefill_logits,
+                rng,
+                &self.lens,
+                b,
+                tp,
+                v,
+                0,
+                temperature,
+                top_k,
+            )
         } else {
             sampling::sample_categorical(gpu, sampled, &self.logits, rng, b, v, v, 0, temperature, top_k, s as u32)
         }
@@ -183,7 +255,7 @@ impl Decoder {
     pub fn logprob(&self, gpu: &Gpu, out: &Tensor, sampled: &Tensor, s: usize) -> crate::gpu::Dispatch {
         let (b, t, v) = self.shape;
         let logits = if s == 0 { &self.prefill_logits } else { &self.logits };
-        sampling::sampled_logprob(gpu, out, logits, sampled, &self.lens, b, t, v, s, s == 0)
+        sampling::sampled_logprob(gpu, out, logits, sampled, &self.lens, b, t, v, s, (s == 0).then_some(self.prefill_t))
     }
 
     /// The plans of decode step s (1 <= s < steps): the input, then the body; `logits` holds the result.

@@ -4,8 +4,10 @@
 //! problem, judged) and to evaluate a model on held-out prompts.
 //!
 //! How: the prompts are written left-aligned into a (B, T) batch, T = longest prompt + max_new_tokens. A forward pass
-//! over it (the prefill) gives step 0's logits, read by `sampling::sample_ragged` at each row's own last prompt token
-//! Lp_b - 1, and fills each layer's KV cache. Each later step s is a `Decoder` step: one position per row, Lp_b - 1 + s,
+//! over the prompts' T_p = T - max_new_tokens positions only (the prefill, a GPT built for (B, T_p)) gives step 0's
+//! logits, read by `sampling::sample_ragged` at each row's own last prompt token Lp_b - 1, and its keys and values
+//! go into each layer's KV cache of T positions (`Decoder::fill`). Each later step s is a `Decoder` step: one position
+//! per row, Lp_b - 1 + s,
 //! attending over the cache, so rows never wait for or pad into each other (causal attention: the positions after a
 //! row's current one do not influence it). `append_ragged` writes each sampled token after the row's position, and
 //! `sampled_logprob` its log-probability from the same logits, so no forward pass is needed to score the completions.
@@ -52,8 +54,16 @@ pub struct Completion {
 
 /// A GPT built for (B, T) with its sampling plans.
 pub struct Generator {
+    /// The prefill's GPT, built for (B, T_p = max_prompt_len); it holds the generator's parameters.
     pub model: Gpt,
     pub cfg: GenerationConfig,
+    /// (B, T) u32: the prompts and their completions.
+    tokens: Tensor,
+    /// (B, T) u32: what `append_ragged` writes as each sampled token's target (unused here).
+    #[allow(dead_code)] // bound by the plans
+    targets: Tensor,
+    /// T = max_prompt_len + max_new_tokens.
+    t: usize,
     /// Longest prompt this generator takes: T - max_new_tokens.
     pub max_prompt_len: usize,
     lens: Tensor, // (B) u32 prompt lengths
@@ -98,16 +108,18 @@ impl Generator {
         }
         let what = format!("building a generator (GPT of {} parameters, B = {b}, T = {t})", model_cfg.num_params());
         gpu.scoped_blocking(&what, || {
-            let model = Gpt::new(gpu, model_cfg, b, t, params)?;
+            let model = Gpt::new(gpu, model_cfg, b, max_prompt_len, params)?;
+            let tokens = Tensor::zeros(gpu, "generate tokens", b * t)?;
+            let targets = Tensor::zeros(gpu, "generate targets", b * t)?;
             let lens = Tensor::zeros(gpu, "generate lens", b)?;
             let sampled = Tensor::zeros(gpu, "generate sampled", b)?;
             let mask = Tensor::zeros(gpu, "generate mask", b * t)?;
             let rng = Tensor::zeros(gpu, "generate rng", 2)?;
             let logps = Tensor::zeros(gpu, "generate logps", b * t)?;
-            // Step 0 samples from the prefill's logits (B, T, V) at each row's last prompt token; steps >= 1 from
+            // Step 0 samples from the prefill's logits (B, T_p, V) at each row's last prompt token; steps >= 1 from
             // the decoder's (B, V). Both draw with the step number as the random stream, so the draws depend only
             // on (seed, call, step, row, token id).
-            let decoder = Decoder::new(gpu, &model, &lens, cfg.max_new_tokens)?;
+            let decoder = Decoder::after_prefill(gpu, &model, &tokens, t, &lens, cfg.max_new_tokens)?;
             let steps = (0..cfg.max_new_tokens)
                 .map(|s| {
                     let mut p = Plan::new();
@@ -115,8 +127,8 @@ impl Generator {
                     p.push(decoder.logprob(gpu, &logps, &sampled, s));
                     p.push(sampling::append_ragged(
                         gpu,
-                        &model.tokens,
-                        &model.targets,
+                        &tokens,
+                        &targets,
                         &mask,
                         &sampled,
                         &lens,
@@ -128,10 +140,13 @@ impl Generator {
                     p
                 })
                 .collect();
-            let readback = Readback::new(gpu, &[&model.tokens, &logps, &mask]);
+            let readback = Readback::new(gpu, &[&tokens, &logps, &mask]);
             Ok(Generator {
                 model,
                 cfg: cfg.clone(),
+                tokens,
+                targets,
+                t,
                 max_prompt_len,
                 lens,
                 sampled,
@@ -158,7 +173,7 @@ impl Generator {
 
     /// One completion per prompt (at most B prompts, each 1..=max_prompt_len ids), in one submit.
     pub async fn generate(&mut self, gpu: &Gpu, prompts: &[Vec<u32>]) -> Result<Vec<Completion>> {
-        let (b, t, v) = (self.model.b, self.model.t, self.model.cfg.vocab_size);
+        let (b, t, tp, v) = (self.model.b, self.t, self.model.t, self.model.cfg.vocab_size);
         if prompts.is_empty() || prompts.len() > b {
             return Err(Error::config(format!("generate: 1 to B = {b} prompts per call, got {}", prompts.len())));
         }
@@ -178,16 +193,20 @@ impl Generator {
             tokens[r * t..r * t + p.len()].copy_from_slice(p);
             lens[r] = p.len() as u32;
         }
-        self.model.tokens.write_u32(gpu, &tokens);
-        self.model.targets.write_u32(gpu, &vec![0u32; b * t]);
+        // The prefill reads the prompts' T_p positions; the decoder and the readback the whole (B, T).
+        let prefill: Vec<u32> = tokens.chunks(t).flat_map(|row| row[..tp].iter().copied()).collect();
+        self.model.tokens.write_u32(gpu, &prefill);
+        self.model.targets.write_u32(gpu, &vec![0u32; b * tp]);
+        self.tokens.write_u32(gpu, &tokens);
         self.lens.write_u32(gpu, &lens);
         self.mask.write_f32(gpu, &vec![0.0; b * t]);
         self.calls += 1;
         sampling::write_rng(gpu, &self.rng, self.cfg.seed, self.calls);
         // The prefill (a forward over the prompts), then generation with the KV cache; each step also writes its
         // token's log-prob.
-        let mut plans: Vec<&Plan> = Vec::with_capacity(3 * self.steps.len() + 1);
+        let mut plans: Vec<&Plan> = Vec::with_capacity(3 * self.steps.len() + 2);
         plans.push(&self.model.forward);
+        plans.push(&self.decoder.fill);
         for (s, sample) in self.steps.iter().enumerate() {
             if s > 0 {
                 plans.extend(self.decoder.step(s));

@@ -23,7 +23,7 @@ struct Params {
     hs: u32,
     n: u32,
     scale: f32,
-    _p: u32,
+    tp: u32,
 }
 
 /// How an entry point's work is laid out: one invocation per element (workgroup 256), one workgroup per row, or one
@@ -170,7 +170,7 @@ fn dispatch(
         hs: hs as u32,
         n: n as u32,
         scale: 1.0 / (hs as f32).sqrt(),
-        _p: 0,
+        tp: 0,
     };
     Dispatch::new(gpu, SHADER, SRC, entry, Some(bytemuck::bytes_of(&p)), bindings, groups)
 }
@@ -452,4 +452,35 @@ pub fn attention_decode_with(
             dispatch(gpu, "attention_decode_rows", b, t, c, nh, Grid::RowInvocations(b * nh), &bindings)
         }
     }
+}
+
+/// Fills the first `tp` positions of a KV cache (B, T, 3C) from the qkv activation of a prefill over (B, T_p, 3C),
+/// T_p = `tp` <= T: the prefill computes only the prompts' positions, the cache also holds the generated ones.
+pub fn attention_cache_fill(
+    gpu: &Gpu,
+    cache: &Tensor,
+    qkv: &Tensor,
+    b: usize,
+    t: usize,
+    tp: usize,
+    c: usize,
+) -> Dispatch {
+    assert!(tp <= t, "attention_cache_fill: T_p = {tp} is over the cache's T = {t}");
+    assert!(
+        qkv.len >= b * tp * 3 * c && cache.len >= b * t * 3 * c,
+        "attention_cache_fill: a buffer is smaller than its shape"
+    );
+    let n = b * tp * 3 * c;
+    let p =
+        Params { b: b as u32, t: t as u32, c: c as u32, nh: 1, hs: c as u32, n: n as u32, scale: 1.0, tp: tp as u32 };
+    let groups = grid_1d(n, WORKGROUP_1D);
+    Dispatch::new(
+        gpu,
+        SHADER,
+        SRC,
+        "attention_cache_fill",
+        Some(bytemuck::bytes_of(&p)),
+        &[(49, qkv), (50, cache)],
+        groups,
+    )
 }

@@ -151,21 +151,25 @@ pub fn sample_ragged(
 
 /// The log-probability (temperature 1) of each row's sampled token, written at its target slot:
 /// `out[b, pos_b] = logits_b[sampled[b]] - logsumexp(logits_b)` with `pos_b = min(lens[b] - 1 + step, T - 1)`.
-/// `logits` is the prefill's (B, T, V) (`ragged`: row b's logits at pos_b) or a decode step's (B, V).
+/// `logits` is a prefill's (B, T_l, V) when `logits_t` is `Some(T_l)` (row b's logits at pos_b, which must be
+/// < T_l), or a decode step's (B, V) when it is None.
 #[allow(clippy::too_many_arguments)]
 pub fn sampled_logprob(
     gpu: &Gpu,
     out: &Tensor,     // (B, T)
-    logits: &Tensor,  // (B, T, V) when ragged, else (B, V)
+    logits: &Tensor,  // (B, T_l, V) or (B, V)
     sampled: &Tensor, // (B) u32
     lens: &Tensor,    // (B) u32 prompt lengths, >= 1
     b: usize,
     t: usize,
     v: usize,
     step: usize,
-    ragged: bool,
+    logits_t: Option<usize>,
 ) -> Dispatch {
-    let (row_stride, pos_stride) = if ragged { (t * v, v) } else { (v, 0) };
+    let (row_stride, pos_stride) = match logits_t {
+        Some(tl) => (tl * v, v),
+        None => (v, 0),
+    };
     assert!(
         logits.len >= b * row_stride && out.len >= b * t && sampled.len >= b && lens.len >= b,
         "sampled_logprob: a buffer is smaller than its shape"
