@@ -83,19 +83,42 @@ fn attention_scores(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 // halves the loads. The tuner picks per adapter and shape (`ops::attention`); both forms give the same sums in the
 // same order.
 //
+// The cell of invocation i of an _x4 scores or datt kernel: row (b, h, t) of a (B, NH, T, T) matrix and its columns
+// t20 .. t20 + 3; out = the index of column t20.
+struct X4Cell {
+    t20: u32,
+    t: u32,
+    h: u32,
+    b: u32,
+    out: u32,
+}
+
+fn x4_cell(i: u32) -> X4Cell {
+    let t4 = (p.t + 3u) / 4u;
+    let row = i / t4; // (b, h, t)
+    let t20 = (i % t4) * 4u;
+    return X4Cell(t20, row % p.t, (row / p.t) % p.nh, row / (p.t * p.nh), row * p.t + t20);
+}
+
+// A cell's 4 values as columns t20 .. t20 + 3 (0 in the future, t2 > t; columns past T are not written).
+fn store_preatt_x4(c: X4Cell, v0: f32, v1: f32, v2: f32, v3: f32) {
+    sc_preatt[c.out] = select(0.0, v0, c.t20 <= c.t);
+    if (c.t20 + 1u < p.t) { sc_preatt[c.out + 1u] = select(0.0, v1, c.t20 + 1u <= c.t); }
+    if (c.t20 + 2u < p.t) { sc_preatt[c.out + 2u] = select(0.0, v2, c.t20 + 2u <= c.t); }
+    if (c.t20 + 3u < p.t) { sc_preatt[c.out + 3u] = select(0.0, v3, c.t20 + 3u <= c.t); }
+}
+
 // attention_scores_x4: preatt[b, h, t, t2 .. t2 + 3] as attention_scores. One invocation per (b, h, t, t2 / 4).
 // bindings: as attention_scores. grid: grid_1d(B*NH*T*ceil(T/4), 256); p.n = that count.
 @compute @workgroup_size(256)
 fn attention_scores_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
-    let t4 = (p.t + 3u) / 4u;
-    let t20 = (i % t4) * 4u;
-    let row = i / t4; // (b, h, t)
-    let t = row % p.t;
-    let h = (row / p.t) % p.nh;
-    let b = row / (p.t * p.nh);
-    let out = row * p.t + t20;
+    let cell = x4_cell(i);
+    let t20 = cell.t20;
+    let t = cell.t;
+    let h = cell.h;
+    let b = cell.b;
     var v0 = 0.0;
     var v1 = 0.0;
     var v2 = 0.0;
@@ -117,10 +140,7 @@ fn attention_scores_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
             v3 += x * sc_inp[k3 + j];
         }
     }
-    sc_preatt[out] = select(0.0, v0 * p.scale, t20 <= t);
-    if (t20 + 1u < p.t) { sc_preatt[out + 1u] = select(0.0, v1 * p.scale, t20 + 1u <= t); }
-    if (t20 + 2u < p.t) { sc_preatt[out + 2u] = select(0.0, v2 * p.scale, t20 + 2u <= t); }
-    if (t20 + 3u < p.t) { sc_preatt[out + 3u] = select(0.0, v3 * p.scale, t20 + 3u <= t); }
+    store_preatt_x4(cell, v0 * p.scale, v1 * p.scale, v2 * p.scale, v3 * p.scale);
 }
 
 // attention_scores_x4v: attention_scores_x4 with q and k as vec4s (requires HS % 4 == 0): a quarter of the load
@@ -137,13 +157,11 @@ fn dot_in_order(v: f32, x: vec4<f32>, k: vec4<f32>) -> f32 {
 fn attention_scores_x4v(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
-    let t4 = (p.t + 3u) / 4u;
-    let t20 = (i % t4) * 4u;
-    let row = i / t4; // (b, h, t)
-    let t = row % p.t;
-    let h = (row / p.t) % p.nh;
-    let b = row / (p.t * p.nh);
-    let out = row * p.t + t20;
+    let cell = x4_cell(i);
+    let t20 = cell.t20;
+    let t = cell.t;
+    let h = cell.h;
+    let b = cell.b;
     var v0 = 0.0;
     var v1 = 0.0;
     var v2 = 0.0;
@@ -165,10 +183,7 @@ fn attention_scores_x4v(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
             v3 = dot_in_order(v3, x, sc4_inp[k3 + j]);
         }
     }
-    sc_preatt[out] = select(0.0, v0 * p.scale, t20 <= t);
-    if (t20 + 1u < p.t) { sc_preatt[out + 1u] = select(0.0, v1 * p.scale, t20 + 1u <= t); }
-    if (t20 + 2u < p.t) { sc_preatt[out + 2u] = select(0.0, v2 * p.scale, t20 + 2u <= t); }
-    if (t20 + 3u < p.t) { sc_preatt[out + 3u] = select(0.0, v3 * p.scale, t20 + 3u <= t); }
+    store_preatt_x4(cell, v0 * p.scale, v1 * p.scale, v2 * p.scale, v3 * p.scale);
 }
 
 // attention_softmax: att[row, t2] = exp(preatt[row, t2] - max) / sum over t2 <= t, else 0; row = (b, h, t).
@@ -307,19 +322,25 @@ fn attention_datt(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     da_datt[i] = val;
 }
 
+// store_preatt_x4 for datt.
+fn store_datt_x4(c: X4Cell, v0: f32, v1: f32, v2: f32, v3: f32) {
+    da_datt[c.out] = select(0.0, v0, c.t20 <= c.t);
+    if (c.t20 + 1u < p.t) { da_datt[c.out + 1u] = select(0.0, v1, c.t20 + 1u <= c.t); }
+    if (c.t20 + 2u < p.t) { da_datt[c.out + 2u] = select(0.0, v2, c.t20 + 2u <= c.t); }
+    if (c.t20 + 3u < p.t) { da_datt[c.out + 3u] = select(0.0, v3, c.t20 + 3u <= c.t); }
+}
+
 // attention_datt_x4: datt[b, h, t, t2 .. t2 + 3] as attention_datt (see attention_scores_x4).
 // bindings: as attention_datt. grid: grid_1d(B*NH*T*ceil(T/4), 256); p.n = that count.
 @compute @workgroup_size(256)
 fn attention_datt_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
-    let t4 = (p.t + 3u) / 4u;
-    let t20 = (i % t4) * 4u;
-    let row = i / t4;
-    let t = row % p.t;
-    let h = (row / p.t) % p.nh;
-    let b = row / (p.t * p.nh);
-    let out = row * p.t + t20;
+    let cell = x4_cell(i);
+    let t20 = cell.t20;
+    let t = cell.t;
+    let h = cell.h;
+    let b = cell.b;
     var v0 = 0.0;
     var v1 = 0.0;
     var v2 = 0.0;
@@ -340,10 +361,7 @@ fn attention_datt_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
             v3 += x * da_inp[k3 + j];
         }
     }
-    da_datt[out] = select(0.0, v0, t20 <= t);
-    if (t20 + 1u < p.t) { da_datt[out + 1u] = select(0.0, v1, t20 + 1u <= t); }
-    if (t20 + 2u < p.t) { da_datt[out + 2u] = select(0.0, v2, t20 + 2u <= t); }
-    if (t20 + 3u < p.t) { da_datt[out + 3u] = select(0.0, v3, t20 + 3u <= t); }
+    store_datt_x4(cell, v0, v1, v2, v3);
 }
 
 // attention_datt_x4v: attention_datt_x4 with dout and v as vec4s (requires HS % 4 == 0), summed in the same order.
@@ -355,13 +373,11 @@ fn attention_datt_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
 fn attention_datt_x4v(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
-    let t4 = (p.t + 3u) / 4u;
-    let t20 = (i % t4) * 4u;
-    let row = i / t4;
-    let t = row % p.t;
-    let h = (row / p.t) % p.nh;
-    let b = row / (p.t * p.nh);
-    let out = row * p.t + t20;
+    let cell = x4_cell(i);
+    let t20 = cell.t20;
+    let t = cell.t;
+    let h = cell.h;
+    let b = cell.b;
     var v0 = 0.0;
     var v1 = 0.0;
     var v2 = 0.0;
@@ -384,10 +400,7 @@ fn attention_datt_x4v(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
             v3 = dot_in_order(v3, x, da4_inp[k3 + j]);
         }
     }
-    da_datt[out] = select(0.0, v0, t20 <= t);
-    if (t20 + 1u < p.t) { da_datt[out + 1u] = select(0.0, v1, t20 + 1u <= t); }
-    if (t20 + 2u < p.t) { da_datt[out + 2u] = select(0.0, v2, t20 + 2u <= t); }
-    if (t20 + 3u < p.t) { da_datt[out + 3u] = select(0.0, v3, t20 + 3u <= t); }
+    store_datt_x4(cell, v0, v1, v2, v3);
 }
 
 // attention_softmax_backward: dpreatt[row, t2] = att[row, t2] * (datt[row, t2] - sum_j att[row, j] datt[row, j])
@@ -828,8 +841,8 @@ fn attention_softmax_backward_fused_x4(@builtin(workgroup_id) wid: vec3<u32>,
     fused_softmax_backward(lid, r, t, s);
 }
 
-// attention_decode_rows: attention_decode with one invocation per (b, h) and no barriers, for CPU adapters (lavapipe
-// runs a workgroup's barriers as switches between its invocations, which cost more than a short row's arithmetic). The
+// attention_decode_rows: attention_decode with one invocation per (b, h) and no barriers, for CPU adapters (on
+// lavapipe a workgroup's barriers cost more than a short row's arithmetic: 3.2x at 256 rows x 96 positions). The
 // scores go to a scratch row in storage; the softmax's sums are sequential (as attention_softmax_rows); q, k, v and out
 // move as vec4s (requires HS % 4 == 0). The tuner picks among the decode forms per adapter and shape.
 // bindings: 45 qkv (B, 3C/4) vec4 read, 46 cache (B, T, 3C/4) vec4 read_write, 47 out (B, C/4) vec4 write,

@@ -94,8 +94,11 @@ impl Decoder {
         }
         if gpt.t > t || tokens.len < b * t {
             return Err(Error::config(format!(
-                "decoder: a prefill over T_p = {} positions for sequences of T = {t} (tokens for B = {b} rows: {})",
-                gpt.t, tokens.len
+                "decoder: the prefill covers T_p = {} positions and the sequences T = {t} (T_p must not exceed T), \
+                 with {} token slots for B x T = {}",
+                gpt.t,
+                tokens.len,
+                b * t
             )));
         }
         let z = |label: &str, n: usize| Tensor::zeros(gpu, label, n);

@@ -71,7 +71,7 @@ fn choose_fused(
     }
     let key = format!("{pass} {}x{t}x{}{}", b * nh, c / nh, if separate.x4 { " x4" } else { "" });
     // "separate" first: the rule's (and the web's) choice, as before the fused kernels existed; on lavapipe the
-    // fused ones measured 2-4.6x slower (its barriers are costly), on GPUs they save dispatches and scratch traffic.
+    // fused forward measured 2-4.6x slower (most likely its barriers), on GPUs they save dispatches and scratch traffic.
     let name = gpu.tuner.choose("attention", &key, &["separate", "fused"], |k| {
         time(AttentionKernels { fused: k == "fused", ..separate })
     });
