@@ -654,10 +654,15 @@ fn attention_decode_x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_inv
         }
         acc += dec_w[pos] * expsum_inv * dec4_qkv[q + 2u * c4 + j];
         dec4_out[b * c4 + h * hs4 + j] = acc;
-        let at = kv + pos * c34 + j;
-        dec4_cache[at + c4] = dec4_qkv[q + c4 + j];
-        dec4_cache[at + 2u * c4] = dec4_qkv[q + 2u * c4 + j];
+        decode4_keep(kv + pos * c34 + j, q + j, c4);
     }
+}
+
+// The vec4 decode forms' last write: this step's key and value (at qkv + C/4, + C/2 from q_j) into the cache at
+// `at` + C/4, + C/2 (the q slot stays as it is).
+fn decode4_keep(at: u32, q_j: u32, c4: u32) {
+    dec4_cache[at + c4] = dec4_qkv[q_j + c4];
+    dec4_cache[at + 2u * c4] = dec4_qkv[q_j + 2u * c4];
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -845,11 +850,8 @@ fn attention_softmax_backward_fused_x4(@builtin(workgroup_id) wid: vec3<u32>,
 // lavapipe a workgroup's barriers cost more than a short row's arithmetic: 3.2x at 256 rows x 96 positions). The
 // scores go to a scratch row in storage; the softmax's sums are sequential (as attention_softmax_rows); q, k, v and out
 // move as vec4s (requires HS % 4 == 0). The tuner picks among the decode forms per adapter and shape.
-// bindings: 45 qkv (B, 3C/4) vec4 read, 46 cache (B, T, 3C/4) vec4 read_write, 47 out (B, C/4) vec4 write,
-// 22 pos (B) u32 read, 48 scores (B * NH, T) scratch read_write. grid: grid_1d(B * NH, 64), workgroup 64; p.n = B * NH.
-@group(0) @binding(45) var<storage, read> der_qkv: array<vec4<f32>>;
-@group(0) @binding(46) var<storage, read_write> der_cache: array<vec4<f32>>;
-@group(0) @binding(47) var<storage, read_write> der_out: array<vec4<f32>>;
+// bindings: attention_decode_x4's (23 qkv, 24 cache, 25 out, 22 pos) and 48 scores (B * NH, T) scratch read_write.
+// grid: grid_1d(B * NH, 64), workgroup 64; p.n = B * NH.
 @group(0) @binding(48) var<storage, read_write> der_w: array<f32>;
 
 @compute @workgroup_size(64)
@@ -872,7 +874,7 @@ fn attention_decode_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
         let k = kv + t2 * c34 + c4;
         var s = 0.0;
         for (var j = 0u; j < hs4; j++) {
-            s += dot(der_qkv[q + j], der_cache[k + j]);
+            s += dot(dec4_qkv[q + j], dec4_cache[k + j]);
         }
         s *= p.scale;
         der_w[w + t2] = s;
@@ -880,7 +882,7 @@ fn attention_decode_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     }
     var s_new = 0.0;
     for (var j = 0u; j < hs4; j++) {
-        s_new += dot(der_qkv[q + j], der_qkv[q + c4 + j]);
+        s_new += dot(dec4_qkv[q + j], dec4_qkv[q + c4 + j]);
     }
     s_new *= p.scale;
     der_w[w + pos] = s_new;
@@ -895,13 +897,11 @@ fn attention_decode_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     for (var j = 0u; j < hs4; j++) {
         var acc = vec4<f32>(0.0);
         for (var t2 = 0u; t2 < pos; t2++) {
-            acc += der_w[w + t2] * expsum_inv * der_cache[kv + t2 * c34 + 2u * c4 + j];
+            acc += der_w[w + t2] * expsum_inv * dec4_cache[kv + t2 * c34 + 2u * c4 + j];
         }
-        acc += der_w[w + pos] * expsum_inv * der_qkv[q + 2u * c4 + j];
-        der_out[b * c4 + h * hs4 + j] = acc;
-        let at = kv + pos * c34 + j;
-        der_cache[at + c4] = der_qkv[q + c4 + j];
-        der_cache[at + 2u * c4] = der_qkv[q + 2u * c4 + j];
+        acc += der_w[w + pos] * expsum_inv * dec4_qkv[q + 2u * c4 + j];
+        dec4_out[b * c4 + h * hs4 + j] = acc;
+        decode4_keep(kv + pos * c34 + j, q + j, c4);
     }
 }
 

@@ -448,7 +448,7 @@ pub fn attention_decode_with(
             // The scores' scratch row per (b, h), made once with the plan (the dispatch's bind group keeps it).
             let scores = Tensor::zeros(gpu, "decode scores", b * nh * t)
                 .unwrap_or_else(|e| panic!("attention_decode: the scores' scratch for B {b} NH {nh} T {t}: {e}"));
-            let bindings = [(45, qkv), (46, cache), (47, out), (22, pos), (48, &scores)];
+            let bindings = [(23, qkv), (24, cache), (25, out), (22, pos), (48, &scores)];
             dispatch(gpu, "attention_decode_rows", b, t, c, nh, Grid::RowInvocations(b * nh), &bindings)
         }
     }
