@@ -156,7 +156,7 @@ fn run(args: &Args) -> Result<()> {
     if !args.no_matmul {
         println!("\n{:<10} {:>6} {:>10} {:>10} {:>5}", "kernel", "n", "ms", "GFLOP/s", "K");
         for &n in SIZES.iter().filter(|&&n| n <= max_n) {
-            for kernel in MatmulKernel::ALL {
+            for kernel in MatmulKernel::ALL.into_iter().filter(|k| k.available(&gpu)) {
                 let (r, k) = bench_matmul(&gpu, kernel, n, args.target_ms / if args.quick { 4.0 } else { 1.0 })?;
                 println!("{:<10} {:>6} {:>10.3} {:>10.2} {:>5}", r.kernel, r.n, r.ms, r.gflops, k);
                 matmul.push(r);

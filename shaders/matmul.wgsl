@@ -1,7 +1,8 @@
 // Matmul op family: one batched, strided GEMM in several implementations (naive; 16x16 shared-memory tiled; 64x64
-// and 128x128 register-blocked for GPUs; skinny and vec4 register-blocked for CPU adapters such as lavapipe), plus
-// the column sum that gives a linear layer's bias gradient. Which kernel runs for a given product is chosen by
-// measurement on the adapter in hand (src/gpu/tune.rs), never by a fixed rule.
+// and 128x128 register-blocked for GPUs; skinny, vec4 (4x8) and vec8 (8x16) register-blocked for CPU adapters such
+// as lavapipe; a subgroup form of the vec4 family lives in matmul_subgroup.wgsl), plus the column sum that gives a
+// linear layer's bias gradient. Which kernel runs for a given product is chosen by measurement on the adapter in
+// hand (src/gpu/tune.rs), never by a fixed rule.
 //
 //   C[b](m, n) = alpha * sum_k A[b](m, k) * B[b](k, n)  + beta * C[b](m, n)  + bias[b * bias_bs + n]
 //
@@ -682,6 +683,163 @@ fn gemm_v4tn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
     }
     acc[0] = c00; acc[1] = c01; acc[2] = c10; acc[3] = c11; acc[4] = c20; acc[5] = c21; acc[6] = c30; acc[7] = c31;
     v4_store_block(bt, m0, n0, acc);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// gemm_v8nn / gemm_v8nt / gemm_v8tn: the vec4 kernels above with an 8-row x 16-column block per invocation (128
+// accumulators, which spill on a CPU), so each loaded element serves twice the multiply-adds (5.3 per element of A
+// and B, against 2.7 for the 4x8 block). On lavapipe the gathers cost more than the spills: measured at 1024^3
+// (nn), about 1.6x gemm_v4nn's GFLOP/s, while 8x8 and 4x16 blocks were slower than 4x8 (register pressure without
+// enough reuse). Same requirements, bindings and edge handling as the vec4 kernels (`MatmulKernel::supports`):
+// rows past M and columns past N are clamped on load and masked on store.
+// grid: (ceil(N / 256), ceil(M / 8), batch), workgroup 16 (x 16 columns = 256 columns per workgroup).
+
+// The 8 x 16 block's accumulators: c[r][g] = row m0 + r, columns n0 + 4 g .. n0 + 4 g + 3.
+struct V8Acc {
+    c00: vec4<f32>, c01: vec4<f32>, c02: vec4<f32>, c03: vec4<f32>,
+    c10: vec4<f32>, c11: vec4<f32>, c12: vec4<f32>, c13: vec4<f32>,
+    c20: vec4<f32>, c21: vec4<f32>, c22: vec4<f32>, c23: vec4<f32>,
+    c30: vec4<f32>, c31: vec4<f32>, c32: vec4<f32>, c33: vec4<f32>,
+    c40: vec4<f32>, c41: vec4<f32>, c42: vec4<f32>, c43: vec4<f32>,
+    c50: vec4<f32>, c51: vec4<f32>, c52: vec4<f32>, c53: vec4<f32>,
+    c60: vec4<f32>, c61: vec4<f32>, c62: vec4<f32>, c63: vec4<f32>,
+    c70: vec4<f32>, c71: vec4<f32>, c72: vec4<f32>, c73: vec4<f32>,
+}
+
+// The vec4 index of column group n (clamped so that the vec4 stays inside the row; N is a multiple of 4).
+fn v8_col(n: u32) -> u32 {
+    return min(n, p.n - 4u);
+}
+
+// The vec4 index of B^T's row for output column n (clamped to the last column) in the batch at element bb.
+fn v8_bt_row(bb: u32, n: u32) -> u32 {
+    return (bb + min(n, p.n - 1u) * p.b_cs) / 4u;
+}
+
+fn v8_store_row(bt: u32, m: u32, n0: u32, c0: vec4<f32>, c1: vec4<f32>, c2: vec4<f32>, c3: vec4<f32>) {
+    v4_store(bt, m, n0, c0);
+    v4_store(bt, m, n0 + 4u, c1);
+    v4_store(bt, m, n0 + 8u, c2);
+    v4_store(bt, m, n0 + 12u, c3);
+}
+
+fn v8_store_block(bt: u32, m0: u32, n0: u32, r: V8Acc) {
+    v8_store_row(bt, m0, n0, r.c00, r.c01, r.c02, r.c03);
+    v8_store_row(bt, m0 + 1u, n0, r.c10, r.c11, r.c12, r.c13);
+    v8_store_row(bt, m0 + 2u, n0, r.c20, r.c21, r.c22, r.c23);
+    v8_store_row(bt, m0 + 3u, n0, r.c30, r.c31, r.c32, r.c33);
+    v8_store_row(bt, m0 + 4u, n0, r.c40, r.c41, r.c42, r.c43);
+    v8_store_row(bt, m0 + 5u, n0, r.c50, r.c51, r.c52, r.c53);
+    v8_store_row(bt, m0 + 6u, n0, r.c60, r.c61, r.c62, r.c63);
+    v8_store_row(bt, m0 + 7u, n0, r.c70, r.c71, r.c72, r.c73);
+}
+
+// acc += the outer product of one k: the 8 rows' values x0..x7 and the 16 columns' values y0..y3.
+fn v8_step(acc: V8Acc, x0: f32, x1: f32, x2: f32, x3: f32, x4: f32, x5: f32, x6: f32, x7: f32,
+           y0: vec4<f32>, y1: vec4<f32>, y2: vec4<f32>, y3: vec4<f32>) -> V8Acc {
+    var r = acc;
+    r.c00 += x0 * y0; r.c01 += x0 * y1; r.c02 += x0 * y2; r.c03 += x0 * y3;
+    r.c10 += x1 * y0; r.c11 += x1 * y1; r.c12 += x1 * y2; r.c13 += x1 * y3;
+    r.c20 += x2 * y0; r.c21 += x2 * y1; r.c22 += x2 * y2; r.c23 += x2 * y3;
+    r.c30 += x3 * y0; r.c31 += x3 * y1; r.c32 += x3 * y2; r.c33 += x3 * y3;
+    r.c40 += x4 * y0; r.c41 += x4 * y1; r.c42 += x4 * y2; r.c43 += x4 * y3;
+    r.c50 += x5 * y0; r.c51 += x5 * y1; r.c52 += x5 * y2; r.c53 += x5 * y3;
+    r.c60 += x6 * y0; r.c61 += x6 * y1; r.c62 += x6 * y2; r.c63 += x6 * y3;
+    r.c70 += x7 * y0; r.c71 += x7 * y1; r.c72 += x7 * y2; r.c73 += x7 * y3;
+    return r;
+}
+
+@compute @workgroup_size(16)
+fn gemm_v8nn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let n0 = (wid.x * 16u + lid.x) * 16u;
+    let m0 = wid.y * 8u;
+    let bt = wid.z;
+    if (n0 >= p.n) { return; }
+    let a0 = v4_a_row(bt, m0); let a1 = v4_a_row(bt, m0 + 1u); let a2 = v4_a_row(bt, m0 + 2u);
+    let a3 = v4_a_row(bt, m0 + 3u); let a4 = v4_a_row(bt, m0 + 4u); let a5 = v4_a_row(bt, m0 + 5u);
+    let a6 = v4_a_row(bt, m0 + 6u); let a7 = v4_a_row(bt, m0 + 7u);
+    let b_rs4 = p.b_rs / 4u;
+    let bb = p.b_off + bt * p.b_bs;
+    let bb0 = (bb + n0) / 4u;
+    let bb1 = (bb + v8_col(n0 + 4u)) / 4u;
+    let bb2 = (bb + v8_col(n0 + 8u)) / 4u;
+    let bb3 = (bb + v8_col(n0 + 12u)) / 4u;
+    var acc: V8Acc;
+    let k4s = p.k / 4u;
+    for (var k4 = 0u; k4 < k4s; k4++) {
+        let x0 = v4_a[a0 + k4]; let x1 = v4_a[a1 + k4]; let x2 = v4_a[a2 + k4]; let x3 = v4_a[a3 + k4];
+        let x4 = v4_a[a4 + k4]; let x5 = v4_a[a5 + k4]; let x6 = v4_a[a6 + k4]; let x7 = v4_a[a7 + k4];
+        for (var j = 0u; j < 4u; j++) {
+            let kb = (k4 * 4u + j) * b_rs4;
+            acc = v8_step(acc, x0[j], x1[j], x2[j], x3[j], x4[j], x5[j], x6[j], x7[j],
+                          v4_b[bb0 + kb], v4_b[bb1 + kb], v4_b[bb2 + kb], v4_b[bb3 + kb]);
+        }
+    }
+    v8_store_block(bt, m0, n0, acc);
+}
+
+@compute @workgroup_size(16)
+fn gemm_v8nt(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let n0 = (wid.x * 16u + lid.x) * 16u;
+    let m0 = wid.y * 8u;
+    let bt = wid.z;
+    if (n0 >= p.n) { return; }
+    let a0 = v4_a_row(bt, m0); let a1 = v4_a_row(bt, m0 + 1u); let a2 = v4_a_row(bt, m0 + 2u);
+    let a3 = v4_a_row(bt, m0 + 3u); let a4 = v4_a_row(bt, m0 + 4u); let a5 = v4_a_row(bt, m0 + 5u);
+    let a6 = v4_a_row(bt, m0 + 6u); let a7 = v4_a_row(bt, m0 + 7u);
+    // B^T rows (one per output column, clamped to the last), read 4 k at a time.
+    let bb = p.b_off + bt * p.b_bs;
+    let r0 = v8_bt_row(bb, n0); let r1 = v8_bt_row(bb, n0 + 1u); let r2 = v8_bt_row(bb, n0 + 2u);
+    let r3 = v8_bt_row(bb, n0 + 3u); let r4 = v8_bt_row(bb, n0 + 4u); let r5 = v8_bt_row(bb, n0 + 5u);
+    let r6 = v8_bt_row(bb, n0 + 6u); let r7 = v8_bt_row(bb, n0 + 7u); let r8 = v8_bt_row(bb, n0 + 8u);
+    let r9 = v8_bt_row(bb, n0 + 9u); let r10 = v8_bt_row(bb, n0 + 10u); let r11 = v8_bt_row(bb, n0 + 11u);
+    let r12 = v8_bt_row(bb, n0 + 12u); let r13 = v8_bt_row(bb, n0 + 13u); let r14 = v8_bt_row(bb, n0 + 14u);
+    let r15 = v8_bt_row(bb, n0 + 15u);
+    var acc: V8Acc;
+    let k4s = p.k / 4u;
+    for (var k4 = 0u; k4 < k4s; k4++) {
+        let x0 = v4_a[a0 + k4]; let x1 = v4_a[a1 + k4]; let x2 = v4_a[a2 + k4]; let x3 = v4_a[a3 + k4];
+        let x4 = v4_a[a4 + k4]; let x5 = v4_a[a5 + k4]; let x6 = v4_a[a6 + k4]; let x7 = v4_a[a7 + k4];
+        let w0 = v4_b[r0 + k4]; let w1 = v4_b[r1 + k4]; let w2 = v4_b[r2 + k4]; let w3 = v4_b[r3 + k4];
+        let w4 = v4_b[r4 + k4]; let w5 = v4_b[r5 + k4]; let w6 = v4_b[r6 + k4]; let w7 = v4_b[r7 + k4];
+        let w8 = v4_b[r8 + k4]; let w9 = v4_b[r9 + k4]; let w10 = v4_b[r10 + k4]; let w11 = v4_b[r11 + k4];
+        let w12 = v4_b[r12 + k4]; let w13 = v4_b[r13 + k4]; let w14 = v4_b[r14 + k4]; let w15 = v4_b[r15 + k4];
+        for (var j = 0u; j < 4u; j++) {
+            acc = v8_step(acc, x0[j], x1[j], x2[j], x3[j], x4[j], x5[j], x6[j], x7[j],
+                          vec4<f32>(w0[j], w1[j], w2[j], w3[j]), vec4<f32>(w4[j], w5[j], w6[j], w7[j]),
+                          vec4<f32>(w8[j], w9[j], w10[j], w11[j]), vec4<f32>(w12[j], w13[j], w14[j], w15[j]));
+        }
+    }
+    v8_store_block(bt, m0, n0, acc);
+}
+
+@compute @workgroup_size(16)
+fn gemm_v8tn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let n0 = (wid.x * 16u + lid.x) * 16u;
+    let m0 = wid.y * 8u;
+    let bt = wid.z;
+    if (n0 >= p.n) { return; }
+    // A^T (K, M): rows m0..m0+3 and m0+4..m0+7 at one k are two vec4s (M is a multiple of 4; the second is clamped
+    // to the last vec4 of the row when m0 + 4 >= M, and its rows are never stored).
+    let aa = p.a_off + bt * p.a_bs;
+    let aa0 = (aa + m0) / 4u;
+    let aa1 = (aa + min(m0 + 4u, p.m - 4u)) / 4u;
+    let a_cs4 = p.a_cs / 4u;
+    let b_rs4 = p.b_rs / 4u;
+    let bb = p.b_off + bt * p.b_bs;
+    let bb0 = (bb + n0) / 4u;
+    let bb1 = (bb + v8_col(n0 + 4u)) / 4u;
+    let bb2 = (bb + v8_col(n0 + 8u)) / 4u;
+    let bb3 = (bb + v8_col(n0 + 12u)) / 4u;
+    var acc: V8Acc;
+    for (var k = 0u; k < p.k; k++) {
+        let xa = v4_a[aa0 + k * a_cs4];
+        let xb = v4_a[aa1 + k * a_cs4];
+        let kb = k * b_rs4;
+        acc = v8_step(acc, xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w,
+                      v4_b[bb0 + kb], v4_b[bb1 + kb], v4_b[bb2 + kb], v4_b[bb3 + kb]);
+    }
+    v8_store_block(bt, m0, n0, acc);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

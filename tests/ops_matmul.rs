@@ -1,4 +1,4 @@
-//! GPU GEMM kernels (naive, tiled16, blocked64, skinny8, vec4, tile128) and the linear layer built on them against the CPU reference: odd
+//! GPU GEMM kernels (naive, tiled16, blocked64, skinny8, vec4, vec8, subgroup, tile128) and the linear layer built on them against the CPU reference: odd
 //! shapes that are not multiples of any tile, batches, transposed and padded layouts, alpha/beta; matmul forward
 //! with and without bias; matmul backward in all four dinp/dbias combinations accumulating onto nonzero gradients;
 //! run-to-run determinism; and finite differences of the reference backward (where the gradient is first defined).
@@ -191,6 +191,59 @@ fn should_match_reference_gemm_vec4() {
     assert!(!MatmulKernel::Vec4.supports(&GemmDims::new(4, 8, 8).with_a(MatrixLayout::row_major(4, 8).at(2))));
 }
 
+/// The vec4 cases, and edges of the vec8 kernel's 8-row x 16-column block: rows past M inside a block (M not a
+/// multiple of 8, for each variant), partial column groups, N past one workgroup's 256 columns, TN with M = 4 (the
+/// second row vec4 clamped onto the first).
+fn vec8_cases() -> Vec<GemmDims> {
+    let mut cases = vec4_cases();
+    cases.extend([
+        GemmDims::new(13, 20, 16), // NN, 5 rows of the second block, a half group
+        GemmDims::new(19, 260, 12).batched(2).scaled(0.5, 1.0), // NN, two workgroups across N, accumulating
+        GemmDims::new(11, 37, 8).transpose_b().accumulate(), // NT, 2 full groups + 5 columns
+        GemmDims::new(4, 28, 7).transpose_a().scaled(2.0, 0.0), // TN, M = 4
+        GemmDims::new(20, 44, 33).transpose_a().batched(3).accumulate(), // TN, M = 20: the last block's 4 rows
+    ]);
+    cases
+}
+
+#[test]
+fn should_match_reference_gemm_vec8() {
+    let gpu = gpu();
+    let cases = vec8_cases();
+    for d in &cases {
+        assert!(MatmulKernel::Vec8.supports(d), "vec8 case not supported: {d:?}");
+    }
+    for (i, d) in cases.into_iter().enumerate() {
+        run_gemm_case(&gpu, MatmulKernel::Vec8, d, 700 + 10 * i as u64);
+    }
+    assert!(!MatmulKernel::Vec8.supports(&GemmDims::new(4, 6, 8)));
+    assert!(!MatmulKernel::Vec8.supports(&GemmDims::new(4, 8, 8).with_b(MatrixLayout::row_major(8, 8).at(1))));
+}
+
+#[test]
+fn should_match_reference_gemm_subgroup() {
+    let gpu = gpu();
+    // lavapipe, what the tests run on, has subgroups of 8; there the kernel must pass its probe and be offered.
+    if gpu.info.name.contains("llvmpipe") {
+        assert_eq!(gpu.info.subgroup_min_size, Some(8), "lavapipe without subgroups: {:?}", gpu.info);
+        assert!(MatmulKernel::Subgroup.available(&gpu), "the subgroup kernel failed its probe on lavapipe");
+    }
+    if !MatmulKernel::Subgroup.available(&gpu) {
+        eprintln!("skipped: {} has no subgroups of 8 or more", gpu.info.name);
+        return;
+    }
+    let mut cases = vec8_cases();
+    cases.extend([
+        GemmDims::new(35, 132, 16).scaled(1.0, -0.5), // NN: 3 row blocks (the last with 3 rows), 2 workgroups
+        GemmDims::new(17, 9, 12).transpose_b().batched(2), // NT: 1 row past the first block, 1 column past 8
+        GemmDims::new(36, 140, 5).transpose_a().accumulate(), // TN: the last block's rows 32..35 only
+    ]);
+    for (i, d) in cases.into_iter().enumerate() {
+        assert!(MatmulKernel::Subgroup.supports(&d), "subgroup case not supported: {d:?}");
+        run_gemm_case(&gpu, MatmulKernel::Subgroup, d, 800 + 10 * i as u64);
+    }
+}
+
 #[test]
 fn should_match_reference_dbias_both_kernels() {
     let gpu = gpu();
@@ -248,7 +301,7 @@ fn should_not_read_output_when_beta_is_zero() {
     let b = randn(2, 3 * 65, 1.0);
     let mut want = vec![0.0; 17 * 65];
     cpu::gemm(&mut want, &a, &b, cpu_gemm(d));
-    for kernel in MatmulKernel::ALL.into_iter().filter(|k| k.supports(&d)) {
+    for kernel in MatmulKernel::ALL.into_iter().filter(|k| k.supports(&d) && k.available(&gpu)) {
         let tc = upload(&gpu, &vec![f32::NAN; 17 * 65]);
         let mut plan = Plan::new();
         plan.push(ops::gemm_with(&gpu, kernel, &tc, &upload(&gpu, &a), &upload(&gpu, &b), d));
@@ -275,7 +328,7 @@ fn should_match_reference_matmul_forward_with_and_without_bias() {
             let what = format!("matmul_forward bt={bt} c={c} oc={oc} bias={with_bias}");
             assert_close(&what, &tout.to_vec(&gpu).unwrap(), &want, 1e-4, 1e-4);
             let fwd = ops::forward_dims(bt, c, oc, ops::Replicas::ONE);
-            for kernel in MatmulKernel::ALL.into_iter().filter(|k| k.supports(&fwd)) {
+            for kernel in MatmulKernel::ALL.into_iter().filter(|k| k.supports(&fwd) && k.available(&gpu)) {
                 let tout = Tensor::zeros(&gpu, "o", bt * oc).unwrap();
                 let mut plan = Plan::new();
                 plan.push(ops::matmul_forward_with(
@@ -385,7 +438,8 @@ fn should_match_reference_and_the_unfused_pair_for_the_gelu_epilogues() {
 
         let fwd = ops::forward_dims(bt, c, oc, ops::Replicas::ONE);
         let bwd = ops::dinp_dims(bt, oc, c, ops::Replicas::ONE);
-        let kernels = MatmulKernel::ALL.into_iter().filter(|k| k.supports(&fwd) && k.supports(&bwd));
+        let kernels =
+            MatmulKernel::ALL.into_iter().filter(|k| k.supports(&fwd) && k.supports(&bwd) && k.available(&gpu));
         // None: the tuner's kernels (split-K among the weight gradient's candidates), on one shape (tuning is slow).
         let tuned = if i == 2 { Some(None) } else { None };
         for kernel in kernels.map(Some).chain(tuned) {
@@ -609,7 +663,7 @@ fn should_match_reference_and_lone_layers_for_replicated_matmul() {
         assert_close(&format!("{what} dinp"), &dinp, &want_dinp, 1e-4, 1e-4);
         assert_close(&format!("{what} grads"), &grads, &want_grads, 2e-4, 1e-4);
         let fwd = ops::forward_dims(bt, c, oc, rep);
-        for kernel in MatmulKernel::ALL.into_iter().filter(|k| k.supports(&fwd)) {
+        for kernel in MatmulKernel::ALL.into_iter().filter(|k| k.supports(&fwd) && k.available(&gpu)) {
             let t = Tensor::zeros(&gpu, "o", r * bt * oc).unwrap();
             let mut plan = Plan::new();
             plan.push(ops::gemm_bias_with(&gpu, kernel, &t, &tinp, &tw, &tb, ops::forward_dims(bt, c, oc, rep)));

@@ -25,6 +25,9 @@ pub struct GpuInfo {
     pub driver: String,
     pub max_storage_buffer_binding_size: u64,
     pub max_compute_workgroup_storage_size: u32,
+    /// The smallest subgroup size the adapter may run a compute shader with, where the device was given wgpu's
+    /// SUBGROUP feature (native adapters that have it; never in a browser); None where shaders cannot use subgroups.
+    pub subgroup_min_size: Option<u32>,
 }
 
 pub struct Gpu {
@@ -41,6 +44,8 @@ pub struct Gpu {
     pub(crate) unused: super::Tensor,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<(&'static str, &'static str), wgpu::ComputePipeline>>,
+    /// Results of `probe`, by name.
+    probes: Mutex<HashMap<&'static str, bool>>,
     errors: Arc<ErrorLog>,
 }
 
@@ -101,8 +106,9 @@ impl Gpu {
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("dpo3d"),
-                // Timestamp queries, where the adapter has them, time kernel candidates on the GPU itself.
-                required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+                // Timestamp queries, where the adapter has them, time kernel candidates on the GPU itself. Subgroup
+                // operations, where it has them, make one more GEMM kernel a candidate (ops::matmul).
+                required_features: adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP),
                 required_limits: limits.clone(),
                 experimental_features: wgpu::ExperimentalFeatures::disabled(),
                 memory_hints: wgpu::MemoryHints::Performance,
@@ -125,6 +131,7 @@ impl Gpu {
             driver: format!("{} {}", ai.driver, ai.driver_info).trim().to_string(),
             max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
             max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+            subgroup_min_size: adapter.features().contains(wgpu::Features::SUBGROUP).then_some(ai.subgroup_min_size),
         };
         let tuner = super::tune::Tuner::new(format!("{} | {} | {}", info.name, info.backend, info.driver));
         let unused = super::Tensor {
@@ -146,8 +153,27 @@ impl Gpu {
             unused,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
+            probes: Mutex::new(HashMap::new()),
             errors,
         })
+    }
+
+    /// The answer of `check` for `name`, run once per device and remembered: whether a kernel that rests on an
+    /// assumption the adapter's limits cannot promise (how subgroup lanes map onto a workgroup) gives right results
+    /// here. A kernel whose probe fails is left out of the tuner's candidates.
+    pub(crate) fn probe(&self, name: &'static str, check: impl FnOnce() -> bool) -> bool {
+        if let Some(&ok) = self.probes.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
+            return ok;
+        }
+        let ok = check();
+        self.probes.lock().unwrap_or_else(|e| e.into_inner()).insert(name, ok);
+        ok
+    }
+
+    /// Whether errors are waiting for the next `check` (without taking them).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn errors_pending(&self) -> bool {
+        !self.errors.pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
     }
 
     /// `Err` with the GPU errors recorded since the last check (validation or out-of-memory errors outside any scope,

@@ -13,6 +13,11 @@ use crate::gpu::{Dispatch, Gpu, Tensor};
 
 const SHADER: &str = "matmul";
 const SRC: &str = include_str!("../../shaders/matmul.wgsl");
+/// The subgroup kernels use matmul.wgsl's parameters, bindings and epilogue, so their module is both files; it is
+/// compiled only on devices with subgroups (`MatmulKernel::Subgroup`).
+const SHADER_SUBGROUP: &str = "matmul_subgroup";
+const SRC_SUBGROUP: &str =
+    concat!(include_str!("../../shaders/matmul.wgsl"), include_str!("../../shaders/matmul_subgroup.wgsl"));
 
 /// Which GEMM kernel to run. All compute the same thing (same k order); they differ in speed only, and which is
 /// fastest depends on the adapter and the shape, so `matmul_forward`/`matmul_backward`/`gemm` pick one per shape by
@@ -31,17 +36,25 @@ pub enum MatmulKernel {
     /// For CPU adapters: a 4x8 block per invocation with vec4 loads, no workgroup memory (needs unit-stride,
     /// 4-aligned operands; see `supports`).
     Vec4,
+    /// For CPU adapters: Vec4's kernel with an 8x16 block per invocation, so each load serves twice the
+    /// multiply-adds (same requirements as Vec4).
+    Vec8,
+    /// For CPU adapters with subgroups: a 16x8 block per invocation whose rows of A the 8 lanes of a subgroup load
+    /// once between them and share by subgroupBroadcast (same requirements as Vec4, and see `available`).
+    Subgroup,
     /// For GPUs: 128x128 output tile per workgroup of 256 invocations, 8x8 outputs per invocation.
     Tile128,
 }
 
 impl MatmulKernel {
-    pub const ALL: [MatmulKernel; 6] = [
+    pub const ALL: [MatmulKernel; 8] = [
         MatmulKernel::Naive,
         MatmulKernel::Tiled16,
         MatmulKernel::Blocked64,
         MatmulKernel::Skinny8,
         MatmulKernel::Vec4,
+        MatmulKernel::Vec8,
+        MatmulKernel::Subgroup,
         MatmulKernel::Tile128,
     ];
 
@@ -52,6 +65,8 @@ impl MatmulKernel {
             MatmulKernel::Blocked64 => "blocked64",
             MatmulKernel::Skinny8 => "skinny8",
             MatmulKernel::Vec4 => "vec4",
+            MatmulKernel::Vec8 => "vec8",
+            MatmulKernel::Subgroup => "subgroup",
             MatmulKernel::Tile128 => "tile128",
         }
     }
@@ -60,11 +75,32 @@ impl MatmulKernel {
         MatmulKernel::ALL.into_iter().find(|k| k.name() == name)
     }
 
-    /// Whether this kernel can compute `dims` (every kernel but Vec4 computes any product).
+    /// Whether this kernel can compute `dims` (every kernel but the vec4 family, Vec4, Vec8 and Subgroup, computes
+    /// any product).
     pub fn supports(self, dims: &GemmDims) -> bool {
         match self {
-            MatmulKernel::Vec4 => vec4_variant(dims).is_some(),
+            MatmulKernel::Vec4 | MatmulKernel::Vec8 | MatmulKernel::Subgroup => vec4_variant(dims).is_some(),
             _ => true,
+        }
+    }
+
+    /// Whether this kernel runs on `gpu`: every kernel but Subgroup does. Subgroup needs subgroup operations, a
+    /// minimum subgroup size of 8 (lanes 0..7 of a subgroup load the rows), and a first product checked against
+    /// Vec4's (`subgroup_probe`), because how lanes map onto a workgroup is the one thing no limit states.
+    pub fn available(self, gpu: &Gpu) -> bool {
+        match self {
+            MatmulKernel::Subgroup => {
+                gpu.info.subgroup_min_size.is_some_and(|s| s >= 8)
+                    && gpu.probe("matmul subgroup", || subgroup_probe(gpu))
+            }
+            _ => true,
+        }
+    }
+
+    fn module(self) -> (&'static str, &'static str) {
+        match self {
+            MatmulKernel::Subgroup => (SHADER_SUBGROUP, SRC_SUBGROUP),
+            _ => (SHADER, SRC),
         }
     }
 
@@ -80,6 +116,18 @@ impl MatmulKernel {
                 Some(Vec4Variant::TN) => "gemm_v4tn",
                 None => panic!("gemm: the vec4 kernel cannot compute {dims:?} (see MatmulKernel::supports)"),
             },
+            MatmulKernel::Vec8 => match vec4_variant(dims) {
+                Some(Vec4Variant::NN) => "gemm_v8nn",
+                Some(Vec4Variant::NT) => "gemm_v8nt",
+                Some(Vec4Variant::TN) => "gemm_v8tn",
+                None => panic!("gemm: the vec8 kernel cannot compute {dims:?} (see MatmulKernel::supports)"),
+            },
+            MatmulKernel::Subgroup => match vec4_variant(dims) {
+                Some(Vec4Variant::NN) => "gemm_sgnn",
+                Some(Vec4Variant::NT) => "gemm_sgnt",
+                Some(Vec4Variant::TN) => "gemm_sgtn",
+                None => panic!("gemm: the subgroup kernel cannot compute {dims:?} (see MatmulKernel::supports)"),
+            },
             MatmulKernel::Tile128 => "gemm_tile128",
         }
     }
@@ -90,6 +138,8 @@ impl MatmulKernel {
             MatmulKernel::Naive | MatmulKernel::Tiled16 => (16, 16),
             MatmulKernel::Blocked64 | MatmulKernel::Skinny8 => (64, 64),
             MatmulKernel::Vec4 => (4, 128),
+            MatmulKernel::Vec8 => (8, 256),
+            MatmulKernel::Subgroup => (16, 128),
             MatmulKernel::Tile128 => (128, 128),
         }
     }
@@ -101,7 +151,7 @@ impl MatmulKernel {
             MatmulKernel::Tiled16 => [5, 6, 7, 8, 32],
             MatmulKernel::Blocked64 => [9, 10, 11, 12, 33],
             MatmulKernel::Skinny8 => [15, 16, 17, 18, 35],
-            MatmulKernel::Vec4 => [19, 20, 21, 22, 36],
+            MatmulKernel::Vec4 | MatmulKernel::Vec8 | MatmulKernel::Subgroup => [19, 20, 21, 22, 36],
             MatmulKernel::Tile128 => [23, 24, 25, 26, 37],
         }
     }
@@ -406,10 +456,15 @@ fn gemm_act_dispatch(
     let [ba, bb, bc, bbias, baux] = kernel.bindings();
     // Without a bias the entry point still declares the binding; A stands in (read-only, never read).
     let bias = bias.unwrap_or(a);
+    assert!(
+        kernel != MatmulKernel::Subgroup || gpu.info.subgroup_min_size.is_some(),
+        "gemm: the subgroup kernel needs a device with subgroups (see MatmulKernel::available)"
+    );
+    let (shader, src) = kernel.module();
     Dispatch::new(
         gpu,
-        SHADER,
-        SRC,
+        shader,
+        src,
         kernel.entry(&dims),
         Some(bytemuck::bytes_of(&p)),
         &[(ba, a), (bb, b), (bc, c), (bbias, bias), (baux, aux)],
@@ -438,7 +493,7 @@ pub fn rule_kernel(dims: &GemmDims) -> MatmulKernel {
 /// lone runs.
 pub fn choose_kernel(gpu: &Gpu, dims: &GemmDims, has_bias: bool) -> MatmulKernel {
     let rule = rule_kernel(dims);
-    let candidates = gemm_candidates(dims, &[MatmulKernel::Naive]);
+    let candidates = gemm_candidates(gpu, dims, &[MatmulKernel::Naive]);
     let key = shape_key(dims);
     let name = gpu.tuner.choose("matmul", &key, &candidates, |name| {
         let kernel = MatmulKernel::from_name(name)?;
@@ -447,14 +502,21 @@ pub fn choose_kernel(gpu: &Gpu, dims: &GemmDims, has_bias: bool) -> MatmulKernel
     MatmulKernel::from_name(name).unwrap_or(rule)
 }
 
-/// The kernels the tuner times for `dims`, the rule's choice first: Vec4 (where it applies), Skinny8, Blocked64,
-/// Tile128, then `extra`.
-fn gemm_candidates(dims: &GemmDims, extra: &[MatmulKernel]) -> Vec<&'static str> {
+/// The kernels the tuner times for `dims` on `gpu`, the rule's choice first: the vec4 family (Vec4, Vec8, Subgroup;
+/// where they apply and run), Skinny8, Blocked64, Tile128, then `extra`.
+fn gemm_candidates(gpu: &Gpu, dims: &GemmDims, extra: &[MatmulKernel]) -> Vec<&'static str> {
     let rule = rule_kernel(dims);
     let mut candidates = vec![rule.name()];
-    let others = [MatmulKernel::Vec4, MatmulKernel::Skinny8, MatmulKernel::Blocked64, MatmulKernel::Tile128];
+    let others = [
+        MatmulKernel::Vec4,
+        MatmulKernel::Vec8,
+        MatmulKernel::Subgroup,
+        MatmulKernel::Skinny8,
+        MatmulKernel::Blocked64,
+        MatmulKernel::Tile128,
+    ];
     for &k in others.iter().chain(extra) {
-        if k != rule && k.supports(dims) {
+        if k != rule && k.supports(dims) && k.available(gpu) {
             candidates.push(k.name());
         }
     }
@@ -495,6 +557,55 @@ fn time_gemm(gpu: &Gpu, kernel: MatmulKernel, dims: &GemmDims, has_bias: bool) -
     let bias = if has_bias { Some(Tensor::zeros(gpu, "tune bias", d.n).ok()?) } else { None };
     let dispatch = gemm_dispatch(gpu, kernel, &c, &a, &b, bias.as_ref(), d);
     crate::gpu::tune::time_dispatch(gpu, &dispatch)
+}
+
+/// Whether the subgroup kernel computes what Vec4 computes on this device, on products that cover its three variants
+/// and its edges (rows and columns past M and N inside a block, two workgroups across N): the check behind
+/// `MatmulKernel::available`. Run once per device; false also when the device cannot run the products.
+fn subgroup_probe(gpu: &Gpu) -> bool {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = gpu;
+        false // wgpu offers no subgroups in a browser, so this is never asked there
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        // Errors recorded before the probe belong to the caller's next check: leave them there, and the kernel out.
+        if gpu.errors_pending() {
+            return false;
+        }
+        let cases = [
+            GemmDims::new(24, 136, 12).scaled(1.0, 0.5),
+            GemmDims::new(19, 36, 8).transpose_b(),
+            GemmDims::new(20, 140, 7).transpose_a(),
+        ];
+        cases.into_iter().enumerate().all(|(i, d)| {
+            let len = |l: &MatrixLayout, r: usize, c: usize| l.max_index(d.batch, r, c).map_or(1, |x| x + 1);
+            let data = |seed: u64, n: usize| {
+                let mut v = vec![0f32; n];
+                crate::rng::Rng::new(seed).fill_normal(&mut v, 1.0);
+                v
+            };
+            let seed = 3 * i as u64;
+            let a = data(seed, len(&d.a, d.m, d.k));
+            let b = data(seed + 1, len(&d.b, d.k, d.n));
+            let c0 = data(seed + 2, len(&d.c, d.m, d.n));
+            let run = |kernel: MatmulKernel| -> crate::Result<Vec<f32>> {
+                let ta = Tensor::from_f32(gpu, "probe a", &a)?;
+                let tb = Tensor::from_f32(gpu, "probe b", &b)?;
+                let tc = Tensor::from_f32(gpu, "probe c", &c0)?;
+                let mut plan = crate::gpu::Plan::new();
+                plan.push(gemm_dispatch(gpu, kernel, &tc, &ta, &tb, None, d));
+                plan.submit(gpu);
+                gpu.check()?; // a kernel the driver rejected fails the probe, and its error is not left for later
+                tc.to_vec(gpu)
+            };
+            match (run(MatmulKernel::Subgroup), run(MatmulKernel::Vec4)) {
+                (Ok(got), Ok(want)) => got.iter().zip(&want).all(|(g, w)| (g - w).abs() <= 1e-4 * w.abs().max(1.0)),
+                _ => false,
+            }
+        })
+    }
 }
 
 /// `gemm` with a chosen kernel (tests and benchmarks compare them).
@@ -900,7 +1011,7 @@ pub const SPLIT_K: &str = "b64-splitk";
 /// The kernel choice for a weight-gradient product: a `MatmulKernel`, or None for split-K.
 fn choose_weight_grad(gpu: &Gpu, dims: &GemmDims) -> Option<MatmulKernel> {
     let Some(_) = split_k_chunks(dims) else { return Some(choose_kernel(gpu, dims, false)) };
-    let mut candidates = gemm_candidates(dims, &[]);
+    let mut candidates = gemm_candidates(gpu, dims, &[]);
     candidates.push(SPLIT_K);
     let key = format!("{} dweight", shape_key(dims));
     let name = gpu.tuner.choose("matmul", &key, &candidates, |name| {
