@@ -10,6 +10,11 @@
 //!   checks `Restrict` (no robustBufferAccess2) and `Unchecked` (with it), workgroup zeroing polyfilled and native.
 //! - OpenGL / GLES (wgpu's GL back end, compute needs ES 3.1 or GL 4.3): GLSL 310 es and 430.
 //!
+//! The `*_subgroup` shaders (subgroup operations; compiled only where wgpu gives the device its SUBGROUP feature, which
+//! it offers on Vulkan 1.1+, DX12 with DXC and Metal, never on GL or in a browser) are validated with naga's SUBGROUP
+//! capability and translated only for those targets: SPIR-V 1.3+ with the GroupNonUniform capabilities, HLSL 6.0, and
+//! the MSL versions with SIMD-group functions.
+//!
 //! Each failure names the shader, the entry point, the target and naga's message; all failures are listed at once.
 //! The SPIR-V and GLSL are then checked by the Khronos validators (`spirv-val`, `glslangValidator`; Debian's
 //! spirv-tools and glslang-tools, installed by scripts/test). No GPU is needed for any of that. What it cannot show:
@@ -29,6 +34,8 @@ use naga::{AddressSpace, Module, ResourceBinding, ShaderStage, StorageAccess};
 /// A kernel as a pipeline sees it: the module reduced to one entry point (what wgpu does before translating).
 struct Kernel {
     shader: &'static str,
+    /// A `*_subgroup` shader's entry point (see the file's header).
+    subgroups: bool,
     entry: String,
     module: Module,
     info: ModuleInfo,
@@ -64,8 +71,8 @@ impl Kernel {
     }
 }
 
-fn validate(module: &Module, what: &str) -> ModuleInfo {
-    Validator::new(ValidationFlags::all(), Capabilities::default())
+fn validate(module: &Module, what: &str, caps: Capabilities) -> ModuleInfo {
+    Validator::new(ValidationFlags::all(), caps)
         .validate(module)
         .unwrap_or_else(|e| panic!("{what}: {e:?}"))
 }
@@ -77,7 +84,8 @@ fn kernels() -> Vec<Kernel> {
     for (shader, src) in dpo3d::ops::SHADERS {
         let module =
             naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{shader}.wgsl: {}", e.emit_to_string(src)));
-        let info = validate(&module, shader);
+        let subgroups = shader.ends_with("_subgroup");
+        let info = validate(&module, shader, if subgroups { Capabilities::SUBGROUP } else { Capabilities::default() });
         assert!(!module.entry_points.is_empty(), "{shader}.wgsl has no entry point");
         for ep in &module.entry_points {
             assert_eq!(ep.stage, ShaderStage::Compute, "{shader}.wgsl::{} is not a compute entry point", ep.name);
@@ -90,7 +98,7 @@ fn kernels() -> Vec<Kernel> {
             .unwrap_or_else(|e| panic!("{shader}.wgsl::{}: process_overrides: {e:?}", ep.name));
             let (module, info) = (m.into_owned(), i.into_owned());
             assert_eq!(module.entry_points.len(), 1);
-            out.push(Kernel { shader, entry: ep.name.clone(), module, info });
+            out.push(Kernel { shader, subgroups, entry: ep.name.clone(), module, info });
         }
     }
     out
@@ -212,7 +220,7 @@ fn to_spirv(
         binding_map.insert(rb, spv::BindingInfo { descriptor_set: rb.group, binding: *n, binding_array_size: None });
         *n += 1;
     }
-    let capabilities = [
+    let mut capabilities = vec![
         C::Shader,
         C::Matrix,
         C::Sampled1D,
@@ -221,6 +229,18 @@ fn to_spirv(
         C::DerivativeControl,
         C::StorageImageExtendedFormats,
     ];
+    if k.subgroups {
+        // What wgpu-hal's vulkan adapter adds with the SUBGROUP feature.
+        capabilities.extend([
+            C::GroupNonUniform,
+            C::GroupNonUniformVote,
+            C::GroupNonUniformArithmetic,
+            C::GroupNonUniformBallot,
+            C::GroupNonUniformShuffle,
+            C::GroupNonUniformShuffleRelative,
+            C::GroupNonUniformQuad,
+        ]);
+    }
     let options = spv::Options {
         lang_version,
         flags: spv::WriterFlags::LABEL_VARYINGS | spv::WriterFlags::FORCE_POINT_SIZE,
@@ -279,13 +299,17 @@ fn to_glsl(k: &Kernel, version: glsl::Version) -> Result<String, String> {
     Ok(src)
 }
 
-/// Runs `f` for every kernel and every option set; panics listing every failure.
+/// Runs `f` for every kernel and every option set; panics listing every failure. `f` tries `variants` option sets
+/// for every kernel but the subgroup ones, which it tries on the targets that have subgroups (none on GL).
 fn check_all(backend: &str, variants: usize, f: impl Fn(&Kernel) -> Vec<(String, Result<usize, String>)>) {
     let kernels = kernels();
     let mut failures = Vec::new();
-    let mut translated = 0;
+    let (mut translated, mut tried) = (0, 0);
     for k in &kernels {
-        for (target, r) in f(k) {
+        let results = f(k);
+        assert!(k.subgroups || results.len() == variants, "{}: {} of {variants} option sets", k.name(), results.len());
+        tried += results.len();
+        for (target, r) in results {
             match r {
                 Ok(len) if len > 0 => translated += 1,
                 Ok(_) => failures.push(format!("{} -> {backend} {target}: empty output", k.name())),
@@ -294,7 +318,7 @@ fn check_all(backend: &str, variants: usize, f: impl Fn(&Kernel) -> Vec<(String,
         }
     }
     assert!(failures.is_empty(), "{} translations to {backend} failed:\n{}", failures.len(), failures.join("\n"));
-    assert_eq!(translated, kernels.len() * variants, "{backend}: not every (entry point, option set) was translated");
+    assert_eq!(translated, tried, "{backend}: not every (entry point, option set) was translated");
     eprintln!("{backend}: {} entry points x {variants} option sets translated", kernels.len());
 }
 
@@ -330,7 +354,8 @@ fn should_translate_every_kernel_to_hlsl_for_dx12() {
     let models = [hlsl::ShaderModel::V5_1, hlsl::ShaderModel::V6_0];
     check_all("HLSL", models.len() * 2, |k| {
         let mut out = Vec::new();
-        for sm in models {
+        // Wave intrinsics (subgroups) need shader model 6.0 (DXC), the only one wgpu offers SUBGROUP with.
+        for sm in models.into_iter().filter(|sm| !k.subgroups || *sm == hlsl::ShaderModel::V6_0) {
             for restrict in [true, false] {
                 out.push((
                     format!("{} restrict_indexing={restrict}", sm.to_str()),
@@ -349,7 +374,8 @@ fn should_translate_every_kernel_to_spirv_for_vulkan() {
     let zero = [spv::ZeroInitializeWorkgroupMemoryMode::Polyfill, spv::ZeroInitializeWorkgroupMemoryMode::Native];
     check_all("SPIR-V", versions.len() * bounds.len() * zero.len(), |k| {
         let mut out = Vec::new();
-        for v in versions {
+        // Subgroup operations (GroupNonUniform*) are SPIR-V 1.3, Vulkan 1.1.
+        for v in versions.into_iter().filter(|v| !k.subgroups || *v >= (1, 3)) {
             for b in bounds {
                 for z in zero {
                     let words = to_spirv(k, v, b, z);
@@ -372,7 +398,11 @@ fn should_translate_every_kernel_to_spirv_for_vulkan() {
 #[test]
 fn should_translate_every_kernel_to_glsl_for_gl() {
     let versions = [glsl::Version::new_gles(310), glsl::Version::Desktop(430)];
+    // wgpu's GL back end offers no subgroups, so the subgroup kernels never run there: they are not translated.
     check_all("GLSL", versions.len(), |k| {
+        if k.subgroups {
+            return vec![];
+        }
         versions.iter().map(|v| (format!("{v}"), to_glsl(k, *v).map(|s| s.len()))).collect()
     });
 }
@@ -453,8 +483,8 @@ fn should_keep_every_kernel_within_webgpu_default_limits() {
 fn should_catch_kernels_over_the_limits() {
     let kernel = |src: &str| {
         let module = naga::front::wgsl::parse_str(src).unwrap();
-        let info = validate(&module, "snippet");
-        Kernel { shader: "snippet", entry: "main".into(), module, info }
+        let info = validate(&module, "snippet", Capabilities::default());
+        Kernel { shader: "snippet", subgroups: false, entry: "main".into(), module, info }
     };
     let body = |decls: &str, size: &str, uses: &str| {
         format!(
@@ -613,7 +643,12 @@ fn should_pass_the_khronos_validators() {
     let mut glsl_files = Vec::new();
     for k in kernels() {
         let stem = format!("{}-{}", k.shader, k.entry);
-        for (v, env) in [((1, 0), "vulkan1.0"), ((1, 6), "vulkan1.3")] {
+        let envs: &[((u8, u8), &str)] = if k.subgroups {
+            &[((1, 3), "vulkan1.1"), ((1, 6), "vulkan1.3")] // subgroups need Vulkan 1.1
+        } else {
+            &[((1, 0), "vulkan1.0"), ((1, 6), "vulkan1.3")]
+        };
+        for &(v, env) in envs {
             let words = to_spirv(&k, v, BoundsCheckPolicy::Restrict, spv::ZeroInitializeWorkgroupMemoryMode::Polyfill)
                 .unwrap_or_else(|e| panic!("{}: {e}", k.name()));
             let path = dir.join(format!("{stem}-{env}.spv"));
@@ -622,6 +657,9 @@ fn should_pass_the_khronos_validators() {
                 failures.push(format!("{} SPIR-V {}.{} (spirv-val --target-env {env}): {e}", k.name(), v.0, v.1));
             }
             checked += 1;
+        }
+        if k.subgroups {
+            continue; // no GL kernel (see should_translate_every_kernel_to_glsl_for_gl)
         }
         for (version, tag) in [(glsl::Version::new_gles(310), "es310"), (glsl::Version::Desktop(430), "430")] {
             let src = to_glsl(&k, version).unwrap_or_else(|e| panic!("{}: {e}", k.name()));

@@ -3,13 +3,21 @@
 
 #[test]
 fn should_validate_every_shader_with_naga() {
+    use naga::valid::Capabilities;
     for (name, src) in dpo3d::ops::SHADERS {
         let module =
             naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(src)));
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default())
+        // Only the *_subgroup shaders may use subgroup operations (they are compiled only where the device has them).
+        let caps = if name.ends_with("_subgroup") { Capabilities::SUBGROUP } else { Capabilities::default() };
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
             .validate(&module)
             .unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(src)));
     }
+    // And the capability is needed: without it the subgroup shader is refused, so the line above checks something.
+    let (_, src) = dpo3d::ops::SHADERS.iter().find(|(n, _)| *n == "matmul_subgroup").unwrap();
+    let module = naga::front::wgsl::parse_str(src).unwrap();
+    let mut plain = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), Capabilities::default());
+    assert!(plain.validate(&module).is_err(), "matmul_subgroup.wgsl validates without subgroups");
 }
 
 #[test]

@@ -16,7 +16,7 @@ const SRC: &str = include_str!("../../shaders/matmul.wgsl");
 /// The subgroup kernels use matmul.wgsl's parameters, bindings and epilogue, so their module is both files; it is
 /// compiled only on devices with subgroups (`MatmulKernel::Subgroup`).
 const SHADER_SUBGROUP: &str = "matmul_subgroup";
-const SRC_SUBGROUP: &str =
+pub(crate) const SRC_SUBGROUP: &str =
     concat!(include_str!("../../shaders/matmul.wgsl"), include_str!("../../shaders/matmul_subgroup.wgsl"));
 
 /// Which GEMM kernel to run. All compute the same thing (same k order); they differ in speed only, and which is

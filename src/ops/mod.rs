@@ -20,6 +20,8 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
     ("encoder", include_str!("../../shaders/encoder.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    // matmul_subgroup.wgsl extends matmul.wgsl (it uses its bindings and helpers), and needs subgroup operations.
+    ("matmul_subgroup", matmul::SRC_SUBGROUP),
     ("logprobs", include_str!("../../shaders/logprobs.wgsl")),
     ("adamw", include_str!("../../shaders/adamw.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
