@@ -72,9 +72,7 @@ impl Kernel {
 }
 
 fn validate(module: &Module, what: &str, caps: Capabilities) -> ModuleInfo {
-    Validator::new(ValidationFlags::all(), caps)
-        .validate(module)
-        .unwrap_or_else(|e| panic!("{what}: {e:?}"))
+    Validator::new(ValidationFlags::all(), caps).validate(module).unwrap_or_else(|e| panic!("{what}: {e:?}"))
 }
 
 /// Every compute entry point of every registered shader, each processed as wgpu does before handing it to a back
