@@ -1,22 +1,27 @@
-//! Where a GEMM's time goes on the adapter in hand, and so how fast any kernel of dpo3d's shape can get there.
+//! Where a GEMM's time goes on the adapter in hand: the loads of dpo3d's vec4 GEMM, and what sharing them between a
+//! subgroup's lanes gains.
 //!
 //!     cargo run --release --example lavapipe_ceiling -- [--n 1024]
 //!
-//! Times three forms of the body of dpo3d's CPU-adapter GEMM (`examples/lavapipe_ceiling.wgsl`): as shipped (A and
-//! B loaded: a real product, checked against the CPU), with only A's loads, and with no loads at all. On lavapipe
+//! Times three forms of the body of dpo3d's vec4 GEMM, gemm_v4nn (`examples/lavapipe_ceiling.wgsl`): as shipped (A
+//! and B loaded: a real product, checked against the CPU), with only A's loads, and with no loads at all. On lavapipe
 //! (Mesa 25.0, LLVM 15) the last one is the ceiling: the multiply-adds alone, which Mesa emits as separate multiplies
 //! and adds with a loop-mask blend per accumulator. The gap between the first and the last is the cost of loads.
 //! In the machine code Mesa 25.0.7 generates for these kernels (`GALLIVM_DEBUG=asm`, with `MESA_SHADER_CACHE_DISABLE=1`),
 //! every storage-buffer load inside the K loop, A's included although its address is the same for the whole
 //! workgroup, is a loop over the SIMD lanes with a bounds check and a branch per element; no arrangement of the
 //! loads in WGSL tried so far (scalar or vec4 loads, loads hoisted to the top of the loop, more rows per invocation,
-//! lane-selects of uniform loads, textures) got vector loads out of it. Compare the printed GFLOP/s with PyTorch's on
-//! the same CPU (`python3 scripts/bench_torch.py --device cpu`, its 1024^3 matmul row) to see which goals are in reach.
+//! lane-selects of uniform loads, textures) got vector loads out of it. What does help is loading less per lane: where
+//! the device has subgroups, the last row times dpo3d's subgroup GEMM (`shaders/matmul_subgroup.wgsl`), whose lanes
+//! each load a different row of A and share them by `subgroupBroadcast`, with 16 rows per invocation; it is a
+//! different body, so the `no_loads` row does not bound it. Compare the printed GFLOP/s with PyTorch's on the same CPU
+//! (`python3 scripts/bench_torch.py --device cpu`, its 1024^3 matmul row) to see which goals are in reach.
 
 use std::time::Instant;
 
 use clap::Parser;
 use dpo3d::gpu::{Dispatch, Tensor};
+use dpo3d::ops::matmul::{gemm_with, GemmDims, MatmulKernel};
 use dpo3d::rng::Rng;
 use dpo3d::{Gpu, Result};
 
@@ -57,10 +62,17 @@ fn run(args: &Args) -> Result<()> {
     let flops = 2.0 * (n * n * n) as f64;
     println!("{:<10} {:>10} {:>10}  what is loaded per 4 k (per invocation)", "form", "ms", "GFLOP/s");
     let mut full_gflops = 0.0;
-    for (entry, what) in [("full", "4 vec4 of A, 8 of B"), ("a_only", "4 vec4 of A"), ("no_loads", "nothing")] {
+    let mut forms = vec![("full", "4 vec4 of A, 8 of B"), ("a_only", "4 vec4 of A"), ("no_loads", "nothing")];
+    if MatmulKernel::Subgroup.available(&gpu) {
+        forms.push(("subgroup", "2 vec4 of A (16 rows, shared), 8 of B"));
+    }
+    for (entry, what) in forms {
         let groups = [(n / 128) as u32, (n / 4) as u32, 1];
-        let d =
-            Dispatch::new(&gpu, "lavapipe_ceiling", SOURCE, entry, Some(&params), &[(1, &a), (2, &b), (3, &c)], groups);
+        let d = if entry == "subgroup" {
+            gemm_with(&gpu, MatmulKernel::Subgroup, &c, &a, &b, GemmDims::new(n, n, n))
+        } else {
+            Dispatch::new(&gpu, "lavapipe_ceiling", SOURCE, entry, Some(&params), &[(1, &a), (2, &b), (3, &c)], groups)
+        };
         gpu.check()?;
         let time = |gpu: &Gpu| {
             let started = Instant::now();
@@ -79,6 +91,8 @@ fn run(args: &Args) -> Result<()> {
         println!("{entry:<10} {:>10.2} {gflops:>10.2}  {what}", best * 1e3);
         if entry == "full" {
             full_gflops = gflops;
+        }
+        if entry == "full" || entry == "subgroup" {
             check_product(&gpu, &c, &av, &bv, n)?;
         }
     }
@@ -86,7 +100,7 @@ fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// `full` computed a real product: compare it with the CPU reference GEMM (`reference::matmul`, the same k order).
+/// `full` and `subgroup` computed a real product: compare it with the CPU reference GEMM (`reference::matmul`, the same k order).
 fn check_product(gpu: &Gpu, c: &Tensor, a: &[f32], b: &[f32], n: usize) -> Result<()> {
     use dpo3d::reference::matmul::{gemm, Gemm, Strides};
     let got = pollster::block_on(c.read_f32(gpu))?;

@@ -594,10 +594,14 @@ fn subgroup_probe(gpu: &Gpu) -> bool {
                 let ta = Tensor::from_f32(gpu, "probe a", &a)?;
                 let tb = Tensor::from_f32(gpu, "probe b", &b)?;
                 let tc = Tensor::from_f32(gpu, "probe c", &c0)?;
+                // The probe's own scopes, so that what it raises fails the probe instead of a caller's scope; a
+                // kernel the driver rejected is recorded for `check` (see `Gpu::pipeline`), which takes it here.
+                let scopes = gpu.push_scopes();
                 let mut plan = crate::gpu::Plan::new();
                 plan.push(gemm_dispatch(gpu, kernel, &tc, &ta, &tb, None, d));
                 plan.submit(gpu);
-                gpu.check()?; // a kernel the driver rejected fails the probe, and its error is not left for later
+                pollster::block_on(gpu.pop_scopes(scopes, "the subgroup GEMM probe"))?;
+                gpu.check()?;
                 tc.to_vec(gpu)
             };
             match (run(MatmulKernel::Subgroup), run(MatmulKernel::Vec4)) {
