@@ -564,15 +564,13 @@ fn v4_a_row(bt: u32, m: u32) -> u32 {
     return (p.a_off + bt * p.a_bs + min(m, p.m - 1u) * p.a_rs) / 4u;
 }
 
+// Store the 4x8 block (acc[2 i + h] = row m0 + i, columns n0 + 4 h ..) in a loop the compiler cannot unroll, so the
+// epilogue's code appears twice instead of eight times (lavapipe compiles each vec4 kernel in about a third of the time).
 fn v4_store_block(bt: u32, m0: u32, n0: u32, acc: array<vec4<f32>, 8>) {
-    v4_store(bt, m0, n0, acc[0]);
-    v4_store(bt, m0, n0 + 4u, acc[1]);
-    v4_store(bt, m0 + 1u, n0, acc[2]);
-    v4_store(bt, m0 + 1u, n0 + 4u, acc[3]);
-    v4_store(bt, m0 + 2u, n0, acc[4]);
-    v4_store(bt, m0 + 2u, n0 + 4u, acc[5]);
-    v4_store(bt, m0 + 3u, n0, acc[6]);
-    v4_store(bt, m0 + 3u, n0 + 4u, acc[7]);
+    for (var i = 0u; i < min(4u, p.m - m0); i++) {
+        v4_store(bt, m0 + i, n0, acc[2u * i]);
+        v4_store(bt, m0 + i, n0 + 4u, acc[2u * i + 1u]);
+    }
 }
 
 @compute @workgroup_size(16)
@@ -688,9 +686,8 @@ fn gemm_v4tn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
 // ---------------------------------------------------------------------------------------------------------------
 // gemm_v8nn / gemm_v8nt / gemm_v8tn: the vec4 kernels above with an 8-row x 16-column block per invocation (128
 // accumulators, which spill on a CPU), so each loaded element serves twice the multiply-adds (5.3 per element of A
-// and B, against 2.7 for the 4x8 block). On lavapipe the gathers cost more than the spills: measured at 1024^3
-// (nn), about 1.6x gemm_v4nn's GFLOP/s, while 8x8 and 4x16 blocks were slower than 4x8 (register pressure without
-// enough reuse). Same requirements, bindings and edge handling as the vec4 kernels (`MatmulKernel::supports`):
+// and B, against 2.7 for the 4x8 block). On lavapipe the loads cost more than the spilled accumulators: measured at
+// 1024^3 (nn), about 1.5x gemm_v4nn's GFLOP/s, while 8x8 and 4x16 blocks were slower than 4x8. Same requirements, bindings and edge handling as the vec4 kernels (`MatmulKernel::supports`):
 // rows past M and columns past N are clamped on load and masked on store.
 // grid: (ceil(N / 256), ceil(M / 8), batch), workgroup 16 (x 16 columns = 256 columns per workgroup).
 
@@ -716,22 +713,20 @@ fn v8_bt_row(bb: u32, n: u32) -> u32 {
     return (bb + min(n, p.n - 1u) * p.b_cs) / 4u;
 }
 
-fn v8_store_row(bt: u32, m: u32, n0: u32, c0: vec4<f32>, c1: vec4<f32>, c2: vec4<f32>, c3: vec4<f32>) {
-    v4_store(bt, m, n0, c0);
-    v4_store(bt, m, n0 + 4u, c1);
-    v4_store(bt, m, n0 + 8u, c2);
-    v4_store(bt, m, n0 + 12u, c3);
-}
-
+// Store the block. A loop with a bound the compiler cannot unroll, so the epilogue's code (GELU and its derivative
+// included) appears once instead of once per accumulator: unrolled, lavapipe took about 25 s to compile each vec8
+// kernel (2.5 s for the vec4 kernels' 8 stores).
 fn v8_store_block(bt: u32, m0: u32, n0: u32, r: V8Acc) {
-    v8_store_row(bt, m0, n0, r.c00, r.c01, r.c02, r.c03);
-    v8_store_row(bt, m0 + 1u, n0, r.c10, r.c11, r.c12, r.c13);
-    v8_store_row(bt, m0 + 2u, n0, r.c20, r.c21, r.c22, r.c23);
-    v8_store_row(bt, m0 + 3u, n0, r.c30, r.c31, r.c32, r.c33);
-    v8_store_row(bt, m0 + 4u, n0, r.c40, r.c41, r.c42, r.c43);
-    v8_store_row(bt, m0 + 5u, n0, r.c50, r.c51, r.c52, r.c53);
-    v8_store_row(bt, m0 + 6u, n0, r.c60, r.c61, r.c62, r.c63);
-    v8_store_row(bt, m0 + 7u, n0, r.c70, r.c71, r.c72, r.c73);
+    let acc = array<vec4<f32>, 32>(
+        r.c00, r.c01, r.c02, r.c03, r.c10, r.c11, r.c12, r.c13, r.c20, r.c21, r.c22, r.c23, r.c30, r.c31, r.c32, r.c33,
+        r.c40, r.c41, r.c42, r.c43, r.c50, r.c51, r.c52, r.c53, r.c60, r.c61, r.c62, r.c63, r.c70, r.c71, r.c72, r.c73,
+    );
+    for (var i = 0u; i < min(8u, p.m - m0); i++) {
+        v4_store(bt, m0 + i, n0, acc[4u * i]);
+        v4_store(bt, m0 + i, n0 + 4u, acc[4u * i + 1u]);
+        v4_store(bt, m0 + i, n0 + 8u, acc[4u * i + 2u]);
+        v4_store(bt, m0 + i, n0 + 12u, acc[4u * i + 3u]);
+    }
 }
 
 // acc += the outer product of one k: the 8 rows' values x0..x7 and the 16 columns' values y0..y3.
