@@ -158,14 +158,27 @@ impl Gpu {
         })
     }
 
-    /// The answer of `check` for `name`, run once per device and remembered: whether a kernel that rests on an
-    /// assumption the adapter's limits cannot promise (how subgroup lanes map onto a workgroup) gives right results
-    /// here. A kernel whose probe fails is left out of the tuner's candidates.
-    pub(crate) fn probe(&self, name: &'static str, check: impl FnOnce() -> bool) -> bool {
+    /// The answer of `check` for `name`: whether a kernel that rests on an assumption the adapter's limits cannot
+    /// promise (how subgroup lanes map onto a workgroup) gives right results here. A kernel whose probe fails is left
+    /// out of the tuner's candidates. Run once per adapter and driver: the answer is kept for this device and in the
+    /// tuner's cache file (`super::tune`), so later processes on the machine read it instead. `source` is the code the
+    /// probe checks (its WGSL): a changed kernel is probed again.
+    pub(crate) fn probe(&self, name: &'static str, source: &str, check: impl FnOnce() -> bool) -> bool {
         if let Some(&ok) = self.probes.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
             return ok;
         }
-        let ok = check();
+        // FNV-1a of the source: a fingerprint for the cache key, not a security measure.
+        let fingerprint =
+            source.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let key = format!("{name} {fingerprint:016x}");
+        let ok = match self.tuner.probe_answer(&key) {
+            Some(ok) => ok,
+            None => {
+                let ok = check();
+                self.tuner.remember_probe(&key, ok);
+                ok
+            }
+        };
         self.probes.lock().unwrap_or_else(|e| e.into_inner()).insert(name, ok);
         ok
     }

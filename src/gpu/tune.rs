@@ -163,6 +163,18 @@ impl Tuner {
         kernel
     }
 
+    /// The remembered answer of a probe (`Gpu::probe`) on this adapter and driver, from this process or the cache file.
+    pub(crate) fn probe_answer(&self, name: &str) -> Option<bool> {
+        self.cached.lock().unwrap().get(&probe_key(name)).map(|v| v == "pass")
+    }
+
+    /// Remember a probe's answer in the cache file, per adapter and driver like the kernel choices, so that later
+    /// processes on the same machine do not run it again.
+    pub(crate) fn remember_probe(&self, name: &str, ok: bool) {
+        self.cached.lock().unwrap().insert(probe_key(name), if ok { "pass" } else { "fail" }.to_string());
+        self.save();
+    }
+
     /// Every choice known for this adapter: the cache file's as loaded, plus this process's measurements.
     pub fn cached_choices(&self) -> BTreeMap<String, String> {
         self.cached.lock().unwrap().clone()
@@ -193,6 +205,11 @@ impl Tuner {
             }
         }
     }
+}
+
+/// The cache's key for a probe's answer ("probe matmul subgroup"); no kernel choice's key starts with "probe".
+fn probe_key(name: &str) -> String {
+    format!("probe {name}")
 }
 
 /// The cache's key for a choice: "family shape-key" and the candidates it was measured among, sorted
@@ -405,6 +422,33 @@ mod tests {
         // A candidate that cannot be timed is skipped; with none timed, the rule's choice (the first) stands.
         assert_eq!(measure(&["a", "b"], &mut |c| (c == "b").then_some(5e-3)).0, "b");
         assert_eq!(measure(&["a", "b"], &mut |_| None).0, "a");
+    }
+
+    /// A probe's answer goes into the cache file under this adapter and is read back by a new process's tuner.
+    #[test]
+    fn should_remember_probe_answers_in_the_cache_file() {
+        let path = std::env::temp_dir().join(format!("dpo3d-tune-probe-{}.json", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let tuner = |cached: BTreeMap<String, String>| Tuner {
+            policy: TunePolicy::Measure,
+            adapter_key: "test adapter: probes".into(),
+            cache_path: Some(path.clone()),
+            cached: Mutex::new(cached),
+            chosen: Mutex::new(BTreeMap::new()),
+            log: false,
+        };
+        let first = tuner(BTreeMap::new());
+        assert_eq!(first.probe_answer("p"), None);
+        first.remember_probe("p", true);
+        first.remember_probe("q", false);
+        let file: CacheFile = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let here = file.adapters["test adapter: probes"].clone();
+        let second = tuner(here);
+        assert_eq!(
+            (second.probe_answer("p"), second.probe_answer("q"), second.probe_answer("r")),
+            (Some(true), Some(false), None)
+        );
+        std::fs::remove_file(&path).unwrap();
     }
 
     /// A cached choice is reused only among the candidates it was measured against: a new kernel for the same shape

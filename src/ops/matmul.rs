@@ -91,7 +91,7 @@ impl MatmulKernel {
         match self {
             MatmulKernel::Subgroup => {
                 gpu.info.subgroup_min_size.is_some_and(|s| s >= 8)
-                    && gpu.probe("matmul subgroup", || subgroup_probe(gpu))
+                    && gpu.probe("matmul subgroup", SRC_SUBGROUP, || subgroup_probe(gpu))
             }
             _ => true,
         }
