@@ -13,7 +13,7 @@
 //! The `*_subgroup` shaders (subgroup operations; compiled only where wgpu gives the device its SUBGROUP feature, which
 //! it offers on Vulkan 1.1+, DX12 with DXC and Metal, never on GL or in a browser) are validated with naga's SUBGROUP
 //! capability and translated only for those targets: SPIR-V 1.3+ with the GroupNonUniform capabilities, HLSL 6.0, and
-//! the MSL versions with SIMD-group functions.
+//! every MSL version above (naga writes its SIMD-group functions for each).
 //!
 //! Each failure names the shader, the entry point, the target and naga's message; all failures are listed at once.
 //! The SPIR-V and GLSL are then checked by the Khronos validators (`spirv-val`, `glslangValidator`; Debian's

@@ -16,7 +16,8 @@
 //! - `DPO3D_TUNE_LOG=1`: print each measured choice with the candidates' times to stderr.
 //!
 //! Once chosen, a choice never changes within a process, so runs stay deterministic; `Tuner::choices` lists them
-//! (with where each came from) for a run to save next to its config.
+//! (with where each came from) for a run to save next to its config. The same file keeps the answers of the
+//! correctness probes some kernels need before they may be candidates (`Gpu::probe`), under "probe ..." keys.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -175,7 +176,8 @@ impl Tuner {
         self.save();
     }
 
-    /// Every choice known for this adapter: the cache file's as loaded, plus this process's measurements.
+    /// Every entry known for this adapter: the cache file's as loaded (kernel choices and probe answers), plus this
+    /// process's measurements.
     pub fn cached_choices(&self) -> BTreeMap<String, String> {
         self.cached.lock().unwrap().clone()
     }
