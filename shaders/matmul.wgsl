@@ -703,8 +703,9 @@ struct V8Acc {
     c70: vec4<f32>, c71: vec4<f32>, c72: vec4<f32>, c73: vec4<f32>,
 }
 
-// The vec4 index of column group n (clamped so that the vec4 stays inside the row; N is a multiple of 4).
-fn v8_col(n: u32) -> u32 {
+// The first column of the column group (4 columns) that starts at n, clamped so that the vec4 stays inside the row
+// (N is a multiple of 4); the vec8 and subgroup kernels load B's columns through it.
+fn v4_col_group(n: u32) -> u32 {
     return min(n, p.n - 4u);
 }
 
@@ -756,9 +757,9 @@ fn gemm_v8nn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
     let b_rs4 = p.b_rs / 4u;
     let bb = p.b_off + bt * p.b_bs;
     let bb0 = (bb + n0) / 4u;
-    let bb1 = (bb + v8_col(n0 + 4u)) / 4u;
-    let bb2 = (bb + v8_col(n0 + 8u)) / 4u;
-    let bb3 = (bb + v8_col(n0 + 12u)) / 4u;
+    let bb1 = (bb + v4_col_group(n0 + 4u)) / 4u;
+    let bb2 = (bb + v4_col_group(n0 + 8u)) / 4u;
+    let bb3 = (bb + v4_col_group(n0 + 12u)) / 4u;
     var acc: V8Acc;
     let k4s = p.k / 4u;
     for (var k4 = 0u; k4 < k4s; k4++) {
@@ -823,9 +824,9 @@ fn gemm_v8tn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
     let b_rs4 = p.b_rs / 4u;
     let bb = p.b_off + bt * p.b_bs;
     let bb0 = (bb + n0) / 4u;
-    let bb1 = (bb + v8_col(n0 + 4u)) / 4u;
-    let bb2 = (bb + v8_col(n0 + 8u)) / 4u;
-    let bb3 = (bb + v8_col(n0 + 12u)) / 4u;
+    let bb1 = (bb + v4_col_group(n0 + 4u)) / 4u;
+    let bb2 = (bb + v4_col_group(n0 + 8u)) / 4u;
+    let bb3 = (bb + v4_col_group(n0 + 12u)) / 4u;
     var acc: V8Acc;
     for (var k = 0u; k < p.k; k++) {
         let xa = v4_a[aa0 + k * a_cs4];

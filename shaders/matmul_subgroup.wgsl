@@ -27,11 +27,6 @@ fn sg_store_block(bt: u32, m0: u32, n0: u32, acc: array<vec4<f32>, 32>) {
     }
 }
 
-// The first element of this invocation's two column vec4s, clamped inside the row (N is a multiple of 4).
-fn sg_col(n: u32) -> u32 {
-    return min(n, p.n - 4u);
-}
-
 @compute @workgroup_size(16)
 fn gemm_sgnn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
              @builtin(subgroup_invocation_id) lane: u32) {
@@ -42,8 +37,8 @@ fn gemm_sgnn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
     let lo_row = v4_a_row(bt, m0 + (lane & 7u));
     let hi_row = v4_a_row(bt, m0 + 8u + (lane & 7u));
     let b_rs4 = p.b_rs / 4u;
-    let bb0 = (p.b_off + bt * p.b_bs + sg_col(n0)) / 4u;
-    let bb1 = (p.b_off + bt * p.b_bs + sg_col(n0 + 4u)) / 4u;
+    let bb0 = (p.b_off + bt * p.b_bs + v4_col_group(n0)) / 4u;
+    let bb1 = (p.b_off + bt * p.b_bs + v4_col_group(n0 + 4u)) / 4u;
     var c00_0 = vec4<f32>(0.0); var c00_1 = vec4<f32>(0.0); var c01_0 = vec4<f32>(0.0); var c01_1 = vec4<f32>(0.0);
     var c02_0 = vec4<f32>(0.0); var c02_1 = vec4<f32>(0.0); var c03_0 = vec4<f32>(0.0); var c03_1 = vec4<f32>(0.0);
     var c04_0 = vec4<f32>(0.0); var c04_1 = vec4<f32>(0.0); var c05_0 = vec4<f32>(0.0); var c05_1 = vec4<f32>(0.0);
@@ -157,8 +152,8 @@ fn gemm_sgtn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
     let aa = (p.a_off + bt * p.a_bs + min(m0 + 4u * (lane & 3u), p.m - 4u)) / 4u;
     let a_cs4 = p.a_cs / 4u;
     let b_rs4 = p.b_rs / 4u;
-    let bb0 = (p.b_off + bt * p.b_bs + sg_col(n0)) / 4u;
-    let bb1 = (p.b_off + bt * p.b_bs + sg_col(n0 + 4u)) / 4u;
+    let bb0 = (p.b_off + bt * p.b_bs + v4_col_group(n0)) / 4u;
+    let bb1 = (p.b_off + bt * p.b_bs + v4_col_group(n0 + 4u)) / 4u;
     var c00_0 = vec4<f32>(0.0); var c00_1 = vec4<f32>(0.0); var c01_0 = vec4<f32>(0.0); var c01_1 = vec4<f32>(0.0);
     var c02_0 = vec4<f32>(0.0); var c02_1 = vec4<f32>(0.0); var c03_0 = vec4<f32>(0.0); var c03_1 = vec4<f32>(0.0);
     var c04_0 = vec4<f32>(0.0); var c04_1 = vec4<f32>(0.0); var c05_0 = vec4<f32>(0.0); var c05_1 = vec4<f32>(0.0);
