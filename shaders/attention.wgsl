@@ -8,7 +8,9 @@
 //
 // Dispatch order. Forward: attention_scores, attention_softmax, attention_values; or, fused, attention_fused alone
 // (T <= DECODE_MAX_T; preatt is not written). Backward: attention_datt, attention_softmax_backward, attention_dqkv;
-// or, fused, attention_softmax_backward_fused, attention_dqkv (datt is not written). The tuner picks per adapter.
+// or, fused, attention_softmax_backward_fused, attention_dqkv (datt is not written). A third form computes the products
+// (scores, weighted values, datt, dq, dk, dv) as batched GEMMs over the (sequence, head) pairs (matmul.wgsl, from
+// src/ops/attention.rs) around this file's softmax kernels. The tuner picks per adapter.
 // Generation with a KV cache: attention_decode (or its _x4 / _rows forms), one dispatch per step (one new position
 // per row).
 // Element-wise entry points: workgroup 256, 1-D grid folded into (x, y) by `grid_1d`; i = gid.x + gid.y * nwg.x * 256.

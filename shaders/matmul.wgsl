@@ -1,13 +1,16 @@
 // Matmul op family: one batched, strided GEMM in several implementations (naive; 16x16 shared-memory tiled; 64x64
 // and 128x128 register-blocked for GPUs; skinny, vec4 (4x8) and vec8 (8x16) register-blocked for CPU adapters such
-// as lavapipe; a subgroup form of the vec4 family lives in matmul_subgroup.wgsl), plus the column sum that gives a
-// linear layer's bias gradient. Which kernel runs for a given product is chosen by measurement on the adapter in
-// hand (src/gpu/tune.rs), never by a fixed rule.
+// as lavapipe; subgroup forms of the vec4 family, one of them for few columns, live in matmul_subgroup.wgsl), plus
+// the column sum that gives a linear layer's bias gradient. Which kernel runs for a given product is chosen by
+// measurement on the adapter in hand (src/gpu/tune.rs), never by a fixed rule.
 //
 //   C[b](m, n) = alpha * sum_k A[b](m, k) * B[b](k, n)  + beta * C[b](m, n)  + bias[b * bias_bs + n]
 //
 // Every matrix is addressed through (offset, row stride, column stride, batch stride) in elements, so A^T or B^T is
 // just a choice of strides and the linear layer's three products (forward, dinp, dweight) are all this one kernel.
+// Batches may come in groups (`inner`, each operand's inner stride: a_start below), which is how causal attention's
+// per-head products run as one GEMM over (sequence, head) pairs, and the `causal` bits zero C's upper triangle or let
+// a kernel skip A's zero triangle.
 // beta = 0 never reads C (so stale NaNs in an output buffer cannot leak in); beta = 1 accumulates, which is how the
 // backward products honour the `+=` convention. bias (length N per batch) is added only when has_bias = 1; otherwise
 // the bias binding is bound to some read-only input and never read. bias_bs = 0 shares one bias across the batch;
@@ -40,10 +43,41 @@ struct Params {
     splits: u32,    // split-K only: the K range is cut into `splits` chunks of `k_chunk` (a multiple of 16)
     k_chunk: u32,
     act: u32,       // the GELU epilogue (see `store`'s comment below): 0 none, 1 ACT_GELU, 2 ACT_DGELU
-    _pad1: u32,
+    causal: u32,    // causal attention's products: CAUSAL_* bits below (0: a plain product)
+    inner: u32,     // batches come in groups of `inner` (attention's heads): batch b is (b / inner, b % inner) ...
+    a_is: u32,      // ... and its matrices start at x_off + (b / inner) * x_bs + (b % inner) * x_is
+    b_is: u32,
+    c_is: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+
+// Where batch bt's A, B and C start (two-level batches: attention's (batch, head) pairs, whose matrices lie at
+// b * T * 3C + h * HS, which no single stride reaches).
+fn a_start(bt: u32) -> u32 {
+    return p.a_off + (bt / p.inner) * p.a_bs + (bt % p.inner) * p.a_is;
+}
+
+fn b_start(bt: u32) -> u32 {
+    return p.b_off + (bt / p.inner) * p.b_bs + (bt % p.inner) * p.b_is;
+}
+
+fn c_start(bt: u32) -> u32 {
+    return p.c_off + (bt / p.inner) * p.c_bs + (bt % p.inner) * p.c_is;
+}
+
+// The causal bits. CAUSAL_C: C(m, n) for n > m is written as 0 (attention's scores above the diagonal), whatever the
+// product, alpha, beta and bias (not combined with a GELU epilogue). CAUSAL_A_LOWER / CAUSAL_A_UPPER: the caller
+// promises A(m, k) = 0 for k > m (lower triangular) or for k < m (upper), and a kernel may skip those terms (only the
+// subgroup-rows kernels do); the sums are the same, the skipped terms being products with exact zeros.
+const CAUSAL_C: u32 = 1u;
+const CAUSAL_A_LOWER: u32 = 2u;
+const CAUSAL_A_UPPER: u32 = 4u;
+
+// The value stored at C(m, n): v, or 0 above the diagonal of a CAUSAL_C product.
+fn causal_mask(m: u32, n: u32, v: f32) -> f32 {
+    return select(v, 0.0, (p.causal & CAUSAL_C) != 0u && n > m);
+}
 
 // alpha * acc + beta * c_old + bias, the common epilogue (c_old is only meaningful when beta != 0).
 fn epilogue(acc: f32, c_old: f32, bias: f32) -> f32 {
@@ -96,22 +130,22 @@ fn gemm_naive(@builtin(global_invocation_id) gid: vec3<u32>) {
     let m = gid.y;
     let bt = gid.z;
     if (m >= p.m || n >= p.n) { return; }
-    var ai = p.a_off + bt * p.a_bs + m * p.a_rs;
-    var bi = p.b_off + bt * p.b_bs + n * p.b_cs;
+    var ai = a_start(bt) + m * p.a_rs;
+    var bi = b_start(bt) + n * p.b_cs;
     var acc = 0.0;
     for (var k = 0u; k < p.k; k++) {
         acc += na_a[ai] * na_b[bi];
         ai += p.a_cs;
         bi += p.b_rs;
     }
-    let ci = p.c_off + bt * p.c_bs + m * p.c_rs + n * p.c_cs;
+    let ci = c_start(bt) + m * p.c_rs + n * p.c_cs;
     var c_old = 0.0;
     if (p.beta != 0.0) { c_old = na_c[ci]; }
     var bias = 0.0;
     if (p.has_bias == 1u) { bias = na_bias[bt * p.bias_bs + n]; }
     var g = 1.0;
     if (p.act == ACT_DGELU) { g = gelu_grad(na_aux[ci]); }
-    let v = epilogue(acc * g, c_old, bias);
+    let v = causal_mask(m, n, epilogue(acc * g, c_old, bias));
     na_c[ci] = v;
     if (p.act == ACT_GELU) { na_aux[ci] = gelu(v); }
 }
@@ -149,8 +183,8 @@ fn gemm_tiled16(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
     let m0 = wid.y * 16u;
     let n0 = wid.x * 16u;
     let bt = wid.z;
-    let a_base = p.a_off + bt * p.a_bs;
-    let b_base = p.b_off + bt * p.b_bs;
+    let a_base = a_start(bt);
+    let b_base = b_start(bt);
     var acc = 0.0;
     for (var k0 = 0u; k0 < p.k; k0 += 16u) {
         if (p.a_cs == 1u) {
@@ -172,14 +206,14 @@ fn gemm_tiled16(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
     let m = m0 + ty;
     let n = n0 + tx;
     if (m >= p.m || n >= p.n) { return; }
-    let ci = p.c_off + bt * p.c_bs + m * p.c_rs + n * p.c_cs;
+    let ci = c_start(bt) + m * p.c_rs + n * p.c_cs;
     var c_old = 0.0;
     if (p.beta != 0.0) { c_old = t16_c[ci]; }
     var bias = 0.0;
     if (p.has_bias == 1u) { bias = t16_bias[bt * p.bias_bs + n]; }
     var g = 1.0;
     if (p.act == ACT_DGELU) { g = gelu_grad(t16_aux[ci]); }
-    let v = epilogue(acc * g, c_old, bias);
+    let v = causal_mask(m, n, epilogue(acc * g, c_old, bias));
     t16_c[ci] = v;
     if (p.act == ACT_GELU) { t16_aux[ci] = gelu(v); }
 }
@@ -214,7 +248,7 @@ fn b64_store_row(c_base: u32, bias_base: u32, m: u32, n: u32, row: vec4<f32>) {
             if (p.has_bias == 1u) { bias = b64_bias[bias_base + nj]; }
             var g = 1.0;
             if (p.act == ACT_DGELU) { g = gelu_grad(b64_aux[ci]); }
-            let v = epilogue(row[j] * g, c_old, bias);
+            let v = causal_mask(m, nj, epilogue(row[j] * g, c_old, bias));
             b64_c[ci] = v;
             if (p.act == ACT_GELU) { b64_aux[ci] = gelu(v); }
         }
@@ -230,8 +264,8 @@ struct B64Acc {
 }
 
 fn b64_accumulate(tx: u32, ty: u32, tid: u32, m0: u32, n0: u32, bt: u32, k_begin: u32, k_end: u32) -> B64Acc {
-    let a_base = p.a_off + bt * p.a_bs;
-    let b_base = p.b_off + bt * p.b_bs;
+    let a_base = a_start(bt);
+    let b_base = b_start(bt);
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
@@ -285,7 +319,7 @@ fn gemm_blocked64(
     let n0 = wid.x * 64u;
     let bt = wid.z;
     let acc = b64_accumulate(lid.x, lid.y, tid, m0, n0, bt, 0u, p.k);
-    let c_base = p.c_off + bt * p.c_bs;
+    let c_base = c_start(bt);
     let bias_base = bt * p.bias_bs;
     let m = m0 + lid.y * 4u;
     let n = n0 + lid.x * 4u;
@@ -348,14 +382,14 @@ fn gemm_splitk_reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var s = 0u; s < p.splits; s++) {
         acc += skr_part[((s * p.batch + bt) * p.m + m) * p.n + n];
     }
-    let ci = p.c_off + bt * p.c_bs + m * p.c_rs + n * p.c_cs;
+    let ci = c_start(bt) + m * p.c_rs + n * p.c_cs;
     var c_old = 0.0;
     if (p.beta != 0.0) { c_old = skr_c[ci]; }
     var bias = 0.0;
     if (p.has_bias == 1u) { bias = skr_bias[bt * p.bias_bs + n]; }
     var g = 1.0;
     if (p.act == ACT_DGELU) { g = gelu_grad(skr_aux[ci]); }
-    let v = epilogue(acc * g, c_old, bias);
+    let v = causal_mask(m, n, epilogue(acc * g, c_old, bias));
     skr_c[ci] = v;
     if (p.act == ACT_GELU) { skr_aux[ci] = gelu(v); }
 }
@@ -445,14 +479,14 @@ fn sk_store(bt: u32, m: u32, n: u32, acc: vec4<f32>) {
     for (var j = 0u; j < 4u; j++) {
         let nj = n + j;
         if (nj < p.n) {
-            let ci = p.c_off + bt * p.c_bs + m * p.c_rs + nj * p.c_cs;
+            let ci = c_start(bt) + m * p.c_rs + nj * p.c_cs;
             var c_old = 0.0;
             if (p.beta != 0.0) { c_old = sk_c[ci]; }
             var bias = 0.0;
             if (p.has_bias == 1u) { bias = sk_bias[bt * p.bias_bs + nj]; }
             var g = 1.0;
             if (p.act == ACT_DGELU) { g = gelu_grad(sk_aux[ci]); }
-            let v = epilogue(acc[j] * g, c_old, bias);
+            let v = causal_mask(m, nj, epilogue(acc[j] * g, c_old, bias));
             sk_c[ci] = v;
             if (p.act == ACT_GELU) { sk_aux[ci] = gelu(v); }
         }
@@ -466,8 +500,8 @@ fn gemm_skinny8(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (n >= p.n || p.m == 0u) { return; }
     let last_m = p.m - 1u;
     let last_n = p.n - 1u;
-    let a_base = p.a_off + bt * p.a_bs;
-    let b_base = p.b_off + bt * p.b_bs;
+    let a_base = a_start(bt);
+    let b_base = b_start(bt);
     let c0 = b_base + min(n, last_n) * p.b_cs;
     let c1 = b_base + min(n + 1u, last_n) * p.b_cs;
     let c2 = b_base + min(n + 2u, last_n) * p.b_cs;
@@ -545,14 +579,14 @@ fn v4_store(bt: u32, m: u32, n: u32, acc: vec4<f32>) {
     for (var j = 0u; j < 4u; j++) {
         let nj = n + j;
         if (nj < p.n) {
-            let ci = p.c_off + bt * p.c_bs + m * p.c_rs + nj * p.c_cs;
+            let ci = c_start(bt) + m * p.c_rs + nj * p.c_cs;
             var c_old = 0.0;
             if (p.beta != 0.0) { c_old = v4_c[ci]; }
             var bias = 0.0;
             if (p.has_bias == 1u) { bias = v4_bias[bt * p.bias_bs + nj]; }
             var g = 1.0;
             if (p.act == ACT_DGELU) { g = gelu_grad(v4_aux[ci]); }
-            let v = epilogue(acc[j] * g, c_old, bias);
+            let v = causal_mask(m, nj, epilogue(acc[j] * g, c_old, bias));
             v4_c[ci] = v;
             if (p.act == ACT_GELU) { v4_aux[ci] = gelu(v); }
         }
@@ -561,7 +595,7 @@ fn v4_store(bt: u32, m: u32, n: u32, acc: vec4<f32>) {
 
 // The vec4 index of row m of A (row-major, clamped to the last row) in batch bt: the same for the whole workgroup.
 fn v4_a_row(bt: u32, m: u32) -> u32 {
-    return (p.a_off + bt * p.a_bs + min(m, p.m - 1u) * p.a_rs) / 4u;
+    return (a_start(bt) + min(m, p.m - 1u) * p.a_rs) / 4u;
 }
 
 // Store the 4x8 block (acc[2 i + h] = row m0 + i, columns n0 + 4 h ..) in a loop the compiler cannot unroll, so the
@@ -585,8 +619,8 @@ fn gemm_v4nn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
     let a2 = v4_a_row(bt, m0 + 2u);
     let a3 = v4_a_row(bt, m0 + 3u);
     let b_rs4 = p.b_rs / 4u;
-    let bb0 = (p.b_off + bt * p.b_bs + n0) / 4u;
-    let bb1 = (p.b_off + bt * p.b_bs + min(n0 + 4u, p.n - 4u)) / 4u;
+    let bb0 = (b_start(bt) + n0) / 4u;
+    let bb1 = (b_start(bt) + min(n0 + 4u, p.n - 4u)) / 4u;
     var acc: array<vec4<f32>, 8>;
     var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0); var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
     var c20 = vec4<f32>(0.0); var c21 = vec4<f32>(0.0); var c30 = vec4<f32>(0.0); var c31 = vec4<f32>(0.0);
@@ -622,7 +656,7 @@ fn gemm_v4nt(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
     let a2 = v4_a_row(bt, m0 + 2u);
     let a3 = v4_a_row(bt, m0 + 3u);
     // B^T rows (one per output column), read 4 k at a time.
-    let bb = p.b_off + bt * p.b_bs;
+    let bb = b_start(bt);
     let r0 = (bb + min(n0, last_n) * p.b_cs) / 4u;
     let r1 = (bb + min(n0 + 1u, last_n) * p.b_cs) / 4u;
     let r2 = (bb + min(n0 + 2u, last_n) * p.b_cs) / 4u;
@@ -662,11 +696,11 @@ fn gemm_v4tn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
     let bt = wid.z;
     if (n0 >= p.n) { return; }
     // A^T (K, M): the 4 rows m0..m0+3 at one k are one vec4 (M is a multiple of 4, so m0 + 3 < M).
-    let aa = (p.a_off + bt * p.a_bs + m0) / 4u;
+    let aa = (a_start(bt) + m0) / 4u;
     let a_cs4 = p.a_cs / 4u;
     let b_rs4 = p.b_rs / 4u;
-    let bb0 = (p.b_off + bt * p.b_bs + n0) / 4u;
-    let bb1 = (p.b_off + bt * p.b_bs + min(n0 + 4u, p.n - 4u)) / 4u;
+    let bb0 = (b_start(bt) + n0) / 4u;
+    let bb1 = (b_start(bt) + min(n0 + 4u, p.n - 4u)) / 4u;
     var acc: array<vec4<f32>, 8>;
     var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0); var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
     var c20 = vec4<f32>(0.0); var c21 = vec4<f32>(0.0); var c30 = vec4<f32>(0.0); var c31 = vec4<f32>(0.0);
@@ -755,7 +789,7 @@ fn gemm_v8nn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
     let a3 = v4_a_row(bt, m0 + 3u); let a4 = v4_a_row(bt, m0 + 4u); let a5 = v4_a_row(bt, m0 + 5u);
     let a6 = v4_a_row(bt, m0 + 6u); let a7 = v4_a_row(bt, m0 + 7u);
     let b_rs4 = p.b_rs / 4u;
-    let bb = p.b_off + bt * p.b_bs;
+    let bb = b_start(bt);
     let bb0 = (bb + n0) / 4u;
     let bb1 = (bb + v4_col_group(n0 + 4u)) / 4u;
     let bb2 = (bb + v4_col_group(n0 + 8u)) / 4u;
@@ -784,7 +818,7 @@ fn gemm_v8nt(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
     let a3 = v4_a_row(bt, m0 + 3u); let a4 = v4_a_row(bt, m0 + 4u); let a5 = v4_a_row(bt, m0 + 5u);
     let a6 = v4_a_row(bt, m0 + 6u); let a7 = v4_a_row(bt, m0 + 7u);
     // B^T rows (one per output column, clamped to the last), read 4 k at a time.
-    let bb = p.b_off + bt * p.b_bs;
+    let bb = b_start(bt);
     let r0 = v8_bt_row(bb, n0); let r1 = v8_bt_row(bb, n0 + 1u); let r2 = v8_bt_row(bb, n0 + 2u);
     let r3 = v8_bt_row(bb, n0 + 3u); let r4 = v8_bt_row(bb, n0 + 4u); let r5 = v8_bt_row(bb, n0 + 5u);
     let r6 = v8_bt_row(bb, n0 + 6u); let r7 = v8_bt_row(bb, n0 + 7u); let r8 = v8_bt_row(bb, n0 + 8u);
@@ -817,12 +851,12 @@ fn gemm_v8tn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
     if (n0 >= p.n) { return; }
     // A^T (K, M): rows m0..m0+3 and m0+4..m0+7 at one k are two vec4s (M is a multiple of 4; the second is clamped
     // to the last vec4 of the row when m0 + 4 >= M, and its rows are never stored).
-    let aa = p.a_off + bt * p.a_bs;
+    let aa = a_start(bt);
     let aa0 = (aa + m0) / 4u;
     let aa1 = (aa + min(m0 + 4u, p.m - 4u)) / 4u;
     let a_cs4 = p.a_cs / 4u;
     let b_rs4 = p.b_rs / 4u;
-    let bb = p.b_off + bt * p.b_bs;
+    let bb = b_start(bt);
     let bb0 = (bb + n0) / 4u;
     let bb1 = (bb + v4_col_group(n0 + 4u)) / 4u;
     let bb2 = (bb + v4_col_group(n0 + 8u)) / 4u;
@@ -863,14 +897,14 @@ fn t128_store(bt: u32, m: u32, n: u32, acc: vec4<f32>) {
     for (var j = 0u; j < 4u; j++) {
         let nj = n + j;
         if (nj < p.n) {
-            let ci = p.c_off + bt * p.c_bs + m * p.c_rs + nj * p.c_cs;
+            let ci = c_start(bt) + m * p.c_rs + nj * p.c_cs;
             var c_old = 0.0;
             if (p.beta != 0.0) { c_old = t128_c[ci]; }
             var bias = 0.0;
             if (p.has_bias == 1u) { bias = t128_bias[bt * p.bias_bs + nj]; }
             var g = 1.0;
             if (p.act == ACT_DGELU) { g = gelu_grad(t128_aux[ci]); }
-            let v = epilogue(acc[j] * g, c_old, bias);
+            let v = causal_mask(m, nj, epilogue(acc[j] * g, c_old, bias));
             t128_c[ci] = v;
             if (p.act == ACT_GELU) { t128_aux[ci] = gelu(v); }
         }
@@ -888,8 +922,8 @@ fn gemm_tile128(
     let m0 = wid.y * 128u;
     let n0 = wid.x * 128u;
     let bt = wid.z;
-    let a_base = p.a_off + bt * p.a_bs;
-    let b_base = p.b_off + bt * p.b_bs;
+    let a_base = a_start(bt);
+    let b_base = b_start(bt);
     // Accumulators: rows 4 ty + i (lo) and 64 + 4 ty + i (hi), columns 4 tx.. (l) and 64 + 4 tx.. (h). Named
     // registers, not an array: a dynamically indexed array would live in slow local memory on some compilers.
     var lo0l = vec4<f32>(0.0); var lo0h = vec4<f32>(0.0); var lo1l = vec4<f32>(0.0); var lo1h = vec4<f32>(0.0);

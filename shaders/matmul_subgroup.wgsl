@@ -37,8 +37,8 @@ fn gemm_sgnn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
     let lo_row = v4_a_row(bt, m0 + (lane & 7u));
     let hi_row = v4_a_row(bt, m0 + 8u + (lane & 7u));
     let b_rs4 = p.b_rs / 4u;
-    let bb0 = (p.b_off + bt * p.b_bs + v4_col_group(n0)) / 4u;
-    let bb1 = (p.b_off + bt * p.b_bs + v4_col_group(n0 + 4u)) / 4u;
+    let bb0 = (b_start(bt) + v4_col_group(n0)) / 4u;
+    let bb1 = (b_start(bt) + v4_col_group(n0 + 4u)) / 4u;
     var c00_0 = vec4<f32>(0.0); var c00_1 = vec4<f32>(0.0); var c01_0 = vec4<f32>(0.0); var c01_1 = vec4<f32>(0.0);
     var c02_0 = vec4<f32>(0.0); var c02_1 = vec4<f32>(0.0); var c03_0 = vec4<f32>(0.0); var c03_1 = vec4<f32>(0.0);
     var c04_0 = vec4<f32>(0.0); var c04_1 = vec4<f32>(0.0); var c05_0 = vec4<f32>(0.0); var c05_1 = vec4<f32>(0.0);
@@ -92,7 +92,7 @@ fn gemm_sgnt(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
     let lo_row = v4_a_row(bt, m0 + (lane & 7u));
     let hi_row = v4_a_row(bt, m0 + 8u + (lane & 7u));
     // B^T rows (one per output column, clamped to the last), read 4 k at a time.
-    let bb = p.b_off + bt * p.b_bs;
+    let bb = b_start(bt);
     let r0 = v8_bt_row(bb, n0); let r1 = v8_bt_row(bb, n0 + 1u); let r2 = v8_bt_row(bb, n0 + 2u);
     let r3 = v8_bt_row(bb, n0 + 3u); let r4 = v8_bt_row(bb, n0 + 4u); let r5 = v8_bt_row(bb, n0 + 5u);
     let r6 = v8_bt_row(bb, n0 + 6u); let r7 = v8_bt_row(bb, n0 + 7u);
@@ -149,11 +149,11 @@ fn gemm_sgtn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
     let bt = wid.z;
     // A^T (K, M): the 16 rows at one k are 4 vec4s; lane l loads vec4 l & 3 (clamped to the row's last vec4; M is a
     // multiple of 4) and the others take it by broadcast.
-    let aa = (p.a_off + bt * p.a_bs + min(m0 + 4u * (lane & 3u), p.m - 4u)) / 4u;
+    let aa = (a_start(bt) + min(m0 + 4u * (lane & 3u), p.m - 4u)) / 4u;
     let a_cs4 = p.a_cs / 4u;
     let b_rs4 = p.b_rs / 4u;
-    let bb0 = (p.b_off + bt * p.b_bs + v4_col_group(n0)) / 4u;
-    let bb1 = (p.b_off + bt * p.b_bs + v4_col_group(n0 + 4u)) / 4u;
+    let bb0 = (b_start(bt) + v4_col_group(n0)) / 4u;
+    let bb1 = (b_start(bt) + v4_col_group(n0 + 4u)) / 4u;
     var c00_0 = vec4<f32>(0.0); var c00_1 = vec4<f32>(0.0); var c01_0 = vec4<f32>(0.0); var c01_1 = vec4<f32>(0.0);
     var c02_0 = vec4<f32>(0.0); var c02_1 = vec4<f32>(0.0); var c03_0 = vec4<f32>(0.0); var c03_1 = vec4<f32>(0.0);
     var c04_0 = vec4<f32>(0.0); var c04_1 = vec4<f32>(0.0); var c05_0 = vec4<f32>(0.0); var c05_1 = vec4<f32>(0.0);
@@ -185,5 +185,99 @@ fn gemm_sgtn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
             c08_0, c08_1, c09_0, c09_1, c10_0, c10_1, c11_0, c11_1,
             c12_0, c12_1, c13_0, c13_1, c14_0, c14_1, c15_0, c15_1,
         ));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// gemm_srnn / gemm_srtn ("subgroup rows"): for products with few columns, such as attention's per-head products
+// (T, T) @ (T, HS) with HS of 16 to 64, where the kernels above would leave most lanes of a workgroup on clamped
+// columns past N. Here the lanes run across rows: each invocation owns 8 rows x 16 columns (vec8's accumulators and
+// step), a workgroup of 8 (one subgroup) 64 rows x the same 16 columns. Each lane loads its own rows of A; B's 16
+// columns at 4 k (16 vec4s, the same for every lane) are loaded 2 per lane and shared by subgroupBroadcast. Per 4 k a
+// lane loads 10 vec4s (12 in srtn) for 128 vec4 multiply-adds, as in gemm_sgnn.
+//   srnn: A (M, K) row-major, B (K, N) row-major; srtn: A stored as A^T (K, M). (B^T has no form here: products with
+//   B^T, like attention's scores, have T columns and suit the kernels above.)
+// Causal products (`p.causal`, see matmul.wgsl): where A is triangular the k loop covers only the workgroup's
+// non-zero part of it, the same sums since the skipped terms are products with exact zeros.
+// grid: (ceil(N / 16), ceil(M / 64), batch), workgroup 8.
+
+// The k range [k_lo, k_hi) the workgroup of rows [mw, mw + 64) must sum over: all of K unless A is triangular.
+fn sr_k_range(mw: u32) -> vec2<u32> {
+    var lo = 0u;
+    var hi = p.k;
+    if ((p.causal & CAUSAL_A_LOWER) != 0u) { hi = min(p.k, mw + 64u); } // A(m, k) = 0 for k > m
+    if ((p.causal & CAUSAL_A_UPPER) != 0u) { lo = min(p.k, mw); }       // A(m, k) = 0 for k < m
+    return vec2<u32>(lo, hi);
+}
+
+@compute @workgroup_size(8)
+fn gemm_srnn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(subgroup_invocation_id) lane: u32) {
+    let n0 = wid.x * 16u;
+    let mw = wid.y * 64u;
+    let m0 = mw + lid.x * 8u;
+    let bt = wid.z;
+    let a0 = v4_a_row(bt, m0); let a1 = v4_a_row(bt, m0 + 1u); let a2 = v4_a_row(bt, m0 + 2u);
+    let a3 = v4_a_row(bt, m0 + 3u); let a4 = v4_a_row(bt, m0 + 4u); let a5 = v4_a_row(bt, m0 + 5u);
+    let a6 = v4_a_row(bt, m0 + 6u); let a7 = v4_a_row(bt, m0 + 7u);
+    // Lane l loads column group l & 3 (columns n0 + 4 (l & 3) ..) of rows 4 k4 + (l >> 2) and 4 k4 + 2 + (l >> 2):
+    // broadcast from lanes 0..3 of `lo`, they are B's row 4 k4; from lanes 4..7, row 4 k4 + 1; `hi`: + 2, + 3.
+    let l = lane & 7u;
+    let bcol = (b_start(bt) + v4_col_group(n0 + 4u * (l & 3u))) / 4u;
+    let b_rs4 = p.b_rs / 4u;
+    let kr = sr_k_range(mw);
+    var acc = V8Acc();
+    for (var k4 = kr.x / 4u; k4 < (kr.y + 3u) / 4u; k4++) {
+        let x0 = v4_a[a0 + k4]; let x1 = v4_a[a1 + k4]; let x2 = v4_a[a2 + k4]; let x3 = v4_a[a3 + k4];
+        let x4 = v4_a[a4 + k4]; let x5 = v4_a[a5 + k4]; let x6 = v4_a[a6 + k4]; let x7 = v4_a[a7 + k4];
+        let lo = v4_b[bcol + (4u * k4 + (l >> 2u)) * b_rs4];
+        let hi = v4_b[bcol + (4u * k4 + 2u + (l >> 2u)) * b_rs4];
+        acc = v8_step(acc, x0.x, x1.x, x2.x, x3.x, x4.x, x5.x, x6.x, x7.x, subgroupBroadcast(lo, 0u),
+                      subgroupBroadcast(lo, 1u), subgroupBroadcast(lo, 2u), subgroupBroadcast(lo, 3u));
+        acc = v8_step(acc, x0.y, x1.y, x2.y, x3.y, x4.y, x5.y, x6.y, x7.y, subgroupBroadcast(lo, 4u),
+                      subgroupBroadcast(lo, 5u), subgroupBroadcast(lo, 6u), subgroupBroadcast(lo, 7u));
+        acc = v8_step(acc, x0.z, x1.z, x2.z, x3.z, x4.z, x5.z, x6.z, x7.z, subgroupBroadcast(hi, 0u),
+                      subgroupBroadcast(hi, 1u), subgroupBroadcast(hi, 2u), subgroupBroadcast(hi, 3u));
+        acc = v8_step(acc, x0.w, x1.w, x2.w, x3.w, x4.w, x5.w, x6.w, x7.w, subgroupBroadcast(hi, 4u),
+                      subgroupBroadcast(hi, 5u), subgroupBroadcast(hi, 6u), subgroupBroadcast(hi, 7u));
+    }
+    if (m0 < p.m) {
+        v8_store_block(bt, m0, n0, acc);
+    }
+}
+
+@compute @workgroup_size(8)
+fn gemm_srtn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(subgroup_invocation_id) lane: u32) {
+    let n0 = wid.x * 16u;
+    let mw = wid.y * 64u;
+    let m0 = mw + lid.x * 8u;
+    let bt = wid.z;
+    // A^T (K, M): this lane's 8 rows at one k are 2 vec4s (each clamped to the row's last vec4; M is a multiple of 4).
+    let ab = a_start(bt);
+    let xa = (ab + min(m0, p.m - 4u)) / 4u;
+    let xb = (ab + min(m0 + 4u, p.m - 4u)) / 4u;
+    let a_cs4 = p.a_cs / 4u;
+    // Lane l loads column group l & 3 of row k + (l >> 2) (clamped to the last row): lanes 0..3 give row k, 4..7 k + 1.
+    let l = lane & 7u;
+    let bcol = (b_start(bt) + v4_col_group(n0 + 4u * (l & 3u))) / 4u;
+    let b_rs4 = p.b_rs / 4u;
+    let kr = sr_k_range(mw);
+    var acc = V8Acc();
+    for (var k = kr.x; k < kr.y; k += 2u) {
+        let y = v4_b[bcol + min(k + (l >> 2u), p.k - 1u) * b_rs4];
+        let u = v4_a[xa + k * a_cs4];
+        let v = v4_a[xb + k * a_cs4];
+        acc = v8_step(acc, u.x, u.y, u.z, u.w, v.x, v.y, v.z, v.w, subgroupBroadcast(y, 0u),
+                      subgroupBroadcast(y, 1u), subgroupBroadcast(y, 2u), subgroupBroadcast(y, 3u));
+        if (k + 1u < kr.y) {
+            let u1 = v4_a[xa + (k + 1u) * a_cs4];
+            let v1 = v4_a[xb + (k + 1u) * a_cs4];
+            acc = v8_step(acc, u1.x, u1.y, u1.z, u1.w, v1.x, v1.y, v1.z, v1.w, subgroupBroadcast(y, 4u),
+                          subgroupBroadcast(y, 5u), subgroupBroadcast(y, 6u), subgroupBroadcast(y, 7u));
+        }
+    }
+    if (m0 < p.m) {
+        v8_store_block(bt, m0, n0, acc);
     }
 }

@@ -52,13 +52,15 @@ fn backward(gpu: &Gpu, g: &Gpus, b: usize, t: usize, c: usize, nh: usize) -> Vec
 
 /// Every kernel choice (separate: softmax by a workgroup or an invocation per row, products with one or 4 outputs per
 /// invocation; fused: scalar or vec4 loads), whatever the tuner would pick here.
-const FORMS: [ops::AttentionKernels; 6] = [
-    ops::AttentionKernels { softmax: ops::SoftmaxForm::Workgroup, x4: false, fused: false },
-    ops::AttentionKernels { softmax: ops::SoftmaxForm::Invocation, x4: false, fused: false },
-    ops::AttentionKernels { softmax: ops::SoftmaxForm::Workgroup, x4: true, fused: false },
-    ops::AttentionKernels { softmax: ops::SoftmaxForm::Invocation, x4: true, fused: false },
-    ops::AttentionKernels { softmax: ops::SoftmaxForm::Workgroup, x4: false, fused: true },
-    ops::AttentionKernels { softmax: ops::SoftmaxForm::Workgroup, x4: true, fused: true },
+const FORMS: [ops::AttentionKernels; 8] = [
+    ops::AttentionKernels { softmax: ops::SoftmaxForm::Workgroup, x4: false, fused: false, gemm: false },
+    ops::AttentionKernels { softmax: ops::SoftmaxForm::Invocation, x4: false, fused: false, gemm: false },
+    ops::AttentionKernels { softmax: ops::SoftmaxForm::Workgroup, x4: true, fused: false, gemm: false },
+    ops::AttentionKernels { softmax: ops::SoftmaxForm::Invocation, x4: true, fused: false, gemm: false },
+    ops::AttentionKernels { softmax: ops::SoftmaxForm::Workgroup, x4: false, fused: true, gemm: false },
+    ops::AttentionKernels { softmax: ops::SoftmaxForm::Workgroup, x4: true, fused: true, gemm: false },
+    ops::AttentionKernels { softmax: ops::SoftmaxForm::Workgroup, x4: false, fused: false, gemm: true },
+    ops::AttentionKernels { softmax: ops::SoftmaxForm::Invocation, x4: false, fused: false, gemm: true },
 ];
 
 #[allow(clippy::too_many_arguments)]

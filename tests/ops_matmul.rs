@@ -1,5 +1,6 @@
-//! GPU GEMM kernels (naive, tiled16, blocked64, skinny8, vec4, vec8, subgroup, tile128) and the linear layer built on them against the CPU reference: odd
-//! shapes that are not multiples of any tile, batches, transposed and padded layouts, alpha/beta; matmul forward
+//! GPU GEMM kernels (naive, tiled16, blocked64, skinny8, vec4, vec8, subgroup, subgroup_rows, tile128) and the linear
+//! layer built on them against the CPU reference: odd shapes that are not multiples of any tile, batches (also in
+//! groups, with causal attention's zero triangles), transposed and padded layouts, alpha/beta; matmul forward
 //! with and without bias; matmul backward in all four dinp/dbias combinations accumulating onto nonzero gradients;
 //! run-to-run determinism; and finite differences of the reference backward (where the gradient is first defined).
 
@@ -692,4 +693,129 @@ fn should_match_reference_and_lone_layers_for_replicated_matmul() {
             assert_eq!(ldb.to_vec(&gpu).unwrap(), gk[bias_at..bias_at + oc], "{what} replica {k} dbias");
         }
     }
+}
+
+/// Products over attention's (sequence, head) pairs: batches in groups (`GemmDims::grouped`, B groups of NH heads
+/// whose matrices lie HS apart inside each sequence's rows) with the causal bits: C's upper triangle written as 0,
+/// and A's zero triangle (lower or upper) that the subgroup-rows kernel skips. Shapes: T = 13 (no vec4 kernel
+/// applies), 68 (two 64-row workgroups of the rows kernel, the second with 4 rows), 36; HS 4 and 16; alpha, beta.
+fn grouped_causal_cases() -> Vec<GemmDims> {
+    let mut cases = Vec::new();
+    for &(b, t, nh, hs) in &[(2, 13, 3, 4), (2, 68, 2, 16), (1, 36, 3, 4)] {
+        let c = nh * hs;
+        let c3 = 3 * c;
+        let qkv = |slot: usize| MatrixLayout::strided(c3, 1, t * c3).grouped(hs).at(slot * c);
+        let qkv_t = |slot: usize| MatrixLayout { row: 1, col: c3, ..qkv(slot) };
+        let heads = MatrixLayout::strided(c, 1, t * c).grouped(hs);
+        let square = MatrixLayout::strided(t, 1, nh * t * t).grouped(t * t);
+        let square_t = MatrixLayout { row: 1, col: t, ..square };
+        let per_head =
+            |n, k, a, bm, cm| GemmDims::new(t, n, k).batched(b * nh).grouped(nh).with_a(a).with_b(bm).with_c(cm);
+        // scores (C causal), once overwriting and once accumulating: above the diagonal C is 0 either way
+        cases.push(per_head(t, hs, qkv(0), qkv_t(1), square).scaled(0.5, 0.0).causal(ops::CAUSAL_C));
+        cases.push(per_head(t, hs, heads, qkv_t(2), square).scaled(1.0, 1.0).causal(ops::CAUSAL_C));
+        // weighted values / dq (A lower triangular), dk / dv (A stored transposed, upper triangular)
+        cases.push(per_head(hs, t, square, qkv(2), heads).causal(ops::CAUSAL_A_LOWER));
+        cases.push(per_head(hs, t, square, qkv(1), qkv(0)).scaled(0.25, 1.0).causal(ops::CAUSAL_A_LOWER));
+        cases.push(per_head(hs, t, square_t, heads, qkv(2)).scaled(1.0, 1.0).causal(ops::CAUSAL_A_UPPER));
+        // no causal bits: the grouping alone
+        cases.push(per_head(hs, t, square, qkv(2), heads));
+    }
+    cases
+}
+
+/// Elements a grouped layout needs.
+fn extent_grouped(l: &MatrixLayout, d: &GemmDims, rows: usize, cols: usize) -> usize {
+    l.max_index_grouped(d.batch, d.inner, rows, cols).map_or(1, |i| i + 1)
+}
+
+fn run_grouped_causal_case(gpu: &Gpu, kernel: MatmulKernel, d: GemmDims, seed: u64) {
+    let (alen, blen, clen) =
+        (extent_grouped(&d.a, &d, d.m, d.k), extent_grouped(&d.b, &d, d.k, d.n), extent_grouped(&d.c, &d, d.m, d.n));
+    let start = |l: &MatrixLayout, bt: usize| l.offset + (bt / d.inner) * l.batch + (bt % d.inner) * l.inner;
+    let mut a = randn(seed, alen, 1.0);
+    // The promised zeros of A, written through its layout.
+    for bt in 0..d.batch {
+        for m in 0..d.m {
+            for k in 0..d.k {
+                let zero =
+                    (d.causal & ops::CAUSAL_A_LOWER != 0 && k > m) || (d.causal & ops::CAUSAL_A_UPPER != 0 && k < m);
+                if zero {
+                    a[start(&d.a, bt) + m * d.a.row + k * d.a.col] = 0.0;
+                }
+            }
+        }
+    }
+    let b = randn(seed + 1, blen, 1.0);
+    let c0 = randn(seed + 2, clen, 1.0);
+    let (ta, tb, tc) = (upload(gpu, &a), upload(gpu, &b), upload(gpu, &c0));
+    let mut plan = Plan::new();
+    plan.push(ops::gemm_with(gpu, kernel, &tc, &ta, &tb, d));
+    plan.submit(gpu);
+    // The reference: each batch as its own ungrouped product at the offsets the grouping gives, then C's upper
+    // triangle zeroed by hand.
+    let mut want = c0.clone();
+    for bt in 0..d.batch {
+        let one = |l: MatrixLayout| MatrixLayout { offset: start(&l, bt), inner: 0, ..l };
+        let single = GemmDims { batch: 1, inner: 1, causal: 0, a: one(d.a), b: one(d.b), c: one(d.c), ..d };
+        cpu::gemm(&mut want, &a, &b, cpu_gemm(single));
+        if d.causal & ops::CAUSAL_C != 0 {
+            for m in 0..d.m {
+                for n in m + 1..d.n {
+                    want[start(&d.c, bt) + m * d.c.row + n * d.c.col] = 0.0;
+                }
+            }
+        }
+    }
+    let what =
+        format!("{} grouped/causal gemm {}x{}x{} batch {} causal {}", kernel.name(), d.m, d.n, d.k, d.batch, d.causal);
+    assert_close(&what, &tc.to_vec(gpu).unwrap(), &want, 2e-4, 1e-4);
+}
+
+#[test]
+fn should_match_reference_grouped_and_causal_products_with_every_kernel() {
+    let gpu = gpu();
+    let mut rows_cases = 0;
+    for kernel in MatmulKernel::ALL {
+        if !kernel.available(&gpu) {
+            continue;
+        }
+        for (i, d) in grouped_causal_cases().into_iter().enumerate() {
+            if kernel.supports(&d) {
+                rows_cases += (kernel == MatmulKernel::SubgroupRows) as usize;
+                run_grouped_causal_case(&gpu, kernel, d, 1000 + 10 * i as u64);
+            }
+        }
+    }
+    // On lavapipe the rows kernel (the one that skips A's zero triangle) must have run the aligned cases.
+    if gpu.info.name.contains("llvmpipe") {
+        assert_eq!(rows_cases, 8, "subgroup_rows ran {rows_cases} of the grouped/causal cases");
+    }
+}
+
+#[test]
+fn should_match_reference_gemm_subgroup_rows() {
+    let gpu = gpu();
+    if gpu.info.name.contains("llvmpipe") {
+        assert!(MatmulKernel::SubgroupRows.available(&gpu), "the subgroup-rows kernel failed its probe on lavapipe");
+    }
+    if !MatmulKernel::SubgroupRows.available(&gpu) {
+        eprintln!("skipped: {} has no subgroups of 8 or more", gpu.info.name);
+        return;
+    }
+    let cases = [
+        GemmDims::new(1, 4, 4),                             // NN, one row, one column group
+        GemmDims::new(70, 20, 12).scaled(1.0, 0.5), // NN: 2 row workgroups (6 rows in the second), 2 column groups
+        GemmDims::new(9, 36, 8).batched(3),         // NN: a lane with 1 row, the last of 3 column groups half used
+        GemmDims::new(130, 16, 64).scaled(-1.5, 1.0), // NN: 3 row workgroups
+        GemmDims::new(76, 24, 7).transpose_a(),     // TN: odd K (the last k pair's second half)
+        GemmDims::new(12, 8, 1).transpose_a().accumulate(), // TN: K = 1, M = 12 (the second vec4 of 8 rows clamped)
+        GemmDims::new(68, 32, 33).transpose_a().batched(2).scaled(0.5, 0.0), // TN: 4 rows in the second workgroup
+    ];
+    for (i, d) in cases.into_iter().enumerate() {
+        assert!(MatmulKernel::SubgroupRows.supports(&d), "subgroup_rows case not supported: {d:?}");
+        run_gemm_case(&gpu, MatmulKernel::SubgroupRows, d, 900 + 10 * i as u64);
+    }
+    // B stored transposed has no rows form.
+    assert!(!MatmulKernel::SubgroupRows.supports(&GemmDims::new(8, 8, 8).transpose_b()));
 }

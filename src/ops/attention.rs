@@ -1,14 +1,17 @@
 //! Dispatches of `shaders/attention.wgsl`: causal multi-head self-attention (llm.c's attention_forward /
 //! attention_backward). Separately, the forward is three dispatches (scores, softmax, weighted values) and the backward
 //! three (datt, softmax backward, the dq/dk/dv gather). Fused (T <= 2048), the forward is one dispatch and the backward
-//! two: a row's scores, or its datt, stay in workgroup memory instead of the (B, NH, T, T) scratch. The tuner picks per
-//! adapter and shape. Every output element has exactly one writer, so all forms are deterministic. The backward
-//! accumulates into dinp and overwrites its dpreatt scratch (and, separately, datt). `attention_decode` is one
-//! generation step with a KV cache (one new position per row, `model::Decoder`).
+//! two: a row's scores, or its datt, stay in workgroup memory instead of the (B, NH, T, T) scratch. Or the products
+//! run as batched GEMMs over the (sequence, head) pairs (`ops::matmul`, each with its own tuned kernel): the forward
+//! three dispatches, the backward five (datt, the softmax backward, dq, dk, dv). The tuner picks per adapter and
+//! shape. Every output element has exactly one writer, so all forms are deterministic. The backward accumulates into
+//! dinp and overwrites its dpreatt scratch (and, separately, datt). `attention_decode` is one generation step with a
+//! KV cache (one new position per row, `model::Decoder`).
 
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor, WORKGROUP_1D};
+use crate::ops::matmul::{self, GemmDims, MatrixLayout, CAUSAL_A_LOWER, CAUSAL_A_UPPER, CAUSAL_C};
 
 const SHADER: &str = "attention";
 const SRC: &str = include_str!("../../shaders/attention.wgsl");
@@ -43,11 +46,15 @@ pub use crate::gpu::tune::RowForm as SoftmaxForm;
 /// the values' `_x4` needs HS % 4 == 0 and falls back otherwise), and whether the fused kernels run (one dispatch per
 /// row for scores + softmax + values, and for datt + softmax backward; vec4 loads when `x4` and HS % 4 == 0; T at
 /// most `FUSED_MAX_T`). Fused, the forward leaves `preatt` and the backward `datt` untouched, and `softmax` is unused.
+/// `gemm` (not with `fused`; `x4` then unused) computes the products as batched GEMMs over the B*NH heads
+/// (`ops::matmul`, whose kernel the tuner picks per shape like any product's): scores and datt with T columns,
+/// the weighted values and dq/dk/dv (one GEMM each) with HS columns, skipping the zero triangle where the kernel can.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionKernels {
     pub softmax: SoftmaxForm,
     pub x4: bool,
     pub fused: bool,
+    pub gemm: bool,
 }
 
 /// Longest T the fused kernels take: a row's scores live in workgroup memory (8 KiB, the decode step's array).
@@ -76,6 +83,138 @@ fn choose_fused(
         time(AttentionKernels { fused: k == "fused", ..separate })
     });
     name == "fused"
+}
+
+/// Whether the tuner picks the GEMM products (`AttentionKernels::gemm`) over `chosen` (the separate or fused form
+/// already picked) for `pass`, timed over the whole pass. The caller builds the GEMM form's dispatches once before
+/// (which makes the products' kernel choices): the tuner measures one choice at a time, so a kernel choice made
+/// inside this one's timing would wait for it forever.
+#[allow(clippy::too_many_arguments)]
+fn choose_gemm(
+    gpu: &Gpu,
+    pass: &str,
+    chosen: AttentionKernels,
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+    time: impl Fn(AttentionKernels) -> Option<f64>,
+) -> bool {
+    let form = if chosen.fused { "fused" } else { "separate" };
+    let key = format!("{pass} {}x{t}x{}{}", b * nh, c / nh, if chosen.x4 { " x4" } else { "" });
+    let name = gpu.tuner.choose("attention products", &key, &[form, "gemm"], |k| {
+        time(AttentionKernels { gemm: k == "gemm", fused: chosen.fused && k != "gemm", ..chosen })
+    });
+    name == "gemm"
+}
+
+/// The attention's products as batched GEMMs over the (sequence, head) pairs: B groups of NH batches (head h of
+/// sequence b starts at b * T * 3C + h * HS in inp, which no single batch stride reaches).
+struct HeadGemms {
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+}
+
+impl HeadGemms {
+    fn hs(&self) -> usize {
+        self.c / self.nh
+    }
+
+    /// q (slot 0), k (1) or v (2) of each head as a (T, HS) matrix inside inp (B, T, 3C).
+    fn qkv(&self, slot: usize) -> MatrixLayout {
+        let c3 = 3 * self.c;
+        MatrixLayout::strided(c3, 1, self.t * c3).grouped(self.hs()).at(slot * self.c)
+    }
+
+    /// The same as a (HS, T) matrix: k^T or v^T.
+    fn qkv_t(&self, slot: usize) -> MatrixLayout {
+        let l = self.qkv(slot);
+        MatrixLayout { row: l.col, col: l.row, ..l }
+    }
+
+    /// A head's (T, HS) slice of a (B, T, C) activation (out, dout).
+    fn heads(&self) -> MatrixLayout {
+        MatrixLayout::strided(self.c, 1, self.t * self.c).grouped(self.hs())
+    }
+
+    /// A head's (T, T) matrix of a (B, NH, T, T) tensor (preatt, att, datt, dpreatt).
+    fn square(&self) -> MatrixLayout {
+        let tt = self.t * self.t;
+        MatrixLayout::strided(self.t, 1, self.nh * tt).grouped(tt)
+    }
+
+    /// Its transpose.
+    fn square_t(&self) -> MatrixLayout {
+        let l = self.square();
+        MatrixLayout { row: l.col, col: l.row, ..l }
+    }
+
+    /// An (M, N, K) product over every head, alpha `scale`, beta `beta`.
+    #[allow(clippy::too_many_arguments)]
+    fn dims(
+        &self,
+        n: usize,
+        k: usize,
+        a: MatrixLayout,
+        bm: MatrixLayout,
+        cm: MatrixLayout,
+        scale: f32,
+        beta: f32,
+    ) -> GemmDims {
+        GemmDims::new(self.t, n, k)
+            .batched(self.b * self.nh)
+            .grouped(self.nh)
+            .with_a(a)
+            .with_b(bm)
+            .with_c(cm)
+            .scaled(scale, beta)
+    }
+
+    fn scale(&self) -> f32 {
+        1.0 / (self.hs() as f32).sqrt()
+    }
+
+    /// preatt = q k^T * scale (0 above the diagonal).
+    fn scores(&self, gpu: &Gpu, preatt: &Tensor, inp: &Tensor) -> Dispatch {
+        let d = self.dims(self.t, self.hs(), self.qkv(0), self.qkv_t(1), self.square(), self.scale(), 0.0);
+        matmul::gemm(gpu, preatt, inp, inp, d.causal(CAUSAL_C))
+    }
+
+    /// out = att v.
+    fn values(&self, gpu: &Gpu, out: &Tensor, att: &Tensor, inp: &Tensor) -> Dispatch {
+        let d = self.dims(self.hs(), self.t, self.square(), self.qkv(2), self.heads(), 1.0, 0.0);
+        matmul::gemm(gpu, out, att, inp, d.causal(CAUSAL_A_LOWER))
+    }
+
+    /// datt = dout v^T (0 above the diagonal).
+    fn datt(&self, gpu: &Gpu, datt: &Tensor, dout: &Tensor, inp: &Tensor) -> Dispatch {
+        let d = self.dims(self.t, self.hs(), self.heads(), self.qkv_t(2), self.square(), 1.0, 0.0);
+        matmul::gemm(gpu, datt, dout, inp, d.causal(CAUSAL_C))
+    }
+
+    /// dq += dpreatt k * scale; dk += dpreatt^T q * scale; dv += att^T dout.
+    fn dqkv(
+        &self,
+        gpu: &Gpu,
+        dinp: &Tensor,
+        dpreatt: &Tensor,
+        att: &Tensor,
+        dout: &Tensor,
+        inp: &Tensor,
+    ) -> [Dispatch; 3] {
+        let (hs, t, s) = (self.hs(), self.t, self.scale());
+        let slot = |i: usize| self.qkv(i);
+        let dq = self.dims(hs, t, self.square(), slot(1), slot(0), s, 1.0).causal(CAUSAL_A_LOWER);
+        let dk = self.dims(hs, t, self.square_t(), slot(0), slot(1), s, 1.0).causal(CAUSAL_A_UPPER);
+        let dv = self.dims(hs, t, self.square_t(), self.heads(), slot(2), 1.0, 1.0).causal(CAUSAL_A_UPPER);
+        [
+            matmul::gemm(gpu, dinp, dpreatt, inp, dq),
+            matmul::gemm(gpu, dinp, dpreatt, inp, dk),
+            matmul::gemm(gpu, dinp, att, dout, dv),
+        ]
+    }
 }
 
 /// Sum of `time_dispatch` over `dispatches`.
@@ -191,14 +330,22 @@ pub fn attention_forward(
 ) -> Vec<Dispatch> {
     let rows = b * nh * t;
     let form = choose_form(gpu, "forward", rows, t, att.len, |form, out| softmax(gpu, form, out, preatt, b, t, c, nh));
-    let separate = AttentionKernels { softmax: form, x4: choose_x4(gpu, inp, att, b, t, c, nh), fused: false };
-    let fused = choose_fused(gpu, "forward", separate, b, t, c, nh, |k| {
-        // scratch outputs: timing must not write into the caller's tensors
+    let x4 = choose_x4(gpu, inp, att, b, t, c, nh);
+    let separate = AttentionKernels { softmax: form, x4, fused: false, gemm: false };
+    // scratch outputs: timing must not write into the caller's tensors
+    let time = |k: AttentionKernels| {
         let z = |what: &str, n: usize| Tensor::zeros(gpu, what, n).ok();
         let (o, pre, a) = (z("tune out", b * t * c)?, z("tune preatt", att.len)?, z("tune att", att.len)?);
         time_all(gpu, &attention_forward_with(gpu, k, &o, &pre, &a, inp, b, t, c, nh))
-    });
-    attention_forward_with(gpu, AttentionKernels { fused, ..separate }, out, preatt, att, inp, b, t, c, nh)
+    };
+    let fused = choose_fused(gpu, "forward", separate, b, t, c, nh, time);
+    let chosen = AttentionKernels { fused, ..separate };
+    // The products' own kernel choices first: the tuner measures one thing at a time (see `choose_gemm`).
+    let _ =
+        attention_forward_with(gpu, AttentionKernels { gemm: true, ..separate }, out, preatt, att, inp, b, t, c, nh);
+    let gemm = choose_gemm(gpu, "forward", chosen, b, t, c, nh, time);
+    let k = AttentionKernels { gemm, fused: fused && !gemm, ..chosen };
+    attention_forward_with(gpu, k, out, preatt, att, inp, b, t, c, nh)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -237,6 +384,7 @@ pub fn attention_forward_with(
     c: usize,
     nh: usize,
 ) -> Vec<Dispatch> {
+    assert!(!(k.fused && k.gemm), "attention_forward: the GEMM products and the fused kernel are two forms, not one");
     if k.fused {
         assert!(t <= FUSED_MAX_T, "attention_forward: the fused kernel takes T <= {FUSED_MAX_T}, not {t}");
         let rows = Grid::Rows(b * nh * t);
@@ -245,6 +393,14 @@ pub fn attention_forward_with(
         } else {
             dispatch(gpu, "attention_fused", b, t, c, nh, rows, &[(26, inp), (27, att), (28, out)])
         }];
+    }
+    if k.gemm {
+        let g = HeadGemms { b, t, c, nh };
+        return vec![
+            g.scores(gpu, preatt, inp),
+            softmax(gpu, k.softmax, att, preatt, b, t, c, nh),
+            g.values(gpu, out, att, inp),
+        ];
     }
     vec![
         scores(gpu, k.x4, preatt, inp, b, t, c, nh),
@@ -273,13 +429,19 @@ pub fn attention_backward(
     let form = choose_form(gpu, "backward", rows, t, dpreatt.len, |form, out| {
         softmax_backward(gpu, form, out, att, datt, b, t, c, nh)
     });
-    let separate = AttentionKernels { softmax: form, x4: choose_x4(gpu, inp, att, b, t, c, nh), fused: false };
-    let fused = choose_fused(gpu, "backward", separate, b, t, c, nh, |k| {
+    let x4 = choose_x4(gpu, inp, att, b, t, c, nh);
+    let separate = AttentionKernels { softmax: form, x4, fused: false, gemm: false };
+    let time = |k: AttentionKernels| {
         let z = |what: &str, n: usize| Tensor::zeros(gpu, what, n).ok();
         let (di, dp, da) = (z("tune dinp", b * t * 3 * c)?, z("tune dpreatt", att.len)?, z("tune datt", att.len)?);
         time_all(gpu, &attention_backward_with(gpu, k, &di, &dp, &da, dout, inp, att, b, t, c, nh))
-    });
-    let k = AttentionKernels { fused, ..separate };
+    };
+    let fused = choose_fused(gpu, "backward", separate, b, t, c, nh, time);
+    let chosen = AttentionKernels { fused, ..separate };
+    let gemm_form = AttentionKernels { gemm: true, ..separate };
+    let _ = attention_backward_with(gpu, gemm_form, dinp, dpreatt, datt, dout, inp, att, b, t, c, nh);
+    let gemm = choose_gemm(gpu, "backward", chosen, b, t, c, nh, time);
+    let k = AttentionKernels { gemm, fused: fused && !gemm, ..chosen };
     attention_backward_with(gpu, k, dinp, dpreatt, datt, dout, inp, att, b, t, c, nh)
 }
 
@@ -321,6 +483,18 @@ pub fn attention_backward_with(
     c: usize,
     nh: usize,
 ) -> Vec<Dispatch> {
+    if k.gemm {
+        assert!(!k.fused, "attention_backward: the GEMM products and the fused kernels are two forms, not one");
+        let g = HeadGemms { b, t, c, nh };
+        let [dq, dk, dv] = g.dqkv(gpu, dinp, dpreatt, att, dout, inp);
+        return vec![
+            g.datt(gpu, datt, dout, inp),
+            softmax_backward(gpu, k.softmax, dpreatt, att, datt, b, t, c, nh),
+            dq,
+            dk,
+            dv,
+        ];
+    }
     let datt_bindings = [(8, inp), (9, dout), (10, datt)];
     let dqkv_bindings = [(14, inp), (15, att), (16, dpreatt), (17, dout), (18, dinp)];
     let x4_heads = k.x4 && (c / nh).is_multiple_of(4);

@@ -1,5 +1,6 @@
-//! Dispatches of `shaders/matmul.wgsl`: a batched, strided GEMM (six kernels, `MatmulKernel`, chosen per shape by
-//! measurement on the adapter in hand: `choose_kernel`) and the linear layer built on it, `matmul_forward` /
+//! Dispatches of `shaders/matmul.wgsl`: a batched, strided GEMM (nine kernels, `MatmulKernel`, chosen per shape by
+//! measurement on the adapter in hand: `choose_kernel`; batches may come in groups, and causal attention's products
+//! say where their zeros are: `GemmDims::grouped`, `CAUSAL_*`) and the linear layer built on it, `matmul_forward` /
 //! `matmul_backward` (llm.c's names), also with a GELU in the product's epilogue (`matmul_forward_gelu`,
 //! `matmul_backward_gelu`: a GPT MLP's two layers without separate GELU dispatches).
 //!
@@ -14,7 +15,7 @@ use crate::gpu::{Dispatch, Gpu, Tensor};
 const SHADER: &str = "matmul";
 const SRC: &str = include_str!("../../shaders/matmul.wgsl");
 /// The subgroup kernels use matmul.wgsl's parameters, bindings and epilogue, so their module is both files; it is
-/// compiled only on devices with subgroups (`MatmulKernel::Subgroup`).
+/// compiled only on devices with subgroups (`MatmulKernel::Subgroup`, `MatmulKernel::SubgroupRows`).
 const SHADER_SUBGROUP: &str = "matmul_subgroup";
 pub(crate) const SRC_SUBGROUP: &str =
     concat!(include_str!("../../shaders/matmul.wgsl"), include_str!("../../shaders/matmul_subgroup.wgsl"));
@@ -42,12 +43,16 @@ pub enum MatmulKernel {
     /// For CPU adapters with subgroups: a 16x8 block per invocation whose rows of A the 8 lanes of a subgroup load
     /// once between them and share by subgroupBroadcast (same requirements as Vec4, and see `available`).
     Subgroup,
+    /// For CPU adapters with subgroups and products with few columns (attention's per-head (T, T) @ (T, HS)): lanes
+    /// across rows, 8 rows x 16 columns each, B's rows shared by subgroupBroadcast; A not transposed or A^T, B
+    /// row-major (see `supports`), and see `available`.
+    SubgroupRows,
     /// For GPUs: 128x128 output tile per workgroup of 256 invocations, 8x8 outputs per invocation.
     Tile128,
 }
 
 impl MatmulKernel {
-    pub const ALL: [MatmulKernel; 8] = [
+    pub const ALL: [MatmulKernel; 9] = [
         MatmulKernel::Naive,
         MatmulKernel::Tiled16,
         MatmulKernel::Blocked64,
@@ -55,6 +60,7 @@ impl MatmulKernel {
         MatmulKernel::Vec4,
         MatmulKernel::Vec8,
         MatmulKernel::Subgroup,
+        MatmulKernel::SubgroupRows,
         MatmulKernel::Tile128,
     ];
 
@@ -67,6 +73,7 @@ impl MatmulKernel {
             MatmulKernel::Vec4 => "vec4",
             MatmulKernel::Vec8 => "vec8",
             MatmulKernel::Subgroup => "subgroup",
+            MatmulKernel::SubgroupRows => "subgroup_rows",
             MatmulKernel::Tile128 => "tile128",
         }
     }
@@ -80,6 +87,7 @@ impl MatmulKernel {
     pub fn supports(self, dims: &GemmDims) -> bool {
         match self {
             MatmulKernel::Vec4 | MatmulKernel::Vec8 | MatmulKernel::Subgroup => vec4_variant(dims).is_some(),
+            MatmulKernel::SubgroupRows => matches!(vec4_variant(dims), Some(Vec4Variant::NN | Vec4Variant::TN)),
             _ => true,
         }
     }
@@ -89,9 +97,13 @@ impl MatmulKernel {
     /// Vec4's (`subgroup_probe`), because how lanes map onto a workgroup is the one thing no limit states.
     pub fn available(self, gpu: &Gpu) -> bool {
         match self {
-            MatmulKernel::Subgroup => {
+            MatmulKernel::Subgroup | MatmulKernel::SubgroupRows => {
                 gpu.info.subgroup_min_size.is_some_and(|s| s >= 8)
-                    && gpu.probe("matmul subgroup", SRC_SUBGROUP, || subgroup_probe(gpu))
+                    && gpu.probe(
+                        if self == MatmulKernel::Subgroup { "matmul subgroup" } else { "matmul subgroup_rows" },
+                        SRC_SUBGROUP,
+                        || subgroup_probe(gpu, self),
+                    )
             }
             _ => true,
         }
@@ -99,7 +111,7 @@ impl MatmulKernel {
 
     fn module(self) -> (&'static str, &'static str) {
         match self {
-            MatmulKernel::Subgroup => (SHADER_SUBGROUP, SRC_SUBGROUP),
+            MatmulKernel::Subgroup | MatmulKernel::SubgroupRows => (SHADER_SUBGROUP, SRC_SUBGROUP),
             _ => (SHADER, SRC),
         }
     }
@@ -128,6 +140,11 @@ impl MatmulKernel {
                 Some(Vec4Variant::TN) => "gemm_sgtn",
                 None => panic!("gemm: the subgroup kernel cannot compute {dims:?} (see MatmulKernel::supports)"),
             },
+            MatmulKernel::SubgroupRows => match vec4_variant(dims) {
+                Some(Vec4Variant::NN) => "gemm_srnn",
+                Some(Vec4Variant::TN) => "gemm_srtn",
+                _ => panic!("gemm: the subgroup-rows kernel cannot compute {dims:?} (see MatmulKernel::supports)"),
+            },
             MatmulKernel::Tile128 => "gemm_tile128",
         }
     }
@@ -140,6 +157,7 @@ impl MatmulKernel {
             MatmulKernel::Vec4 => (4, 128),
             MatmulKernel::Vec8 => (8, 256),
             MatmulKernel::Subgroup => (16, 128),
+            MatmulKernel::SubgroupRows => (64, 16),
             MatmulKernel::Tile128 => (128, 128),
         }
     }
@@ -151,7 +169,9 @@ impl MatmulKernel {
             MatmulKernel::Tiled16 => [5, 6, 7, 8, 32],
             MatmulKernel::Blocked64 => [9, 10, 11, 12, 33],
             MatmulKernel::Skinny8 => [15, 16, 17, 18, 35],
-            MatmulKernel::Vec4 | MatmulKernel::Vec8 | MatmulKernel::Subgroup => [19, 20, 21, 22, 36],
+            MatmulKernel::Vec4 | MatmulKernel::Vec8 | MatmulKernel::Subgroup | MatmulKernel::SubgroupRows => {
+                [19, 20, 21, 22, 36]
+            }
             MatmulKernel::Tile128 => [23, 24, 25, 26, 37],
         }
     }
@@ -169,10 +189,11 @@ enum Vec4Variant {
 /// 4, and the other offsets and strides of A and B multiples of 4 (so every vec4 load is aligned).
 fn vec4_variant(d: &GemmDims) -> Option<Vec4Variant> {
     let q = |x: usize| x.is_multiple_of(4);
-    let a_rows = d.a.col == 1 && q(d.a.offset) && q(d.a.row) && q(d.a.batch) && q(d.k); // A (M, K) row-major
-    let a_cols = d.a.row == 1 && q(d.a.offset) && q(d.a.col) && q(d.a.batch) && q(d.m); // A stored (K, M)
-    let b_rows = d.b.col == 1 && q(d.b.offset) && q(d.b.row) && q(d.b.batch) && q(d.n); // B (K, N) row-major
-    let b_cols = d.b.row == 1 && q(d.b.offset) && q(d.b.col) && q(d.b.batch) && q(d.k); // B stored (N, K)
+    let starts = |l: &MatrixLayout| q(l.offset) && q(l.batch) && q(l.inner); // every batch's matrix 4-aligned
+    let a_rows = d.a.col == 1 && starts(&d.a) && q(d.a.row) && q(d.k); // A (M, K) row-major
+    let a_cols = d.a.row == 1 && starts(&d.a) && q(d.a.col) && q(d.m); // A stored (K, M)
+    let b_rows = d.b.col == 1 && starts(&d.b) && q(d.b.row) && q(d.n); // B (K, N) row-major
+    let b_cols = d.b.row == 1 && starts(&d.b) && q(d.b.col) && q(d.k); // B stored (N, K)
     if d.m == 0 || d.n == 0 || d.k == 0 {
         return None;
     }
@@ -193,29 +214,32 @@ fn vec4_variant(d: &GemmDims) -> Option<Vec4Variant> {
 pub const DEFAULT_KERNEL: MatmulKernel = MatmulKernel::Blocked64;
 
 /// Where a matrix lives inside its tensor, in elements: element (b, row, col) is at
-/// `offset + b * batch + row * row_stride + col * col_stride`.
+/// `offset + b * batch + row * row_stride + col * col_stride`; in a product whose batches come in groups
+/// (`GemmDims::inner` > 1), at `offset + (b / inner) * batch + (b % inner) * self.inner + ...`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MatrixLayout {
     pub offset: usize,
     pub row: usize,
     pub col: usize,
     pub batch: usize,
+    /// The stride between the batches of a group (0 where batches are not grouped).
+    pub inner: usize,
 }
 
 impl MatrixLayout {
     /// A (rows, cols) matrix stored row by row; batches packed one after another.
     pub fn row_major(rows: usize, cols: usize) -> MatrixLayout {
-        MatrixLayout { offset: 0, row: cols, col: 1, batch: rows * cols }
+        MatrixLayout { offset: 0, row: cols, col: 1, batch: rows * cols, inner: 0 }
     }
 
     /// A (rows, cols) matrix stored column by column, i.e. its transpose (cols, rows) stored row by row.
     pub fn col_major(rows: usize, cols: usize) -> MatrixLayout {
-        MatrixLayout { offset: 0, row: 1, col: rows, batch: rows * cols }
+        MatrixLayout { offset: 0, row: 1, col: rows, batch: rows * cols, inner: 0 }
     }
 
     /// General strides.
     pub fn strided(row: usize, col: usize, batch: usize) -> MatrixLayout {
-        MatrixLayout { offset: 0, row, col, batch }
+        MatrixLayout { offset: 0, row, col, batch, inner: 0 }
     }
 
     /// The same layout starting `offset` elements into the tensor.
@@ -223,12 +247,30 @@ impl MatrixLayout {
         MatrixLayout { offset, ..self }
     }
 
-    /// The largest element index a (batch, rows, cols) matrix touches (None when it is empty).
+    /// The same layout with batches in groups (see `GemmDims::grouped`): the batches of a group lie `inner` apart,
+    /// the groups `batch` apart.
+    pub fn grouped(self, inner: usize) -> MatrixLayout {
+        MatrixLayout { inner, ..self }
+    }
+
+    /// The largest element index a (batch, rows, cols) matrix touches (None when it is empty), batches ungrouped.
     pub fn max_index(&self, batch: usize, rows: usize, cols: usize) -> Option<usize> {
+        self.max_index_grouped(batch, 1, rows, cols)
+    }
+
+    /// `max_index` for batches in groups of `inner` (`batch` a multiple of it).
+    pub fn max_index_grouped(&self, batch: usize, inner: usize, rows: usize, cols: usize) -> Option<usize> {
         if batch == 0 || rows == 0 || cols == 0 {
             return None;
         }
-        Some(self.offset + (batch - 1) * self.batch + (rows - 1) * self.row + (cols - 1) * self.col)
+        let (groups, inner) = (batch.div_ceil(inner), inner.min(batch));
+        Some(
+            self.offset
+                + (groups - 1) * self.batch
+                + (inner - 1) * self.inner
+                + (rows - 1) * self.row
+                + (cols - 1) * self.col,
+        )
     }
 }
 
@@ -249,7 +291,20 @@ pub struct GemmDims {
     /// The bias's batch stride: 0 adds the same bias (length N) to every batch; replicated linear layers give each
     /// batch its own.
     pub bias_batch: usize,
+    /// Batches come in groups of `inner` (1: ungrouped): batch b is group b / inner, member b % inner, and each
+    /// layout's `inner` stride separates the members of a group. Attention's per-head products are grouped by
+    /// sequence (B groups of NH heads), since head h of sequence b starts at b * T * 3C + h * HS.
+    pub inner: usize,
+    /// Causal attention's products: `CAUSAL_C`, `CAUSAL_A_LOWER`, `CAUSAL_A_UPPER` bits (0: a plain product).
+    pub causal: u32,
 }
+
+/// C(m, n) for n > m is written as 0 (attention's scores above the diagonal), whatever alpha, beta and the bias.
+pub const CAUSAL_C: u32 = 1;
+/// The caller promises A(m, k) = 0 for k > m; kernels may skip those terms (the sums are the same).
+pub const CAUSAL_A_LOWER: u32 = 2;
+/// The caller promises A(m, k) = 0 for k < m; kernels may skip those terms.
+pub const CAUSAL_A_UPPER: u32 = 4;
 
 impl GemmDims {
     /// C (M, N) = A (M, K) @ B (K, N), all row-major and contiguous, batch 1, alpha 1, beta 0.
@@ -265,6 +320,8 @@ impl GemmDims {
             alpha: 1.0,
             beta: 0.0,
             bias_batch: 0,
+            inner: 1,
+            causal: 0,
         }
     }
 
@@ -304,6 +361,16 @@ impl GemmDims {
         GemmDims { bias_batch: stride, ..self }
     }
 
+    /// Batches in groups of `inner` (see the field); the layouts' `inner` strides say where a group's members lie.
+    pub fn grouped(self, inner: usize) -> GemmDims {
+        GemmDims { inner, ..self }
+    }
+
+    /// Adds the `CAUSAL_*` bits `bits`.
+    pub fn causal(self, bits: u32) -> GemmDims {
+        GemmDims { causal: self.causal | bits, ..self }
+    }
+
     /// beta = 1: add the product onto C (backward passes).
     pub fn accumulate(self) -> GemmDims {
         GemmDims { beta: 1.0, ..self }
@@ -311,8 +378,14 @@ impl GemmDims {
 
     /// Panic with a readable message unless every element the product touches lies inside the given lengths.
     pub fn check(&self, c_len: usize, a_len: usize, b_len: usize) {
+        assert!(
+            self.inner >= 1 && self.batch.is_multiple_of(self.inner),
+            "gemm: batch {} is not made of whole groups of {}: {self:?}",
+            self.batch,
+            self.inner
+        );
         let fits = |what: &str, l: &MatrixLayout, rows: usize, cols: usize, len: usize| {
-            if let Some(max) = l.max_index(self.batch, rows, cols) {
+            if let Some(max) = l.max_index_grouped(self.batch, self.inner, rows, cols) {
                 assert!(
                     max < len,
                     "gemm: {what} ({rows}x{cols}, batch {}) reaches element {max} of a tensor of {len}: {self:?}",
@@ -351,7 +424,10 @@ struct Params {
     splits: u32,
     k_chunk: u32,
     act: u32,
-    _pad: u32,
+    causal: u32,
+    inner: u32,
+    /// The `inner` strides of A, B and C.
+    inner_strides: [u32; 3],
 }
 
 fn u(x: usize, what: &str) -> u32 {
@@ -378,7 +454,13 @@ fn params(dims: &GemmDims, has_bias: bool) -> Params {
         splits: 1,
         k_chunk: u(dims.k, "K"),
         act: 0,
-        _pad: 0,
+        causal: dims.causal,
+        inner: u(dims.inner, "inner"),
+        inner_strides: [
+            u(dims.a.inner, "A's inner stride"),
+            u(dims.b.inner, "B's inner stride"),
+            u(dims.c.inner, "C's inner stride"),
+        ],
     }
 }
 
@@ -457,7 +539,7 @@ fn gemm_act_dispatch(
     // Without a bias the entry point still declares the binding; A stands in (read-only, never read).
     let bias = bias.unwrap_or(a);
     assert!(
-        kernel != MatmulKernel::Subgroup || gpu.info.subgroup_min_size.is_some(),
+        !matches!(kernel, MatmulKernel::Subgroup | MatmulKernel::SubgroupRows) || gpu.info.subgroup_min_size.is_some(),
         "gemm: the subgroup kernel needs a device with subgroups (see MatmulKernel::available)"
     );
     let (shader, src) = kernel.module();
@@ -511,6 +593,7 @@ fn gemm_candidates(gpu: &Gpu, dims: &GemmDims, extra: &[MatmulKernel]) -> Vec<&'
         MatmulKernel::Vec4,
         MatmulKernel::Vec8,
         MatmulKernel::Subgroup,
+        MatmulKernel::SubgroupRows,
         MatmulKernel::Skinny8,
         MatmulKernel::Blocked64,
         MatmulKernel::Tile128,
@@ -536,20 +619,21 @@ fn shape_key(dims: &GemmDims) -> String {
         }
     };
     format!(
-        "{}x{}x{} {}{}{}{}",
+        "{}x{}x{} {}{}{}{}{}",
         dims.m,
         dims.n,
         dims.k,
         layout(&dims.a),
         layout(&dims.b),
         if vec4_variant(dims).is_some() { " v4" } else { "" },
-        if dims.beta != 0.0 { " acc" } else { "" }
+        if dims.beta != 0.0 { " acc" } else { "" },
+        if dims.causal != 0 { format!(" causal{}", dims.causal) } else { String::new() }
     )
 }
 
 /// Seconds per run of `kernel` on scratch buffers shaped like `dims` (batch 1), or None if they cannot be made.
 fn time_gemm(gpu: &Gpu, kernel: MatmulKernel, dims: &GemmDims, has_bias: bool) -> Option<f64> {
-    let d = GemmDims { batch: 1, ..*dims };
+    let d = GemmDims { batch: 1, inner: 1, ..*dims };
     let len = |l: &MatrixLayout, r: usize, c: usize| l.max_index(1, r, c).map_or(1, |i| i + 1);
     let a = Tensor::zeros(gpu, "tune a", len(&d.a, d.m, d.k)).ok()?;
     let b = Tensor::zeros(gpu, "tune b", len(&d.b, d.k, d.n)).ok()?;
@@ -559,10 +643,11 @@ fn time_gemm(gpu: &Gpu, kernel: MatmulKernel, dims: &GemmDims, has_bias: bool) -
     crate::gpu::tune::time_dispatch(gpu, &dispatch)
 }
 
-/// Whether the subgroup kernel computes what Vec4 computes on this device, on products that cover its three variants
-/// and its edges (rows and columns past M and N inside a block, two workgroups across N): the check behind
-/// `MatmulKernel::available`. Run once per device; false also when the device cannot run the products.
-fn subgroup_probe(gpu: &Gpu) -> bool {
+/// Whether a subgroup kernel (Subgroup or SubgroupRows) computes what Vec4 computes on this device, on products that
+/// cover its variants and its edges (rows and columns past M and N inside a block, two workgroups across N, or, for
+/// the rows kernel, across M): the check behind `MatmulKernel::available`. Run once per device and kernel; false also
+/// when the device cannot run the products.
+fn subgroup_probe(gpu: &Gpu, kernel: MatmulKernel) -> bool {
     #[cfg(target_arch = "wasm32")]
     {
         let _ = gpu;
@@ -574,11 +659,19 @@ fn subgroup_probe(gpu: &Gpu) -> bool {
         if gpu.errors_pending() {
             return false;
         }
-        let cases = [
-            GemmDims::new(24, 136, 12).scaled(1.0, 0.5),
-            GemmDims::new(19, 36, 8).transpose_b(),
-            GemmDims::new(20, 140, 7).transpose_a(),
-        ];
+        let cases = if kernel == MatmulKernel::SubgroupRows {
+            vec![
+                GemmDims::new(70, 20, 12).scaled(1.0, 0.5),
+                GemmDims::new(9, 36, 8),
+                GemmDims::new(76, 24, 7).transpose_a(),
+            ]
+        } else {
+            vec![
+                GemmDims::new(24, 136, 12).scaled(1.0, 0.5),
+                GemmDims::new(19, 36, 8).transpose_b(),
+                GemmDims::new(20, 140, 7).transpose_a(),
+            ]
+        };
         cases.into_iter().enumerate().all(|(i, d)| {
             let len = |l: &MatrixLayout, r: usize, c: usize| l.max_index(d.batch, r, c).map_or(1, |x| x + 1);
             let data = |seed: u64, n: usize| {
@@ -604,7 +697,7 @@ fn subgroup_probe(gpu: &Gpu) -> bool {
                 gpu.check()?;
                 tc.to_vec(gpu)
             };
-            match (run(MatmulKernel::Subgroup), run(MatmulKernel::Vec4)) {
+            match (run(kernel), run(MatmulKernel::Vec4)) {
                 (Ok(got), Ok(want)) => got.iter().zip(&want).all(|(g, w)| (g - w).abs() <= 1e-4 * w.abs().max(1.0)),
                 _ => false,
             }
@@ -1019,7 +1112,7 @@ fn choose_weight_grad(gpu: &Gpu, dims: &GemmDims) -> Option<MatmulKernel> {
     candidates.push(SPLIT_K);
     let key = format!("{} dweight", shape_key(dims));
     let name = gpu.tuner.choose("matmul", &key, &candidates, |name| {
-        let d = GemmDims { batch: 1, ..*dims };
+        let d = GemmDims { batch: 1, inner: 1, ..*dims };
         let len = |l: &MatrixLayout, r: usize, c: usize| l.max_index(1, r, c).map_or(1, |i| i + 1);
         let a = Tensor::zeros(gpu, "tune a", len(&d.a, d.m, d.k)).ok()?;
         let b = Tensor::zeros(gpu, "tune b", len(&d.b, d.k, d.n)).ok()?;
