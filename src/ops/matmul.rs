@@ -650,7 +650,7 @@ fn time_gemm(gpu: &Gpu, kernel: MatmulKernel, dims: &GemmDims, has_bias: bool) -
 fn subgroup_probe(gpu: &Gpu, kernel: MatmulKernel) -> bool {
     #[cfg(target_arch = "wasm32")]
     {
-        let _ = gpu;
+        let _ = (gpu, kernel);
         false // wgpu offers no subgroups in a browser, so this is never asked there
     }
     #[cfg(not(target_arch = "wasm32"))]
