@@ -227,16 +227,16 @@ fn gemm_sgtn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// gemm_srnn / gemm_srtn ("subgroup rows"): for products with few columns, such as attention's per-head products
-// (T, T) @ (T, HS) with HS of 16 to 64, where the kernels above would leave most lanes of a workgroup on clamped
-// columns past N. Here the lanes run across rows: each invocation owns 8 rows x 16 columns (vec8's accumulators and
-// step), a workgroup of 8 (one subgroup) 64 rows x the same 16 columns. Each lane loads its own rows of A; B's 16
-// columns at 4 k (16 vec4s, the same for every lane) are loaded 2 per lane and shared by subgroupBroadcast. Per 4 k a
-// lane loads 10 vec4s (12 in srtn) for 128 vec4 multiply-adds, as in gemm_sgnn.
-//   srnn: A (M, K) row-major, B (K, N) row-major; srtn: A stored as A^T (K, M). (B^T has no form here: products with
-//   B^T, like attention's scores, have T columns and suit the kernels above.)
+// gemm_srnn / gemm_srnt / gemm_srtn ("subgroup rows"): for attention's per-head products, with few columns ((T, T) @
+// (T, HS), HS of 16 to 64, where the kernels above would leave most lanes of a workgroup on clamped columns past N)
+// or a short K (q k^T, K = HS). Here the lanes run across rows: each invocation owns 8 rows x 16 columns (vec8's
+// accumulators and step), a workgroup of 8 (one subgroup) 64 rows x the same 16 columns. Each lane loads its own rows
+// of A; B's 16 columns at 4 k (16 vec4s, the same for every lane) are loaded 2 per lane and shared by
+// subgroupBroadcast. Per 4 k a lane loads 10 vec4s (12 in srtn) for 128 vec4 multiply-adds, as in gemm_sgnn.
+//   srnn: A (M, K) row-major, B (K, N) row-major; srnt: B stored as B^T (N, K); srtn: A stored as A^T (K, M).
 // Causal products (`p.causal`, see matmul.wgsl): where A is triangular the k loop covers only the workgroup's
-// non-zero part of it, the same sums since the skipped terms are products with exact zeros.
+// non-zero part of it (the same sums: the skipped terms are products with exact zeros), and where C is causal a
+// workgroup entirely above the diagonal only stores its zeros.
 // grid: (ceil(N / 16), ceil(M / 64), batch), workgroup 8.
 
 // The k range [k_lo, k_hi) the workgroup of rows [mw, mw + 64) must sum over: all of K unless A is triangular.
@@ -314,6 +314,59 @@ fn gemm_srtn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
             acc = v8_step(acc, u1.x, u1.y, u1.z, u1.w, v1.x, v1.y, v1.z, v1.w, subgroupBroadcast(y, 4u),
                           subgroupBroadcast(y, 5u), subgroupBroadcast(y, 6u), subgroupBroadcast(y, 7u));
         }
+    }
+    if (m0 < p.m) {
+        v8_store_block(bt, m0, n0, acc);
+    }
+}
+
+// gemm_srnt: B stored as B^T (N, K), attention's scores (q k^T) and datt (dout v^T). Lane l loads B^T's rows (output
+// columns) n0 + l and n0 + 8 + l, 4 k at a time, and every lane takes the 16 columns' vec4s by broadcast. Where C is
+// causal (CAUSAL_C), a workgroup whose columns all lie above its rows' diagonal (n0 > its last row) skips the sum and
+// only stores its zeros.
+@compute @workgroup_size(8)
+fn gemm_srnt(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(subgroup_invocation_id) lane: u32) {
+    let n0 = wid.x * 16u;
+    let mw = wid.y * 64u;
+    let m0 = mw + lid.x * 8u;
+    let bt = wid.z;
+    let a0 = v4_a_row(bt, m0); let a1 = v4_a_row(bt, m0 + 1u); let a2 = v4_a_row(bt, m0 + 2u);
+    let a3 = v4_a_row(bt, m0 + 3u); let a4 = v4_a_row(bt, m0 + 4u); let a5 = v4_a_row(bt, m0 + 5u);
+    let a6 = v4_a_row(bt, m0 + 6u); let a7 = v4_a_row(bt, m0 + 7u);
+    let l = lane & 7u;
+    let bb = b_start(bt);
+    let lo_row = v8_bt_row(bb, n0 + l);
+    let hi_row = v8_bt_row(bb, n0 + 8u + l);
+    var k4s = p.k / 4u;
+    if ((p.causal & CAUSAL_C) != 0u && n0 > mw + 63u) { k4s = 0u; }
+    var acc = V8Acc();
+    for (var k4 = 0u; k4 < k4s; k4++) {
+        let x0 = v4_a[a0 + k4]; let x1 = v4_a[a1 + k4]; let x2 = v4_a[a2 + k4]; let x3 = v4_a[a3 + k4];
+        let x4 = v4_a[a4 + k4]; let x5 = v4_a[a5 + k4]; let x6 = v4_a[a6 + k4]; let x7 = v4_a[a7 + k4];
+        let lo = v4_b[lo_row + k4];
+        let hi = v4_b[hi_row + k4];
+        // Column c's 4 k: w<c>.
+        let w0 = subgroupBroadcast(lo, 0u); let w1 = subgroupBroadcast(lo, 1u);
+        let w2 = subgroupBroadcast(lo, 2u); let w3 = subgroupBroadcast(lo, 3u);
+        let w4 = subgroupBroadcast(lo, 4u); let w5 = subgroupBroadcast(lo, 5u);
+        let w6 = subgroupBroadcast(lo, 6u); let w7 = subgroupBroadcast(lo, 7u);
+        let w8 = subgroupBroadcast(hi, 0u); let w9 = subgroupBroadcast(hi, 1u);
+        let w10 = subgroupBroadcast(hi, 2u); let w11 = subgroupBroadcast(hi, 3u);
+        let w12 = subgroupBroadcast(hi, 4u); let w13 = subgroupBroadcast(hi, 5u);
+        let w14 = subgroupBroadcast(hi, 6u); let w15 = subgroupBroadcast(hi, 7u);
+        acc = v8_step(acc, x0.x, x1.x, x2.x, x3.x, x4.x, x5.x, x6.x, x7.x,
+                      vec4<f32>(w0.x, w1.x, w2.x, w3.x), vec4<f32>(w4.x, w5.x, w6.x, w7.x),
+                      vec4<f32>(w8.x, w9.x, w10.x, w11.x), vec4<f32>(w12.x, w13.x, w14.x, w15.x));
+        acc = v8_step(acc, x0.y, x1.y, x2.y, x3.y, x4.y, x5.y, x6.y, x7.y,
+                      vec4<f32>(w0.y, w1.y, w2.y, w3.y), vec4<f32>(w4.y, w5.y, w6.y, w7.y),
+                      vec4<f32>(w8.y, w9.y, w10.y, w11.y), vec4<f32>(w12.y, w13.y, w14.y, w15.y));
+        acc = v8_step(acc, x0.z, x1.z, x2.z, x3.z, x4.z, x5.z, x6.z, x7.z,
+                      vec4<f32>(w0.z, w1.z, w2.z, w3.z), vec4<f32>(w4.z, w5.z, w6.z, w7.z),
+                      vec4<f32>(w8.z, w9.z, w10.z, w11.z), vec4<f32>(w12.z, w13.z, w14.z, w15.z));
+        acc = v8_step(acc, x0.w, x1.w, x2.w, x3.w, x4.w, x5.w, x6.w, x7.w,
+                      vec4<f32>(w0.w, w1.w, w2.w, w3.w), vec4<f32>(w4.w, w5.w, w6.w, w7.w),
+                      vec4<f32>(w8.w, w9.w, w10.w, w11.w), vec4<f32>(w12.w, w13.w, w14.w, w15.w));
     }
     if (m0 < p.m) {
         v8_store_block(bt, m0, n0, acc);

@@ -697,8 +697,9 @@ fn should_match_reference_and_lone_layers_for_replicated_matmul() {
 
 /// Products over attention's (sequence, head) pairs: batches in groups (`GemmDims::grouped`, B groups of NH heads
 /// whose matrices lie HS apart inside each sequence's rows) with the causal bits: C's upper triangle written as 0,
-/// and A's zero triangle (lower or upper) that the subgroup-rows kernel skips. Shapes: T = 13 (no vec4 kernel
-/// applies), 68 (two 64-row workgroups of the rows kernel, the second with 4 rows), 36; HS 4 and 16; alpha, beta.
+/// and A's zero triangle (lower or upper) that the subgroup-rows kernel skips. Shapes: T = 13 (vec4 kernels only for
+/// the products with B^T), 68 (two 64-row workgroups of the rows kernel, the second with 4 rows, and column blocks
+/// past the first workgroup's diagonal), 36; HS 4 and 16; alpha, beta.
 fn grouped_causal_cases() -> Vec<GemmDims> {
     let mut cases = Vec::new();
     for &(b, t, nh, hs) in &[(2, 13, 3, 4), (2, 68, 2, 16), (1, 36, 3, 4)] {
@@ -787,9 +788,10 @@ fn should_match_reference_grouped_and_causal_products_with_every_kernel() {
             }
         }
     }
-    // On lavapipe the rows kernel (the one that skips A's zero triangle) must have run the aligned cases.
+    // On lavapipe the rows kernel (the one that skips zero triangles) must have run the aligned cases: all six at
+    // T = 68 and 36, and at T = 13 the two with B^T (their vec4 axes are K = HS and the q/k rows).
     if gpu.info.name.contains("llvmpipe") {
-        assert_eq!(rows_cases, 8, "subgroup_rows ran {rows_cases} of the grouped/causal cases");
+        assert_eq!(rows_cases, 14, "subgroup_rows ran {rows_cases} of the grouped/causal cases");
     }
 }
 
@@ -811,11 +813,12 @@ fn should_match_reference_gemm_subgroup_rows() {
         GemmDims::new(76, 24, 7).transpose_a(),     // TN: odd K (the last k pair's second half)
         GemmDims::new(12, 8, 1).transpose_a().accumulate(), // TN: K = 1, M = 12 (the second vec4 of 8 rows clamped)
         GemmDims::new(68, 32, 33).transpose_a().batched(2).scaled(0.5, 0.0), // TN: 4 rows in the second workgroup
+        GemmDims::new(66, 20, 12).transpose_b().scaled(1.0, 0.5), // NT: 2 rows in the second workgroup, 4 columns past 16
+        GemmDims::new(5, 36, 4).transpose_b().batched(2),         // NT: 5 rows, the third column block a quarter used
     ];
     for (i, d) in cases.into_iter().enumerate() {
         assert!(MatmulKernel::SubgroupRows.supports(&d), "subgroup_rows case not supported: {d:?}");
         run_gemm_case(&gpu, MatmulKernel::SubgroupRows, d, 900 + 10 * i as u64);
     }
-    // B stored transposed has no rows form.
-    assert!(!MatmulKernel::SubgroupRows.supports(&GemmDims::new(8, 8, 8).transpose_b()));
+    assert!(!MatmulKernel::SubgroupRows.supports(&GemmDims::new(4, 6, 8)));
 }

@@ -44,8 +44,8 @@ pub enum MatmulKernel {
     /// once between them and share by subgroupBroadcast (same requirements as Vec4, and see `available`).
     Subgroup,
     /// For CPU adapters with subgroups and products with few columns (attention's per-head (T, T) @ (T, HS)): lanes
-    /// across rows, 8 rows x 16 columns each, B's rows shared by subgroupBroadcast; A not transposed or A^T, B
-    /// row-major (see `supports`), and see `available`.
+    /// across rows, 8 rows x 16 columns each, B's rows (or B^T's) shared by subgroupBroadcast; same requirements as
+    /// Vec4, and see `available`.
     SubgroupRows,
     /// For GPUs: 128x128 output tile per workgroup of 256 invocations, 8x8 outputs per invocation.
     Tile128,
@@ -86,8 +86,9 @@ impl MatmulKernel {
     /// any product).
     pub fn supports(self, dims: &GemmDims) -> bool {
         match self {
-            MatmulKernel::Vec4 | MatmulKernel::Vec8 | MatmulKernel::Subgroup => vec4_variant(dims).is_some(),
-            MatmulKernel::SubgroupRows => matches!(vec4_variant(dims), Some(Vec4Variant::NN | Vec4Variant::TN)),
+            MatmulKernel::Vec4 | MatmulKernel::Vec8 | MatmulKernel::Subgroup | MatmulKernel::SubgroupRows => {
+                vec4_variant(dims).is_some()
+            }
             _ => true,
         }
     }
@@ -142,8 +143,9 @@ impl MatmulKernel {
             },
             MatmulKernel::SubgroupRows => match vec4_variant(dims) {
                 Some(Vec4Variant::NN) => "gemm_srnn",
+                Some(Vec4Variant::NT) => "gemm_srnt",
                 Some(Vec4Variant::TN) => "gemm_srtn",
-                _ => panic!("gemm: the subgroup-rows kernel cannot compute {dims:?} (see MatmulKernel::supports)"),
+                None => panic!("gemm: the subgroup-rows kernel cannot compute {dims:?} (see MatmulKernel::supports)"),
             },
             MatmulKernel::Tile128 => "gemm_tile128",
         }
@@ -663,6 +665,7 @@ fn subgroup_probe(gpu: &Gpu, kernel: MatmulKernel) -> bool {
             vec![
                 GemmDims::new(70, 20, 12).scaled(1.0, 0.5),
                 GemmDims::new(9, 36, 8),
+                GemmDims::new(66, 20, 12).transpose_b(),
                 GemmDims::new(76, 24, 7).transpose_a(),
             ]
         } else {
