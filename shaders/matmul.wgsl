@@ -599,7 +599,8 @@ fn v4_a_row(bt: u32, m: u32) -> u32 {
 }
 
 // Store the 4x8 block (acc[2 i + h] = row m0 + i, columns n0 + 4 h ..) in a loop the compiler cannot unroll, so the
-// epilogue's code appears twice instead of eight times (lavapipe compiles each vec4 kernel in about a third of the time).
+// epilogue's code appears twice instead of eight times (lavapipe compiles each vec4 kernel in about a third of the
+// time).
 fn v4_store_block(bt: u32, m0: u32, n0: u32, acc: array<vec4<f32>, 8>) {
     for (var i = 0u; i < min(4u, p.m - m0); i++) {
         v4_store(bt, m0 + i, n0, acc[2u * i]);
@@ -721,8 +722,9 @@ fn gemm_v4tn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
 // gemm_v8nn / gemm_v8nt / gemm_v8tn: the vec4 kernels above with an 8-row x 16-column block per invocation (128
 // accumulators, which spill on a CPU), so each loaded element serves twice the multiply-adds (5.3 per element of A
 // and B, against 2.7 for the 4x8 block). On lavapipe the loads cost more than the spilled accumulators: measured at
-// 1024^3 (nn), about 1.5x gemm_v4nn's GFLOP/s, while 8x8 and 4x16 blocks were slower than 4x8. Same requirements, bindings and edge handling as the vec4 kernels (`MatmulKernel::supports`):
-// rows past M and columns past N are clamped on load and masked on store.
+// 1024^3 (nn), about 1.5x gemm_v4nn's GFLOP/s, while 8x8 and 4x16 blocks were slower than 4x8. Same requirements,
+// bindings and edge handling as the vec4 kernels (`MatmulKernel::supports`): rows past M and columns past N are
+// clamped on load and masked on store.
 // grid: (ceil(N / 256), ceil(M / 8), batch), workgroup 16 (x 16 columns = 256 columns per workgroup).
 
 // The 8 x 16 block's accumulators: c[r][g] = row m0 + r, columns n0 + 4 g .. n0 + 4 g + 3.

@@ -51,7 +51,9 @@ fn backward(gpu: &Gpu, g: &Gpus, b: usize, t: usize, c: usize, nh: usize) -> Vec
 }
 
 /// Every kernel choice (separate: softmax by a workgroup or an invocation per row, products with one or 4 outputs per
-/// invocation; fused: scalar or vec4 loads), whatever the tuner would pick here.
+/// invocation; fused: scalar or vec4 loads; the products as grouped, causal GEMMs, each with the kernel the tuner picks
+/// for its shape, with either softmax), whatever the tuner would pick here. (Every GEMM kernel on such products:
+/// `tests/ops_matmul.rs`.)
 const FORMS: [ops::AttentionKernels; 8] = [
     ops::AttentionKernels { softmax: ops::SoftmaxForm::Workgroup, x4: false, fused: false, gemm: false },
     ops::AttentionKernels { softmax: ops::SoftmaxForm::Invocation, x4: false, fused: false, gemm: false },
