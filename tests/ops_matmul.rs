@@ -90,16 +90,22 @@ fn cpu_gemm(d: GemmDims) -> cpu::Gemm {
     }
 }
 
+/// C after `kernel`'s product on the GPU, C starting as `c0`.
+fn gemm_on_gpu(gpu: &Gpu, kernel: MatmulKernel, d: GemmDims, a: &[f32], b: &[f32], c0: &[f32]) -> Vec<f32> {
+    let (ta, tb, tc) = (upload(gpu, a), upload(gpu, b), upload(gpu, c0));
+    let mut plan = Plan::new();
+    plan.push(ops::gemm_with(gpu, kernel, &tc, &ta, &tb, d));
+    plan.submit(gpu);
+    tc.to_vec(gpu).unwrap()
+}
+
 fn run_gemm_case(gpu: &Gpu, kernel: MatmulKernel, d: GemmDims, seed: u64) {
     let (alen, blen, clen) =
         (extent(&d.a, d.batch, d.m, d.k), extent(&d.b, d.batch, d.k, d.n), extent(&d.c, d.batch, d.m, d.n));
     let a = randn(seed, alen, 1.0);
     let b = randn(seed + 1, blen, 1.0);
     let c0 = randn(seed + 2, clen, 1.0);
-    let (ta, tb, tc) = (upload(gpu, &a), upload(gpu, &b), upload(gpu, &c0));
-    let mut plan = Plan::new();
-    plan.push(ops::gemm_with(gpu, kernel, &tc, &ta, &tb, d));
-    plan.submit(gpu);
+    let got = gemm_on_gpu(gpu, kernel, d, &a, &b, &c0);
     let mut want = c0.clone();
     cpu::gemm(&mut want, &a, &b, cpu_gemm(d));
     let what = format!(
@@ -113,7 +119,7 @@ fn run_gemm_case(gpu: &Gpu, kernel: MatmulKernel, d: GemmDims, seed: u64) {
         d.beta
     );
     // Elements outside C's layout (padding) must be untouched: want keeps c0 there too.
-    assert_close(&what, &tc.to_vec(gpu).unwrap(), &want, 2e-4, 1e-4);
+    assert_close(&what, &got, &want, 2e-4, 1e-4);
 }
 
 #[test]
@@ -749,10 +755,7 @@ fn run_grouped_causal_case(gpu: &Gpu, kernel: MatmulKernel, d: GemmDims, seed: u
     }
     let b = randn(seed + 1, blen, 1.0);
     let c0 = randn(seed + 2, clen, 1.0);
-    let (ta, tb, tc) = (upload(gpu, &a), upload(gpu, &b), upload(gpu, &c0));
-    let mut plan = Plan::new();
-    plan.push(ops::gemm_with(gpu, kernel, &tc, &ta, &tb, d));
-    plan.submit(gpu);
+    let got = gemm_on_gpu(gpu, kernel, d, &a, &b, &c0);
     // The reference: each batch as its own ungrouped product at the offsets the grouping gives, then C's upper
     // triangle zeroed by hand.
     let mut want = c0.clone();
@@ -770,7 +773,7 @@ fn run_grouped_causal_case(gpu: &Gpu, kernel: MatmulKernel, d: GemmDims, seed: u
     }
     let what =
         format!("{} grouped/causal gemm {}x{}x{} batch {} causal {}", kernel.name(), d.m, d.n, d.k, d.batch, d.causal);
-    assert_close(&what, &tc.to_vec(gpu).unwrap(), &want, 2e-4, 1e-4);
+    assert_close(&what, &got, &want, 2e-4, 1e-4);
 }
 
 #[test]

@@ -60,6 +60,11 @@ pub struct AttentionKernels {
 /// Longest T the fused kernels take: a row's scores live in workgroup memory (8 KiB, the decode step's array).
 pub const FUSED_MAX_T: usize = DECODE_MAX_T;
 
+/// The tuner's key for a whole pass ("forward" / "backward") at this shape: BNHxTxHS, and whether the products are x4.
+fn pass_key(pass: &str, k: AttentionKernels, b: usize, t: usize, c: usize, nh: usize) -> String {
+    format!("{pass} {}x{t}x{}{}", b * nh, c / nh, if k.x4 { " x4" } else { "" })
+}
+
 /// Whether the tuner picks the fused form of `pass` ("forward" / "backward") at this shape, given the separate form
 /// `separate` (its own choices made), timed by `time(kernels)` (seconds, summed over the pass's dispatches).
 #[allow(clippy::too_many_arguments)]
@@ -76,7 +81,7 @@ fn choose_fused(
     if t > FUSED_MAX_T {
         return false;
     }
-    let key = format!("{pass} {}x{t}x{}{}", b * nh, c / nh, if separate.x4 { " x4" } else { "" });
+    let key = pass_key(pass, separate, b, t, c, nh);
     // "separate" first: the rule's (and the web's) choice, as before the fused kernels existed; on lavapipe the
     // fused forward measured 2-4.6x slower (most likely its barriers), on GPUs they save dispatches and scratch traffic.
     let name = gpu.tuner.choose("attention", &key, &["separate", "fused"], |k| {
@@ -101,7 +106,7 @@ fn choose_gemm(
     time: impl Fn(AttentionKernels) -> Option<f64>,
 ) -> bool {
     let form = if chosen.fused { "fused" } else { "separate" };
-    let key = format!("{pass} {}x{t}x{}{}", b * nh, c / nh, if chosen.x4 { " x4" } else { "" });
+    let key = pass_key(pass, chosen, b, t, c, nh);
     let name = gpu.tuner.choose("attention products", &key, &[form, "gemm"], |k| {
         time(AttentionKernels { gemm: k == "gemm", fused: chosen.fused && k != "gemm", ..chosen })
     });
