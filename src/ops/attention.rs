@@ -106,8 +106,9 @@ fn choose_gemm(
     time: impl Fn(AttentionKernels) -> Option<f64>,
 ) -> bool {
     let form = if chosen.fused { "fused" } else { "separate" };
-    let key = pass_key(pass, chosen, b, t, c, nh);
-    let name = gpu.tuner.choose("attention products", &key, &[form, "gemm"], |k| {
+    // Family "attention" (so DPO3D_KERNELS=attention=gemm forces it), a key of its own beside choose_fused's.
+    let key = format!("gemm {}", pass_key(pass, chosen, b, t, c, nh));
+    let name = gpu.tuner.choose("attention", &key, &[form, "gemm"], |k| {
         time(AttentionKernels { gemm: k == "gemm", fused: chosen.fused && k != "gemm", ..chosen })
     });
     name == "gemm"
