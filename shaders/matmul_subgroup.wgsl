@@ -372,3 +372,47 @@ fn gemm_srnt(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
         v8_store_block(bt, m0, n0, acc);
     }
 }
+
+// gemm_srxn: the subgroup-rows kernel with A read as scalars through its strides, for products whose A is not
+// 4-aligned (any layout of A, any M and K), like a GPT's LM head backward when the vocabulary is not a multiple of 4:
+// dinp = dlogits (BT, V) @ wte (V, C) and dwte = dlogits^T @ x, where the rows of dlogits start V floats apart. B is
+// row-major and 4-aligned as in srnn. Per 2 k a lane loads 16 scalars of A and one vec4 of B (its column group of row
+// k or k + 1, broadcast as in srtn) for 64 vec4 multiply-adds.
+@group(0) @binding(38) var<storage, read> sx_a: array<f32>;
+
+@compute @workgroup_size(8)
+fn gemm_srxn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(subgroup_invocation_id) lane: u32) {
+    let n0 = wid.x * 16u;
+    let mw = wid.y * 64u;
+    let m0 = mw + lid.x * 8u;
+    let bt = wid.z;
+    // Where this lane's 8 rows of A start (rows past M clamped to the last).
+    let ab = a_start(bt);
+    let last = p.m - 1u;
+    let r0 = ab + min(m0, last) * p.a_rs; let r1 = ab + min(m0 + 1u, last) * p.a_rs;
+    let r2 = ab + min(m0 + 2u, last) * p.a_rs; let r3 = ab + min(m0 + 3u, last) * p.a_rs;
+    let r4 = ab + min(m0 + 4u, last) * p.a_rs; let r5 = ab + min(m0 + 5u, last) * p.a_rs;
+    let r6 = ab + min(m0 + 6u, last) * p.a_rs; let r7 = ab + min(m0 + 7u, last) * p.a_rs;
+    let l = lane & 7u;
+    let bcol = (b_start(bt) + v4_col_group(n0 + 4u * (l & 3u))) / 4u;
+    let b_rs4 = p.b_rs / 4u;
+    let kr = sr_k_range(mw);
+    var acc = V8Acc();
+    for (var k = kr.x; k < kr.y; k += 2u) {
+        let y = v4_b[bcol + min(k + (l >> 2u), p.k - 1u) * b_rs4];
+        let ka = k * p.a_cs;
+        acc = v8_step(acc, sx_a[r0 + ka], sx_a[r1 + ka], sx_a[r2 + ka], sx_a[r3 + ka], sx_a[r4 + ka], sx_a[r5 + ka],
+                      sx_a[r6 + ka], sx_a[r7 + ka], subgroupBroadcast(y, 0u), subgroupBroadcast(y, 1u),
+                      subgroupBroadcast(y, 2u), subgroupBroadcast(y, 3u));
+        if (k + 1u < kr.y) {
+            let kb = ka + p.a_cs;
+            acc = v8_step(acc, sx_a[r0 + kb], sx_a[r1 + kb], sx_a[r2 + kb], sx_a[r3 + kb], sx_a[r4 + kb],
+                          sx_a[r5 + kb], sx_a[r6 + kb], sx_a[r7 + kb], subgroupBroadcast(y, 4u),
+                          subgroupBroadcast(y, 5u), subgroupBroadcast(y, 6u), subgroupBroadcast(y, 7u));
+        }
+    }
+    if (m0 < p.m) {
+        v8_store_block(bt, m0, n0, acc);
+    }
+}

@@ -703,12 +703,13 @@ fn should_match_reference_and_lone_layers_for_replicated_matmul() {
 
 /// Products over attention's (sequence, head) pairs: batches in groups (`GemmDims::grouped`, B groups of NH heads
 /// whose matrices lie HS apart inside each sequence's rows) with the causal bits: C's upper triangle written as 0,
-/// and A's zero triangle (lower or upper) that the subgroup-rows kernel skips. Shapes: T = 13 (vec4 kernels only for
-/// the products with B^T), 68 (two 64-row workgroups of the rows kernel, the second with 4 rows, and column blocks
-/// past the first workgroup's diagonal), 36; HS 4 and 16; alpha, beta.
+/// and A's zero triangle (lower or upper) that the subgroup-rows kernel skips. Shapes: T = 13 and 70 (vec4 kernels only
+/// for the products with B^T; the others by the rows kernel's scalar-A form, at T = 70 over two row workgroups), 68
+/// (two 64-row workgroups of the rows kernel, the second with 4 rows, and column blocks past the first workgroup's
+/// diagonal), 36; HS 4 and 16; alpha, beta.
 fn grouped_causal_cases() -> Vec<GemmDims> {
     let mut cases = Vec::new();
-    for &(b, t, nh, hs) in &[(2, 13, 3, 4), (2, 68, 2, 16), (1, 36, 3, 4)] {
+    for &(b, t, nh, hs) in &[(2, 13, 3, 4), (2, 68, 2, 16), (1, 36, 3, 4), (1, 70, 2, 4)] {
         let c = nh * hs;
         let c3 = 3 * c;
         let qkv = |slot: usize| MatrixLayout::strided(c3, 1, t * c3).grouped(hs).at(slot * c);
@@ -791,10 +792,10 @@ fn should_match_reference_grouped_and_causal_products_with_every_kernel() {
             }
         }
     }
-    // On lavapipe the rows kernel (the one that skips zero triangles) must have run the aligned cases: all six at
-    // T = 68 and 36, and at T = 13 the two with B^T (their vec4 axes are K = HS and the q/k rows).
+    // On lavapipe the rows kernel (the one that skips zero triangles) must have run all 24 cases: those with B^T in
+    // its vec4 form, the others in it (T = 68, 36) or in its scalar-A form (T = 13, 70: A's rows T floats apart).
     if gpu.info.name.contains("llvmpipe") {
-        assert_eq!(rows_cases, 14, "subgroup_rows ran {rows_cases} of the grouped/causal cases");
+        assert_eq!(rows_cases, 24, "subgroup_rows ran {rows_cases} of the grouped/causal cases");
     }
 }
 
@@ -818,6 +819,11 @@ fn should_match_reference_gemm_subgroup_rows() {
         GemmDims::new(68, 32, 33).transpose_a().batched(2).scaled(0.5, 0.0), // TN: 4 rows in the second workgroup
         GemmDims::new(66, 20, 12).transpose_b().scaled(1.0, 0.5), // NT: 2 rows in the second workgroup, 4 columns past 16
         GemmDims::new(5, 36, 4).transpose_b().batched(2),         // NT: 5 rows, the third column block a quarter used
+        // A not 4-aligned (gemm_srxn, A read as scalars): an LM head's backward with V = 19, dinp and dweight
+        GemmDims::new(24, 16, 19).accumulate(),
+        GemmDims::new(19, 16, 24).transpose_a().accumulate(),
+        GemmDims::new(70, 20, 13).with_a(MatrixLayout::strided(15, 1, 0).at(1)).batched(2), // offset 1, 2 row groups
+        GemmDims::new(9, 36, 1).scaled(0.5, 1.0),                                           // K = 1 (one k of a pair)
     ];
     for (i, d) in cases.into_iter().enumerate() {
         assert!(MatmulKernel::SubgroupRows.supports(&d), "subgroup_rows case not supported: {d:?}");

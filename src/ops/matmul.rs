@@ -44,8 +44,9 @@ pub enum MatmulKernel {
     /// once between them and share by subgroupBroadcast (same requirements as Vec4, and see `available`).
     Subgroup,
     /// For CPU adapters with subgroups and products with few columns (attention's per-head (T, T) @ (T, HS)): lanes
-    /// across rows, 8 rows x 16 columns each, B's rows (or B^T's) shared by subgroupBroadcast; same requirements as
-    /// Vec4, and see `available`.
+    /// across rows, 8 rows x 16 columns each, B's rows (or B^T's) shared by subgroupBroadcast; Vec4's requirements, or
+    /// any A with B row-major and 4-aligned (A read as scalars: an LM head's backward with a vocabulary that is not a
+    /// multiple of 4); and see `available`.
     SubgroupRows,
     /// For GPUs: 128x128 output tile per workgroup of 256 invocations, 8x8 outputs per invocation.
     Tile128,
@@ -86,9 +87,8 @@ impl MatmulKernel {
     /// any product).
     pub fn supports(self, dims: &GemmDims) -> bool {
         match self {
-            MatmulKernel::Vec4 | MatmulKernel::Vec8 | MatmulKernel::Subgroup | MatmulKernel::SubgroupRows => {
-                vec4_variant(dims).is_some()
-            }
+            MatmulKernel::Vec4 | MatmulKernel::Vec8 | MatmulKernel::Subgroup => vec4_variant(dims).is_some(),
+            MatmulKernel::SubgroupRows => vec4_variant(dims).is_some() || b_rows_aligned(dims),
             _ => true,
         }
     }
@@ -145,6 +145,7 @@ impl MatmulKernel {
                 Some(Vec4Variant::NN) => "gemm_srnn",
                 Some(Vec4Variant::NT) => "gemm_srnt",
                 Some(Vec4Variant::TN) => "gemm_srtn",
+                None if b_rows_aligned(dims) => "gemm_srxn",
                 None => panic!("gemm: the subgroup-rows kernel cannot compute {dims:?} (see MatmulKernel::supports)"),
             },
             MatmulKernel::Tile128 => "gemm_tile128",
@@ -164,9 +165,11 @@ impl MatmulKernel {
         }
     }
 
-    /// Storage binding numbers (a, b, c, bias, aux) of this kernel's entry point.
-    fn bindings(self) -> [u32; 5] {
+    /// Storage binding numbers (a, b, c, bias, aux) of this kernel's entry point for `dims`.
+    fn bindings(self, dims: &GemmDims) -> [u32; 5] {
         match self {
+            // gemm_srxn reads A as scalars
+            MatmulKernel::SubgroupRows if vec4_variant(dims).is_none() => [38, 20, 21, 22, 36],
             MatmulKernel::Naive => [1, 2, 3, 4, 31],
             MatmulKernel::Tiled16 => [5, 6, 7, 8, 32],
             MatmulKernel::Blocked64 => [9, 10, 11, 12, 33],
@@ -208,6 +211,21 @@ fn vec4_variant(d: &GemmDims) -> Option<Vec4Variant> {
     } else {
         None
     }
+}
+
+/// Whether B is row-major with every row 4-aligned (N, its row stride, offset and batch strides multiples of 4): what
+/// the subgroup-rows kernel needs of B when A is not aligned (`gemm_srxn`).
+fn b_rows_aligned(d: &GemmDims) -> bool {
+    let q = |x: usize| x.is_multiple_of(4);
+    d.m > 0
+        && d.n > 0
+        && d.k > 0
+        && d.b.col == 1
+        && q(d.b.offset)
+        && q(d.b.batch)
+        && q(d.b.inner)
+        && q(d.b.row)
+        && q(d.n)
 }
 
 /// The kernel `gemm` uses under `DPO3D_KERNELS=rule` and where nothing can be measured (wasm): the register-blocked
@@ -537,7 +555,7 @@ fn gemm_act_dispatch(
     let (tile_m, tile_n) = kernel.tile();
     let groups =
         [grid_dim(dims.n.div_ceil(tile_n), "N"), grid_dim(dims.m.div_ceil(tile_m), "M"), grid_dim(dims.batch, "batch")];
-    let [ba, bb, bc, bbias, baux] = kernel.bindings();
+    let [ba, bb, bc, bbias, baux] = kernel.bindings(&dims);
     // Without a bias the entry point still declares the binding; A stands in (read-only, never read).
     let bias = bias.unwrap_or(a);
     assert!(
@@ -667,6 +685,8 @@ fn subgroup_probe(gpu: &Gpu, kernel: MatmulKernel) -> bool {
                 GemmDims::new(9, 36, 8),
                 GemmDims::new(66, 20, 12).transpose_b(),
                 GemmDims::new(76, 24, 7).transpose_a(),
+                GemmDims::new(70, 20, 13).scaled(1.0, 0.5), // gemm_srxn: rows of A 13 floats apart
+                GemmDims::new(13, 24, 9).transpose_a(),     // gemm_srxn: A^T's rows 13 floats apart
             ]
         } else {
             vec![
@@ -700,7 +720,9 @@ fn subgroup_probe(gpu: &Gpu, kernel: MatmulKernel) -> bool {
                 gpu.check()?;
                 tc.to_vec(gpu)
             };
-            match (run(kernel), run(MatmulKernel::Vec4)) {
+            // Vec4 where it applies (the kernel these were derived from), else the naive kernel.
+            let reference = if MatmulKernel::Vec4.supports(&d) { MatmulKernel::Vec4 } else { MatmulKernel::Naive };
+            match (run(kernel), run(reference)) {
                 (Ok(got), Ok(want)) => got.iter().zip(&want).all(|(g, w)| (g - w).abs() <= 1e-4 * w.abs().max(1.0)),
                 _ => false,
             }
