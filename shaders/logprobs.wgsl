@@ -89,9 +89,9 @@ fn logprobs_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     }
 }
 
-// logprobs_backward: dlogits[i, j] += dlogps[i] * (1[j == targets[i]] - exp(logits[i, j] - lse[i]))
+// logprobs_backward: dlogits[i, j] = dlogps[i] * (1[j == targets[i]] - exp(logits[i, j] - lse[i])) (overwrites)
 // bindings: 5 logits (N, V) read, 6 lse (N) read, 7 targets (N) u32 read, 8 dlogps (N) read,
-//   9 dlogits (N, V) read_write.
+//   9 dlogits (N, V) write.
 // grid: one thread per element of (N, V), workgroup 256, grid_1d(N*V, 256); element = gid.x + gid.y * nwg.x * 256.
 @group(0) @binding(5) var<storage, read> lpb_logits: array<f32>;
 @group(0) @binding(6) var<storage, read> lpb_lse: array<f32>;
@@ -107,7 +107,31 @@ fn logprobs_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     let j = idx - row * p.v;
     let prob = exp(lpb_logits[idx] - lpb_lse[row]);
     let indicator = select(0.0, 1.0, j == lpb_targets[row]);
-    lpb_dlogits[idx] += lpb_dlogps[row] * (indicator - prob);
+    lpb_dlogits[idx] = lpb_dlogps[row] * (indicator - prob);
+}
+
+// logprobs_backward_rows: the same update, laid out by rows: a workgroup of 64 covers 256 columns of one row, each
+// invocation 4 of them 64 apart (j = 256 wid.x + 64 k + lid), so the row's lse, target and dlogps are read once per 4
+// logits and no invocation divides by V. Same bindings as logprobs_backward.
+// grid: (ceil(V / 256), rows folded into (y, z)); row = wid.y + wid.z * nwg.y.
+@compute @workgroup_size(64)
+fn logprobs_backward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let row = wid.y + wid.z * nwg.y;
+    if (row >= p.n) { return; }
+    let base = row * p.v;
+    let lse = lpb_lse[row];
+    let tgt = lpb_targets[row];
+    let g = lpb_dlogps[row];
+    let j0 = wid.x * 256u + lid;
+    for (var k = 0u; k < 4u; k++) {
+        let j = j0 + k * 64u;
+        if (j < p.v) {
+            let prob = exp(lpb_logits[base + j] - lse);
+            let indicator = select(0.0, 1.0, j == tgt);
+            lpb_dlogits[base + j] = g * (indicator - prob);
+        }
+    }
 }
 
 // log_softmax: out[i, j] = logits[i, j] - logsumexp(logits[i, :])

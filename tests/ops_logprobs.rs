@@ -26,13 +26,15 @@ fn mask(seed: u64, n: usize, keep: f32) -> Vec<f32> {
 #[test]
 fn should_match_reference_logprobs_forward_and_backward() {
     let gpu = gpu();
-    for form in [ops::RowForm::Workgroup, ops::RowForm::Invocation] {
+    let forms = [ops::RowForm::Workgroup, ops::RowForm::Invocation];
+    let backward_forms = [ops::BackwardForm::Rows, ops::BackwardForm::Elements];
+    for (form, bform) in forms.iter().flat_map(|&f| backward_forms.map(|b| (f, b))) {
         for &n in NS {
             for &v in VS {
                 let logits = randn(1, n * v, 3.0);
                 let tg = targets(2, n, v);
                 let dlogps = randn(3, n, 1.0);
-                let dlogits0 = randn(4, n * v, 0.5); // nonzero: the backward must accumulate
+                let dlogits0 = randn(4, n * v, 0.5); // garbage: the backward must overwrite every logit's gradient
                 let tlogits = Tensor::from_f32(&gpu, "logits", &logits).unwrap();
                 let ttg = Tensor::from_u32(&gpu, "targets", &tg).unwrap();
                 let (tlogps, tlse) = (Tensor::zeros(&gpu, "logps", n).unwrap(), Tensor::zeros(&gpu, "lse", n).unwrap());
@@ -40,18 +42,42 @@ fn should_match_reference_logprobs_forward_and_backward() {
                 let tdlogits = Tensor::from_f32(&gpu, "dlogits", &dlogits0).unwrap();
                 let mut plan = Plan::new();
                 plan.push(ops::logprobs_forward_with(&gpu, form, &tlogps, &tlse, &tlogits, &ttg, n, v));
-                plan.push(ops::logprobs_backward(&gpu, &tdlogits, &tdlogps, &tlogits, &tlse, &ttg, n, v));
+                plan.push(ops::logprobs_backward_with(&gpu, bform, &tdlogits, &tdlogps, &tlogits, &tlse, &ttg, n, v));
                 plan.submit(&gpu);
-                let (mut logps, mut lse, mut dlogits) = (vec![0.0; n], vec![0.0; n], dlogits0.clone());
+                let (mut logps, mut lse, mut dlogits) = (vec![0.0; n], vec![0.0; n], vec![0.0; n * v]);
                 cpu::logprobs_forward(&mut logps, &mut lse, &logits, &tg, n, v);
                 cpu::logprobs_backward(&mut dlogits, &dlogps, &logits, &lse, &tg, n, v);
-                let what = format!("{form:?} N={n} V={v}");
+                let what = format!("{form:?} {bform:?} N={n} V={v}");
                 assert_close(&format!("{what} lse"), &tlse.to_vec(&gpu).unwrap(), &lse, 1e-5, 1e-5);
                 assert_close(&format!("{what} logps"), &tlogps.to_vec(&gpu).unwrap(), &logps, 1e-5, 1e-5);
                 assert_close(&format!("{what} dlogits"), &tdlogits.to_vec(&gpu).unwrap(), &dlogits, 1e-5, 1e-5);
             }
         }
     }
+}
+
+/// More rows than one grid dimension holds (65535): the rows form folds them into (y, z), and the last row, in the
+/// second z slice, must be written too.
+#[test]
+fn should_fold_rows_past_one_grid_dimension_in_logprobs_backward_rows() {
+    let gpu = gpu();
+    let (n, v) = (65537, 3);
+    let logits = randn(7, n * v, 2.0);
+    let tg = targets(8, n, v);
+    let dlogps = randn(9, n, 1.0);
+    let (mut logps, mut lse, mut want) = (vec![0.0; n], vec![0.0; n], vec![0.0; n * v]);
+    cpu::logprobs_forward(&mut logps, &mut lse, &logits, &tg, n, v);
+    cpu::logprobs_backward(&mut want, &dlogps, &logits, &lse, &tg, n, v);
+    let tlogits = Tensor::from_f32(&gpu, "logits", &logits).unwrap();
+    let ttg = Tensor::from_u32(&gpu, "targets", &tg).unwrap();
+    let tlse = Tensor::from_f32(&gpu, "lse", &lse).unwrap();
+    let tdlogps = Tensor::from_f32(&gpu, "dlogps", &dlogps).unwrap();
+    let tdlogits = Tensor::from_f32(&gpu, "dlogits", &vec![f32::NAN; n * v]).unwrap();
+    let mut plan = Plan::new();
+    let bform = ops::BackwardForm::Rows;
+    plan.push(ops::logprobs_backward_with(&gpu, bform, &tdlogits, &tdlogps, &tlogits, &tlse, &ttg, n, v));
+    plan.submit(&gpu);
+    assert_close("rows past 65535", &tdlogits.to_vec(&gpu).unwrap(), &want, 1e-5, 1e-5);
 }
 
 #[test]

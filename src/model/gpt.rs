@@ -280,7 +280,8 @@ impl Gpt {
         // ---- backward (gpt2_backward); every gradient buffer is zeroed at the start of the step ----
         let mut bwd = Plan::new();
         bwd.clear(&grad_arena.all);
-        for t_ in [&dresidual, &dlnf, &dlogits] {
+        // dlogits needs no clear: logprobs_backward overwrites it.
+        for t_ in [&dresidual, &dlnf] {
             bwd.clear(t_);
         }
         for gr in &grads {

@@ -139,7 +139,8 @@ impl Mlp {
 
         let mut bwd = Plan::new();
         bwd.clear(&ga.all);
-        for t in dhpre.iter().chain(&dhs).chain([&dlogits]) {
+        // dlogits needs no clear: logprobs_backward overwrites it.
+        for t in dhpre.iter().chain(&dhs) {
             bwd.clear(t);
         }
         bwd.push(logprobs::logprobs_backward(gpu, &dlogits, &dlogps, &logits, &lse, &targets, rows, r));

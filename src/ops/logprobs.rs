@@ -1,6 +1,6 @@
 //! Dispatches of `shaders/logprobs.wgsl`: per-token log-probabilities of targets (log-softmax + gather) and their
 //! backward, the full log-softmax, the masked SFT loss and per-sequence log-prob sums. Each function returns a
-//! ready-to-record `Dispatch`; `logprobs_backward` accumulates into `dlogits`, `sft_loss` overwrites `dlogps`.
+//! ready-to-record `Dispatch`; `logprobs_backward` overwrites `dlogits`, `sft_loss` overwrites `dlogps`.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -86,7 +86,18 @@ pub fn logprobs_forward_with(
     dispatch(gpu, "logprobs_forward", n, v, &[(1, logits), (2, targets), (3, logps), (4, lse)], grid_1d(n, 1))
 }
 
-/// dlogits[i, j] += dlogps[i] * (1[j == targets[i]] - exp(logits[i, j] - lse[i])). One thread per logit.
+/// How `logprobs_backward` lays its threads over the logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackwardForm {
+    /// One invocation per logit (`logprobs_backward`): row = index / V, the row's values read per logit.
+    Elements,
+    /// A workgroup per 256 logits of one row, 4 per invocation (`logprobs_backward_rows`): the row's values read
+    /// once per 4 logits, no division.
+    Rows,
+}
+
+/// dlogits[i, j] = dlogps[i] * (1[j == targets[i]] - exp(logits[i, j] - lse[i])) (overwrites, so no clear is needed
+/// before it); the form chosen by the tuner, timed on the buffers given (whose outputs the step overwrites anyway).
 #[allow(clippy::too_many_arguments)]
 pub fn logprobs_backward(
     gpu: &Gpu,
@@ -98,14 +109,37 @@ pub fn logprobs_backward(
     n: usize,
     v: usize,
 ) -> Dispatch {
-    dispatch(
-        gpu,
-        "logprobs_backward",
-        n,
-        v,
-        &[(5, logits), (6, lse), (7, targets), (8, dlogps), (9, dlogits)],
-        grid_1d(n * v, WORKGROUP_1D),
-    )
+    let names = ["rows", "elements"];
+    let form = |k: &str| if k == "rows" { BackwardForm::Rows } else { BackwardForm::Elements };
+    let chosen = gpu.tuner.choose("logprobs", &format!("backward {n}x{v}"), &names, |k| {
+        let d = logprobs_backward_with(gpu, form(k), dlogits, dlogps, logits, lse, targets, n, v);
+        crate::gpu::tune::time_dispatch(gpu, &d)
+    });
+    logprobs_backward_with(gpu, form(chosen), dlogits, dlogps, logits, lse, targets, n, v)
+}
+
+/// `logprobs_backward` in the given form.
+#[allow(clippy::too_many_arguments)]
+pub fn logprobs_backward_with(
+    gpu: &Gpu,
+    form: BackwardForm,
+    dlogits: &Tensor, // (N, V)
+    dlogps: &Tensor,  // (N)
+    logits: &Tensor,  // (N, V)
+    lse: &Tensor,     // (N)
+    targets: &Tensor, // (N) u32
+    n: usize,
+    v: usize,
+) -> Dispatch {
+    let bindings = [(5, logits), (6, lse), (7, targets), (8, dlogps), (9, dlogits)];
+    match form {
+        BackwardForm::Elements => dispatch(gpu, "logprobs_backward", n, v, &bindings, grid_1d(n * v, WORKGROUP_1D)),
+        BackwardForm::Rows => {
+            let y = n.clamp(1, 65535);
+            let groups = [v.div_ceil(256).max(1) as u32, y as u32, n.div_ceil(y).max(1) as u32];
+            dispatch(gpu, "logprobs_backward_rows", n, v, &bindings, groups)
+        }
+    }
 }
 
 /// out[i, j] = logits[i, j] - logsumexp(logits[i, :]): the full next-token log-probabilities; the row form chosen

@@ -25,7 +25,7 @@ pub fn logprobs_forward(logps: &mut [f32], lse: &mut [f32], logits: &[f32], targ
     }
 }
 
-/// dlogits[i, j] += dlogps[i] * (1[j == targets[i]] - exp(logits[i, j] - lse[i])).
+/// dlogits[i, j] = dlogps[i] * (1[j == targets[i]] - exp(logits[i, j] - lse[i])) (overwrites).
 pub fn logprobs_backward(
     dlogits: &mut [f32],
     dlogps: &[f32],
@@ -40,7 +40,7 @@ pub fn logprobs_backward(
             let idx = i * v + j;
             let prob = (logits[idx] - lse[i]).exp();
             let indicator = if j == targets[i] as usize { 1.0 } else { 0.0 };
-            dlogits[idx] += dlogps[i] * (indicator - prob);
+            dlogits[idx] = dlogps[i] * (indicator - prob);
         }
     }
 }
