@@ -133,7 +133,11 @@ impl Gpu {
             max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
             subgroup_min_size: adapter.features().contains(wgpu::Features::SUBGROUP).then_some(ai.subgroup_min_size),
         };
-        let tuner = super::tune::Tuner::new(format!("{} | {} | {}", info.name, info.backend, info.driver));
+        #[cfg(not(target_arch = "wasm32"))]
+        let calibrate = Some(super::tune::calibrator(&device, &queue));
+        #[cfg(target_arch = "wasm32")]
+        let calibrate = None; // nothing is measured on wasm (`TunePolicy::Rule`)
+        let tuner = super::tune::Tuner::new(format!("{} | {} | {}", info.name, info.backend, info.driver), calibrate);
         let unused = super::Tensor {
             buffer: device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("unused binding"),

@@ -15,6 +15,12 @@
 //!   `$HOME/.cache/dpo3d/kernels.json`); `off` keeps choices in memory only.
 //! - `DPO3D_TUNE_LOG=1`: print each measured choice with the candidates' times to stderr.
 //!
+//! A choice measured while other work shared the machine may be a slower kernel, and would stay in the cache. So
+//! every measurement is bracketed by a fixed calibration kernel (timed right before and right after it), whose time
+//! is kept with the choice; the first time a process reads a cached choice it times the calibration kernel once, and a
+//! choice measured at a calibration more than `LOADED` times slower than the fastest this adapter has shown is measured
+//! again, when the machine is quiet now (else kept until a quiet run).
+//!
 //! Once chosen, a choice never changes within a process, so runs stay deterministic; `Tuner::choices` lists them
 //! (with where each came from) for a run to save next to its config. The same file keeps the answers of the
 //! correctness probes some kernels need before they may be candidates (`Gpu::probe`), under "probe ..." keys.
@@ -54,7 +60,7 @@ impl TunePolicy {
     }
 }
 
-/// One choice: the kernel and where the choice came from ("measured", "cache", "forced", "rule"), with the
+/// One choice: the kernel and where the choice came from ("measured", "cache", "forced", "rule", "pinned"), with the
 /// candidates' times in microseconds when it was measured in this process.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct KernelChoice {
@@ -68,7 +74,19 @@ pub struct KernelChoice {
 struct CacheFile {
     /// adapter key ("name | backend | driver") -> shape key -> kernel name
     adapters: BTreeMap<String, BTreeMap<String, String>>,
+    /// adapter key -> shape key -> the calibration kernel's time (microseconds) when that choice was measured. Files
+    /// written before it existed have none: their choices are trusted as they are.
+    #[serde(default)]
+    calibrations: BTreeMap<String, BTreeMap<String, f64>>,
 }
+
+/// A choice measured at a calibration time more than this many times the adapter's fastest was measured under load.
+/// On a quiet machine repeated calibrations differ by well under 1.5x; a build sharing a 2-core machine with lavapipe
+/// slows it about 2x.
+pub const LOADED: f64 = 1.5;
+
+/// Times the calibration kernel now: seconds per run, or None where the adapter cannot be timed.
+pub type Calibrate = Box<dyn Fn() -> Option<f64> + Send + Sync>;
 
 pub struct Tuner {
     pub policy: TunePolicy,
@@ -77,28 +95,80 @@ pub struct Tuner {
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // never written on wasm
     cache_path: Option<std::path::PathBuf>,
     cached: Mutex<BTreeMap<String, String>>,
+    /// The calibration time (microseconds) of each measured choice in `cached` that has one.
+    calibrations: Mutex<BTreeMap<String, f64>>,
+    calibrate: Option<Calibrate>,
+    /// This process's calibration time (microseconds), taken at the first cached choice it reads.
+    now_us: std::sync::OnceLock<Option<f64>>,
     chosen: Mutex<BTreeMap<String, KernelChoice>>,
     log: bool,
 }
 
 impl Tuner {
-    pub fn new(adapter_key: String) -> Tuner {
-        let policy = TunePolicy::from_env();
+    /// The tuner for `adapter_key`, with the cache file's entries for it; `calibrate` times the calibration kernel on
+    /// this adapter (`calibrator`).
+    pub fn new(adapter_key: String, calibrate: Option<Calibrate>) -> Tuner {
         let cache_path = default_cache_path();
-        let cached = cache_path
+        let file = cache_path
             .as_ref()
             .and_then(|p| std::fs::read_to_string(p).ok())
             .and_then(|s| serde_json::from_str::<CacheFile>(&s).ok())
-            .and_then(|mut f| f.adapters.remove(&adapter_key))
             .unwrap_or_default();
+        let mut tuner = Tuner::with(TunePolicy::from_env(), adapter_key, cache_path, file, calibrate);
+        tuner.log = std::env::var("DPO3D_TUNE_LOG").is_ok_and(|v| v == "1");
+        tuner
+    }
+
+    fn with(
+        policy: TunePolicy,
+        adapter_key: String,
+        cache_path: Option<std::path::PathBuf>,
+        mut file: CacheFile,
+        calibrate: Option<Calibrate>,
+    ) -> Tuner {
+        let cached = file.adapters.remove(&adapter_key).unwrap_or_default();
+        let calibrations = file.calibrations.remove(&adapter_key).unwrap_or_default();
         Tuner {
             policy,
             adapter_key,
             cache_path,
             cached: Mutex::new(cached),
+            calibrations: Mutex::new(calibrations),
+            calibrate,
+            now_us: std::sync::OnceLock::new(),
             chosen: Mutex::new(BTreeMap::new()),
-            log: std::env::var("DPO3D_TUNE_LOG").is_ok_and(|v| v == "1"),
+            log: false,
         }
+    }
+
+    /// The calibration kernel's time now, in microseconds (None without a calibrator or where it cannot be timed).
+    fn calibration_us(&self) -> Option<f64> {
+        self.calibrate.as_ref().and_then(|c| c()).map(|s| s * 1e6)
+    }
+
+    /// Whether the cached choice under `measured_key` was measured under load (its calibration more than `LOADED`
+    /// times the fastest this adapter has shown, this process's included) while the machine is quiet now, so that
+    /// measuring it again gives a fairer answer. Choices without a calibration (older cache files) are kept.
+    fn measured_under_load(&self, measured_key: &str) -> bool {
+        let Some(at) = self.calibrations.lock().unwrap().get(measured_key).copied() else { return false };
+        let Some(now) = *self.now_us.get_or_init(|| {
+            let now = self.calibration_us();
+            if self.log {
+                eprintln!("[dpo3d] calibration now: {now:.1?} us");
+            }
+            now
+        }) else {
+            return false;
+        };
+        let best = self.calibrations.lock().unwrap().values().fold(now, |b, &c| b.min(c));
+        let stale = at > LOADED * best && now <= LOADED * best;
+        if stale && self.log {
+            eprintln!(
+                "[dpo3d] {measured_key}: measured at calibration {at:.1} us, the machine's best is {best:.1} us \
+                 (now {now:.1} us): measuring again"
+            );
+        }
+        stale
     }
 
     /// The kernel for `key` (family + shape class) among `candidates` (all applicable to the shape; the first is
@@ -134,11 +204,23 @@ impl Tuner {
                 let mut shared = process_choices().lock().unwrap();
                 let here = shared.entry(self.adapter_key.clone()).or_default();
                 let known = here.get(&measured_key).and_then(|k| find(k));
-                let cached = known.or_else(|| self.cached.lock().unwrap().get(&measured_key).and_then(|k| find(k)));
-                match cached {
+                let from_file = || {
+                    let k = self.cached.lock().unwrap().get(&measured_key).and_then(|k| find(k));
+                    k.filter(|_| !self.measured_under_load(&measured_key))
+                };
+                match known.or_else(from_file) {
                     Some(k) => (k, "cache", vec![]),
                     None => {
+                        // Bracketed by the calibration kernel: the slower of the two is what the machine gave.
+                        let before = self.calibration_us();
                         let (k, timings) = measure(candidates, &mut time);
+                        let after = self.calibration_us();
+                        if let Some(c) = before.into_iter().chain(after).reduce(f64::max) {
+                            self.calibrations.lock().unwrap().insert(measured_key.clone(), c);
+                            if self.log {
+                                eprintln!("[dpo3d] {full_key}: measured at calibration {c:.1} us");
+                            }
+                        }
                         here.insert(measured_key.clone(), k.to_string());
                         (k, "measured", timings)
                     }
@@ -162,6 +244,21 @@ impl Tuner {
         let choice = KernelChoice { kernel: kernel.to_string(), source: source.to_string(), timings_us: timings };
         self.chosen.lock().unwrap().insert(full_key, choice);
         kernel
+    }
+
+    /// Make these choices ("family shape-key" -> kernel, as `used_choices` lists them) this process's, before any plan
+    /// is built: a resumed run builds the same plans as the run it continues, whatever the cache file says now (a
+    /// choice measured again since, or a cache deleted). A pinned kernel that is not among a shape's candidates (a
+    /// version without it) is ignored there and the shape chosen as usual.
+    pub fn pin(&self, choices: &BTreeMap<String, String>) {
+        let mut chosen = self.chosen.lock().unwrap();
+        let mut used = used_choices_map().lock().unwrap();
+        let used = used.entry(self.adapter_key.clone()).or_default();
+        for (key, kernel) in choices {
+            let choice = KernelChoice { kernel: kernel.clone(), source: "pinned".into(), timings_us: vec![] };
+            chosen.insert(key.clone(), choice);
+            used.insert(key.clone(), kernel.clone());
+        }
     }
 
     /// The remembered answer of a probe (`Gpu::probe`) on this adapter and driver, from this process or the cache file.
@@ -197,6 +294,10 @@ impl Tuner {
             let entry = file.adapters.entry(self.adapter_key.clone()).or_default();
             for (k, v) in self.cached.lock().unwrap().iter() {
                 entry.insert(k.clone(), v.clone());
+            }
+            let entry = file.calibrations.entry(self.adapter_key.clone()).or_default();
+            for (k, v) in self.calibrations.lock().unwrap().iter() {
+                entry.insert(k.clone(), *v);
             }
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
@@ -294,33 +395,117 @@ fn default_cache_path() -> Option<std::path::PathBuf> {
 /// beginning and end where the adapter has `TIMESTAMP_QUERY`, else by wall clock around submit-and-wait.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn time_dispatch(gpu: &super::Gpu, dispatch: &super::Dispatch) -> Option<f64> {
-    let once = run_copies(gpu, dispatch, 1)?;
+    time_recorded(&gpu.device, &gpu.queue, &|pass| dispatch.record(pass))
+}
+
+/// `time_dispatch` for whatever `record` puts into a compute pass (one run of it).
+#[cfg(not(target_arch = "wasm32"))]
+fn time_recorded(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    record: &dyn Fn(&mut wgpu::ComputePass<'_>),
+) -> Option<f64> {
+    let once = run_copies(device, queue, record, 1)?;
     let copies = ((2e-3 / once.max(1e-7)).ceil() as usize).clamp(1, 64);
     if copies == 1 {
         // Long enough that one more run (timed) is a fair measurement; the first included compilation.
-        return run_copies(gpu, dispatch, 1);
+        return run_copies(device, queue, record, 1);
     }
-    run_copies(gpu, dispatch, copies).map(|t| t / copies as f64)
+    run_copies(device, queue, record, copies).map(|t| t / copies as f64)
+}
+
+/// The calibration kernel: 256 workgroups of 64 invocations, each folding 64 vec4 loads from a 64 KiB buffer into
+/// one store, so it exercises what a GEMM does on every thread the adapter runs (loads and multiply-adds).
+#[cfg(not(target_arch = "wasm32"))]
+const CALIBRATION_WGSL: &str = "
+@group(0) @binding(0) var<storage, read> src: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> dst: array<vec4<f32>>;
+@compute @workgroup_size(64)
+fn calibrate(@builtin(global_invocation_id) gid: vec3<u32>) {
+    var acc = vec4<f32>(0.0);
+    for (var i = 0u; i < 64u; i++) {
+        acc = acc * 0.5 + src[(gid.x * 7u + i * 61u) & 4095u];
+    }
+    dst[gid.x] = acc;
+}
+";
+
+/// The calibrator of `Tuner::new` for this device: times `CALIBRATION_WGSL` as `time_dispatch` times a kernel, the
+/// best of three. Its pipeline and buffers are made at the first call (a process that never reads or measures a
+/// choice never builds them).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn calibrator(device: &wgpu::Device, queue: &wgpu::Queue) -> Calibrate {
+    let (device, queue) = (device.clone(), queue.clone());
+    let kernel = std::sync::OnceLock::new();
+    Box::new(move || {
+        let (pipeline, bind_group) = kernel.get_or_init(|| calibration_kernel(&device));
+        let record = |pass: &mut wgpu::ComputePass<'_>| {
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, bind_group, &[]);
+            pass.dispatch_workgroups(256, 1, 1);
+        };
+        (0..3).filter_map(|_| time_recorded(&device, &queue, &record)).reduce(f64::min)
+    })
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-fn run_copies(gpu: &super::Gpu, dispatch: &super::Dispatch, copies: usize) -> Option<f64> {
-    let timestamps = gpu.device.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+fn calibration_kernel(device: &wgpu::Device) -> (wgpu::ComputePipeline, wgpu::BindGroup) {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("tune calibration"),
+        source: wgpu::ShaderSource::Wgsl(CALIBRATION_WGSL.into()),
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some("tune calibration"),
+        layout: None,
+        module: &module,
+        entry_point: Some("calibrate"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    // STORAGE: read by the kernel (src, zeros) and written by it (dst, 256 x 64 vec4).
+    let buffer = |label, size| {
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        })
+    };
+    let (src, dst) = (buffer("tune calibration src", 4096 * 16), buffer("tune calibration dst", 256 * 64 * 16));
+    let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("tune calibration"),
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[
+            wgpu::BindGroupEntry { binding: 0, resource: src.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 1, resource: dst.as_entire_binding() },
+        ],
+    });
+    (pipeline, bind_group)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn run_copies(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    record: &dyn Fn(&mut wgpu::ComputePass<'_>),
+    copies: usize,
+) -> Option<f64> {
+    let timestamps = device.features().contains(wgpu::Features::TIMESTAMP_QUERY);
     let query = timestamps.then(|| {
-        let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+        let set = device.create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("tune"),
             ty: wgpu::QueryType::Timestamp,
             count: 2,
         });
         // QUERY_RESOLVE: the two timestamps land here; COPY_SRC: then go to a mappable buffer.
-        let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        let resolve = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("tune resolve"),
             size: 16,
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
         // MAP_READ | COPY_DST: the host reads the two u64 ticks.
-        let read = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        let read = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("tune read"),
             size: 16,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
@@ -329,7 +514,7 @@ fn run_copies(gpu: &super::Gpu, dispatch: &super::Dispatch, copies: usize) -> Op
         (set, resolve, read)
     });
     let started = std::time::Instant::now();
-    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    let mut enc = device.create_command_encoder(&Default::default());
     {
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("tune"),
@@ -340,26 +525,26 @@ fn run_copies(gpu: &super::Gpu, dispatch: &super::Dispatch, copies: usize) -> Op
             }),
         });
         for _ in 0..copies {
-            dispatch.record(&mut pass);
+            record(&mut pass);
         }
     }
     if let Some((set, resolve, read)) = &query {
         enc.resolve_query_set(set, 0..2, resolve, 0);
         enc.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
     }
-    gpu.queue.submit([enc.finish()]);
-    gpu.wait();
+    queue.submit([enc.finish()]);
+    let _ = device.poll(wgpu::PollType::wait_indefinitely());
     let wall = started.elapsed().as_secs_f64();
     let Some((_, _, read)) = &query else { return Some(wall) };
     let slice = read.slice(..);
     slice.map_async(wgpu::MapMode::Read, |_| {});
-    gpu.wait();
+    let _ = device.poll(wgpu::PollType::wait_indefinitely());
     let ticks: Vec<u64> = match slice.get_mapped_range() {
         Ok(view) => bytemuck::cast_slice(&view).to_vec(),
         Err(_) => return Some(wall),
     };
     read.unmap();
-    let period_ns = gpu.queue.get_timestamp_period() as f64;
+    let period_ns = queue.get_timestamp_period() as f64;
     let gpu_s = ticks[1].wrapping_sub(ticks[0]) as f64 * period_ns * 1e-9;
     // An adapter whose timestamps read 0 (or wrap) is timed by wall clock instead.
     if gpu_s > 0.0 && gpu_s <= wall * 1.5 {
@@ -431,13 +616,10 @@ mod tests {
     fn should_remember_probe_answers_in_the_cache_file() {
         let path = std::env::temp_dir().join(format!("dpo3d-tune-probe-{}.json", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let tuner = |cached: BTreeMap<String, String>| Tuner {
-            policy: TunePolicy::Measure,
-            adapter_key: "test adapter: probes".into(),
-            cache_path: Some(path.clone()),
-            cached: Mutex::new(cached),
-            chosen: Mutex::new(BTreeMap::new()),
-            log: false,
+        let tuner = |cached: BTreeMap<String, String>| {
+            let key = "test adapter: probes".to_string();
+            let file = CacheFile { adapters: BTreeMap::from([(key.clone(), cached)]), ..Default::default() };
+            Tuner::with(TunePolicy::Measure, key, Some(path.clone()), file, None)
         };
         let first = tuner(BTreeMap::new());
         assert_eq!(first.probe_answer("p"), None);
@@ -457,13 +639,10 @@ mod tests {
     /// (a later version of the library) is measured instead of losing to the cache.
     #[test]
     fn should_measure_again_when_the_candidates_change() {
-        let tuner = |cached: BTreeMap<String, String>| Tuner {
-            policy: TunePolicy::Measure,
-            adapter_key: "test adapter: candidates change".into(),
-            cache_path: None,
-            cached: Mutex::new(cached),
-            chosen: Mutex::new(BTreeMap::new()),
-            log: false,
+        let tuner = |cached: BTreeMap<String, String>| {
+            let key = "test adapter: candidates change".to_string();
+            let file = CacheFile { adapters: BTreeMap::from([(key.clone(), cached)]), ..Default::default() };
+            Tuner::with(TunePolicy::Measure, key, None, file, None)
         };
         let old = BTreeMap::from([(measured_key("f 8x8", &["b", "a"]), "b".to_string())]);
         let same = tuner(old.clone()).choose("f", "8x8", &["a", "b"], |_| panic!("a cached choice is not re-timed"));
@@ -475,5 +654,80 @@ mod tests {
         });
         assert_eq!(new, "c");
         assert!(timed.contains(&"a") && timed.contains(&"b") && timed.contains(&"c"), "timed {timed:?}");
+    }
+
+    /// A choice measured while the machine was loaded (its calibration 2x the adapter's best) is measured again by
+    /// the next quiet process, and then kept; a process that is itself loaded keeps it; cache files without
+    /// calibrations keep their choices.
+    #[test]
+    fn should_measure_again_a_choice_measured_under_load() {
+        let path = std::env::temp_dir().join(format!("dpo3d-tune-load-{}.json", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let key = "test adapter: load".to_string();
+        let file = || -> CacheFile {
+            std::fs::read_to_string(&path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default()
+        };
+        // A new process's tuner (this process's own choices forgotten) whose calibration kernel takes `ms` ms.
+        let tuner = |ms: f64, f: CacheFile| {
+            process_choices().lock().unwrap().remove(&key);
+            let calibrate: Calibrate = Box::new(move || Some(ms * 1e-3));
+            Tuner::with(TunePolicy::Measure, key.clone(), Some(path.clone()), f, Some(calibrate))
+        };
+        let never = |k: &str| -> Option<f64> { panic!("{k} timed, but the cached choice should stand") };
+        // Loaded: "b" measures faster (the load fell on "a"'s runs); calibration 2 ms.
+        assert_eq!(
+            tuner(2.0, file()).choose("f", "8x8", &["a", "b"], |k| Some(if k == "a" { 3e-3 } else { 2e-3 })),
+            "b"
+        );
+        let measured = measured_key("f 8x8", &["a", "b"]);
+        assert_eq!(file().calibrations[&key][&measured], 2000.0);
+        // Another process, also loaded: it cannot tell, and keeps "b" without timing anything.
+        assert_eq!(tuner(2.0, file()).choose("f", "8x8", &["a", "b"], never), "b");
+        // A quiet process (calibration 1 ms): "b" was measured at 2x its calibration, so it is measured again.
+        let mut timed = 0;
+        let quiet = tuner(1.0, file()).choose("f", "8x8", &["a", "b"], |k| {
+            timed += 1;
+            Some(if k == "a" { 1e-3 } else { 2e-3 })
+        });
+        assert_eq!((quiet, timed), ("a", 6));
+        assert_eq!(file().calibrations[&key][&measured], 1000.0);
+        assert_eq!(file().adapters[&key][&measured], "a");
+        // Now measured quietly: kept by quiet processes and by loaded ones alike.
+        assert_eq!(tuner(1.2, file()).choose("f", "8x8", &["a", "b"], never), "a");
+        assert_eq!(tuner(2.0, file()).choose("f", "8x8", &["a", "b"], never), "a");
+        // A loaded process keeps a loaded choice even when the file shows a quiet calibration elsewhere.
+        let mut f = file();
+        f.adapters.get_mut(&key).unwrap().insert(measured_key("g 8x8", &["a", "b"]), "b".into());
+        f.calibrations.get_mut(&key).unwrap().insert(measured_key("g 8x8", &["a", "b"]), 2000.0);
+        assert_eq!(tuner(2.0, f).choose("g", "8x8", &["a", "b"], never), "b");
+        // Load that starts during a measurement counts: the calibration after it is the one kept.
+        process_choices().lock().unwrap().remove(&key);
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let rising: Calibrate = Box::new(move || {
+            Some(if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 { 1e-3 } else { 2e-3 })
+        });
+        let t = Tuner::with(TunePolicy::Measure, key.clone(), Some(path.clone()), file(), Some(rising));
+        assert_eq!(t.choose("h", "8x8", &["a", "b"], |k| Some(if k == "a" { 1e-3 } else { 2e-3 })), "a");
+        assert_eq!(file().calibrations[&key][&measured_key("h 8x8", &["a", "b"])], 2000.0);
+        // An entry without a calibration (a file from before calibrations) is kept.
+        let mut f = file();
+        f.calibrations.clear();
+        f.adapters.get_mut(&key).unwrap().insert(measured, "b".into());
+        assert_eq!(tuner(1.0, f).choose("f", "8x8", &["a", "b"], never), "b");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// Pinned choices win over the cache and over measuring; one whose kernel is not a candidate is ignored.
+    #[test]
+    fn should_use_pinned_choices_before_the_cache() {
+        let key = "test adapter: pinned".to_string();
+        let cached = BTreeMap::from([(measured_key("f 8x8", &["a", "b"]), "a".to_string())]);
+        let file = CacheFile { adapters: BTreeMap::from([(key.clone(), cached)]), ..Default::default() };
+        let tuner = Tuner::with(TunePolicy::Measure, key, None, file, None);
+        tuner.pin(&BTreeMap::from([("f 8x8".to_string(), "b".to_string()), ("g 4x4".to_string(), "z".to_string())]));
+        assert_eq!(tuner.choose("f", "8x8", &["a", "b"], |_| panic!("a pinned choice is not timed")), "b");
+        assert_eq!(tuner.choices()["f 8x8"].source, "pinned");
+        let g = tuner.choose("g", "4x4", &["a", "b"], |k| Some(if k == "a" { 2e-3 } else { 1e-3 }));
+        assert_eq!((g, tuner.choices()["g 4x4"].source.as_str()), ("b", "measured"));
     }
 }

@@ -194,6 +194,16 @@ fn gpu() -> Result<Gpu> {
     Ok(gpu)
 }
 
+/// The GPU for a training run into `out`; when resuming, with the kernel choices of the checkpoint it continues
+/// pinned (`output::pin_kernels`), before any plan is built.
+fn run_gpu(out: &Path, resume: bool) -> Result<Gpu> {
+    let gpu = gpu()?;
+    if resume {
+        output::pin_kernels(&gpu, out)?;
+    }
+    Ok(gpu)
+}
+
 // ---- toy-data -----------------------------------------------------------------------------------------------------
 
 /// sft.jsonl `{prompt, completion}`, pairs.jsonl and eval_pairs.jsonl `{prompt, chosen, rejected}` (held-out pairs
@@ -414,7 +424,7 @@ fn train_cmd(task: Task, a: &ArgMatches) -> Result<()> {
             let t = tr_rows.iter().chain(&ev_rows).map(|e| e.len()).max().unwrap_or(1).max(2);
             report_rows(task, tr_rows.len(), ev_rows.len(), cut, max_len, t);
             output::prepare_output_dir(&out, resume, cfg.overwrite_output_dir)?;
-            let gpu = gpu()?;
+            let gpu = run_gpu(&out, resume)?;
             let b = cfg.per_device_train_batch_size;
             let n = tr_rows.len();
             let tr = SftTrainer::new(&gpu, &mcfg, &params, b, t, &opt)?;
@@ -436,7 +446,7 @@ fn train_cmd(task: Task, a: &ArgMatches) -> Result<()> {
                     mcfg.scalar_head = true;
                 }
                 output::prepare_output_dir(&out, resume, cfg.overwrite_output_dir)?;
-                let gpu = gpu()?;
+                let gpu = run_gpu(&out, resume)?;
                 let mut job = train::PrefJob::new_reward(&gpu, &mcfg, &params, &opt, (tr_rows, ev_rows), b, t, pad)?;
                 train::run(&gpu, &mut job, &spec(n)?)
             } else {
@@ -462,7 +472,7 @@ fn train_cmd(task: Task, a: &ArgMatches) -> Result<()> {
                     eprintln!("precompute_ref_log_probs: the reference runs every step (the same numbers)");
                 }
                 output::prepare_output_dir(&out, resume, cfg.overwrite_output_dir)?;
-                let gpu = gpu()?;
+                let gpu = run_gpu(&out, resume)?;
                 eprintln!("loss: {}", serde_json::to_string(&loss).expect("loss serializes"));
                 let mut job = train::PrefJob::new_dpo(
                     &gpu,
@@ -556,6 +566,8 @@ fn save_ppo(gpu: &Gpu, tr: &PpoGptTrainer, batcher: &Batcher, dir: &Path, tok: O
         seed: tr.cfg.seed,
         value_optimizer_step: tr.core.opt_value.as_ref().map(|o| o.step),
     };
+    // Before the trainer state, whose presence marks a complete checkpoint (`output::checkpoints`).
+    output::save_kernels(gpu, dir)?;
     pollster::block_on(state.save_moments(gpu, &moments, dir))
 }
 
@@ -677,7 +689,7 @@ fn ppo(
         cfg.response_length
     );
     output::prepare_output_dir(out, resume, cfg.overwrite_output_dir)?;
-    let gpu = gpu()?;
+    let gpu = run_gpu(out, resume)?;
     let opt = OptimConfig {
         lr: cfg.learning_rate,
         beta1: cfg.adam_beta1,

@@ -171,3 +171,46 @@ fn line_plot(title: &str, pts: &[(f64, f64)]) -> std::result::Result<String, Box
     }
     Ok(svg)
 }
+
+/// The file in each checkpoint that lists the kernel the tuner chose for each op and shape (`dpo3d::gpu::tune`) on
+/// the adapter the run trained on: `{"adapter": "name | backend | driver", "choices": {"family shape": kernel}}`.
+pub const KERNELS_FILE: &str = "kernels.json";
+
+/// Write `KERNELS_FILE` into a checkpoint directory: every kernel choice this process has made on `gpu`'s adapter.
+pub fn save_kernels(gpu: &dpo3d::Gpu, dir: &Path) -> Result<()> {
+    let choices = dpo3d::gpu::tune::used_choices(&gpu.tuner.adapter_key);
+    let json = serde_json::json!({ "adapter": gpu.tuner.adapter_key, "choices": choices });
+    let text = serde_json::to_string_pretty(&json).expect("a JSON value serializes");
+    write_atomic(&dir.join(KERNELS_FILE), text.as_bytes())
+}
+
+/// For `--resume`: pin the kernel choices saved in the last checkpoint of `out` (`save_kernels`), so the resumed run
+/// builds the plans the interrupted one ran with and continues it bit for bit, whatever the tuner's cache holds now.
+/// On another adapter (or without the file: a checkpoint from an older version) nothing is pinned, and it says so.
+pub fn pin_kernels(gpu: &dpo3d::Gpu, out: &Path) -> Result<()> {
+    let Some((_, dir)) = checkpoints(out).pop() else { return Ok(()) };
+    let path = dir.join(KERNELS_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        eprintln!(
+            "note: {} is missing; kernels are chosen afresh (results may differ in the last bits)",
+            path.display()
+        );
+        return Ok(());
+    };
+    let bad = |msg: String| Error::Checkpoint { path: path.display().to_string(), msg };
+    let file: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let adapter = file.get("adapter").and_then(Value::as_str).ok_or_else(|| bad("no \"adapter\"".into()))?;
+    let choices: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(file.get("choices").cloned().unwrap_or(Value::Null)).map_err(|e| bad(e.to_string()))?;
+    if adapter != gpu.tuner.adapter_key {
+        eprintln!(
+            "note: {} was trained on {adapter}; resuming on {}, so the kernels are chosen afresh (results may \
+             differ in the last bits)",
+            dir.display(),
+            gpu.tuner.adapter_key
+        );
+        return Ok(());
+    }
+    gpu.tuner.pin(&choices);
+    Ok(())
+}

@@ -234,6 +234,8 @@ fn save_checkpoint(
         seed: spec.cfg.seed,
         value_optimizer_step: None,
     };
+    // Before the trainer state, whose presence marks a complete checkpoint (`output::checkpoints`).
+    crate::output::save_kernels(gpu, dir)?;
     pollster::block_on(state.save(gpu, opt, dir))
 }
 
