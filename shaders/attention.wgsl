@@ -907,6 +907,91 @@ fn attention_decode_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     }
 }
 
+// attention_decode_rows16: attention_decode_rows for head sizes that are multiples of 16, taking the head 16 channels
+// (4 vec4s) at a time with them held in variables: q's 4 vec4s are read once per chunk instead of once per position,
+// and the weighted values read each position's weight once per 4 vec4s instead of once per vec4. On lavapipe every
+// storage load is a loop over the SIMD lanes, so loads are what a decode step's attention costs there. Same sums as
+// attention_decode_rows but for their grouping: a score adds its 16-channel chunks' dot products, chunk by chunk.
+// bindings and grid: attention_decode_rows's.
+@compute @workgroup_size(64)
+fn attention_decode_rows16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+                           @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if (r >= p.n) { return; }
+    let b = r / p.nh;
+    let h = r % p.nh;
+    let c4 = p.c / 4u;
+    let hs4 = p.hs / 4u;
+    let c34 = 3u * c4;
+    let pos = min(dec_pos[b], p.t - 1u);
+    let q = b * c34 + h * hs4;        // this step's q, k, v at q, q + C/4, q + C/2 (vec4 units)
+    let kv = b * p.t * c34 + h * hs4; // cache row b, head h
+    let w = r * p.t;                  // this (b, h)'s scores
+    // Scores, 16 channels at a time: the first chunk writes each position's score, the later ones add to it.
+    for (var j = 0u; j < hs4; j += 4u) {
+        let q0 = dec4_qkv[q + j];
+        let q1 = dec4_qkv[q + j + 1u];
+        let q2 = dec4_qkv[q + j + 2u];
+        let q3 = dec4_qkv[q + j + 3u];
+        for (var t2 = 0u; t2 < pos; t2++) {
+            let k = kv + t2 * c34 + c4 + j;
+            let s = ((dot(q0, dec4_cache[k]) + dot(q1, dec4_cache[k + 1u])) + dot(q2, dec4_cache[k + 2u]))
+                + dot(q3, dec4_cache[k + 3u]);
+            if (j == 0u) {
+                der_w[w + t2] = s;
+            } else {
+                der_w[w + t2] += s;
+            }
+        }
+        // The newest position's key is this step's.
+        let k = q + c4 + j;
+        let s = ((dot(q0, dec4_qkv[k]) + dot(q1, dec4_qkv[k + 1u])) + dot(q2, dec4_qkv[k + 2u]))
+            + dot(q3, dec4_qkv[k + 3u]);
+        if (j == 0u) {
+            der_w[w + pos] = s;
+        } else {
+            der_w[w + pos] += s;
+        }
+    }
+    var m = -3.0e38;
+    for (var t2 = 0u; t2 <= pos; t2++) {
+        let s = der_w[w + t2] * p.scale;
+        der_w[w + t2] = s;
+        m = max(m, s);
+    }
+    var sum = 0.0;
+    for (var t2 = 0u; t2 <= pos; t2++) {
+        let e = exp(der_w[w + t2] - m);
+        der_w[w + t2] = e;
+        sum += e;
+    }
+    let expsum_inv = 1.0 / sum;
+    for (var j = 0u; j < hs4; j += 4u) {
+        var a0 = vec4<f32>(0.0);
+        var a1 = vec4<f32>(0.0);
+        var a2 = vec4<f32>(0.0);
+        var a3 = vec4<f32>(0.0);
+        for (var t2 = 0u; t2 < pos; t2++) {
+            let pw = der_w[w + t2] * expsum_inv;
+            let v = kv + t2 * c34 + 2u * c4 + j;
+            a0 += pw * dec4_cache[v];
+            a1 += pw * dec4_cache[v + 1u];
+            a2 += pw * dec4_cache[v + 2u];
+            a3 += pw * dec4_cache[v + 3u];
+        }
+        let pw = der_w[w + pos] * expsum_inv;
+        let v = q + 2u * c4 + j;
+        let o = b * c4 + h * hs4 + j;
+        dec4_out[o] = a0 + pw * dec4_qkv[v];
+        dec4_out[o + 1u] = a1 + pw * dec4_qkv[v + 1u];
+        dec4_out[o + 2u] = a2 + pw * dec4_qkv[v + 2u];
+        dec4_out[o + 3u] = a3 + pw * dec4_qkv[v + 3u];
+    }
+    for (var j = 0u; j < hs4; j++) {
+        decode4_keep(kv + pos * c34 + j, q + j, c4);
+    }
+}
+
 // attention_cache_fill: cache[b, t, :] = qkv[b, t, :] for t < T_p: a KV cache of T positions (B, T, 3C) takes the
 // qkv activation of a prefill over the first T_p positions (B, T_p, 3C); positions from T_p on are left as they are
 // (the decode steps write them before reading them). One invocation per element copied.

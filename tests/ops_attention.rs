@@ -319,8 +319,9 @@ fn should_match_finite_differences_attention_reference_backward() {
 #[test]
 fn should_match_the_forward_at_each_rows_position_when_decoding_with_a_kv_cache() {
     let gpu = gpu();
-    // (B, T, C, NH): the forward's shapes, plus T over two rounds of the 64 lanes and a head size of 1.
-    let shapes = SHAPES.iter().copied().chain([(2, 130, 8, 2), (3, 9, 5, 5)]);
+    // (B, T, C, NH): the forward's shapes, plus T over two rounds of the 64 lanes, a head size of 1, and head sizes of
+    // 16 and 32 (one and two 16-channel chunks for `Rows16`).
+    let shapes = SHAPES.iter().copied().chain([(2, 130, 8, 2), (3, 9, 5, 5), (3, 21, 64, 2), (2, 70, 32, 2)]);
     for (s, (b, t, c, nh)) in shapes.enumerate() {
         let c3 = 3 * c;
         let inp = randn(40 + s as u64, b * t * c3, 1.0);
@@ -344,11 +345,8 @@ fn should_match_the_forward_at_each_rows_position_when_decoding_with_a_kv_cache(
             want_cache[at + c..at + c3].copy_from_slice(&inp[at + c..at + c3]);
         }
         // Every form (the vec4 ones where the head size allows them), and whichever the tuner picks.
-        let forms: Vec<Option<ops::DecodeForm>> = if (c / nh) % 4 == 0 {
-            ops::DecodeForm::ALL.into_iter().map(Some).chain([None]).collect()
-        } else {
-            vec![Some(ops::DecodeForm::Scalar), None]
-        };
+        let forms: Vec<Option<ops::DecodeForm>> =
+            ops::DecodeForm::ALL.into_iter().filter(|f| f.supports(c / nh)).map(Some).chain([None]).collect();
         for form in forms {
             let tcache = Tensor::from_f32(&gpu, "cache", &cache).unwrap();
             let tnew = Tensor::from_f32(&gpu, "qkv", &new).unwrap();

@@ -556,7 +556,9 @@ pub fn attention_decode(
 ) -> Dispatch {
     let form = if (c / nh.max(1)).is_multiple_of(4) {
         let key = format!("decode {}x{t}x{}", b * nh, c / nh);
-        let name = gpu.tuner.choose("attention", &key, &["scalar", "x4", "rows"], |k| {
+        let all: &[&str] =
+            if (c / nh).is_multiple_of(16) { &["scalar", "x4", "rows", "rows16"] } else { &["scalar", "x4", "rows"] };
+        let name = gpu.tuner.choose("attention", &key, all, |k| {
             // scratch copies: timing must not write into the caller's cache
             let z = |what: &str, n: usize| Tensor::zeros(gpu, what, n).ok();
             let (o, kv, q) =
@@ -573,22 +575,34 @@ pub fn attention_decode(
 }
 
 /// The forms of [`attention_decode`]: a workgroup of 64 per (row, head) with scalar or vec4 loads, or one invocation
-/// per (row, head) without barriers and with vec4 loads (CPU adapters). The vec4 forms need HS % 4 == 0.
+/// per (row, head) without barriers and with vec4 loads (CPU adapters), the head taken a vec4 or 16 channels at a
+/// time. The vec4 forms need HS % 4 == 0, `Rows16` HS % 16 == 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecodeForm {
     Scalar,
     X4,
     Rows,
+    Rows16,
 }
 
 impl DecodeForm {
-    pub const ALL: [DecodeForm; 3] = [DecodeForm::Scalar, DecodeForm::X4, DecodeForm::Rows];
+    pub const ALL: [DecodeForm; 4] = [DecodeForm::Scalar, DecodeForm::X4, DecodeForm::Rows, DecodeForm::Rows16];
 
     fn from_name(name: &str) -> DecodeForm {
         match name {
             "x4" => DecodeForm::X4,
             "rows" => DecodeForm::Rows,
+            "rows16" => DecodeForm::Rows16,
             _ => DecodeForm::Scalar,
+        }
+    }
+
+    /// Whether this form takes head size `hs`.
+    pub fn supports(self, hs: usize) -> bool {
+        match self {
+            DecodeForm::Scalar => true,
+            DecodeForm::X4 | DecodeForm::Rows => hs.is_multiple_of(4),
+            DecodeForm::Rows16 => hs.is_multiple_of(16),
         }
     }
 }
@@ -612,9 +626,7 @@ pub fn attention_decode_with(
         out.len >= b * c && cache.len >= b * t * 3 * c && qkv.len >= b * 3 * c && pos.len >= b,
         "attention_decode: a buffer is smaller than its shape"
     );
-    if form != DecodeForm::Scalar {
-        assert!((c / nh).is_multiple_of(4), "attention_decode {form:?}: head size {} is not a multiple of 4", c / nh);
-    }
+    assert!(form.supports(c / nh), "attention_decode {form:?}: head size {} does not suit it", c / nh);
     match form {
         DecodeForm::Scalar => {
             let bindings = [(19, qkv), (20, cache), (21, out), (22, pos)];
@@ -624,12 +636,13 @@ pub fn attention_decode_with(
             let bindings = [(23, qkv), (24, cache), (25, out), (22, pos)];
             dispatch(gpu, "attention_decode_x4", b, t, c, nh, Grid::Rows(b * nh), &bindings)
         }
-        DecodeForm::Rows => {
+        DecodeForm::Rows | DecodeForm::Rows16 => {
             // The scores' scratch row per (b, h), made once with the plan (the dispatch's bind group keeps it).
             let scores = Tensor::zeros(gpu, "decode scores", b * nh * t)
                 .unwrap_or_else(|e| panic!("attention_decode: the scores' scratch for B {b} NH {nh} T {t}: {e}"));
             let bindings = [(23, qkv), (24, cache), (25, out), (22, pos), (48, &scores)];
-            dispatch(gpu, "attention_decode_rows", b, t, c, nh, Grid::RowInvocations(b * nh), &bindings)
+            let entry = if form == DecodeForm::Rows { "attention_decode_rows" } else { "attention_decode_rows16" };
+            dispatch(gpu, entry, b, t, c, nh, Grid::RowInvocations(b * nh), &bindings)
         }
     }
 }
