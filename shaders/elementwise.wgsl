@@ -1,14 +1,15 @@
-// Elementwise op family: GELU (GPT-2's tanh form), ReLU, residual add, and the fill used to zero buffers.
+// Elementwise op family: GELU (GPT-2's tanh form), ReLU, residual add, the fill used to zero buffers, and the
+// transpose that gives a linear layer's weight in the layout its forward product reads fastest (`ops::matmul`).
 // Forward and backward side by side. Backward kernels ACCUMULATE into their d-outputs (+=), like llm.c, so a tensor
 // that feeds two consumers collects both gradients.
 //
 // All entry points: workgroup 256, 1-D grid folded into (x, y) by `grid_1d`; element i = gid.x + gid.y * nwg.x * 256.
 
 struct Params {
-    n: u32,        // number of elements
+    n: u32,        // number of elements (transpose4: of 4x4 blocks)
     value: f32,    // fill value (fill only)
-    _p0: u32,
-    _p1: u32,
+    rows: u32,     // transpose4 only: rows M of its input
+    cols: u32,     // transpose4 only: columns N of its input
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -117,4 +118,31 @@ fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
     fill_out[i] = p.value;
+}
+
+// transpose4: out (N, M) = inp (M, N)^T, by 4x4 blocks (M and N multiples of 4): invocation i reads block (bi, bj) =
+// (i / (N/4), i % (N/4)) as 4 vec4s, rows 4 bi.. of inp at column 4 bj, and writes them as out's rows 4 bj.. at
+// column 4 bi. Four vec4 loads and stores per 16 elements (on lavapipe each load is a loop over the lanes).
+// bindings: 18 inp (M, N/4) vec4 read, 19 out (N, M/4) vec4 write. grid: grid_1d(M N / 16, 256).
+@group(0) @binding(18) var<storage, read> tr_inp: array<vec4<f32>>;
+@group(0) @binding(19) var<storage, read_write> tr_out: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn transpose4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    let n4 = p.cols / 4u;
+    let m4 = p.rows / 4u;
+    let bi = i / n4;
+    let bj = i - bi * n4;
+    let r = 4u * bi * n4 + bj; // inp row 4 bi, vec4 column bj
+    let r0 = tr_inp[r];
+    let r1 = tr_inp[r + n4];
+    let r2 = tr_inp[r + 2u * n4];
+    let r3 = tr_inp[r + 3u * n4];
+    let o = 4u * bj * m4 + bi; // out row 4 bj, vec4 column bi
+    tr_out[o] = vec4<f32>(r0.x, r1.x, r2.x, r3.x);
+    tr_out[o + m4] = vec4<f32>(r0.y, r1.y, r2.y, r3.y);
+    tr_out[o + 2u * m4] = vec4<f32>(r0.z, r1.z, r2.z, r3.z);
+    tr_out[o + 3u * m4] = vec4<f32>(r0.w, r1.w, r2.w, r3.w);
 }

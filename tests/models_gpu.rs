@@ -23,8 +23,12 @@ fn tokens(seed: u64, n: usize, v: usize) -> Vec<u32> {
 
 #[test]
 fn should_match_reference_gpt_forward_and_backward() {
-    let gpu = gpu();
-    for scalar_head in [false, true] {
+    // Both forms of the linear layers' forward (`ops::matmul::ForwardForm`), pinned for this GPT's shapes (BT = 21,
+    // C = 16), whichever the tuner would pick here.
+    for (scalar_head, form) in [(false, "direct"), (true, "direct"), (false, "transposed"), (true, "transposed")] {
+        let gpu = gpu();
+        let keys = ["forward 21x48x16", "forward 21x16x16", "forward 21x64x16 gelu", "forward 21x16x64"];
+        gpu.tuner.pin(&keys.iter().map(|k| (format!("linear {k}"), form.to_string())).collect());
         let cfg = tiny_gpt(scalar_head);
         let (b, t) = (3, 7);
         let reference = GptRef::from_params(&cfg, gpt_params(&cfg, 7).unwrap());
@@ -51,9 +55,12 @@ fn should_match_reference_gpt_forward_and_backward() {
         for (name, shape) in cfg.param_shapes() {
             let n: usize = shape.iter().product();
             let scale = want[off..off + n].iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-3);
-            assert_close(&format!("d{name}"), &got[off..off + n], &want[off..off + n], 2e-4 * scale, 2e-3);
+            assert_close(&format!("{form}: d{name}"), &got[off..off + n], &want[off..off + n], 2e-4 * scale, 2e-3);
             off += n;
         }
+        // Every linear layer found its pinned form: none was measured under a key of its own.
+        let linear: Vec<_> = gpu.tuner.choices().into_iter().filter(|(k, _)| k.starts_with("linear ")).collect();
+        assert!(linear.iter().all(|(_, c)| c.source == "pinned" && c.kernel == form), "{form}: {linear:?}");
     }
 }
 

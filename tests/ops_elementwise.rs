@@ -122,3 +122,20 @@ fn should_fill_beyond_one_grid_row() {
     let v = t.to_vec(&gpu).unwrap();
     assert!(v.iter().all(|&x| x == 1.5), "fill left {} elements unset", v.iter().filter(|&&x| x != 1.5).count());
 }
+
+/// transpose4 against a transposition by index, on shapes of 1 to 25 blocks per side; the output's every element is
+/// written (it starts as NaN).
+#[test]
+fn should_transpose_by_4x4_blocks() {
+    let gpu = gpu();
+    for (s, &(m, n)) in [(4, 4), (8, 12), (20, 36), (4, 100), (100, 4)].iter().enumerate() {
+        let inp = randn(70 + s as u64, m * n, 1.0);
+        let want: Vec<f32> = (0..n * m).map(|k| inp[(k % m) * n + k / m]).collect();
+        let tinp = Tensor::from_f32(&gpu, "inp", &inp).unwrap();
+        let tout = Tensor::from_f32(&gpu, "out", &vec![f32::NAN; m * n]).unwrap();
+        let mut plan = Plan::new();
+        plan.push(ops::transpose4(&gpu, &tout, &tinp, m, n));
+        plan.submit(&gpu);
+        assert_eq!(tout.to_vec(&gpu).unwrap(), want, "transpose4 {m}x{n}");
+    }
+}

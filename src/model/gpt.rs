@@ -75,6 +75,39 @@ fn parts(cfg: &GptConfig) -> Vec<(String, usize)> {
     cfg.param_shapes().into_iter().map(|(n, s)| (n, s.iter().product())).collect()
 }
 
+/// A linear layer's forward, out = inp @ w^T + bias (`out.1`: GELU's output, for c_fc's epilogue; then `out.0` is the
+/// pre-activation), in the form the tuner chose for its shape (`matmul::ForwardForm`): the product as it is, or the
+/// weight transposed into `weight_t` first and the plain product.
+#[allow(clippy::too_many_arguments)]
+fn linear_forward(
+    gpu: &Gpu,
+    fwd: &mut Plan,
+    weight_t: &Tensor,
+    out: (&Tensor, Option<&Tensor>),
+    inp: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    bt: usize,
+    c: usize,
+    oc: usize,
+) {
+    let form = matmul::choose_forward_form(gpu, bt, c, oc, true, out.1.is_some());
+    let bias = Some(bias);
+    match (form, out) {
+        (matmul::ForwardForm::Direct, (o, None)) => fwd.push(matmul::matmul_forward(gpu, o, inp, w, bias, bt, c, oc)),
+        (matmul::ForwardForm::Direct, (pre, Some(o))) => {
+            fwd.push(matmul::matmul_forward_gelu(gpu, o, pre, inp, w, bias, bt, c, oc))
+        }
+        (matmul::ForwardForm::Transposed, out) => {
+            fwd.push(crate::ops::elementwise::transpose4(gpu, weight_t, w, oc, c));
+            fwd.push(match out {
+                (o, None) => matmul::matmul_forward_t(gpu, o, inp, weight_t, bias, bt, c, oc),
+                (pre, Some(o)) => matmul::matmul_forward_gelu_t(gpu, o, pre, inp, weight_t, bias, bt, c, oc),
+            });
+        }
+    }
+}
+
 impl Gpt {
     /// Build a GPT for batches of shape (B, T), with parameters from `params` (contiguous, `param_shapes` order).
     pub fn new(gpu: &Gpu, cfg: &GptConfig, b: usize, t: usize, params: &[f32]) -> Result<Gpt> {
@@ -140,6 +173,9 @@ impl Gpt {
         let lse = z("lse", bt)?;
         let logps = z("logps", bt)?;
         let dlogps = z("dlogps", bt)?;
+        // A linear layer's weight transposed, where the tuner found that faster (`linear_forward`): one scratch for
+        // every layer, each transpose followed by its product.
+        let weight_t = z("weight_t", 4 * c * c)?;
         // Attention backward scratch, shared by all layers (they run one after another).
         let dpreatt = z("dpreatt", b * nh * t * t)?;
         let datt = z("datt", b * nh * t * t)?;
@@ -195,27 +231,14 @@ impl Gpt {
                     c,
                 ));
             }
-            fwd.push(matmul::matmul_forward(
-                gpu,
-                &a.qkv,
-                &a.ln1,
-                &p(h(i, "attn.c_attn.weight")),
-                Some(&p(h(i, "attn.c_attn.bias"))),
-                bt,
-                c,
-                3 * c,
-            ));
+            let lin =
+                |fwd: &mut Plan, out: (&Tensor, Option<&Tensor>), inp: &Tensor, layer: &str, c: usize, oc: usize| {
+                    let (w, bias) = (p(h(i, &format!("{layer}.weight"))), p(h(i, &format!("{layer}.bias"))));
+                    linear_forward(gpu, fwd, &weight_t, out, inp, &w, &bias, bt, c, oc);
+                };
+            lin(&mut fwd, (&a.qkv, None), &a.ln1, "attn.c_attn", c, 3 * c);
             fwd.extend(attention::attention_forward(gpu, &a.atty, &a.preatt, &a.att, &a.qkv, b, t, c, nh));
-            fwd.push(matmul::matmul_forward(
-                gpu,
-                &a.attproj,
-                &a.atty,
-                &p(h(i, "attn.c_proj.weight")),
-                Some(&p(h(i, "attn.c_proj.bias"))),
-                bt,
-                c,
-                c,
-            ));
+            lin(&mut fwd, (&a.attproj, None), &a.atty, "attn.c_proj", c, c);
             // residual2 = residual + attproj, fused with ln_2.
             fwd.push(layernorm::residual_layernorm_forward(
                 gpu,
@@ -231,27 +254,8 @@ impl Gpt {
                 c,
             ));
             // fch = ln2 @ c_fc + bias and fch_gelu = gelu(fch), the GELU in the product's epilogue.
-            fwd.push(matmul::matmul_forward_gelu(
-                gpu,
-                &a.fch_gelu,
-                &a.fch,
-                &a.ln2,
-                &p(h(i, "mlp.c_fc.weight")),
-                Some(&p(h(i, "mlp.c_fc.bias"))),
-                bt,
-                c,
-                4 * c,
-            ));
-            fwd.push(matmul::matmul_forward(
-                gpu,
-                &a.fcproj,
-                &a.fch_gelu,
-                &p(h(i, "mlp.c_proj.weight")),
-                Some(&p(h(i, "mlp.c_proj.bias"))),
-                bt,
-                4 * c,
-                c,
-            ));
+            lin(&mut fwd, (&a.fch, Some(&a.fch_gelu)), &a.ln2, "mlp.c_fc", c, 4 * c);
+            lin(&mut fwd, (&a.fcproj, None), &a.fch_gelu, "mlp.c_proj", 4 * c, c);
             // residual3 = residual2 + fcproj is computed by the next LayerNorm's dispatch (the next block's ln_1,
             // or ln_f after the last block).
         }

@@ -1,4 +1,4 @@
-//! Dispatches of `shaders/elementwise.wgsl`: GELU, ReLU, residual add (forward and backward) and fill.
+//! Dispatches of `shaders/elementwise.wgsl`: GELU, ReLU, residual add (forward and backward), fill and transpose.
 //! Each function returns a ready-to-record `Dispatch`; backward ones accumulate into their d-outputs.
 
 use bytemuck::{Pod, Zeroable};
@@ -13,11 +13,12 @@ const SRC: &str = include_str!("../../shaders/elementwise.wgsl");
 struct Params {
     n: u32,
     value: f32,
-    _p: [u32; 2],
+    rows: u32,
+    cols: u32,
 }
 
 fn dispatch(gpu: &Gpu, entry: &'static str, n: usize, value: f32, bindings: &[(u32, &Tensor)]) -> Dispatch {
-    let p = Params { n: n as u32, value, _p: [0; 2] };
+    let p = Params { n: n as u32, value, rows: 0, cols: 0 };
     Dispatch::new(gpu, SHADER, SRC, entry, Some(bytemuck::bytes_of(&p)), bindings, grid_1d(n, WORKGROUP_1D))
 }
 
@@ -54,4 +55,22 @@ pub fn residual_backward(gpu: &Gpu, dinp1: &Tensor, dinp2: &Tensor, dout: &Tenso
 /// out[..] = value over the whole tensor (zeroing gradients inside a step's compute pass).
 pub fn fill(gpu: &Gpu, out: &Tensor, value: f32) -> Dispatch {
     dispatch(gpu, "fill", out.len, value, &[(17, out)])
+}
+
+/// out (N, M) = inp (M, N)^T; M and N multiples of 4 (the kernel moves 4x4 blocks as vec4s).
+pub fn transpose4(gpu: &Gpu, out: &Tensor, inp: &Tensor, m: usize, n: usize) -> Dispatch {
+    assert!(m.is_multiple_of(4) && n.is_multiple_of(4), "transpose4: {m}x{n} is not made of 4x4 blocks");
+    assert!(inp.len >= m * n && out.len >= m * n, "transpose4: a buffer is smaller than {m}x{n}");
+    let blocks = m * n / 16;
+    let p = Params { n: blocks as u32, value: 0.0, rows: m as u32, cols: n as u32 };
+    let bindings = [(18, inp), (19, out)];
+    Dispatch::new(
+        gpu,
+        SHADER,
+        SRC,
+        "transpose4",
+        Some(bytemuck::bytes_of(&p)),
+        &bindings,
+        grid_1d(blocks, WORKGROUP_1D),
+    )
 }

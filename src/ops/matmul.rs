@@ -806,6 +806,90 @@ pub fn matmul_forward_with(
     forward_dispatch(gpu, kernel, out, inp, weight, bias, bt, c, oc, Replicas::ONE)
 }
 
+/// Where a linear layer's forward product reads its weight (OC, C) from. On CPU adapters the product with B
+/// transposed (`inp @ weight^T` read as is) runs 1.3-1.4x slower than the plain one, so a copy of weight^T written by
+/// `elementwise::transpose4` at the start of the forward can pay for itself; the tuner measures both per shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardForm {
+    /// `matmul_forward`: the weight read as it is.
+    Direct,
+    /// `elementwise::transpose4` into a (C, OC) copy, then `matmul_forward_t` on it.
+    Transposed,
+}
+
+/// The tuner's form for a linear layer's forward at this shape (family "linear", key "forward BTxOCxC", plus
+/// " gelu" for the GELU-epilogue form): the direct product against the transpose and the plain product, each timed
+/// with the GEMM kernel the tuner chose for it. `Direct` where C or OC is not a multiple of 4 (`transpose4`'s blocks).
+pub fn choose_forward_form(gpu: &Gpu, bt: usize, c: usize, oc: usize, has_bias: bool, gelu: bool) -> ForwardForm {
+    if !c.is_multiple_of(4) || !oc.is_multiple_of(4) {
+        return ForwardForm::Direct;
+    }
+    let key = format!("forward {bt}x{oc}x{c}{}", if gelu { " gelu" } else { "" });
+    // Both forms' dispatches are built (their kernels chosen) before this choice is timed: a choice made inside
+    // another's timing would wait for the tuner's lock forever.
+    let z = |what: &str, n: usize| Tensor::zeros(gpu, what, n).ok();
+    let scratch = (|| {
+        let (inp, w, wt) = (z("tune fwd inp", bt * c)?, z("tune fwd w", oc * c)?, z("tune fwd wt", oc * c)?);
+        Some((inp, w, wt, z("tune fwd out", bt * oc)?, z("tune fwd act", bt * oc)?, z("tune fwd bias", oc)?))
+    })();
+    let Some((inp, w, wt, out, act, bias)) = scratch else { return ForwardForm::Direct };
+    let bias = has_bias.then_some(&bias);
+    let (direct, plain) = if gelu {
+        (
+            matmul_forward_gelu(gpu, &act, &out, &inp, &w, bias, bt, c, oc),
+            matmul_forward_gelu_t(gpu, &act, &out, &inp, &wt, bias, bt, c, oc),
+        )
+    } else {
+        (matmul_forward(gpu, &out, &inp, &w, bias, bt, c, oc), matmul_forward_t(gpu, &out, &inp, &wt, bias, bt, c, oc))
+    };
+    let transpose = crate::ops::elementwise::transpose4(gpu, &wt, &w, oc, c);
+    let time = |d: &Dispatch| crate::gpu::tune::time_dispatch(gpu, d);
+    let name = gpu.tuner.choose("linear", &key, &["direct", "transposed"], |k| match k {
+        "direct" => time(&direct),
+        _ => Some(time(&transpose)? + time(&plain)?),
+    });
+    if name == "transposed" {
+        ForwardForm::Transposed
+    } else {
+        ForwardForm::Direct
+    }
+}
+
+/// out (BT, OC) = inp (BT, C) @ weight_t (C, OC) + bias: `matmul_forward` given the weight's transpose
+/// (`ForwardForm::Transposed`), with the kernel chosen for this plain product.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_forward_t(
+    gpu: &Gpu,
+    out: &Tensor,          // (BT, OC)
+    inp: &Tensor,          // (BT, C)
+    weight_t: &Tensor,     // (C, OC)
+    bias: Option<&Tensor>, // (OC)
+    bt: usize,
+    c: usize,
+    oc: usize,
+) -> Dispatch {
+    let dims = GemmDims::new(bt, oc, c);
+    gemm_dispatch(gpu, choose_kernel(gpu, &dims, bias.is_some()), out, inp, weight_t, bias, dims)
+}
+
+/// `matmul_forward_gelu` given the weight's transpose (C, OC): pre = inp @ weight_t + bias, out = gelu(pre).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_forward_gelu_t(
+    gpu: &Gpu,
+    out: &Tensor,          // (BT, OC) gelu(pre)
+    pre: &Tensor,          // (BT, OC)
+    inp: &Tensor,          // (BT, C)
+    weight_t: &Tensor,     // (C, OC)
+    bias: Option<&Tensor>, // (OC)
+    bt: usize,
+    c: usize,
+    oc: usize,
+) -> Dispatch {
+    let dims = GemmDims::new(bt, oc, c);
+    let kernel = choose_kernel(gpu, &dims, bias.is_some());
+    gemm_act_dispatch(gpu, kernel, pre, inp, weight_t, bias, Act::Gelu { out }, dims)
+}
+
 /// `matmul_forward` for `rep.count` replicated layers: out (R, BT, OC) = inp (R, BT, C) @ weight[r]^T + bias[r], with
 /// `weight` and `bias` views starting at replica 0's tensor and spanning `rep.span(len)` elements.
 #[allow(clippy::too_many_arguments)]
