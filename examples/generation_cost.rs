@@ -2,8 +2,9 @@
 //! forward over the prompts (the prefill) and `max_new_tokens - 1` decode steps on one position per row, each step
 //! also writing its token's log-prob. Without the cache, every step re-ran the forward over (B, T) and one more forward
 //! scored the completions: `max_new_tokens + 1` forwards. Both are timed here on the adapter in hand (minimum of 3
-//! runs each) and the ratio printed; then one decode step's dispatches are timed one by one, summed per kernel (where
-//! a step's time goes). Asserts nothing. Seeds are fixed.
+//! runs each) and the ratio printed, with the prefill's share (a call with `max_new_tokens = 1`: the prefill and one
+//! draw); then one decode step's dispatches are timed one by one, summed per kernel (where a step's time goes).
+//! Asserts nothing. Seeds are fixed.
 //!
 //!   cargo run --release --example generation_cost
 
@@ -46,6 +47,11 @@ fn main() {
         let ms_gen = min_ms(&mut || {
             gen.generate_blocking(&gpu, &prompts).unwrap_or_else(|e| panic!("{e}"));
         });
+        let g1 = GenerationConfig { max_new_tokens: 1, ..g.clone() };
+        let mut prefill = Generator::new(&gpu, &cfg, &params, b, max_prompt, &g1).unwrap_or_else(|e| panic!("{e}"));
+        let ms_prefill = min_ms(&mut || {
+            prefill.generate_blocking(&gpu, &prompts).unwrap_or_else(|e| panic!("{e}"));
+        });
         let full = Gpt::new(&gpu, &cfg, b, t, &params).unwrap_or_else(|e| panic!("{e}"));
         let ms_fwd = min_ms(&mut || {
             submit_all(&gpu, &[&full.forward]);
@@ -67,6 +73,10 @@ fn main() {
         let parts: Vec<String> =
             per.iter().map(|(k, ms)| format!("{k} {ms:.1} ms ({:.0}%)", 100.0 * ms / total)).collect();
         println!("{name}: one decode step, dispatches timed alone: {total:.1} ms = {}", parts.join(", "));
+        println!(
+            "{name}: the prefill and one draw (max_new_tokens = 1) {ms_prefill:.1} ms, {:.0}% of the generation below",
+            100.0 * ms_prefill / ms_gen
+        );
         println!(
             "{name}: L{layers} C{width} V512 B{b} T{t}, {max_new} new tokens: generation with the KV cache {ms_gen:.1} ms; \
              one forward over (B, T) {ms_fwd:.1} ms, so recomputing it per token costs {ms_recompute:.1} ms: \

@@ -21,6 +21,7 @@
 //! draw of each step and its log-probability from the right logits (the prefill's at step 0).
 
 use crate::gpu::{Plan, Tensor};
+use crate::model::gpt::linear_forward;
 use crate::model::Gpt;
 use crate::ops::{attention, encoder, layernorm, matmul, sampling};
 use crate::{Error, Gpu, Result};
@@ -123,6 +124,8 @@ impl Decoder {
         let fch_gelu = z("decode fch_gelu", b * 4 * c)?;
         let fcproj = z("decode fcproj", b * c)?;
         let logits = z("decode logits", b * v)?;
+        // The linear layers' weights transposed where the tuner found that faster (`gpt::linear_forward`).
+        let weight_t = z("decode weight_t", 4 * c * c)?;
         // The residual stream after each block's attention (r2) and after its MLP (r3), per layer: the fused
         // residual + LayerNorm kernels write them while reading the previous ones.
         let r2: Vec<Tensor> = (0..l).map(|_| z("decode residual2", b * c)).collect::<Result<_>>()?;
@@ -164,10 +167,10 @@ impl Decoder {
                 ));
             }
             let (w, bias) = (h(i, "attn.c_attn.weight"), h(i, "attn.c_attn.bias"));
-            body.push(matmul::matmul_forward(gpu, &qkv, &ln, &w, Some(&bias), b, c, 3 * c));
+            linear_forward(gpu, &mut body, &weight_t, (&qkv, None), &ln, &w, &bias, b, c, 3 * c);
             body.push(attention::attention_decode(gpu, &atty, cache(i), &qkv, &pos, b, t, c, nh));
             let (w, bias) = (h(i, "attn.c_proj.weight"), h(i, "attn.c_proj.bias"));
-            body.push(matmul::matmul_forward(gpu, &attproj, &atty, &w, Some(&bias), b, c, c));
+            linear_forward(gpu, &mut body, &weight_t, (&attproj, None), &atty, &w, &bias, b, c, c);
             body.push(layernorm::residual_layernorm_forward(
                 gpu,
                 &r2[i],
@@ -182,9 +185,9 @@ impl Decoder {
                 c,
             ));
             let (w, bias) = (h(i, "mlp.c_fc.weight"), h(i, "mlp.c_fc.bias"));
-            body.push(matmul::matmul_forward_gelu(gpu, &fch_gelu, &fch, &ln, &w, Some(&bias), b, c, 4 * c));
+            linear_forward(gpu, &mut body, &weight_t, (&fch, Some(&fch_gelu)), &ln, &w, &bias, b, c, 4 * c);
             let (w, bias) = (h(i, "mlp.c_proj.weight"), h(i, "mlp.c_proj.bias"));
-            body.push(matmul::matmul_forward(gpu, &fcproj, &fch_gelu, &w, Some(&bias), b, 4 * c, c));
+            linear_forward(gpu, &mut body, &weight_t, (&fcproj, None), &fch_gelu, &w, &bias, b, 4 * c, c);
         }
         let r3_last = z("decode residual3", b * c)?;
         body.push(layernorm::residual_layernorm_forward(

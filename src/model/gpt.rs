@@ -79,7 +79,7 @@ fn parts(cfg: &GptConfig) -> Vec<(String, usize)> {
 /// pre-activation), in the form the tuner chose for its shape (`matmul::ForwardForm`): the product as it is, or the
 /// weight transposed into `weight_t` first and the plain product.
 #[allow(clippy::too_many_arguments)]
-fn linear_forward(
+pub(crate) fn linear_forward(
     gpu: &Gpu,
     fwd: &mut Plan,
     weight_t: &Tensor,
