@@ -17,9 +17,10 @@
 //!
 //! A choice measured while other work shared the machine may be a slower kernel, and would stay in the cache. So
 //! every measurement is bracketed by a fixed calibration kernel (timed right before and right after it), whose time
-//! is kept with the choice; the first time a process reads a cached choice it times the calibration kernel once, and a
-//! choice measured at a calibration more than `LOADED` times slower than the fastest this adapter has shown is measured
-//! again, when the machine is quiet now (else kept until a quiet run).
+//! is kept with the choice (the faster of the two: load that lasted through the measurement); the first time a process
+//! reads a cached choice it times the calibration kernel once, and a choice measured at a calibration more than
+//! `LOADED` times slower than the fastest this adapter has shown is measured again, once, when the machine is quiet now
+//! (else kept until a quiet run).
 //!
 //! Once chosen, a choice never changes within a process, so runs stay deterministic; `Tuner::choices` lists them
 //! (with where each came from) for a run to save next to its config. The same file keeps the answers of the
@@ -78,6 +79,10 @@ struct CacheFile {
     /// written before it existed have none: their choices are trusted as they are.
     #[serde(default)]
     calibrations: BTreeMap<String, BTreeMap<String, f64>>,
+    /// adapter key -> the shape keys measured a second time because the first measurement was under load: those
+    /// keep their second answer, whatever its calibration (so a noisy machine does not measure them in every run).
+    #[serde(default)]
+    remeasured: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 /// A choice measured at a calibration time more than this many times the adapter's fastest was measured under load.
@@ -97,6 +102,8 @@ pub struct Tuner {
     cached: Mutex<BTreeMap<String, String>>,
     /// The calibration time (microseconds) of each measured choice in `cached` that has one.
     calibrations: Mutex<BTreeMap<String, f64>>,
+    /// The choices measured a second time (`CacheFile::remeasured`).
+    remeasured: Mutex<std::collections::BTreeSet<String>>,
     calibrate: Option<Calibrate>,
     /// This process's calibration time (microseconds), taken at the first cached choice it reads.
     now_us: std::sync::OnceLock<Option<f64>>,
@@ -128,12 +135,14 @@ impl Tuner {
     ) -> Tuner {
         let cached = file.adapters.remove(&adapter_key).unwrap_or_default();
         let calibrations = file.calibrations.remove(&adapter_key).unwrap_or_default();
+        let remeasured = file.remeasured.remove(&adapter_key).unwrap_or_default();
         Tuner {
             policy,
             adapter_key,
             cache_path,
             cached: Mutex::new(cached),
             calibrations: Mutex::new(calibrations),
+            remeasured: Mutex::new(remeasured),
             calibrate,
             now_us: std::sync::OnceLock::new(),
             chosen: Mutex::new(BTreeMap::new()),
@@ -148,8 +157,12 @@ impl Tuner {
 
     /// Whether the cached choice under `measured_key` was measured under load (its calibration more than `LOADED`
     /// times the fastest this adapter has shown, this process's included) while the machine is quiet now, so that
-    /// measuring it again gives a fairer answer. Choices without a calibration (older cache files) are kept.
+    /// measuring it again gives a fairer answer. Choices without a calibration (older cache files) are kept, and so
+    /// are choices measured a second time already.
     fn measured_under_load(&self, measured_key: &str) -> bool {
+        if self.remeasured.lock().unwrap().contains(measured_key) {
+            return false;
+        }
         let Some(at) = self.calibrations.lock().unwrap().get(measured_key).copied() else { return false };
         let Some(now) = *self.now_us.get_or_init(|| {
             let now = self.calibration_us();
@@ -204,22 +217,25 @@ impl Tuner {
                 let mut shared = process_choices().lock().unwrap();
                 let here = shared.entry(self.adapter_key.clone()).or_default();
                 let known = here.get(&measured_key).and_then(|k| find(k));
-                let from_file = || {
-                    let k = self.cached.lock().unwrap().get(&measured_key).and_then(|k| find(k));
-                    k.filter(|_| !self.measured_under_load(&measured_key))
-                };
-                match known.or_else(from_file) {
+                let from_file = self.cached.lock().unwrap().get(&measured_key).and_then(|k| find(k));
+                let again = known.is_none() && from_file.is_some() && self.measured_under_load(&measured_key);
+                match known.or(from_file.filter(|_| !again)) {
                     Some(k) => (k, "cache", vec![]),
                     None => {
-                        // Bracketed by the calibration kernel: the slower of the two is what the machine gave.
+                        // Bracketed by the calibration kernel; the faster of the two is kept, so that only load that
+                        // lasted through the measurement counts (on a quiet machine a single calibration is now and
+                        // then 2x slower).
                         let before = self.calibration_us();
                         let (k, timings) = measure(candidates, &mut time);
                         let after = self.calibration_us();
-                        if let Some(c) = before.into_iter().chain(after).reduce(f64::max) {
+                        if let Some(c) = before.into_iter().chain(after).reduce(f64::min) {
                             self.calibrations.lock().unwrap().insert(measured_key.clone(), c);
                             if self.log {
                                 eprintln!("[dpo3d] {full_key}: measured at calibration {c:.1} us");
                             }
+                        }
+                        if again {
+                            self.remeasured.lock().unwrap().insert(measured_key.clone());
                         }
                         here.insert(measured_key.clone(), k.to_string());
                         (k, "measured", timings)
@@ -299,6 +315,8 @@ impl Tuner {
             for (k, v) in self.calibrations.lock().unwrap().iter() {
                 entry.insert(k.clone(), *v);
             }
+            let entry = file.remeasured.entry(self.adapter_key.clone()).or_default();
+            entry.extend(self.remeasured.lock().unwrap().iter().cloned());
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
@@ -697,18 +715,33 @@ mod tests {
         assert_eq!(tuner(2.0, file()).choose("f", "8x8", &["a", "b"], never), "a");
         // A loaded process keeps a loaded choice even when the file shows a quiet calibration elsewhere.
         let mut f = file();
+        f.adapters.get_mut(&key).unwrap().insert(measured_key("k 8x8", &["a", "b"]), "b".into());
+        f.calibrations.get_mut(&key).unwrap().insert(measured_key("k 8x8", &["a", "b"]), 2000.0);
+        assert_eq!(tuner(2.0, f).choose("k", "8x8", &["a", "b"], never), "b");
+        // A calibration process whose calibrations follow `ms` in turn (then stay at its last).
+        let sequence = |ms: Vec<f64>| -> Calibrate {
+            let calls = std::sync::atomic::AtomicUsize::new(0);
+            Box::new(move || {
+                let i = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst).min(ms.len() - 1);
+                Some(ms[i] * 1e-3)
+            })
+        };
+        // A blip in one of the two calibrations around a measurement does not count: the faster one is kept.
+        process_choices().lock().unwrap().remove(&key);
+        let t =
+            Tuner::with(TunePolicy::Measure, key.clone(), Some(path.clone()), file(), Some(sequence(vec![1.0, 2.0])));
+        assert_eq!(t.choose("h", "8x8", &["a", "b"], |k| Some(if k == "a" { 1e-3 } else { 2e-3 })), "a");
+        assert_eq!(file().calibrations[&key][&measured_key("h 8x8", &["a", "b"])], 1000.0);
+        // A choice is measured again once only: here the quiet process (1 ms at its first cached choice) measures "g"
+        // again under load (2 ms around it), and a later quiet process keeps that second answer.
+        let mut f = file();
         f.adapters.get_mut(&key).unwrap().insert(measured_key("g 8x8", &["a", "b"]), "b".into());
         f.calibrations.get_mut(&key).unwrap().insert(measured_key("g 8x8", &["a", "b"]), 2000.0);
-        assert_eq!(tuner(2.0, f).choose("g", "8x8", &["a", "b"], never), "b");
-        // Load that starts during a measurement counts: the calibration after it is the one kept.
         process_choices().lock().unwrap().remove(&key);
-        let calls = std::sync::atomic::AtomicUsize::new(0);
-        let rising: Calibrate = Box::new(move || {
-            Some(if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 { 1e-3 } else { 2e-3 })
-        });
-        let t = Tuner::with(TunePolicy::Measure, key.clone(), Some(path.clone()), file(), Some(rising));
-        assert_eq!(t.choose("h", "8x8", &["a", "b"], |k| Some(if k == "a" { 1e-3 } else { 2e-3 })), "a");
-        assert_eq!(file().calibrations[&key][&measured_key("h 8x8", &["a", "b"])], 2000.0);
+        let t = Tuner::with(TunePolicy::Measure, key.clone(), Some(path.clone()), f, Some(sequence(vec![1.0, 2.0])));
+        assert_eq!(t.choose("g", "8x8", &["a", "b"], |k| Some(if k == "a" { 3e-3 } else { 1e-3 })), "b");
+        assert!(file().remeasured[&key].contains(&measured_key("g 8x8", &["a", "b"])));
+        assert_eq!(tuner(1.0, file()).choose("g", "8x8", &["a", "b"], never), "b");
         // An entry without a calibration (a file from before calibrations) is kept.
         let mut f = file();
         f.calibrations.clear();
