@@ -347,13 +347,22 @@ fn measured_key(full_key: &str, candidates: &[&str]) -> String {
 /// other work on the machine (a build, another process) does not decide the choice.
 const ROUNDS: usize = 3;
 
+/// A candidate more than this many times slower than the fastest after the first round is not timed again: it cannot
+/// win (a burst of other work slows a run about 2x), and the slowest kernels (the naive GEMM, 10-20x behind on
+/// lavapipe) would otherwise take most of the tuning time.
+const HOPELESS: f64 = 8.0;
+
 fn measure(
     candidates: &[&'static str],
     time: &mut impl FnMut(&'static str) -> Option<f64>,
 ) -> (&'static str, Vec<(String, f64)>) {
     let mut best_of: Vec<Option<f64>> = vec![None; candidates.len()];
-    for _ in 0..ROUNDS {
+    for round in 0..ROUNDS {
+        let fastest = best_of.iter().flatten().copied().reduce(f64::min);
         for (i, &c) in candidates.iter().enumerate() {
+            if round > 0 && best_of[i].zip(fastest).is_some_and(|(t, f)| t > HOPELESS * f) {
+                continue;
+            }
             if let Some(t) = time(c) {
                 best_of[i] = Some(best_of[i].map_or(t, |b: f64| b.min(t)));
             }
@@ -624,6 +633,18 @@ mod tests {
         assert_eq!(k, "a");
         assert_eq!(calls, ["a", "b", "a", "b", "a", "b"]);
         assert_eq!(timings, vec![("a".to_string(), 1e3), ("b".to_string(), 2e3)]);
+        // A candidate over 8x slower than the fastest after the first round is not timed again.
+        let mut calls: Vec<&str> = Vec::new();
+        let (k, timings) = measure(&["a", "b", "c"], &mut |c| {
+            calls.push(c);
+            Some(match c {
+                "a" => 9e-3,
+                "b" => 1e-3,
+                _ => 7e-3,
+            })
+        });
+        assert_eq!((k, calls), ("b", vec!["a", "b", "c", "b", "c", "b", "c"]));
+        assert_eq!(timings[0], ("a".to_string(), 9e3), "a dropped candidate keeps its one timing");
         // A candidate that cannot be timed is skipped; with none timed, the rule's choice (the first) stands.
         assert_eq!(measure(&["a", "b"], &mut |c| (c == "b").then_some(5e-3)).0, "b");
         assert_eq!(measure(&["a", "b"], &mut |_| None).0, "a");
