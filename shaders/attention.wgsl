@@ -856,20 +856,35 @@ fn attention_softmax_backward_fused_x4(@builtin(workgroup_id) wid: vec3<u32>,
 // grid: grid_1d(B * NH, 64), workgroup 64; p.n = B * NH.
 @group(0) @binding(48) var<storage, read_write> der_w: array<f32>;
 
-@compute @workgroup_size(64)
-fn attention_decode_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
-                         @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = (wid.x + wid.y * nwg.x) * 64u + lid;
-    if (r >= p.n) { return; }
+// Where the per-invocation decode forms (attention_decode_rows, _rows16) find row r = (b, h): the vec4 strides, the
+// row's position, this step's q (its k and v at q + C/4, q + C/2), the cache row's head h, the scores' scratch row.
+struct DecodeRow { b: u32, h: u32, c4: u32, hs4: u32, c34: u32, pos: u32, q: u32, kv: u32, w: u32 }
+
+fn decode_row(r: u32) -> DecodeRow {
     let b = r / p.nh;
     let h = r % p.nh;
     let c4 = p.c / 4u;
     let hs4 = p.hs / 4u;
     let c34 = 3u * c4;
     let pos = min(dec_pos[b], p.t - 1u);
-    let q = b * c34 + h * hs4;        // this step's q, k, v at q, q + C/4, q + C/2 (vec4 units)
-    let kv = b * p.t * c34 + h * hs4; // cache row b, head h
-    let w = r * p.t;                  // this (b, h)'s scores
+    return DecodeRow(b, h, c4, hs4, c34, pos, b * c34 + h * hs4, b * p.t * c34 + h * hs4, r * p.t);
+}
+
+@compute @workgroup_size(64)
+fn attention_decode_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+                         @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if (r >= p.n) { return; }
+    let d = decode_row(r);
+    let b = d.b;
+    let h = d.h;
+    let c4 = d.c4;
+    let hs4 = d.hs4;
+    let c34 = d.c34;
+    let pos = d.pos;
+    let q = d.q;
+    let kv = d.kv;
+    let w = d.w;
     // Scores: the cached positions, then the newest one, whose key is this step's.
     var m = -3.0e38;
     for (var t2 = 0u; t2 < pos; t2++) {
@@ -918,15 +933,16 @@ fn attention_decode_rows16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
                            @builtin(num_workgroups) nwg: vec3<u32>) {
     let r = (wid.x + wid.y * nwg.x) * 64u + lid;
     if (r >= p.n) { return; }
-    let b = r / p.nh;
-    let h = r % p.nh;
-    let c4 = p.c / 4u;
-    let hs4 = p.hs / 4u;
-    let c34 = 3u * c4;
-    let pos = min(dec_pos[b], p.t - 1u);
-    let q = b * c34 + h * hs4;        // this step's q, k, v at q, q + C/4, q + C/2 (vec4 units)
-    let kv = b * p.t * c34 + h * hs4; // cache row b, head h
-    let w = r * p.t;                  // this (b, h)'s scores
+    let d = decode_row(r);
+    let b = d.b;
+    let h = d.h;
+    let c4 = d.c4;
+    let hs4 = d.hs4;
+    let c34 = d.c34;
+    let pos = d.pos;
+    let q = d.q;
+    let kv = d.kv;
+    let w = d.w;
     // Scores, 16 channels at a time: the first chunk writes each position's score, the later ones add to it.
     for (var j = 0u; j < hs4; j += 4u) {
         let q0 = dec4_qkv[q + j];
