@@ -7,11 +7,19 @@
 //! and B loaded: a real product, checked against the CPU), with only A's loads, and with no loads at all. On lavapipe
 //! (Mesa 25.0, LLVM 15) the last one is the ceiling: the multiply-adds alone, which Mesa emits as separate multiplies
 //! and adds with a loop-mask blend per accumulator. The gap between the first and the last is the cost of loads.
+//! dpo3d compiles its shaders without naga's loop bound (an extra counter and exit test wgpu adds to every loop; see
+//! `gpu::context`), which took the `no_loads` row from 61 to 149 GFLOP/s and `a_only` from 31 to 57 on a 2-core Zen 4
+//! (`DPO3D_SHADER_CHECKS=full` puts the bound back, for comparison); `full` did not move (13-14), so the loads are
+//! what is left.
 //! In the machine code Mesa 25.0.7 generates for these kernels (`GALLIVM_DEBUG=asm`, with `MESA_SHADER_CACHE_DISABLE=1`),
 //! every storage-buffer load inside the K loop, A's included although its address is the same for the whole
 //! workgroup, is a loop over the SIMD lanes with a bounds check and a branch per element; no arrangement of the
 //! loads in WGSL tried so far (scalar or vec4 loads, loads hoisted to the top of the loop, more rows per invocation,
-//! lane-selects of uniform loads, textures) got vector loads out of it. What does help is loading less per lane: where
+//! lane-selects of uniform loads, textures, `subgroupBroadcastFirst` of the loop counter) got vector loads out of it.
+//! The LLVM IR (`GALLIVM_DEBUG=ir`) shows why: Mesa 25.0.7 keeps every value as an 8-lane vector, uniform ones
+//! included (a uniform address is re-extracted from the first active lane), and every storage-buffer load goes
+//! through the per-lane path. A uniform-buffer array read at a per-lane index was only 25% cheaper per vec4 than a
+//! storage-buffer one (0.72 against 0.94 ns per lane). What does help is loading less per lane: where
 //! the device has subgroups, the last row times dpo3d's subgroup GEMM (`shaders/matmul_subgroup.wgsl`), whose lanes
 //! each load a different row of A and share them by `subgroupBroadcast`, with 16 rows per invocation; it is a
 //! different body, so the `no_loads` row does not bound it. Compare the printed GFLOP/s with PyTorch's on the same CPU

@@ -73,6 +73,9 @@ pub struct KernelChoice {
 
 #[derive(Default, Serialize, Deserialize)]
 struct CacheFile {
+    /// The `SHADER_BUILD` the timings were taken with (0 in files written before the field existed).
+    #[serde(default)]
+    build: u32,
     /// adapter key ("name | backend | driver") -> shape key -> kernel name
     adapters: BTreeMap<String, BTreeMap<String, String>>,
     /// adapter key -> shape key -> the calibration kernel's time (microseconds) when that choice was measured. Files
@@ -83,6 +86,21 @@ struct CacheFile {
     /// keep their second answer, whatever its calibration (so a noisy machine does not measure them in every run).
     #[serde(default)]
     remeasured: BTreeMap<String, std::collections::BTreeSet<String>>,
+}
+
+/// How dpo3d's shaders are compiled, as far as it moves their relative speeds: a cache file written under another
+/// build is measured afresh rather than trusted. 1: wgpu's default runtime checks; 2: without naga's loop bound
+/// (`gpu::context`), which sped some GEMMs up by a third on lavapipe and others not at all.
+pub const SHADER_BUILD: u32 = 2;
+
+/// The cache file at `path`, or an empty one where it is missing, unreadable or from another `SHADER_BUILD`.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))] // never read on wasm
+fn read_cache(path: &std::path::Path) -> CacheFile {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| serde_json::from_str::<CacheFile>(&s).ok())
+        .filter(|f| f.build == SHADER_BUILD)
+        .unwrap_or_default()
 }
 
 /// A choice measured at a calibration time more than this many times the adapter's fastest was measured under load.
@@ -116,11 +134,7 @@ impl Tuner {
     /// this adapter (`calibrator`).
     pub fn new(adapter_key: String, calibrate: Option<Calibrate>) -> Tuner {
         let cache_path = default_cache_path();
-        let file = cache_path
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|s| serde_json::from_str::<CacheFile>(&s).ok())
-            .unwrap_or_default();
+        let file = cache_path.as_deref().map(read_cache).unwrap_or_default();
         let mut tuner = Tuner::with(TunePolicy::from_env(), adapter_key, cache_path, file, calibrate);
         tuner.log = std::env::var("DPO3D_TUNE_LOG").is_ok_and(|v| v == "1");
         tuner
@@ -305,8 +319,8 @@ impl Tuner {
     fn save(&self) {
         #[cfg(not(target_arch = "wasm32"))]
         if let Some(path) = &self.cache_path {
-            let mut file: CacheFile =
-                std::fs::read_to_string(path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+            let mut file = read_cache(path);
+            file.build = SHADER_BUILD;
             let entry = file.adapters.entry(self.adapter_key.clone()).or_default();
             for (k, v) in self.cached.lock().unwrap().iter() {
                 entry.insert(k.clone(), v.clone());
@@ -693,6 +707,35 @@ mod tests {
         });
         assert_eq!(new, "c");
         assert!(timed.contains(&"a") && timed.contains(&"b") && timed.contains(&"c"), "timed {timed:?}");
+    }
+
+    /// Timings taken under another shader build (how every kernel is compiled) are not trusted: such a file reads
+    /// as empty, and the next save writes the current build.
+    #[test]
+    fn should_ignore_a_cache_file_from_another_shader_build() {
+        let path = std::env::temp_dir().join(format!("dpo3d-tune-build-{}.json", std::process::id()));
+        let key = "test adapter: build".to_string();
+        let choice = BTreeMap::from([(measured_key("f 8x8", &["a", "b"]), "b".to_string())]);
+        let write = |build: u32| {
+            let file =
+                CacheFile { build, adapters: BTreeMap::from([(key.clone(), choice.clone())]), ..Default::default() };
+            std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
+        };
+        write(SHADER_BUILD);
+        assert_eq!(read_cache(&path).adapters[&key], choice);
+        for other in [0, SHADER_BUILD - 1, SHADER_BUILD + 1] {
+            write(other);
+            assert!(read_cache(&path).adapters.is_empty(), "a build {other} file was read");
+        }
+        // The tuner over that stale file measures, and its save replaces the file with this build's choice.
+        process_choices().lock().unwrap().remove(&key);
+        let tuner = Tuner::with(TunePolicy::Measure, key.clone(), Some(path.clone()), read_cache(&path), None);
+        let got = tuner.choose("f", "8x8", &["a", "b"], |k| Some(if k == "a" { 1e-3 } else { 2e-3 }));
+        assert_eq!(got, "a");
+        let saved = read_cache(&path);
+        assert_eq!(saved.build, SHADER_BUILD);
+        assert_eq!(saved.adapters[&key][&measured_key("f 8x8", &["a", "b"])], "a");
+        let _ = std::fs::remove_file(&path);
     }
 
     /// A choice measured while the machine was loaded (its calibration 2x the adapter's best) is measured again by
