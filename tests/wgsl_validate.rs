@@ -31,3 +31,42 @@ fn should_register_every_shader_file() {
         }
     }
 }
+
+/// dpo3d compiles its shaders without naga's loop bound (`gpu::context`), which is sound only while every loop ends.
+/// So every loop must be a `for` whose counter moves toward its bound each iteration: counting up (`i++`, `i += s`,
+/// `i = i + s`, with `i < b`, `i <= b` or `i + 1u < b`) or halving down to zero (`s = s / 2u`, `s >>= 1u` with
+/// `s > 0u`); no `loop` or `while`. The bounds themselves (parameters under the buffers' sizes) are not checked here.
+#[test]
+fn should_write_every_loop_as_a_for_toward_its_bound() {
+    let word = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    for (name, src) in dpo3d::ops::SHADERS {
+        let code: String = src.lines().map(|l| l.split("//").next().unwrap()).collect::<Vec<_>>().join("\n");
+        let tokens: Vec<&str> = code.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).collect();
+        assert!(!tokens.contains(&"while") && !tokens.contains(&"loop"), "{name}.wgsl: a `while` or `loop`");
+        let mut found = 0;
+        for (at, _) in code.match_indices("for (") {
+            let header = &code[at + 5..at + 5 + code[at + 5..].find(") {").expect("for header")];
+            let parts: Vec<&str> = header.split(';').map(str::trim).collect();
+            let (var, cond, step) = match parts[..] {
+                [init, cond, step] => (init.strip_prefix("var ").and_then(|i| i.split(" =").next()), cond, step),
+                _ => panic!("{name}.wgsl: `for ({header})`"),
+            };
+            let v = var.unwrap_or_else(|| panic!("{name}.wgsl: `for ({header})` does not declare its counter"));
+            let up = step == format!("{v}++")
+                || step.strip_prefix(&format!("{v} += ")).is_some_and(|s| word(s) && s != "0u")
+                || step.strip_prefix(&format!("{v} = {v} + ")).is_some_and(|s| word(s) && s != "0u");
+            let down = [format!("{v} = {v} / 2u"), format!("{v} >>= 1u"), format!("{v} = {v} >> 1u")]
+                .contains(&step.to_string());
+            let ok = if up {
+                [format!("{v} < "), format!("{v} <= "), format!("{v} + 1u < ")]
+                    .iter()
+                    .any(|p| cond.starts_with(p.as_str()))
+            } else {
+                down && cond == format!("{v} > 0u")
+            };
+            assert!(ok, "{name}.wgsl: `for ({header})` does not visibly move toward its bound");
+            found += 1;
+        }
+        assert!(found > 0 || !tokens.contains(&"for"), "{name}.wgsl: loops not recognised");
+    }
+}

@@ -277,7 +277,9 @@ impl Gpu {
 
     /// The compute pipeline for `entry` in the WGSL source `source` (named `shader`), compiled once and cached.
     /// The layout is derived from the entry point ("auto" layout), so a bind group must bind exactly the
-    /// bindings that entry point uses.
+    /// bindings that entry point uses. The source is compiled without wgpu's loop bound (see `runtime_checks`), so
+    /// every loop in it must end: dpo3d's own shaders are checked for that (`tests/wgsl_validate.rs`); WGSL of
+    /// your own passed here must hold to it too, or run with `DPO3D_SHADER_CHECKS=full`.
     pub fn pipeline(&self, shader: &'static str, source: &'static str, entry: &'static str) -> wgpu::ComputePipeline {
         if let Some(p) = self.pipelines.lock().unwrap().get(&(shader, entry)) {
             return p.clone();
