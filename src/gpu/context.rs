@@ -302,10 +302,11 @@ impl Gpu {
                         self.device.create_shader_module(desc)
                     } else {
                         // SAFETY: the only check dropped is naga's loop bound (`force_loop_bounding`), which wgpu adds
-                        // to every loop so that an untrusted shader cannot hang the device. dpo3d compiles only its own
-                        // WGSL (`ops::SHADERS`), in which every loop counts up to a bound fixed before the loop starts
-                        // (a parameter, a constant or a buffer's length) and advances each iteration, so every loop
-                        // ends. Bounds checks on memory stay as wgpu sets them.
+                        // to every loop so that an untrusted shader cannot hang the device. In dpo3d's own WGSL
+                        // (`ops::SHADERS`) every loop is a `for` whose counter moves toward a bound fixed before the
+                        // loop starts (a parameter, a constant or a buffer's length), which `tests/wgsl_validate.rs`
+                        // checks, so every loop ends; other WGSL passed to this public function is held to the same
+                        // rule by its documentation. Bounds checks on memory stay as wgpu sets them.
                         unsafe { self.device.create_shader_module_trusted(desc, runtime_checks()) }
                     }
                 })
@@ -361,7 +362,8 @@ fn describe(e: &wgpu::Error) -> String {
 
 /// The runtime checks dpo3d's shaders are compiled with: wgpu's defaults without the loop bound. naga otherwise gives
 /// every loop a hidden iteration counter with its own exit test; on lavapipe (Mesa 25.0.7) dropping it made the subgroup
-/// GEMM 17% faster at 1024^3 (38.4 -> 44.9 GFLOP/s) and the vec8 GEMM 37% (19.2 -> 26.4), the same results bit for bit.
+/// GEMM about 25% faster at 1024^3 (34.8-37.9 -> 45.3 GFLOP/s) and the vec8 GEMM about a third (19.2 -> 26.4), with the
+/// same results bit for bit (`docs/bench/lavapipe-2026-11-30/loop-bound/`).
 fn runtime_checks() -> wgpu::ShaderRuntimeChecks {
     wgpu::ShaderRuntimeChecks { force_loop_bounding: false, ..wgpu::ShaderRuntimeChecks::checked() }
 }
