@@ -21,7 +21,7 @@
 //! through the per-lane path. A uniform-buffer array read at a per-lane index was only 25% cheaper per vec4 than a
 //! storage-buffer one (0.72 against 0.94 ns per lane). What does help is loading less per lane: where
 //! the device has subgroups, the last row times dpo3d's subgroup GEMM (`shaders/matmul_subgroup.wgsl`), whose lanes
-//! each load a different row of A and share them by `subgroupBroadcast`, with 16 rows per invocation; it is a
+//! each load a different row of A and share them by `subgroupBroadcast`, with 16 or 24 rows per invocation; it is a
 //! different body, so the `no_loads` row does not bound it. Compare the printed GFLOP/s with PyTorch's on the same CPU
 //! (`python3 scripts/bench_torch.py --device cpu`, its 1024^3 matmul row) to see which goals are in reach.
 
@@ -72,7 +72,7 @@ fn run(args: &Args) -> Result<()> {
     let mut full_gflops = 0.0;
     let mut forms = vec![("full", "4 vec4 of A, 8 of B"), ("a_only", "4 vec4 of A"), ("no_loads", "nothing")];
     if MatmulKernel::Subgroup.available(&gpu) {
-        forms.push(("subgroup", "2 vec4 of A (16 rows, shared), 8 of B"));
+        forms.push(("subgroup", "3 vec4 of A (24 rows, shared), 8 of B"));
     }
     for (entry, what) in forms {
         let groups = [(n / 128) as u32, (n / 4) as u32, 1];

@@ -3,19 +3,23 @@
 // with wgpu's SUBGROUP feature and a minimum subgroup size of at least 8 (src/ops/matmul.rs checks both, and checks
 // the kernel's result once against gemm_v4nn before the tuner may time it).
 //
-// A 16-row x 8-column block per invocation (32 vec4 accumulators), columns as in the vec4 kernels. On lavapipe every
+// A 16-row (sgnn: 24-row) x 8-column block per invocation (32 or 48 vec4 accumulators), columns as in the vec4
+// kernels. On lavapipe every
 // storage-buffer load is a loop over the SIMD lanes (a gather), even when all lanes read the same address, so the
 // vec4 kernels spend much of their time loading A's rows, which every invocation of a workgroup reads alike. Here the
 // 8 lanes of a subgroup each load a different row's vec4 (lane l: rows m0 + l and m0 + 8 + l) and pass them around
 // with subgroupBroadcast, a register shuffle: per 4 k an invocation loads 2 vec4s of A instead of 16 (4 in sgtn,
 // whose rows are contiguous), and 8 of B. Measured at 1024^3 on lavapipe: about 2.8x gemm_v4nn's GFLOP/s (blocks of
-// 8 or 32 rows and staging A in workgroup memory were slower, 16 columns no faster).
+// 8 or 32 rows and staging A in workgroup memory were slower, 16 columns no faster). sgnn takes 24 rows (3 vec4s of A
+// per 4 k): with the shaders compiled without wgpu's loop bound, its 33 dispatches in the 4L C256 GPT step took 602
+// against 648 ms at 16 rows, 137 against 150 ms in the 4L C128 step (`bench --profile`; a prototype at 768^3: 37.5
+// against 35.2 GFLOP/s, and unrolling the k loop twice was 25% slower).
 //
 // Every invocation stays active to the end (subgroupBroadcast needs its source lane): columns past N are clamped on
 // load and masked on store, rows past M clamped on load (v4_a_row) and masked on store. Same requirements as the
 // vec4 kernels (`MatmulKernel::supports`), same bindings (19 a, 20 b, 21 c, 22 bias, 36 aux).
 //   sgnn: A (M, K) row-major, B (K, N) row-major; sgnt: B stored as B^T (N, K); sgtn: A stored as A^T (K, M).
-// grid: (ceil(N / 128), ceil(M / 16), batch), workgroup 16.
+// grid: (ceil(N / 128), ceil(M / 16), batch) (sgnn: ceil(M / 24)), workgroup 16.
 
 // Store the block: acc[2 r + h] = row m0 + r, columns n0 + 4 h .. n0 + 4 h + 3. A loop with a bound the compiler cannot
 // unroll, so the epilogue's code (GELU and its derivative included) appears once instead of once per accumulator:
@@ -31,11 +35,12 @@ fn sg_store_block(bt: u32, m0: u32, n0: u32, acc: array<vec4<f32>, 32>) {
 fn gemm_sgnn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
              @builtin(subgroup_invocation_id) lane: u32) {
     let n0 = (wid.x * 16u + lid.x) * 8u;
-    let m0 = wid.y * 16u;
+    let m0 = wid.y * 24u;
     let bt = wid.z;
-    // This lane's two rows of A (the same for every subgroup of the workgroup).
-    let lo_row = v4_a_row(bt, m0 + (lane & 7u));
-    let hi_row = v4_a_row(bt, m0 + 8u + (lane & 7u));
+    // This lane's three rows of A (the same for every subgroup of the workgroup).
+    let row0 = v4_a_row(bt, m0 + (lane & 7u));
+    let row1 = v4_a_row(bt, m0 + 8u + (lane & 7u));
+    let row2 = v4_a_row(bt, m0 + 16u + (lane & 7u));
     let b_rs4 = p.b_rs / 4u;
     let bb0 = (b_start(bt) + v4_col_group(n0)) / 4u;
     let bb1 = (b_start(bt) + v4_col_group(n0 + 4u)) / 4u;
@@ -47,18 +52,27 @@ fn gemm_sgnn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
     var c10_0 = vec4<f32>(0.0); var c10_1 = vec4<f32>(0.0); var c11_0 = vec4<f32>(0.0); var c11_1 = vec4<f32>(0.0);
     var c12_0 = vec4<f32>(0.0); var c12_1 = vec4<f32>(0.0); var c13_0 = vec4<f32>(0.0); var c13_1 = vec4<f32>(0.0);
     var c14_0 = vec4<f32>(0.0); var c14_1 = vec4<f32>(0.0); var c15_0 = vec4<f32>(0.0); var c15_1 = vec4<f32>(0.0);
+    var c16_0 = vec4<f32>(0.0); var c16_1 = vec4<f32>(0.0); var c17_0 = vec4<f32>(0.0); var c17_1 = vec4<f32>(0.0);
+    var c18_0 = vec4<f32>(0.0); var c18_1 = vec4<f32>(0.0); var c19_0 = vec4<f32>(0.0); var c19_1 = vec4<f32>(0.0);
+    var c20_0 = vec4<f32>(0.0); var c20_1 = vec4<f32>(0.0); var c21_0 = vec4<f32>(0.0); var c21_1 = vec4<f32>(0.0);
+    var c22_0 = vec4<f32>(0.0); var c22_1 = vec4<f32>(0.0); var c23_0 = vec4<f32>(0.0); var c23_1 = vec4<f32>(0.0);
     let k4s = p.k / 4u;
     for (var k4 = 0u; k4 < k4s; k4++) {
-        let lo = v4_a[lo_row + k4];
-        let hi = v4_a[hi_row + k4];
-        let x00 = subgroupBroadcast(lo, 0u); let x01 = subgroupBroadcast(lo, 1u);
-        let x02 = subgroupBroadcast(lo, 2u); let x03 = subgroupBroadcast(lo, 3u);
-        let x04 = subgroupBroadcast(lo, 4u); let x05 = subgroupBroadcast(lo, 5u);
-        let x06 = subgroupBroadcast(lo, 6u); let x07 = subgroupBroadcast(lo, 7u);
-        let x08 = subgroupBroadcast(hi, 0u); let x09 = subgroupBroadcast(hi, 1u);
-        let x10 = subgroupBroadcast(hi, 2u); let x11 = subgroupBroadcast(hi, 3u);
-        let x12 = subgroupBroadcast(hi, 4u); let x13 = subgroupBroadcast(hi, 5u);
-        let x14 = subgroupBroadcast(hi, 6u); let x15 = subgroupBroadcast(hi, 7u);
+        let v0 = v4_a[row0 + k4];
+        let v1 = v4_a[row1 + k4];
+        let v2 = v4_a[row2 + k4];
+        let x00 = subgroupBroadcast(v0, 0u); let x01 = subgroupBroadcast(v0, 1u);
+        let x02 = subgroupBroadcast(v0, 2u); let x03 = subgroupBroadcast(v0, 3u);
+        let x04 = subgroupBroadcast(v0, 4u); let x05 = subgroupBroadcast(v0, 5u);
+        let x06 = subgroupBroadcast(v0, 6u); let x07 = subgroupBroadcast(v0, 7u);
+        let x08 = subgroupBroadcast(v1, 0u); let x09 = subgroupBroadcast(v1, 1u);
+        let x10 = subgroupBroadcast(v1, 2u); let x11 = subgroupBroadcast(v1, 3u);
+        let x12 = subgroupBroadcast(v1, 4u); let x13 = subgroupBroadcast(v1, 5u);
+        let x14 = subgroupBroadcast(v1, 6u); let x15 = subgroupBroadcast(v1, 7u);
+        let x16 = subgroupBroadcast(v2, 0u); let x17 = subgroupBroadcast(v2, 1u);
+        let x18 = subgroupBroadcast(v2, 2u); let x19 = subgroupBroadcast(v2, 3u);
+        let x20 = subgroupBroadcast(v2, 4u); let x21 = subgroupBroadcast(v2, 5u);
+        let x22 = subgroupBroadcast(v2, 6u); let x23 = subgroupBroadcast(v2, 7u);
         for (var j = 0u; j < 4u; j++) {
             let kb = (k4 * 4u + j) * b_rs4;
             let y0 = v4_b[bb0 + kb];
@@ -71,15 +85,29 @@ fn gemm_sgnn(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
             c10_0 += x10[j] * y0; c10_1 += x10[j] * y1; c11_0 += x11[j] * y0; c11_1 += x11[j] * y1;
             c12_0 += x12[j] * y0; c12_1 += x12[j] * y1; c13_0 += x13[j] * y0; c13_1 += x13[j] * y1;
             c14_0 += x14[j] * y0; c14_1 += x14[j] * y1; c15_0 += x15[j] * y0; c15_1 += x15[j] * y1;
+            c16_0 += x16[j] * y0; c16_1 += x16[j] * y1; c17_0 += x17[j] * y0; c17_1 += x17[j] * y1;
+            c18_0 += x18[j] * y0; c18_1 += x18[j] * y1; c19_0 += x19[j] * y0; c19_1 += x19[j] * y1;
+            c20_0 += x20[j] * y0; c20_1 += x20[j] * y1; c21_0 += x21[j] * y0; c21_1 += x21[j] * y1;
+            c22_0 += x22[j] * y0; c22_1 += x22[j] * y1; c23_0 += x23[j] * y0; c23_1 += x23[j] * y1;
         }
     }
     if (n0 < p.n) {
-        sg_store_block(bt, m0, n0, array<vec4<f32>, 32>(
+        sg_store_block24(bt, m0, n0, array<vec4<f32>, 48>(
             c00_0, c00_1, c01_0, c01_1, c02_0, c02_1, c03_0, c03_1,
             c04_0, c04_1, c05_0, c05_1, c06_0, c06_1, c07_0, c07_1,
             c08_0, c08_1, c09_0, c09_1, c10_0, c10_1, c11_0, c11_1,
             c12_0, c12_1, c13_0, c13_1, c14_0, c14_1, c15_0, c15_1,
+            c16_0, c16_1, c17_0, c17_1, c18_0, c18_1, c19_0, c19_1,
+            c20_0, c20_1, c21_0, c21_1, c22_0, c22_1, c23_0, c23_1,
         ));
+    }
+}
+
+// sg_store_block for gemm_sgnn's 24 rows.
+fn sg_store_block24(bt: u32, m0: u32, n0: u32, acc: array<vec4<f32>, 48>) {
+    for (var r = 0u; r < min(24u, p.m - m0); r++) {
+        v4_store(bt, m0 + r, n0, acc[2u * r]);
+        v4_store(bt, m0 + r, n0 + 4u, acc[2u * r + 1u]);
     }
 }
 

@@ -40,8 +40,9 @@ pub enum MatmulKernel {
     /// For CPU adapters: Vec4's kernel with an 8x16 block per invocation, so each load serves twice the
     /// multiply-adds (same requirements as Vec4).
     Vec8,
-    /// For CPU adapters with subgroups: a 16x8 block per invocation whose rows of A the 8 lanes of a subgroup load
-    /// once between them and share by subgroupBroadcast (same requirements as Vec4, and see `available`).
+    /// For CPU adapters with subgroups: a 16x8 block (24x8 where A and B are both row-major) per invocation whose
+    /// rows of A the 8 lanes of a subgroup load once between them and share by subgroupBroadcast (same requirements
+    /// as Vec4, and see `available`).
     Subgroup,
     /// For CPU adapters with subgroups and products with few columns (attention's per-head (T, T) @ (T, HS)): lanes
     /// across rows, 8 rows x 16 columns each, B's rows (or B^T's) shared by subgroupBroadcast; Vec4's requirements, or
@@ -153,8 +154,9 @@ impl MatmulKernel {
     }
 
     /// Output tile (rows, columns) per workgroup.
-    fn tile(self) -> (usize, usize) {
+    fn tile(self, dims: &GemmDims) -> (usize, usize) {
         match self {
+            MatmulKernel::Subgroup if vec4_variant(dims) == Some(Vec4Variant::NN) => (24, 128),
             MatmulKernel::Naive | MatmulKernel::Tiled16 => (16, 16),
             MatmulKernel::Blocked64 | MatmulKernel::Skinny8 => (64, 64),
             MatmulKernel::Vec4 => (4, 128),
@@ -552,7 +554,7 @@ fn gemm_act_dispatch(
         assert!(aux.len >= c.len, "gemm: the GELU epilogue's tensor ({}) is shorter than C ({})", aux.len, c.len);
     }
     let p = Params { act: act.code(), ..params(&dims, bias.is_some()) };
-    let (tile_m, tile_n) = kernel.tile();
+    let (tile_m, tile_n) = kernel.tile(&dims);
     let groups =
         [grid_dim(dims.n.div_ceil(tile_n), "N"), grid_dim(dims.m.div_ceil(tile_m), "M"), grid_dim(dims.batch, "batch")];
     let [ba, bb, bc, bbias, baux] = kernel.bindings(&dims);
