@@ -35,7 +35,8 @@ fn should_register_every_shader_file() {
 /// dpo3d compiles its shaders without naga's loop bound (`gpu::context`), which is sound only while every loop ends.
 /// So every loop must be a `for` whose counter moves toward its bound each iteration: counting up (`i++`, `i += s`,
 /// `i = i + s`, with `i < b`, `i <= b` or `i + 1u < b`) or halving down to zero (`s = s / 2u`, `s >>= 1u` with
-/// `s > 0u`); no `loop` or `while`. The bounds themselves (parameters under the buffers' sizes) are not checked here.
+/// `s > 0u`); no `loop` or `while`. Not checked here: the bounds themselves (parameters under the buffers' sizes), that
+/// a step held in a variable (a grid's stride) is nonzero, and that no loop body assigns its counter.
 #[test]
 fn should_write_every_loop_as_a_for_toward_its_bound() {
     let word = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
