@@ -421,6 +421,30 @@ fn should_write_generated_tasks_that_their_judges_accept() {
                 assert!(judge_poem(t, completion).full(), "row {i}: {completion:?}");
             }
         }
+        if task == "poem" {
+            // The judge's letter summary of the held-out references: every poem reads its letter, so the poems' top
+            // last initial is the most requested letter and the rule holds on every other instruction too.
+            let summary: serde_json::Value =
+                serde_json::from_str(&ok(&dir, &["judge", "--task", "poem", "--data", &format!("{out}/eval.jsonl")]))
+                    .unwrap();
+            let mut asked = std::collections::BTreeMap::new();
+            for r in &eval {
+                let t = PoemTask::parse(r["prompt"].as_str().unwrap()).expect("a poem instruction");
+                *asked.entry(t.last_letter).or_insert(0usize) += 1;
+            }
+            let most = *asked.values().max().unwrap();
+            let top = *asked.iter().find(|(_, &k)| k == most).unwrap().0;
+            assert_eq!(summary["judge/full_rate"], 1.0);
+            assert_eq!(summary["judge/last_letter_prior"].as_f64(), Some(most as f64 / 10.0));
+            assert_eq!(summary["judge/last_initial_top"].as_str(), Some(top.to_string().as_str()));
+            assert_eq!(summary["judge/last_letter_other_count"].as_u64(), Some(10 - most as u64));
+            assert_eq!(summary["judge/rule_last_letter_other"].as_f64(), Some(1.0), "{summary}");
+            // Each reference ends with a word of its own letter, so the initials' shares are the instructions' and
+            // the letter-blind rate is the sum of their squares.
+            let blind: f64 = asked.values().map(|&k| (k as f64 / 10.0).powi(2)).sum();
+            let got = summary["judge/rule_last_letter_blind"].as_f64().unwrap();
+            assert!((got - blind).abs() < 1e-12, "letter-blind rate {got}, expected {blind}");
+        }
         // Deterministic: the same seed writes the same files.
         let again = format!("{task}_again");
         ok(

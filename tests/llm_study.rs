@@ -111,8 +111,25 @@ fn should_run_the_llm_study_pipeline_end_to_end_and_resume() {
     let score = ppo_rule["objective/scores"].as_f64().unwrap_or(-1.0);
     assert!((0.0..=1.0).contains(&score), "PPO on the poem rules: objective/scores {score} is not a rule fraction");
 
+    // Every poem model's greedy answers come with the judge's last-letter summary, and the rule's overall rate is
+    // made of the two parts it splits into: the top initial's instructions and the others.
+    for m in results["tasks"]["poem"]["models"].as_array().unwrap() {
+        let g = &m["greedy"];
+        let f = |k: &str| g[k].as_f64().unwrap_or(-1.0);
+        assert!((0.0..=1.0).contains(&f("judge/last_letter_prior")) && f("judge/last_letter_prior") > 0.0, "{m}");
+        assert!((0.0..=1.0).contains(&f("judge/last_initial_top_share")), "{}: {g}", m["name"]);
+        assert!((0.0..=1.0).contains(&f("judge/rule_last_letter_blind")), "{}: {g}", m["name"]);
+        let others = g["judge/last_letter_other_count"].as_f64().unwrap_or(-1.0);
+        assert!((0.0..=f("judge/samples")).contains(&others), "{}: {g}", m["name"]);
+        if others > 0.0 {
+            let passed_other = f("judge/rule_last_letter_other") * others;
+            assert!(passed_other <= f("judge/rule_last_letter") * f("judge/samples") + 1e-6, "{}: {g}", m["name"]);
+        }
+    }
+
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     for section in [
+        "The last letter: read from the instruction",
         "How it ran",
         "Table 1 analogue",
         "Table 2 analogue",

@@ -465,11 +465,101 @@ fn poem(md: &mut String, dir: &Path, res: &Value) -> R<()> {
         ppo_trajectory(dir, "ppo")
     )
     .expect("string");
+    letter_use(md, res);
     beta_neg_sweep(md, res, "poem");
     table7(md, res, "7 (poems)");
     properties(md, dir, res);
     rm_vs_dpo(md, dir, res);
     Ok(())
+}
+
+/// Whether each method follows the last-letter rule by reading the instruction or by ending every poem with the same
+/// letter (the judge's `judge/last_*` summary): a rise in that rule's rate means little if it is the second.
+fn letter_use(md: &mut String, res: &Value) {
+    md.push_str("### The last letter: read from the instruction, or one letter for every poem?\n\n");
+    let prior = models(res, |_| true).iter().find_map(|m| get(m, &["greedy", "judge/last_letter_prior"]));
+    writeln!(
+        md,
+        "A poem set that ends every poem with a word of the most requested letter passes the last-letter rule on {} of \
+         these instructions without reading one. \"Another letter asked\" is the rule's rate on the instructions that \
+         ask for a letter other than the method's most common last initial: near its overall rate if the model reads \
+         the letter, 0 if it ends every poem alike. The \"letter-blind rate\" is what the poems' last initials would \
+         score if they were independent of the instructions (the sum over letters of the share of poems ending with \
+         it times the share of instructions asking for it): the part of the rule's rate above it comes from reading \
+         the letter.\n",
+        pct(prior)
+    )
+    .expect("string");
+    header(
+        md,
+        &[
+            "method",
+            "last letter",
+            "letter-blind rate",
+            "most common last initial (share of poems)",
+            "last letter, another letter asked",
+            "sampled: last letter",
+            "sampled: letter-blind rate",
+        ],
+    );
+    let top = |m: &Value, kind: &str| {
+        let letter = m[kind]["judge/last_initial_top"].as_str().unwrap_or("-").to_string();
+        format!("{letter} ({})", pct(get(m, &[kind, "judge/last_initial_top_share"])))
+    };
+    for m in models(res, |_| true) {
+        let name = match (m["method"].as_str(), m["scenario"].as_str()) {
+            (Some(method), Some(sc)) if method == "DPO" && sc != "on_on" => continue,
+            (Some(method), _) => method.to_string(),
+            _ => continue,
+        };
+        row(
+            md,
+            &[
+                name,
+                pct(get(m, &["greedy", "judge/rule_last_letter"])),
+                pct(get(m, &["greedy", "judge/rule_last_letter_blind"])),
+                top(m, "greedy"),
+                pct(get(m, &["greedy", "judge/rule_last_letter_other"])),
+                pct(get(m, &["sample", "judge/rule_last_letter"])),
+                pct(get(m, &["sample", "judge/rule_last_letter_blind"])),
+            ],
+        );
+    }
+    let other = |name: &str| model(res, name).and_then(|m| get(m, &["greedy", "judge/rule_last_letter_other"]));
+    // The instructions that ask for another letter than a model's top initial: fewer than all, and not the same
+    // ones for every model; the smaller count of the two compared sizes the noise.
+    let count = |name: &str| model(res, name).and_then(|m| get(m, &["greedy", "judge/last_letter_other_count"]));
+    let n = |a: &str, b: &str| count(a).unwrap_or(0.0).min(count(b).unwrap_or(0.0));
+    let dpo = dpo_seeds(res, "on_on");
+    let margin = |kind: &str| {
+        let over_blind = models(res, |_| true).into_iter().filter_map(|m| {
+            Some(get(m, &[kind, "judge/rule_last_letter"])? - get(m, &[kind, "judge/rule_last_letter_blind"])?)
+        });
+        over_blind.reduce(f64::max).map_or("-".into(), |x| format!("{:+.1}", 100.0 * x))
+    };
+    let dpo_name = dpo.first().and_then(|m| m["name"].as_str()).unwrap_or("dpo");
+    let collapsed: Vec<String> = models(res, |m| get(m, &["greedy", "judge/last_initial_top_share"]) >= Some(0.9))
+        .iter()
+        .filter_map(|m| m["method"].as_str().map(String::from))
+        .collect();
+    writeln!(
+        md,
+        "\nGreedy answers ending with one initial in at least 90% of poems: {}. On the instructions asking for another \
+         letter, SFT's greedy answers pass the rule at {}, PPO on the rule score's at {} ({} points against SFT, \
+         ± 2 SE, * beyond), DPO's at {} ({}). Where a method's last-letter gain over SFT comes with its poems all \
+         ending alike, the gain (and with it the \"every rule\" comparison above) measures the letter prior, not \
+         instruction following. The largest margin of any model's last-letter rate over its letter-blind rate: {} \
+         greedy, {} sampled (points).\n",
+        if collapsed.is_empty() { "none".to_string() } else { collapsed.join(", ") },
+        pct(other("sft")),
+        pct(other("ppo-rule")),
+        delta(other("ppo-rule"), other("sft"), n("ppo-rule", "sft")),
+        pct(other(dpo_name)),
+        delta(other(dpo_name), other("sft"), n(dpo_name, "sft")),
+        margin("greedy"),
+        margin("sample"),
+    )
+    .expect("string");
 }
 
 /// "scores A -> B (first and last 10 steps), KL C": how far a PPO run moved, from its metrics.

@@ -291,17 +291,90 @@ impl PoemScore {
     }
 }
 
-/// Check `poem` against each of `task`'s rules.
-pub fn judge_poem(task: &PoemTask, poem: &str) -> PoemScore {
+/// The rows of `poem` without blank lines, and whether the first is a title.
+fn poem_lines(poem: &str) -> (bool, Vec<&str>) {
     let lines: Vec<&str> = poem.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     let has_title = lines.first().is_some_and(|l| l.starts_with("Title:"));
-    let body: Vec<&str> = if has_title { lines[1..].to_vec() } else { lines.clone() };
+    (has_title, if has_title { lines[1..].to_vec() } else { lines })
+}
+
+/// The poem's last word (of its last row below any title), which the last-letter rule checks.
+pub fn poem_last_word(poem: &str) -> Option<&str> {
+    poem_lines(poem).1.last().and_then(|l| l.split_whitespace().last())
+}
+
+/// Check `poem` against each of `task`'s rules.
+pub fn judge_poem(task: &PoemTask, poem: &str) -> PoemScore {
+    let (has_title, body) = poem_lines(poem);
     let last_word = body.last().and_then(|l| l.split_whitespace().last());
     PoemScore {
         rows: body.len() == task.rows,
         words: !body.is_empty() && body.iter().all(|l| l.split_whitespace().count() == task.words),
         title: has_title == task.title,
         last_letter: last_word.is_some_and(|w| w.starts_with(task.last_letter)),
+    }
+}
+
+/// Whether a set of poems follows the last-letter rule by reading the instruction or by ending every poem alike. A
+/// model that always ends with a word of the most requested letter passes that rule on every instruction asking for
+/// it without reading any; `other_rate` separates the two.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LetterUse {
+    /// The best last-letter rate one fixed letter gets on these instructions: the share of the most requested letter.
+    pub prior: f64,
+    /// The most common first letter of the poems' last words (the earliest in the alphabet on a tie), and the share
+    /// of all poems that end with it.
+    pub top_initial: Option<char>,
+    pub top_share: f64,
+    /// The last-letter rate on the instructions that ask for a letter other than `top_initial` (None when none do):
+    /// near the overall rate for a model that reads the letter, 0 for one that ends every poem alike.
+    pub other_rate: Option<f64>,
+    /// How many instructions ask for a letter other than `top_initial`.
+    pub other_count: usize,
+    /// The last-letter rate the poems would get if their last initials were independent of the instructions: the sum
+    /// over letters of (share of poems ending with it) x (share of instructions asking for it). A rate above it is
+    /// the part that comes from reading the letter.
+    pub blind: f64,
+}
+
+/// [`LetterUse`] of `poems`, each with the task it answers.
+pub fn last_letter_use(poems: &[(PoemTask, &str)]) -> LetterUse {
+    let n = poems.len().max(1) as f64;
+    let top = |letters: &mut dyn Iterator<Item = char>| -> Option<(char, usize)> {
+        let mut counts = std::collections::BTreeMap::new();
+        for c in letters {
+            *counts.entry(c).or_insert(0usize) += 1;
+        }
+        // Largest count; on a tie the earliest letter (BTreeMap order, and max_by keeps the last maximum).
+        counts.into_iter().rev().max_by_key(|&(_, k)| k)
+    };
+    let prior = top(&mut poems.iter().map(|(t, _)| t.last_letter)).map_or(0.0, |(_, k)| k as f64 / n);
+    let initials = &mut poems.iter().filter_map(|(_, p)| poem_last_word(p).and_then(|w| w.chars().next()));
+    let top_initial = top(initials);
+    let other: Vec<bool> = poems
+        .iter()
+        .filter(|(t, _)| Some(t.last_letter) != top_initial.map(|x| x.0))
+        .map(|(t, p)| judge_poem(t, p).last_letter)
+        .collect();
+    LetterUse {
+        prior,
+        top_initial: top_initial.map(|x| x.0),
+        top_share: top_initial.map_or(0.0, |(_, k)| k as f64 / n),
+        other_rate: (!other.is_empty()).then(|| other.iter().filter(|&&b| b).count() as f64 / other.len() as f64),
+        other_count: other.len(),
+        blind: {
+            let share = |c: char, it: &mut dyn Iterator<Item = char>| it.filter(|&x| x == c).count() as f64 / n;
+            let mut letters: Vec<char> = poems.iter().map(|(t, _)| t.last_letter).collect();
+            letters.sort_unstable();
+            letters.dedup();
+            letters
+                .iter()
+                .map(|&c| {
+                    let ends = share(c, &mut poems.iter().filter_map(|(_, p)| poem_last_word(p)?.chars().next()));
+                    ends * share(c, &mut poems.iter().map(|(t, _)| t.last_letter))
+                })
+                .sum()
+        },
     }
 }
 
@@ -365,5 +438,34 @@ mod tests {
         assert!(!short_row.words && short_row.rows && short_row.count() == 3);
         let extra_row = j("Title: sea\nsun rain wind\nstar tree moon\nsky sea home");
         assert!(!extra_row.rows && !extra_row.last_letter);
+    }
+
+    #[test]
+    fn should_tell_a_poem_set_that_reads_the_letter_from_one_that_ends_alike() {
+        let task = |c: char| PoemTask { rows: 1, words: 2, title: false, last_letter: c };
+        // Instructions: 's' 3 times, 'r' twice, 'm' once. Every poem ends with "sun": 3 of 6 pass, by the prior.
+        let asked = ['s', 'r', 's', 'm', 'r', 's'];
+        let alike: Vec<(PoemTask, &str)> = asked.iter().map(|&c| (task(c), "tree sun")).collect();
+        let u = last_letter_use(&alike);
+        assert_eq!(
+            (u.prior, u.top_initial, u.top_share, u.other_rate, u.other_count),
+            (0.5, Some('s'), 1.0, Some(0.0), 3)
+        );
+        assert_eq!(u.blind, 0.5, "ending every poem alike is exactly the letter-blind rate");
+        // Each poem ends with a word of its own letter: the other instructions pass too.
+        let word = |c: char| match c {
+            's' => "tree sun",
+            'r' => "tree rain",
+            _ => "tree moon",
+        };
+        let reads: Vec<(PoemTask, &str)> = asked.iter().map(|&c| (task(c), word(c))).collect();
+        let u = last_letter_use(&reads);
+        assert_eq!((u.prior, u.top_initial, u.top_share, u.other_rate), (0.5, Some('s'), 0.5, Some(1.0)));
+        assert!((u.blind - 14.0 / 36.0).abs() < 1e-12, "(3/6)^2 + (2/6)^2 + (1/6)^2, got {}", u.blind);
+        // A tie between initials goes to the earlier letter; a poem without words has no initial.
+        let tie = [(task('r'), "sun rain"), (task('r'), "rain sun"), (task('m'), "")];
+        let u = last_letter_use(&tie);
+        assert_eq!((u.top_initial, u.other_rate, u.other_count), (Some('r'), Some(0.0), 1));
+        assert!((u.top_share - 1.0 / 3.0).abs() < 1e-12 && (u.prior - 2.0 / 3.0).abs() < 1e-12);
     }
 }

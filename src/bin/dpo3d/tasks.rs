@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use clap::ArgMatches;
 use dpo3d::checkpoint::{load_gpt, write_atomic};
-use dpo3d::data::tasks::{judge_math, judge_poem, MathProblem, PoemTask};
+use dpo3d::data::tasks::{judge_math, judge_poem, last_letter_use, MathProblem, PoemTask};
 use dpo3d::model::{GenerationConfig, Generator};
 use dpo3d::{Error, Result};
 use serde_json::{json, Map, Value};
@@ -181,7 +181,12 @@ fn judge_text(task: &str, prompt: &str, text: &str) -> Option<(u8, Option<Value>
 
 /// `judge --task T --data FILE [--output FILE]`: scores every `completions` entry (or the row's `completion`) and
 /// prints the summary as one JSON object: `judge/score_mean` and, for math, `judge/full_score_rate` (5) and
-/// `judge/score_4_or_5_rate`; for poems, `judge/full_rate` (every rule) and one `judge/rule_*` rate per rule.
+/// `judge/score_4_or_5_rate`; for poems, `judge/full_rate` (every rule), one `judge/rule_*` rate per rule, and
+/// whether the last letter is read from the instruction (`dpo3d::data::tasks::LetterUse`):
+/// `judge/last_letter_prior` (the best rate of one fixed letter), `judge/last_initial_top` and
+/// `judge/last_initial_top_share` (the poems' most common last initial and its share) and
+/// `judge/rule_last_letter_other` (the rule's rate on the `judge/last_letter_other_count` instructions asking for
+/// another letter) and `judge/rule_last_letter_blind` (the rate if the last initials ignored the instructions).
 pub fn judge(a: &ArgMatches) -> Result<()> {
     let task = a.get_one::<String>("task").expect("required").as_str();
     let data = a.get_one::<String>("data").expect("required");
@@ -190,6 +195,7 @@ pub fn judge(a: &ArgMatches) -> Result<()> {
     let mut scores: Vec<u8> = Vec::new();
     let mut rule_counts = [0usize; 4];
     let mut out_rows = Vec::with_capacity(rows.len());
+    let mut poems: Vec<(PoemTask, String)> = Vec::new();
     for (line, mut row) in rows {
         let prompt = str_field(&row, "prompt", data, line)?.to_string();
         let has_samples = matches!(row.get("completions"), Some(Value::Array(_)));
@@ -217,6 +223,9 @@ pub fn judge(a: &ArgMatches) -> Result<()> {
                 data_err(data, line, format!("the prompt is not a `{task}` task of dpo3d task-data: {prompt:?}"))
             })?;
             if let Some(r) = rules {
+                if let Some(t) = PoemTask::parse(&prompt) {
+                    poems.push((t, text.strip_suffix(EOS_TEXT).unwrap_or(text).to_string()));
+                }
                 for (k, name) in ["rows", "words", "title", "last_letter"].iter().enumerate() {
                     rule_counts[k] += r[name].as_bool().unwrap_or(false) as usize;
                 }
@@ -247,6 +256,13 @@ pub fn judge(a: &ArgMatches) -> Result<()> {
         for (k, name) in ["rows", "words", "title", "last_letter"].iter().enumerate() {
             summary.insert(format!("judge/rule_{name}"), Value::from(rule_counts[k] as f64 / n));
         }
+        let u = last_letter_use(&poems.iter().map(|(t, p)| (t.clone(), p.as_str())).collect::<Vec<_>>());
+        summary.insert("judge/last_letter_prior".into(), Value::from(u.prior));
+        summary.insert("judge/last_initial_top".into(), u.top_initial.map_or(Value::Null, |c| c.to_string().into()));
+        summary.insert("judge/last_initial_top_share".into(), Value::from(u.top_share));
+        summary.insert("judge/rule_last_letter_other".into(), u.other_rate.map_or(Value::Null, Value::from));
+        summary.insert("judge/last_letter_other_count".into(), Value::from(u.other_count));
+        summary.insert("judge/rule_last_letter_blind".into(), Value::from(u.blind));
     }
     println!("{}", Value::Object(summary));
     Ok(())
