@@ -537,7 +537,9 @@ fn letter_use(md: &mut String, res: &Value) {
         });
         over_blind.reduce(f64::max).map_or("-".into(), |x| format!("{:+.1}", 100.0 * x))
     };
+    // DPO's first seed (the small profile trains one on poems; the rows above list every model).
     let dpo_name = dpo.first().and_then(|m| m["name"].as_str()).unwrap_or("dpo");
+    let dpo_label = if dpo.len() > 1 { "DPO's (its first seed)" } else { "DPO's" };
     let collapsed: Vec<String> = models(res, |m| get(m, &["greedy", "judge/last_initial_top_share"]) >= Some(0.9))
         .iter()
         .filter_map(|m| m["method"].as_str().map(String::from))
@@ -546,7 +548,7 @@ fn letter_use(md: &mut String, res: &Value) {
         md,
         "\nGreedy answers ending with one initial in at least 90% of poems: {}. On the instructions asking for another \
          letter, SFT's greedy answers pass the rule at {}, PPO on the rule score's at {} ({} points against SFT, \
-         ± 2 SE, * beyond), DPO's at {} ({}). Where a method's last-letter gain over SFT comes with its poems all \
+         ± 2 SE, * beyond), {} at {} ({}). Where a method's last-letter gain over SFT comes with its poems all \
          ending alike, the gain (and with it the \"every rule\" comparison above) measures the letter prior, not \
          instruction following. The largest margin of any model's last-letter rate over its letter-blind rate: {} \
          greedy, {} sampled (points).\n",
@@ -554,6 +556,7 @@ fn letter_use(md: &mut String, res: &Value) {
         pct(other("sft")),
         pct(other("ppo-rule")),
         delta(other("ppo-rule"), other("sft"), n("ppo-rule", "sft")),
+        dpo_label,
         pct(other(dpo_name)),
         delta(other(dpo_name), other("sft"), n(dpo_name, "sft")),
         margin("greedy"),

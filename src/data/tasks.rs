@@ -317,7 +317,7 @@ pub fn judge_poem(task: &PoemTask, poem: &str) -> PoemScore {
 
 /// Whether a set of poems follows the last-letter rule by reading the instruction or by ending every poem alike. A
 /// model that always ends with a word of the most requested letter passes that rule on every instruction asking for
-/// it without reading any; `other_rate` separates the two.
+/// it without reading any; `other_rate` and `blind` separate the two.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LetterUse {
     /// The best last-letter rate one fixed letter gets on these instructions: the share of the most requested letter.
