@@ -121,8 +121,9 @@ impl Mlp {
         }
         let (hw, hb) = (p(&format!("{head}.weight")), p(&format!("{head}.bias")));
         fwd.push(matmul::matmul_forward_replicas(gpu, &logits, last, &hw, Some(&hb), b, h, r, rep));
-        fwd.push(logprobs::logprobs_forward(gpu, &logps, &lse, &logits, &targets, rows, r));
-        fwd.push(logprobs::log_softmax(gpu, &log_probs, &logits, rows, r));
+        // Row forms chosen for one replica's rows, as a lone model chooses them: bit for bit the same sums.
+        fwd.push(logprobs::logprobs_forward_replicas(gpu, &logps, &lse, &logits, &targets, b, rep.count, r));
+        fwd.push(logprobs::log_softmax_replicas(gpu, &log_probs, &logits, b, rep.count, r));
         if let Some(s) = &scalar {
             fwd.push(matmul::matmul_forward_replicas(
                 gpu,

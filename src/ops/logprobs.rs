@@ -54,11 +54,28 @@ pub fn logprobs_forward(
     n: usize,
     v: usize,
 ) -> Dispatch {
-    let form = crate::gpu::tune::choose_row_form(gpu, "logprobs", &format!("forward {n}x{v}"), rule(v), |form| {
-        let (a, b) = (Tensor::zeros(gpu, "tune logps", n).ok()?, Tensor::zeros(gpu, "tune lse", n).ok()?);
-        crate::gpu::tune::time_dispatch(gpu, &logprobs_forward_with(gpu, form, &a, &b, logits, targets, n, v))
+    logprobs_forward_replicas(gpu, logps, lse, logits, targets, n, 1, v)
+}
+
+/// `logprobs_forward` over `replicas` models' rows (N = replicas x rows, replica-major), its row form chosen for one
+/// model's `rows`: the forms sum a row in different orders, so a replica must use the form its model would use alone
+/// (the tuner may pick differently for N rows than for `rows`).
+#[allow(clippy::too_many_arguments)]
+pub fn logprobs_forward_replicas(
+    gpu: &Gpu,
+    logps: &Tensor,   // (N)
+    lse: &Tensor,     // (N)
+    logits: &Tensor,  // (N, V)
+    targets: &Tensor, // (N) u32
+    rows: usize,
+    replicas: usize,
+    v: usize,
+) -> Dispatch {
+    let form = crate::gpu::tune::choose_row_form(gpu, "logprobs", &format!("forward {rows}x{v}"), rule(v), |form| {
+        let (a, b) = (Tensor::zeros(gpu, "tune logps", rows).ok()?, Tensor::zeros(gpu, "tune lse", rows).ok()?);
+        crate::gpu::tune::time_dispatch(gpu, &logprobs_forward_with(gpu, form, &a, &b, logits, targets, rows, v))
     });
-    logprobs_forward_with(gpu, form, logps, lse, logits, targets, n, v)
+    logprobs_forward_with(gpu, form, logps, lse, logits, targets, rows * replicas, v)
 }
 
 /// `logprobs_forward` in the given row form.
@@ -151,11 +168,25 @@ pub fn log_softmax(
     n: usize,
     v: usize,
 ) -> Dispatch {
-    let form = crate::gpu::tune::choose_row_form(gpu, "logprobs", &format!("log_softmax {n}x{v}"), rule(v), |form| {
-        let scratch = Tensor::zeros(gpu, "tune log_softmax", n * v).ok()?;
-        crate::gpu::tune::time_dispatch(gpu, &log_softmax_with(gpu, form, &scratch, logits, n, v))
+    log_softmax_replicas(gpu, out, logits, n, 1, v)
+}
+
+/// `log_softmax` over `replicas` models' rows, its row form chosen for one model's `rows` (see
+/// `logprobs_forward_replicas`).
+pub fn log_softmax_replicas(
+    gpu: &Gpu,
+    out: &Tensor,    // (N, V)
+    logits: &Tensor, // (N, V)
+    rows: usize,
+    replicas: usize,
+    v: usize,
+) -> Dispatch {
+    let key = format!("log_softmax {rows}x{v}");
+    let form = crate::gpu::tune::choose_row_form(gpu, "logprobs", &key, rule(v), |form| {
+        let scratch = Tensor::zeros(gpu, "tune log_softmax", rows * v).ok()?;
+        crate::gpu::tune::time_dispatch(gpu, &log_softmax_with(gpu, form, &scratch, logits, rows, v))
     });
-    log_softmax_with(gpu, form, out, logits, n, v)
+    log_softmax_with(gpu, form, out, logits, rows * replicas, v)
 }
 
 /// `log_softmax` in the given row form.
