@@ -1,7 +1,9 @@
 // Log-probability op family: per-token log-probabilities of target tokens (log-softmax + gather), its backward, the
 // full log-softmax over the vocabulary, the masked SFT (cross-entropy) loss and per-sequence sums of log-probs.
 // Everything stays in log space: logsumexp subtracts the row max first, so a target 200 nats below the max gets
-// logp ~ -200 (finite), never log(0) = -inf.
+// logp ~ -200 (finite), never log(0) = -inf. The logsumexp is "online" (Milakov and Gimelshein 2018, the softmax of
+// flash attention): one pass keeps a running max m and s = sum exp(x - m), rescaling s when m grows, so each logit is
+// read once instead of twice (once for the max, once for the sum).
 //
 // Reductions are deterministic: each thread reduces a fixed strided slice, then a fixed tree over workgroup memory;
 // no atomics, no accumulation from several invocations into one address.
@@ -20,25 +22,7 @@ const WG: u32 = 256u;
 var<workgroup> red_a: array<f32, 256>;
 var<workgroup> red_b: array<f32, 256>;
 
-// Tree reductions over red_a (and red_b) in a fixed order. Must be called by every thread of the workgroup.
-fn tree_max_a(lid: u32) {
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            red_a[lid] = max(red_a[lid], red_a[lid + s]);
-        }
-        workgroupBarrier();
-    }
-}
-
-fn tree_sum_a(lid: u32) {
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            red_a[lid] = red_a[lid] + red_a[lid + s];
-        }
-        workgroupBarrier();
-    }
-}
-
+// A tree reduction over red_a and red_b in a fixed order. Must be called by every thread of the workgroup.
 fn tree_sum_ab(lid: u32) {
     for (var s = WG / 2u; s > 0u; s = s / 2u) {
         if (lid < s) {
@@ -47,6 +31,40 @@ fn tree_sum_ab(lid: u32) {
         }
         workgroupBarrier();
     }
+}
+
+// One step of the online logsumexp: ms = (m, s) with s = sum exp(x - m) over the values pushed so far; starts at
+// (-FLT_MAX, 0). Rescales only when the max grows, so one exp per value in the common case.
+fn lse_push(ms: vec2<f32>, x: f32) -> vec2<f32> {
+    if (x > ms.x) {
+        return vec2<f32>(x, ms.y * exp(ms.x - x) + 1.0);
+    }
+    return vec2<f32>(ms.x, ms.y + exp(x - ms.x));
+}
+
+// Two partial (m, s) pairs merged: the larger max, each sum rescaled to it. Two empty pairs give (-FLT_MAX, 0).
+fn lse_merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+    let m = max(a.x, b.x);
+    return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
+}
+
+// The row's logsumexp by a workgroup of 256: thread lid pushes j = lid, lid + 256, ... in order, then a fixed tree of
+// merges over red_a (max) and red_b (sum). Must be called by every thread; every thread gets the result.
+fn row_lse(ms_thread: vec2<f32>, lid: u32) -> f32 {
+    red_a[lid] = ms_thread.x;
+    red_b[lid] = ms_thread.y;
+    workgroupBarrier();
+    for (var k = WG / 2u; k > 0u; k = k / 2u) {
+        if (lid < k) {
+            let merged = lse_merge(vec2<f32>(red_a[lid], red_b[lid]), vec2<f32>(red_a[lid + k], red_b[lid + k]));
+            red_a[lid] = merged.x;
+            red_b[lid] = merged.y;
+        }
+        workgroupBarrier();
+    }
+    let lse = red_a[0] + log(red_b[0]);
+    workgroupBarrier();
+    return lse;
 }
 
 // logprobs_forward: lse[i] = logsumexp(logits[i, :]); logps[i] = logits[i, targets[i]] - lse[i]
@@ -64,40 +82,27 @@ fn logprobs_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let row = wid.x + wid.y * nwg.x;
     if (row >= p.n) { return; }
     let base = row * p.v;
-    // pass 1: row max
-    var m = -3.4028234e38;
+    var ms = vec2<f32>(-3.4028234e38, 0.0);
     for (var j = lid; j < p.v; j = j + WG) {
-        m = max(m, lpf_logits[base + j]);
+        ms = lse_push(ms, lpf_logits[base + j]);
     }
-    red_a[lid] = m;
-    workgroupBarrier();
-    tree_max_a(lid);
-    let row_max = red_a[0];
-    workgroupBarrier();
-    // pass 2: sum of exp(x - max)
-    var s = 0.0;
-    for (var j = lid; j < p.v; j = j + WG) {
-        s = s + exp(lpf_logits[base + j] - row_max);
-    }
-    red_a[lid] = s;
-    workgroupBarrier();
-    tree_sum_a(lid);
+    let lse = row_lse(ms, lid);
     if (lid == 0u) {
-        let lse = row_max + log(red_a[0]);
         lpf_lse[row] = lse;
         lpf_logps[row] = lpf_logits[base + lpf_targets[row]] - lse;
     }
 }
 
-// logprobs_backward: dlogits[i, j] = dlogps[i] * (1[j == targets[i]] - exp(logits[i, j] - lse[i])) (overwrites)
-// bindings: 5 logits (N, V) read, 6 lse (N) read, 7 targets (N) u32 read, 8 dlogps (N) read,
-//   9 dlogits (N, V) write.
+// logprobs_backward, in place: logits[i, j] <- dlogps[i] * (1[j == targets[i]] - exp(logits[i, j] - lse[i])).
+// The logits' gradient overwrites the logits (as llm.c's fused classifier does): the backward is their last reader,
+// and one (N, V) buffer fewer is a model's largest saving at a real vocabulary (GPT-2's 50257).
+// bindings: 5 logits (N, V) read, then the gradient written; 6 lse (N) read, 7 targets (N) u32 read, 8 dlogps (N)
+//   read.
 // grid: one thread per element of (N, V), workgroup 256, grid_1d(N*V, 256); element = gid.x + gid.y * nwg.x * 256.
-@group(0) @binding(5) var<storage, read> lpb_logits: array<f32>;
+@group(0) @binding(5) var<storage, read_write> lpb_logits: array<f32>;
 @group(0) @binding(6) var<storage, read> lpb_lse: array<f32>;
 @group(0) @binding(7) var<storage, read> lpb_targets: array<u32>;
 @group(0) @binding(8) var<storage, read> lpb_dlogps: array<f32>;
-@group(0) @binding(9) var<storage, read_write> lpb_dlogits: array<f32>;
 
 @compute @workgroup_size(256)
 fn logprobs_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -107,7 +112,7 @@ fn logprobs_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     let j = idx - row * p.v;
     let prob = exp(lpb_logits[idx] - lpb_lse[row]);
     let indicator = select(0.0, 1.0, j == lpb_targets[row]);
-    lpb_dlogits[idx] = lpb_dlogps[row] * (indicator - prob);
+    lpb_logits[idx] = lpb_dlogps[row] * (indicator - prob);
 }
 
 // logprobs_backward_rows: the same update, laid out by rows: a workgroup of 64 covers 256 columns of one row, each
@@ -129,7 +134,7 @@ fn logprobs_backward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
         if (j < p.v) {
             let prob = exp(lpb_logits[base + j] - lse);
             let indicator = select(0.0, 1.0, j == tgt);
-            lpb_dlogits[base + j] = g * (indicator - prob);
+            lpb_logits[base + j] = g * (indicator - prob);
         }
     }
 }
@@ -146,23 +151,11 @@ fn log_softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let row = wid.x + wid.y * nwg.x;
     if (row >= p.n) { return; }
     let base = row * p.v;
-    var m = -3.4028234e38;
+    var ms = vec2<f32>(-3.4028234e38, 0.0);
     for (var j = lid; j < p.v; j = j + WG) {
-        m = max(m, lsm_logits[base + j]);
+        ms = lse_push(ms, lsm_logits[base + j]);
     }
-    red_a[lid] = m;
-    workgroupBarrier();
-    tree_max_a(lid);
-    let row_max = red_a[0];
-    workgroupBarrier();
-    var s = 0.0;
-    for (var j = lid; j < p.v; j = j + WG) {
-        s = s + exp(lsm_logits[base + j] - row_max);
-    }
-    red_a[lid] = s;
-    workgroupBarrier();
-    tree_sum_a(lid);
-    let lse = row_max + log(red_a[0]);
+    let lse = row_lse(ms, lid);
     for (var j = lid; j < p.v; j = j + WG) {
         lsm_out[base + j] = lsm_logits[base + j] - lse;
     }
@@ -234,7 +227,7 @@ fn sequence_logps(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 
 // ---- Small-vocabulary variants (V <= SMALL_V): one invocation per row, sequential over V. A 256-thread workgroup
 // per row idles almost every thread when V is the toy's 10 responses, and its barriers dominate on CPU adapters.
-// Same math as logprobs_forward / log_softmax (max-subtracted logsumexp).
+// Same math as logprobs_forward / log_softmax (the online logsumexp, sequential over the row).
 
 // logprobs_forward_small: bindings 19 logits (N, V) read, 20 targets (N) u32 read, 21 logps (N) write,
 // 22 lse (N) write. grid: grid_1d(N, 64).
@@ -248,15 +241,11 @@ fn logprobs_forward_small(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     let row = gid.x + gid.y * nwg.x * 64u;
     if (row >= p.n) { return; }
     let base = row * p.v;
-    var m = -3.4028234e38;
+    var ms = vec2<f32>(-3.4028234e38, 0.0);
     for (var j = 0u; j < p.v; j++) {
-        m = max(m, lps_logits[base + j]);
+        ms = lse_push(ms, lps_logits[base + j]);
     }
-    var s = 0.0;
-    for (var j = 0u; j < p.v; j++) {
-        s += exp(lps_logits[base + j] - m);
-    }
-    let lse = m + log(s);
+    let lse = ms.x + log(ms.y);
     lps_lse[row] = lse;
     lps_logps[row] = lps_logits[base + lps_targets[row]] - lse;
 }
@@ -270,15 +259,11 @@ fn log_softmax_small(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     let row = gid.x + gid.y * nwg.x * 64u;
     if (row >= p.n) { return; }
     let base = row * p.v;
-    var m = -3.4028234e38;
+    var ms = vec2<f32>(-3.4028234e38, 0.0);
     for (var j = 0u; j < p.v; j++) {
-        m = max(m, lss_logits[base + j]);
+        ms = lse_push(ms, lss_logits[base + j]);
     }
-    var s = 0.0;
-    for (var j = 0u; j < p.v; j++) {
-        s += exp(lss_logits[base + j] - m);
-    }
-    let lse = m + log(s);
+    let lse = ms.x + log(ms.y);
     for (var j = 0u; j < p.v; j++) {
         lss_out[base + j] = lss_logits[base + j] - lse;
     }

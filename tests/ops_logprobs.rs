@@ -34,15 +34,14 @@ fn should_match_reference_logprobs_forward_and_backward() {
                 let logits = randn(1, n * v, 3.0);
                 let tg = targets(2, n, v);
                 let dlogps = randn(3, n, 1.0);
-                let dlogits0 = randn(4, n * v, 0.5); // garbage: the backward must overwrite every logit's gradient
                 let tlogits = Tensor::from_f32(&gpu, "logits", &logits).unwrap();
                 let ttg = Tensor::from_u32(&gpu, "targets", &tg).unwrap();
                 let (tlogps, tlse) = (Tensor::zeros(&gpu, "logps", n).unwrap(), Tensor::zeros(&gpu, "lse", n).unwrap());
                 let tdlogps = Tensor::from_f32(&gpu, "dlogps", &dlogps).unwrap();
-                let tdlogits = Tensor::from_f32(&gpu, "dlogits", &dlogits0).unwrap();
                 let mut plan = Plan::new();
                 plan.push(ops::logprobs_forward_with(&gpu, form, &tlogps, &tlse, &tlogits, &ttg, n, v));
-                plan.push(ops::logprobs_backward_with(&gpu, bform, &tdlogits, &tdlogps, &tlogits, &tlse, &ttg, n, v));
+                // In place: every logit must be replaced by its gradient (a logit left over fails the comparison).
+                plan.push(ops::logprobs_backward_with(&gpu, bform, &tlogits, &tdlogps, &tlse, &ttg, n, v));
                 plan.submit(&gpu);
                 let (mut logps, mut lse, mut dlogits) = (vec![0.0; n], vec![0.0; n], vec![0.0; n * v]);
                 cpu::logprobs_forward(&mut logps, &mut lse, &logits, &tg, n, v);
@@ -50,14 +49,14 @@ fn should_match_reference_logprobs_forward_and_backward() {
                 let what = format!("{form:?} {bform:?} N={n} V={v}");
                 assert_close(&format!("{what} lse"), &tlse.to_vec(&gpu).unwrap(), &lse, 1e-5, 1e-5);
                 assert_close(&format!("{what} logps"), &tlogps.to_vec(&gpu).unwrap(), &logps, 1e-5, 1e-5);
-                assert_close(&format!("{what} dlogits"), &tdlogits.to_vec(&gpu).unwrap(), &dlogits, 1e-5, 1e-5);
+                assert_close(&format!("{what} dlogits"), &tlogits.to_vec(&gpu).unwrap(), &dlogits, 1e-5, 1e-5);
             }
         }
     }
 }
 
 /// More rows than one grid dimension holds (65535): the rows form folds them into (y, z), and the last row, in the
-/// second z slice, must be written too.
+/// second z slice, must be written too (a row left alone keeps its logits, which differ from their gradient).
 #[test]
 fn should_fold_rows_past_one_grid_dimension_in_logprobs_backward_rows() {
     let gpu = gpu();
@@ -72,12 +71,10 @@ fn should_fold_rows_past_one_grid_dimension_in_logprobs_backward_rows() {
     let ttg = Tensor::from_u32(&gpu, "targets", &tg).unwrap();
     let tlse = Tensor::from_f32(&gpu, "lse", &lse).unwrap();
     let tdlogps = Tensor::from_f32(&gpu, "dlogps", &dlogps).unwrap();
-    let tdlogits = Tensor::from_f32(&gpu, "dlogits", &vec![f32::NAN; n * v]).unwrap();
     let mut plan = Plan::new();
-    let bform = ops::BackwardForm::Rows;
-    plan.push(ops::logprobs_backward_with(&gpu, bform, &tdlogits, &tdlogps, &tlogits, &tlse, &ttg, n, v));
+    plan.push(ops::logprobs_backward_with(&gpu, ops::BackwardForm::Rows, &tlogits, &tdlogps, &tlse, &ttg, n, v));
     plan.submit(&gpu);
-    assert_close("rows past 65535", &tdlogits.to_vec(&gpu).unwrap(), &want, 1e-5, 1e-5);
+    assert_close("rows past 65535", &tlogits.to_vec(&gpu).unwrap(), &want, 1e-5, 1e-5);
 }
 
 #[test]
@@ -123,12 +120,12 @@ fn should_keep_logprobs_finite_200_nats_below_the_max() {
     let ttg = Tensor::from_u32(&gpu, "targets", &tg).unwrap();
     let (tlogps, tlse) = (Tensor::zeros(&gpu, "logps", n).unwrap(), Tensor::zeros(&gpu, "lse", n).unwrap());
     let tdlogps = Tensor::from_f32(&gpu, "dlogps", &dlogps).unwrap();
-    let tdlogits = Tensor::zeros(&gpu, "dlogits", n * v).unwrap();
     let tls = Tensor::zeros(&gpu, "log_softmax", n * v).unwrap();
     let mut plan = Plan::new();
     plan.push(ops::logprobs_forward(&gpu, &tlogps, &tlse, &tlogits, &ttg, n, v));
-    plan.push(ops::logprobs_backward(&gpu, &tdlogits, &tdlogps, &tlogits, &tlse, &ttg, n, v));
     plan.push(ops::log_softmax(&gpu, &tls, &tlogits, n, v));
+    // Last: the backward replaces the logits by their gradient. (The tuner times it on a buffer of its own.)
+    plan.push(ops::logprobs_backward(&gpu, &tlogits, &tdlogps, &tlse, &ttg, n, v));
     plan.submit(&gpu);
     let (mut logps, mut lse) = (vec![0.0; n], vec![0.0; n]);
     cpu::logprobs_forward(&mut logps, &mut lse, &logits, &tg, n, v);
@@ -139,7 +136,7 @@ fn should_keep_logprobs_finite_200_nats_below_the_max() {
     }
     assert_close("logps", &got, &logps, 1e-4, 1e-6);
     // The gradient at the target is dlogps * (1 - p) = dlogps; at the max it is -dlogps * (p ~ 1).
-    let dl = tdlogits.to_vec(&gpu).unwrap();
+    let dl = tlogits.to_vec(&gpu).unwrap();
     assert!(dl.iter().all(|x| x.is_finite()));
     assert!((dl[3] - 1.0).abs() < 1e-6 && (dl[17] + 1.0).abs() < 1e-5, "row 0: {} {}", dl[3], dl[17]);
     assert!((dl[v + 5] + 0.5).abs() < 1e-6 && (dl[v + 100] - 0.5).abs() < 1e-5, "row 1: {} {}", dl[v + 5], dl[v + 100]);
@@ -253,5 +250,41 @@ fn should_match_reference_sequence_logps() {
             c += m[k] as f64;
         }
         assert!((gsum[0] as f64 - a).abs() < 1e-4 && (gmean[0] as f64 - a / c.max(1.0)).abs() < 1e-4);
+    }
+}
+
+/// The online logsumexp rescales its running sum whenever a larger logit arrives: rows whose maximum comes last
+/// (every value a new maximum), first, or never changes, and one spread over 300 nats, on both row forms and on rows
+/// longer and shorter than a workgroup (whose idle threads merge empty partial sums).
+#[test]
+fn should_match_reference_logsumexp_wherever_the_row_max_arrives() {
+    let gpu = gpu();
+    for v in [5, 1000] {
+        let rows: Vec<Vec<f32>> = vec![
+            (0..v).map(|j| j as f32 * 0.37).collect(),
+            (0..v).map(|j| -(j as f32) * 0.37).collect(),
+            vec![-3.0; v],
+            (0..v).map(|j| if j % 7 == 3 { 150.0 } else { -150.0 + j as f32 * 1e-3 }).collect(),
+        ];
+        let n = rows.len();
+        let logits: Vec<f32> = rows.concat();
+        let tg: Vec<u32> = (0..n as u32).map(|i| (i * 3) % v as u32).collect();
+        let (mut logps, mut lse) = (vec![0.0; n], vec![0.0; n]);
+        cpu::logprobs_forward(&mut logps, &mut lse, &logits, &tg, n, v);
+        for form in [ops::RowForm::Workgroup, ops::RowForm::Invocation] {
+            let tlogits = Tensor::from_f32(&gpu, "logits", &logits).unwrap();
+            let ttg = Tensor::from_u32(&gpu, "targets", &tg).unwrap();
+            let (tlogps, tlse) = (Tensor::zeros(&gpu, "logps", n).unwrap(), Tensor::zeros(&gpu, "lse", n).unwrap());
+            let tls = Tensor::zeros(&gpu, "log_softmax", n * v).unwrap();
+            let mut plan = Plan::new();
+            plan.push(ops::logprobs_forward_with(&gpu, form, &tlogps, &tlse, &tlogits, &ttg, n, v));
+            plan.push(ops::log_softmax_with(&gpu, form, &tls, &tlogits, n, v));
+            plan.submit(&gpu);
+            assert_close(&format!("{form:?} V={v} lse"), &tlse.to_vec(&gpu).unwrap(), &lse, 1e-5, 1e-6);
+            assert_close(&format!("{form:?} V={v} logps"), &tlogps.to_vec(&gpu).unwrap(), &logps, 1e-5, 1e-5);
+            let mut want = vec![0.0; n * v];
+            cpu::log_softmax(&mut want, &logits, n, v);
+            assert_close(&format!("{form:?} V={v} log_softmax"), &tls.to_vec(&gpu).unwrap(), &want, 1e-5, 1e-5);
+        }
     }
 }

@@ -53,7 +53,7 @@ pub struct Gpt {
     pub tokens: Tensor,
     /// (B, T) u32 next-token targets.
     pub targets: Tensor,
-    /// (B, T, V) logits.
+    /// (B, T, V) logits after the forward; after the backward their gradient (it is computed in place).
     pub logits: Tensor,
     /// (B, T) logsumexp of each logits row.
     pub lse: Tensor,
@@ -168,8 +168,9 @@ impl Gpt {
         let lnf_mean = z("lnf_mean", bt)?;
         let lnf_rstd = z("lnf_rstd", bt)?;
         let dlnf = z("dlnf", bt * c)?;
+        // (B, T, V) the logits, and after the backward's first kernel their gradient (`logprobs_backward` works in
+        // place: no second (B, T, V) buffer).
         let logits = z("logits", bt * v)?;
-        let dlogits = z("dlogits", bt * v)?;
         let lse = z("lse", bt)?;
         let logps = z("logps", bt)?;
         let dlogps = z("dlogps", bt)?;
@@ -284,7 +285,6 @@ impl Gpt {
         // ---- backward (gpt2_backward); every gradient buffer is zeroed at the start of the step ----
         let mut bwd = Plan::new();
         bwd.clear(&grad_arena.all);
-        // dlogits needs no clear: logprobs_backward overwrites it.
         for t_ in [&dresidual, &dlnf] {
             bwd.clear(t_);
         }
@@ -294,8 +294,10 @@ impl Gpt {
             }
         }
         let dwte = g("transformer.wte.weight".into());
-        bwd.push(logprobs::logprobs_backward(gpu, &dlogits, &dlogps, &logits, &lse, &targets, bt, v));
-        bwd.extend(matmul::matmul_backward(gpu, Some(&dlnf), &dwte, None, &dlogits, &lnf, &wte, bt, c, v));
+        // The logits become their gradient, dlogits (in place), which the LM head's backward reads.
+        let dlogits = &logits;
+        bwd.push(logprobs::logprobs_backward(gpu, dlogits, &dlogps, &lse, &targets, bt, v));
+        bwd.extend(matmul::matmul_backward(gpu, Some(&dlnf), &dwte, None, dlogits, &lnf, &wte, bt, c, v));
         if let (Some(_), Some(ds)) = (&scalar, &dscalar) {
             bwd.extend(matmul::matmul_backward(
                 gpu,

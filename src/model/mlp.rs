@@ -29,7 +29,7 @@ pub struct Mlp {
     pub x: Tensor,
     /// (N, B) u32 response index of each row.
     pub targets: Tensor,
-    /// (N, B, R)
+    /// (N, B, R) logits after the forward; after the backward their gradient (it is computed in place).
     pub logits: Tensor,
     /// (N, B, R) full log-softmax.
     pub log_probs: Tensor,
@@ -91,7 +91,6 @@ impl Mlp {
             |what: &str| (0..depth).map(|l| z(&format!("{what}{}", l + 1), rows * h)).collect::<Result<Vec<_>>>();
         let (hpre, hs, dhpre, dhs) = (layer("hpre")?, layer("h")?, layer("dhpre")?, layer("dh")?);
         let logits = z("logits", rows * r)?;
-        let dlogits = z("dlogits", rows * r)?;
         let log_probs = z("log_probs", rows * r)?;
         let lse = z("lse", rows)?;
         let logps = z("logps", rows)?;
@@ -140,11 +139,12 @@ impl Mlp {
 
         let mut bwd = Plan::new();
         bwd.clear(&ga.all);
-        // dlogits needs no clear: logprobs_backward overwrites it.
+        // The logits become their gradient, dlogits, in place (`logprobs_backward`).
+        let dlogits = &logits;
         for t in dhpre.iter().chain(&dhs) {
             bwd.clear(t);
         }
-        bwd.push(logprobs::logprobs_backward(gpu, &dlogits, &dlogps, &logits, &lse, &targets, rows, r));
+        bwd.push(logprobs::logprobs_backward(gpu, dlogits, &dlogps, &lse, &targets, rows, r));
         let dlast = &dhs[depth - 1];
         let (dhw, dhb) = (g(&format!("{head}.weight")), g(&format!("{head}.bias")));
         bwd.extend(matmul::matmul_backward_replicas(
@@ -152,7 +152,7 @@ impl Mlp {
             Some(dlast),
             &dhw,
             Some(&dhb),
-            &dlogits,
+            dlogits,
             last,
             &hw,
             b,

@@ -1,6 +1,7 @@
 //! Dispatches of `shaders/logprobs.wgsl`: per-token log-probabilities of targets (log-softmax + gather) and their
 //! backward, the full log-softmax, the masked SFT loss and per-sequence log-prob sums. Each function returns a
-//! ready-to-record `Dispatch`; `logprobs_backward` overwrites `dlogits`, `sft_loss` overwrites `dlogps`.
+//! ready-to-record `Dispatch`; `logprobs_backward` overwrites the logits with their gradient, `sft_loss` overwrites
+//! `dlogps`.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -113,14 +114,15 @@ pub enum BackwardForm {
     Rows,
 }
 
-/// dlogits[i, j] = dlogps[i] * (1[j == targets[i]] - exp(logits[i, j] - lse[i])) (overwrites, so no clear is needed
-/// before it); the form chosen by the tuner, timed on the buffers given (whose outputs the step overwrites anyway).
-#[allow(clippy::too_many_arguments)]
+/// In place: logits[i, j] <- dlogps[i] * (1[j == targets[i]] - exp(logits[i, j] - lse[i])), the gradient of
+/// sum_i dlogps[i] logps[i] with respect to the logits, written over them (they are not needed after it, and a
+/// second (N, V) buffer is the largest one a model at GPT-2's vocabulary would hold). The form chosen by the tuner,
+/// timed on a scratch (N, V) buffer (allocated for the timing only), so the logits given are left alone until the
+/// dispatch returned runs.
 pub fn logprobs_backward(
     gpu: &Gpu,
-    dlogits: &Tensor, // (N, V)
+    logits: &Tensor,  // (N, V) in: logits; out: dlogits
     dlogps: &Tensor,  // (N)
-    logits: &Tensor,  // (N, V)
     lse: &Tensor,     // (N)
     targets: &Tensor, // (N) u32
     n: usize,
@@ -129,10 +131,11 @@ pub fn logprobs_backward(
     let names = ["rows", "elements"];
     let form = |k: &str| if k == "rows" { BackwardForm::Rows } else { BackwardForm::Elements };
     let chosen = gpu.tuner.choose("logprobs", &format!("backward {n}x{v}"), &names, |k| {
-        let d = logprobs_backward_with(gpu, form(k), dlogits, dlogps, logits, lse, targets, n, v);
+        let scratch = Tensor::zeros(gpu, "tune dlogits", n * v).ok()?;
+        let d = logprobs_backward_with(gpu, form(k), &scratch, dlogps, lse, targets, n, v);
         crate::gpu::tune::time_dispatch(gpu, &d)
     });
-    logprobs_backward_with(gpu, form(chosen), dlogits, dlogps, logits, lse, targets, n, v)
+    logprobs_backward_with(gpu, form(chosen), logits, dlogps, lse, targets, n, v)
 }
 
 /// `logprobs_backward` in the given form.
@@ -140,15 +143,14 @@ pub fn logprobs_backward(
 pub fn logprobs_backward_with(
     gpu: &Gpu,
     form: BackwardForm,
-    dlogits: &Tensor, // (N, V)
+    logits: &Tensor,  // (N, V) in: logits; out: dlogits
     dlogps: &Tensor,  // (N)
-    logits: &Tensor,  // (N, V)
     lse: &Tensor,     // (N)
     targets: &Tensor, // (N) u32
     n: usize,
     v: usize,
 ) -> Dispatch {
-    let bindings = [(5, logits), (6, lse), (7, targets), (8, dlogps), (9, dlogits)];
+    let bindings = [(5, logits), (6, lse), (7, targets), (8, dlogps)];
     match form {
         BackwardForm::Elements => dispatch(gpu, "logprobs_backward", n, v, &bindings, grid_1d(n * v, WORKGROUP_1D)),
         BackwardForm::Rows => {
