@@ -60,7 +60,7 @@ fn should_run_the_llm_study_pipeline_end_to_end_and_resume() {
                 "ppo",
             ][..],
         ),
-        ("poem", &["sft", "weak", "dpo-on_on-s0", "flex-0.05", "sft-dpo", "ppo", "ppo-rule"][..]),
+        ("poem", &["sft", "weak", "dpo-on_on-s0", "flex-0.05", "flex-0.05-s1", "sft-dpo", "ppo", "ppo-rule"][..]),
     ];
     for (task, want) in tasks {
         let res = &results["tasks"][task];
@@ -105,6 +105,15 @@ fn should_run_the_llm_study_pipeline_end_to_end_and_resume() {
             assert!(svg.contains("<svg") && svg.contains("polyline"), "{task}_{f}.svg has no curve");
         }
     }
+    // The beta_neg sweep's row holds each seed's rate and their mean (mini trains 2 seeds per beta_neg).
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    // The last Figure 4 section is the poem task's (math has one only when it sweeps several beta_neg).
+    assert!(report.contains("## Figure 4 analogue"), "no beta_neg sweep section");
+    let sweep = report.rsplit("## Figure 4 analogue").next().unwrap();
+    let row = sweep.lines().find(|l| l.starts_with("| 0.05 |")).expect("the sweep's 0.05 row");
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert_eq!(cells[3].split(", ").count(), 2, "two seeds in {row}");
+    assert!(report.contains("Flex-DPO beta_neg 0.05, seed 1"), "the letter table lists each seed");
     let ppo_rule =
         &results["tasks"]["poem"]["models"].as_array().unwrap().iter().find(|m| m["name"] == "ppo-rule").unwrap()
             ["ppo_final"];

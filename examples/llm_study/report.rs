@@ -6,7 +6,8 @@
 //!   figures/<task>_accuracy.svg  held-out pairwise accuracy over training: reward model vs DPO's implicit reward,
 //!                                and DPO's training accuracy (the paper's figures 5, 7, 8)
 //!   figures/<task>_logps.svg     per-token log-prob of chosen and rejected responses over DPO training, per scenario
-//!   figures/<task>_beta_neg.svg  Flex-DPO's beta_neg sweep: held-out full rate (the paper's figure 4)
+//!   figures/<task>_beta_neg.svg  Flex-DPO's beta_neg sweep: held-out full rate, mean over seeds (the paper's
+//!                                figure 4)
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -104,6 +105,11 @@ fn over(ms: &[&Value], path: &[&str]) -> Option<f64> {
 
 fn dpo_seeds<'a>(res: &'a Value, scenario: &str) -> Vec<&'a Value> {
     models(res, |m| m["method"] == "DPO" && m["scenario"] == scenario)
+}
+
+/// A preference run's seed, from its name's `-s<seed>` suffix (runs named without one are seed 0).
+fn seed_of(m: &Value) -> Option<u64> {
+    m["name"].as_str()?.rsplit_once("-s").and_then(|x| x.1.parse().ok())
 }
 
 /// Whether rate `a` is above rate `b` (each over `n` problems), said with its noise: "agrees" / "disagrees" with a
@@ -323,16 +329,16 @@ fn math(md: &mut String, dir: &Path, res: &Value) -> R<()> {
     writeln!(
         md,
         "Greedy answers to the {} held-out problems, judged (\"full\" = score 5); \"sampled\" is one answer at \
-         temperature 1. Every method starts from the SFT model and trains on the on-policy pairs (on / on); DPO rows \
+         temperature 1. Every method starts from the SFT model and trains on the on-policy pairs (on / on); rows \
          with several seeds show their mean. \"vs SFT\" is the change from the SFT model with its noise.\n",
         p["eval_rows"]
     )
     .expect("string");
     method_rows(md, res, &[("score 4 or 5", &["judge/score_4_or_5_rate"]), ("mean score", &["judge/score_mean"])]);
     let dpo_on = dpo_seeds(res, "on_on");
-    let flex = models(res, |m| m["method"].as_str().is_some_and(|s| s.starts_with("Flex")));
-    let flex08 = flex.iter().find(|m| m["method"].as_str().is_some_and(|s| s.ends_with(" 0.08"))).copied();
-    let flex08_rate = flex08.and_then(|m| full(res, &[m]));
+    // Flex-DPO at beta_neg 0.08, the mean over its seeds.
+    let flex08 = models(res, |m| m["method"] == "Flex-DPO beta_neg 0.08");
+    let flex08_rate = full(res, &flex08);
     writeln!(
         md,
         "\nPaper: Flex-DPO (beta_neg 0.08) slightly ahead of DPO, IPO and SLiC on math (30.1 vs 29.9 / 30.0 / 29.3). \
@@ -398,7 +404,7 @@ fn math(md: &mut String, dir: &Path, res: &Value) -> R<()> {
     table7(md, res, "7");
     properties(md, dir, res);
     rm_vs_dpo(md, dir, res);
-    if flex.len() > 1 {
+    if flex_groups(res).len() > 1 {
         beta_neg_sweep(md, res, "math");
     }
     Ok(())
@@ -506,9 +512,14 @@ fn letter_use(md: &mut String, res: &Value) {
         let letter = m[kind]["judge/last_initial_top"].as_str().unwrap_or("-").to_string();
         format!("{letter} ({})", pct(get(m, &[kind, "judge/last_initial_top_share"])))
     };
-    for m in models(res, |_| true) {
+    let all = models(res, |_| true);
+    for m in &all {
         let name = match (m["method"].as_str(), m["scenario"].as_str()) {
             (Some(method), Some(sc)) if method == "DPO" && sc != "on_on" => continue,
+            // A method trained with several seeds: one row per seed.
+            (Some(method), _) if all.iter().filter(|o| o["method"] == m["method"]).count() > 1 => {
+                format!("{method}, seed {}", seed_of(m).unwrap_or(0))
+            }
             (Some(method), _) => method.to_string(),
             _ => continue,
         };
@@ -542,7 +553,11 @@ fn letter_use(md: &mut String, res: &Value) {
     let dpo_label = if dpo.len() > 1 { "DPO's (its first seed)" } else { "DPO's" };
     let collapsed: Vec<String> = models(res, |m| get(m, &["greedy", "judge/last_initial_top_share"]) >= Some(0.9))
         .iter()
-        .filter_map(|m| m["method"].as_str().map(String::from))
+        .filter_map(|m| {
+            let method = m["method"].as_str()?;
+            let seeds = all.iter().filter(|o| o["method"] == m["method"]).count();
+            Some(if seeds > 1 { format!("{method}, seed {}", seed_of(m).unwrap_or(0)) } else { method.to_string() })
+        })
         .collect();
     writeln!(
         md,
@@ -642,7 +657,7 @@ fn properties(md: &mut String, dir: &Path, res: &Value) {
     );
     header(md, &["method", "scenario", "seed", "held-out reference log-prob / token", "sample entropy / token"]);
     for m in models(res, |_| true) {
-        let seed = m["name"].as_str().and_then(|n| n.rsplit_once("-s")).map(|x| x.1.to_string()).unwrap_or("-".into());
+        let seed = seed_of(m).map_or("-".into(), |s| s.to_string());
         row(
             md,
             &[
@@ -708,23 +723,39 @@ fn rm_vs_dpo(md: &mut String, dir: &Path, res: &Value) {
     .expect("string");
 }
 
+/// Flex-DPO's runs grouped by beta_neg (each group: its seeds), in the order the study trained them.
+fn flex_groups(res: &Value) -> Vec<(f64, Vec<&Value>)> {
+    let mut groups: Vec<(f64, Vec<&Value>)> = Vec::new();
+    for m in models(res, |m| m["method"].as_str().is_some_and(|s| s.starts_with("Flex"))) {
+        let bn = m["method"].as_str().and_then(|s| s.rsplit(' ').next()?.parse().ok()).unwrap_or(f64::NAN);
+        match groups.iter_mut().find(|g| g.0 == bn) {
+            Some(g) => g.1.push(m),
+            None => groups.push((bn, vec![m])),
+        }
+    }
+    groups
+}
+
 fn beta_neg_sweep(md: &mut String, res: &Value, task: &str) {
     let n = res["profile"]["eval_rows"].as_f64().unwrap_or(1.0);
     md.push_str("## Figure 4 analogue: Flex-DPO's beta_neg sweep\n\n");
-    header(md, &["beta_neg (beta_pos 0.1)", "full", "mean score"]);
-    let flex = models(res, |m| m["method"].as_str().is_some_and(|s| s.starts_with("Flex")));
+    let groups = flex_groups(res);
+    let seeds = groups.iter().map(|g| g.1.len()).max().unwrap_or(1);
+    header(md, &["beta_neg (beta_pos 0.1)", "full", "per seed", "mean score"]);
     let mut sweep = Vec::new();
-    for m in &flex {
-        let bn: f64 = m["method"].as_str().and_then(|s| s.rsplit(' ').next()?.parse().ok()).unwrap_or(f64::NAN);
-        sweep.push((bn, full(res, &[m]).unwrap_or(f64::NAN)));
-        row(md, &[format!("{bn}"), pct(full(res, &[m])), num(get(m, &["greedy", "judge/score_mean"]))]);
+    for (bn, ms) in &groups {
+        sweep.push((*bn, full(res, ms).unwrap_or(f64::NAN)));
+        let per: Vec<String> = ms.iter().map(|m| pct(full(res, &[m]))).collect();
+        row(md, &[format!("{bn}"), pct(full(res, ms)), per.join(", "), num(over(ms, &["greedy", "judge/score_mean"]))]);
     }
     let dpo_on = dpo_seeds(res, "on_on");
+    let dpo_per: Vec<String> = dpo_on.iter().map(|m| pct(full(res, &[m]))).collect();
     row(
         md,
         &[
             "DPO (beta_neg = beta_pos = 0.1)".into(),
             pct(full(res, &dpo_on)),
+            dpo_per.join(", "),
             num(over(&dpo_on, &["greedy", "judge/score_mean"])),
         ],
     );
@@ -735,15 +766,16 @@ fn beta_neg_sweep(md: &mut String, res: &Value, task: &str) {
     let at08 = sweep.iter().find(|x| (x.0 - 0.08).abs() < 1e-9).map(|x| x.1);
     writeln!(
         md,
-        "\nPaper: the instruction-following score peaks near beta_neg 0.08 ({}). Here ({task}) the best beta_neg is {} \
-         ({}); 0.08 against it: {}.\n",
+        "\n\"full\" is the mean over {seeds} seed(s) of each run (the same pairs in another order), the noise below is \
+         for means over that many seeds. Paper: the instruction-following score peaks near beta_neg 0.08 ({}). Here \
+         ({task}) the best beta_neg is {} ({}); 0.08 against it: {}.\n",
         if task == "poem" { "the same kind of task" } else { "measured on its instruction tasks, not on math" },
         peak.map(|p| format!("{}", p.0)).unwrap_or("-".into()),
         pct(peak.map(|p| p.1)),
         if peak.is_some_and(|p| (p.0 - 0.08).abs() < 1e-9) {
             "**agrees** (0.08 is the best)".to_string()
         } else {
-            ordering(at08, peak.map(|p| p.1), n)
+            ordering(at08, peak.map(|p| p.1), n * seeds as f64)
         }
     )
     .expect("string");
@@ -908,10 +940,9 @@ fn figures(out: &Path, task: &str, dir: &Path, res: &Value) -> R<()> {
         "log-prob / token",
         &lines,
     )?;
-    let mut pts: Vec<(f64, f64)> = models(res, |m| m["method"].as_str().is_some_and(|s| s.starts_with("Flex")))
-        .iter()
-        .filter_map(|m| Some((m["method"].as_str()?.rsplit(' ').next()?.parse().ok()?, full(res, &[m])?)))
-        .collect();
+    // The mean over each beta_neg's seeds.
+    let mut pts: Vec<(f64, f64)> =
+        flex_groups(res).into_iter().filter_map(|(bn, ms)| Some((bn, full(res, &ms)?))).collect();
     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
     if pts.len() > 1 {
         chart(
