@@ -766,8 +766,8 @@ fn beta_neg_sweep(md: &mut String, res: &Value, task: &str) {
     let at08 = sweep.iter().find(|x| (x.0 - 0.08).abs() < 1e-9).map(|x| x.1);
     writeln!(
         md,
-        "\n\"full\" is the mean over {seeds} seed(s) of each run (the same pairs in another order), the noise below is \
-         for means over that many seeds. Paper: the instruction-following score peaks near beta_neg 0.08 ({}). Here \
+        "\n\"full\" is the mean over {seeds} seed(s) of each run (the same pairs in another order); the noise below is \
+         that of {n} prompts, not less, since every seed answers the same prompts. Paper: the instruction-following score peaks near beta_neg 0.08 ({}). Here \
          ({task}) the best beta_neg is {} ({}); 0.08 against it: {}.\n",
         if task == "poem" { "the same kind of task" } else { "measured on its instruction tasks, not on math" },
         peak.map(|p| format!("{}", p.0)).unwrap_or("-".into()),
@@ -775,7 +775,7 @@ fn beta_neg_sweep(md: &mut String, res: &Value, task: &str) {
         if peak.is_some_and(|p| (p.0 - 0.08).abs() < 1e-9) {
             "**agrees** (0.08 is the best)".to_string()
         } else {
-            ordering(at08, peak.map(|p| p.1), n * seeds as f64)
+            ordering(at08, peak.map(|p| p.1), n)
         }
     )
     .expect("string");
