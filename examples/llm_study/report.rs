@@ -107,7 +107,8 @@ fn dpo_seeds<'a>(res: &'a Value, scenario: &str) -> Vec<&'a Value> {
     models(res, |m| m["method"] == "DPO" && m["scenario"] == scenario)
 }
 
-/// A preference run's seed, from its name's `-s<seed>` suffix (runs named without one are seed 0).
+/// A preference run's seed, from its name's `-s<seed>` suffix; None for a name without one (seed 0 of a method that
+/// has several, or a run without seeds).
 fn seed_of(m: &Value) -> Option<u64> {
     m["name"].as_str()?.rsplit_once("-s").and_then(|x| x.1.parse().ok())
 }
@@ -296,7 +297,8 @@ fn method_rows(md: &mut String, res: &Value, extra: &[(&str, &[&str])]) {
     for (label, ms) in &groups {
         let f = full(res, ms);
         let name = if ms.len() > 1 { format!("{label} ({} seeds)", ms.len()) } else { label.clone() };
-        let vs = if label == "SFT" { "-".into() } else { delta(f, sft, n * ms.len() as f64) };
+        // A mean over seeds has the noise of the prompts, not less: every seed answers the same ones.
+        let vs = if label == "SFT" { "-".into() } else { delta(f, sft, n) };
         let mut cells = vec![name, pct(f), vs];
         // Rates as percentages; the mean score as a number.
         cells.extend(extra.iter().map(|e| {
@@ -330,7 +332,8 @@ fn math(md: &mut String, dir: &Path, res: &Value) -> R<()> {
         md,
         "Greedy answers to the {} held-out problems, judged (\"full\" = score 5); \"sampled\" is one answer at \
          temperature 1. Every method starts from the SFT model and trains on the on-policy pairs (on / on); rows \
-         with several seeds show their mean. \"vs SFT\" is the change from the SFT model with its noise.\n",
+         with several seeds show their mean. \"vs SFT\" is the change from the SFT model with the noise of the \
+         held-out problems (which every seed answers, so a mean over seeds has no less).\n",
         p["eval_rows"]
     )
     .expect("string");
@@ -392,10 +395,11 @@ fn math(md: &mut String, dir: &Path, res: &Value) -> R<()> {
     writeln!(
         md,
         "\nSFT model before preference training: {}. Paper: both on-policy best (33B: 47.5% vs 44.5% before). Here \
-         on / on against the best other scenario ({}): {} (noise for the mean of {} seeds over {} problems).\n",
+         on / on against the best other scenario ({}): {} (means of {} seeds; the noise of {} problems, which every \
+         seed answers).\n",
         pct(rate_of(res, "sft")),
         others.map(|b| b.0.replace('_', " / ")).unwrap_or("-".into()),
-        ordering(full(res, &dpo_on), others.map(|b| b.1), n * seeds),
+        ordering(full(res, &dpo_on), others.map(|b| b.1), n),
         seeds,
         n
     )
@@ -766,9 +770,10 @@ fn beta_neg_sweep(md: &mut String, res: &Value, task: &str) {
     let at08 = sweep.iter().find(|x| (x.0 - 0.08).abs() < 1e-9).map(|x| x.1);
     writeln!(
         md,
-        "\n\"full\" is the mean over {seeds} seed(s) of each run (the same pairs in another order); the noise below is \
-         that of {n} prompts, not less, since every seed answers the same prompts. Paper: the instruction-following score peaks near beta_neg 0.08 ({}). Here \
-         ({task}) the best beta_neg is {} ({}); 0.08 against it: {}.\n",
+        "\n\"full\" is the mean over {seeds} seed(s) of each run (the same pairs in another order); the noise below \
+         is that of {n} prompts, not less, since every seed answers the same prompts. Paper: the \
+         instruction-following score peaks near beta_neg 0.08 ({}). Here ({task}) the best beta_neg is {} ({}); 0.08 \
+         against it: {}.\n",
         if task == "poem" { "the same kind of task" } else { "measured on its instruction tasks, not on math" },
         peak.map(|p| format!("{}", p.0)).unwrap_or("-".into()),
         pct(peak.map(|p| p.1)),
