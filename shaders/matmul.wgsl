@@ -104,6 +104,14 @@ fn gelu(x: f32) -> f32 {
     return 0.5 * x * (1.0 + tanh(GELU_SCALE * (x + cube)));
 }
 
+fn gelu4(x: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(gelu(x.x), gelu(x.y), gelu(x.z), gelu(x.w));
+}
+
+fn gelu_grad4(x: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(gelu_grad(x.x), gelu_grad(x.y), gelu_grad(x.z), gelu_grad(x.w));
+}
+
 fn gelu_grad(x: f32) -> f32 {
     let cube = 0.044715 * x * x * x;
     let tanh_arg = GELU_SCALE * (x + cube);
@@ -562,33 +570,59 @@ fn gemm_skinny8(@builtin(global_invocation_id) gid: vec3<u32>) {
 //   v4tn: A stored as A^T (K, M), B (K, N) row-major      (the weight gradient, dW = dout^T @ inp)
 // Requirements (checked on the host, `MatmulKernel::supports`): the vec4 axes have unit stride, their lengths (K;
 // N for v4nn/v4tn; M for v4tn) are multiples of 4, and the offsets and other strides of A and B are multiples of 4.
-// Rows past M and columns past N are clamped to the last one (loaded, never stored). C is written element by element
-// with its general strides, with the same epilogue (alpha, beta, bias) as every kernel.
-// bindings: 19 a (vec4) read, 20 b (vec4) read, 21 c read_write, 22 bias (N) read (read only when has_bias = 1),
-// 36 aux read_write.
+// Rows past M and columns past N are clamped to the last one (loaded, never stored). C is written with its general
+// strides and the same epilogue (alpha, beta, bias) as every kernel, a vec4 at a time where four columns lie in one
+// aligned vec4 of C and element by element elsewhere (`v4_store`); C and aux are therefore bound as vec4 arrays, over
+// whole vec4s (`Tensor::binding_bytes`), and an element is reached as v4_c[i / 4][i % 4].
+// bindings: 19 a (vec4) read, 20 b (vec4) read, 21 c (vec4) read_write, 22 bias (N) read (read only when
+// has_bias = 1), 36 aux (vec4) read_write.
 // grid: (ceil(N / 128), ceil(M / 4), batch), workgroup 16 (x 8 columns = 128 columns per workgroup).
 @group(0) @binding(19) var<storage, read> v4_a: array<vec4<f32>>;
 @group(0) @binding(20) var<storage, read> v4_b: array<vec4<f32>>;
-@group(0) @binding(21) var<storage, read_write> v4_c: array<f32>;
+@group(0) @binding(21) var<storage, read_write> v4_c: array<vec4<f32>>;
 @group(0) @binding(22) var<storage, read> v4_bias: array<f32>;
-@group(0) @binding(36) var<storage, read_write> v4_aux: array<f32>;
+@group(0) @binding(36) var<storage, read_write> v4_aux: array<vec4<f32>>;
 
-// Store row m, columns n..n+3 (masked at the matrix edge).
+// Store row m, columns n..n+3 (masked at the matrix edge): one vec4 where the four lie in one aligned vec4 of C.
 fn v4_store(bt: u32, m: u32, n: u32, acc: vec4<f32>) {
     if (m >= p.m) { return; }
+    let c0 = c_start(bt) + m * p.c_rs + n * p.c_cs;
+    let causal = (p.causal & CAUSAL_C) != 0u;
+    if (n + 3u < p.n && p.c_cs == 1u && (c0 & 3u) == 0u && (!causal || n + 3u <= m || n > m)) {
+        // The four columns lie in one aligned vec4 of C, none of them or all above a causal product's diagonal: one
+        // load (beta != 0) and one store instead of four each, which lavapipe runs as a loop over the SIMD lanes per
+        // element. The arithmetic is the scalar path's, componentwise.
+        if (causal && n > m) {
+            v4_c[c0 / 4u] = vec4<f32>(0.0);
+            return;
+        }
+        var g = vec4<f32>(1.0);
+        if (p.act == ACT_DGELU) { g = gelu_grad4(v4_aux[c0 / 4u]); }
+        var v = p.alpha * (acc * g);
+        if (p.beta != 0.0) { v += p.beta * v4_c[c0 / 4u]; }
+        var bias = vec4<f32>(0.0);
+        if (p.has_bias == 1u) {
+            let bi = bt * p.bias_bs + n;
+            bias = vec4<f32>(v4_bias[bi], v4_bias[bi + 1u], v4_bias[bi + 2u], v4_bias[bi + 3u]);
+        }
+        v += bias;
+        v4_c[c0 / 4u] = v;
+        if (p.act == ACT_GELU) { v4_aux[c0 / 4u] = gelu4(v); }
+        return;
+    }
     for (var j = 0u; j < 4u; j++) {
         let nj = n + j;
         if (nj < p.n) {
             let ci = c_start(bt) + m * p.c_rs + nj * p.c_cs;
             var c_old = 0.0;
-            if (p.beta != 0.0) { c_old = v4_c[ci]; }
+            if (p.beta != 0.0) { c_old = v4_c[ci / 4u][ci % 4u]; }
             var bias = 0.0;
             if (p.has_bias == 1u) { bias = v4_bias[bt * p.bias_bs + nj]; }
             var g = 1.0;
-            if (p.act == ACT_DGELU) { g = gelu_grad(v4_aux[ci]); }
+            if (p.act == ACT_DGELU) { g = gelu_grad(v4_aux[ci / 4u][ci % 4u]); }
             let v = causal_mask(m, nj, epilogue(acc[j] * g, c_old, bias));
-            v4_c[ci] = v;
-            if (p.act == ACT_GELU) { v4_aux[ci] = gelu(v); }
+            v4_c[ci / 4u][ci % 4u] = v;
+            if (p.act == ACT_GELU) { v4_aux[ci / 4u][ci % 4u] = gelu(v); }
         }
     }
 }

@@ -819,6 +819,7 @@ fn should_match_reference_gemm_subgroup_rows() {
         GemmDims::new(68, 32, 33).transpose_a().batched(2).scaled(0.5, 0.0), // TN: 4 rows in the second workgroup
         GemmDims::new(66, 20, 12).transpose_b().scaled(1.0, 0.5), // NT: 2 rows in the second workgroup, 4 columns past 16
         GemmDims::new(5, 36, 4).transpose_b().batched(2),         // NT: 5 rows, the third column block a quarter used
+        GemmDims::new(1, 3, 4).transpose_b().accumulate(), // NT: C of 3 elements, less than the vec4 its binding spans
         // A not 4-aligned (gemm_srxn, A read as scalars): an LM head's backward with V = 19, dinp and dweight
         GemmDims::new(24, 16, 19).accumulate(),
         GemmDims::new(19, 16, 24).transpose_a().accumulate(),

@@ -64,10 +64,12 @@ pub fn check_buffer(
     Ok(())
 }
 
-/// Bytes of `len` 4-byte elements (at least 4: WebGPU has no empty bindings), or an error if that overflows.
+/// Bytes allocated for `len` 4-byte elements, or an error if that overflows: rounded up to whole 16-byte vec4s (at
+/// least one: WebGPU has no empty bindings), so that every binding may be read as `array<vec4<f32>>` (see `binding`).
 fn elem_bytes(label: &str, len: usize) -> Result<u64> {
     (len.max(1) as u64)
         .checked_mul(4)
+        .and_then(|b| b.checked_next_multiple_of(16))
         .ok_or_else(|| Error::config(format!("buffer \"{label}\": {len} elements do not fit in 64-bit byte sizes")))
 }
 
@@ -126,8 +128,18 @@ impl Tensor {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: &self.buffer,
             offset: self.offset,
-            size: NonZeroU64::new(self.bytes().max(4)),
+            size: NonZeroU64::new(self.binding_bytes()),
         })
+    }
+
+    /// The size a binding of this tensor spans: its bytes rounded up to whole vec4s, so that a kernel may view it as
+    /// `array<vec4<f32>>` and reach its last elements (the GEMMs' output, `shaders/matmul.wgsl`). The allocation
+    /// (`elem_bytes`) and slices (starting 256 bytes apart) leave room for the rounding; the bytes past `len` are
+    /// never written: kernels bound their writes by their shapes.
+    pub fn binding_bytes(&self) -> u64 {
+        let bytes = self.bytes().max(4).next_multiple_of(16);
+        debug_assert!(self.offset + bytes <= self.buffer.size(), "binding past the end of its buffer");
+        bytes
     }
 
     pub fn write_f32(&self, gpu: &Gpu, data: &[f32]) {
