@@ -223,7 +223,14 @@ fn attention_softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
 
 // attention_softmax_rows: attention_softmax with one invocation per row (sequential max and sum, no barriers): for
 // CPU adapters, where a workgroup's barriers cost more than a row's arithmetic. The tuner picks per adapter and shape.
-// bindings: as attention_softmax. grid: grid_1d(B*NH*T, 64), workgroup 64; row = (wid.x + wid.y * nwg.x) * 64 + lid.
+// It reads and writes through vec4 views (every binding spans whole vec4s): where T is a multiple of 4, a row is T / 4
+// vec4s (on lavapipe a quarter of the per-lane loads and stores); otherwise element e is x[e / 4][e % 4]. The sum runs
+// over t2 = 0..t in order either way, so both give the same bits.
+// bindings: 51 preatt, 52 att (vec4 views of attention_softmax's). grid: grid_1d(B*NH*T, 64), workgroup 64;
+// row = (wid.x + wid.y * nwg.x) * 64 + lid.
+@group(0) @binding(51) var<storage, read> smr_preatt: array<vec4<f32>>;
+@group(0) @binding(52) var<storage, read_write> smr_att: array<vec4<f32>>;
+
 @compute @workgroup_size(64)
 fn attention_softmax_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
                           @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -231,21 +238,57 @@ fn attention_softmax_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     if (r >= p.n) { return; }
     let t = r % p.t;
     let row = r * p.t;
-    var m = sm_preatt[row];
+    if (p.t % 4u == 0u) {
+        let r4 = row / 4u;
+        let full = (t + 1u) / 4u; // vec4s wholly inside 0..=t; the next one (if t + 1 is not a multiple of 4) is partial
+        var m = smr_preatt[r4].x;
+        for (var g = 0u; g <= t / 4u; g++) {
+            let x = smr_preatt[r4 + g];
+            let t0 = 4u * g;
+            m = max(m, x.x);
+            if (t0 + 1u <= t) { m = max(m, x.y); }
+            if (t0 + 2u <= t) { m = max(m, x.z); }
+            if (t0 + 3u <= t) { m = max(m, x.w); }
+        }
+        var s = 0.0;
+        for (var g = 0u; g < full; g++) {
+            let e = exp(smr_preatt[r4 + g] - m);
+            s += e.x; s += e.y; s += e.z; s += e.w;
+        }
+        if (4u * full <= t) {
+            let e = exp(smr_preatt[r4 + full] - m);
+            let t0 = 4u * full;
+            s += e.x;
+            if (t0 + 1u <= t) { s += e.y; }
+            if (t0 + 2u <= t) { s += e.z; }
+        }
+        let expsum_inv = 1.0 / s;
+        for (var g = 0u; g < p.t / 4u; g++) {
+            let t0 = 4u * g;
+            let a = exp(smr_preatt[r4 + g] - m) * expsum_inv;
+            let keep = vec4<u32>(t0, t0 + 1u, t0 + 2u, t0 + 3u) <= vec4<u32>(t);
+            smr_att[r4 + g] = select(vec4<f32>(0.0), a, keep);
+        }
+        return;
+    }
+    var m = smr_preatt[row / 4u][row % 4u];
     for (var t2 = 1u; t2 <= t; t2++) {
-        m = max(m, sm_preatt[row + t2]);
+        let e = row + t2;
+        m = max(m, smr_preatt[e / 4u][e % 4u]);
     }
     var s = 0.0;
     for (var t2 = 0u; t2 <= t; t2++) {
-        s += exp(sm_preatt[row + t2] - m);
+        let e = row + t2;
+        s += exp(smr_preatt[e / 4u][e % 4u] - m);
     }
     let expsum_inv = 1.0 / s;
     for (var t2 = 0u; t2 < p.t; t2++) {
+        let e = row + t2;
         var a = 0.0;
         if (t2 <= t) {
-            a = exp(sm_preatt[row + t2] - m) * expsum_inv;
+            a = exp(smr_preatt[e / 4u][e % 4u] - m) * expsum_inv;
         }
-        sm_att[row + t2] = a;
+        smr_att[e / 4u][e % 4u] = a;
     }
 }
 
@@ -436,7 +479,13 @@ fn attention_softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(lo
 }
 
 // attention_softmax_backward_rows: attention_softmax_backward with one invocation per row (see
-// attention_softmax_rows). bindings: as attention_softmax_backward. grid: grid_1d(B*NH*T, 64), workgroup 64.
+// attention_softmax_rows, whose vec4 views and order of additions it shares).
+// bindings: 53 att, 54 datt, 55 dpreatt (vec4 views of attention_softmax_backward's). grid: grid_1d(B*NH*T, 64),
+// workgroup 64.
+@group(0) @binding(53) var<storage, read> sbr_att: array<vec4<f32>>;
+@group(0) @binding(54) var<storage, read> sbr_datt: array<vec4<f32>>;
+@group(0) @binding(55) var<storage, read_write> sbr_dpreatt: array<vec4<f32>>;
+
 @compute @workgroup_size(64)
 fn attention_softmax_backward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
                                    @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -444,16 +493,41 @@ fn attention_softmax_backward_rows(@builtin(workgroup_id) wid: vec3<u32>, @built
     if (r >= p.n) { return; }
     let t = r % p.t;
     let row = r * p.t;
+    if (p.t % 4u == 0u) {
+        let r4 = row / 4u;
+        let full = (t + 1u) / 4u;
+        var s = 0.0;
+        for (var g = 0u; g < full; g++) {
+            let x = sbr_att[r4 + g] * sbr_datt[r4 + g];
+            s += x.x; s += x.y; s += x.z; s += x.w;
+        }
+        if (4u * full <= t) {
+            let x = sbr_att[r4 + full] * sbr_datt[r4 + full];
+            let t0 = 4u * full;
+            s += x.x;
+            if (t0 + 1u <= t) { s += x.y; }
+            if (t0 + 2u <= t) { s += x.z; }
+        }
+        for (var g = 0u; g < p.t / 4u; g++) {
+            let t0 = 4u * g;
+            let d = sbr_att[r4 + g] * (sbr_datt[r4 + g] - s);
+            let keep = vec4<u32>(t0, t0 + 1u, t0 + 2u, t0 + 3u) <= vec4<u32>(t);
+            sbr_dpreatt[r4 + g] = select(vec4<f32>(0.0), d, keep);
+        }
+        return;
+    }
     var s = 0.0;
     for (var t2 = 0u; t2 <= t; t2++) {
-        s += sb_att[row + t2] * sb_datt[row + t2];
+        let e = row + t2;
+        s += sbr_att[e / 4u][e % 4u] * sbr_datt[e / 4u][e % 4u];
     }
     for (var t2 = 0u; t2 < p.t; t2++) {
+        let e = row + t2;
         var d = 0.0;
         if (t2 <= t) {
-            d = sb_att[row + t2] * (sb_datt[row + t2] - s);
+            d = sbr_att[e / 4u][e % 4u] * (sbr_datt[e / 4u][e % 4u] - s);
         }
-        sb_dpreatt[row + t2] = d;
+        sbr_dpreatt[e / 4u][e % 4u] = d;
     }
 }
 

@@ -112,8 +112,24 @@ fn layernorm_forward(
     }
 }
 
+// The `_rows` kernels read and write the (N, C) arrays through vec4 views (bindings 41-54: the same tensors as the
+// workgroup kernels' scalar bindings; every binding spans whole vec4s, `Tensor::binding_bytes`). Where C is a multiple
+// of 4 a row is C / 4 vec4s, which on lavapipe is a quarter of the per-lane load and store loops of scalar access;
+// otherwise element e is x[e / 4][e % 4]. Either way the sums run in channel order, so both give the same bits.
+@group(0) @binding(41) var<storage, read> lr_inp: array<vec4<f32>>;
+@group(0) @binding(42) var<storage, read> lr_weight: array<vec4<f32>>;
+@group(0) @binding(43) var<storage, read> lr_bias: array<vec4<f32>>;
+@group(0) @binding(44) var<storage, read_write> lr_out: array<vec4<f32>>;
+@group(0) @binding(59) var<storage, read> lr_b: array<vec4<f32>>;
+@group(0) @binding(60) var<storage, read_write> lr_res: array<vec4<f32>>;
+
+fn sum4(s: f32, x: vec4<f32>) -> f32 {
+    return s + x.x + x.y + x.z + x.w; // left to right: ((s + x.x) + x.y) + ...
+}
+
 // layernorm_forward_rows: layernorm_forward with one invocation per row, sums in channel order.
-// bindings: as layernorm_forward. grid: `grid_1d(N, 64)` workgroups of 64; row = (wid.x + wid.y * nwg.x) * 64 + lid.
+// bindings: 41 inp, 42 weight, 43 bias, 44 out (vec4 views), 5 mean, 6 rstd.
+// grid: `grid_1d(N, 64)` workgroups of 64; row = (wid.x + wid.y * nwg.x) * 64 + lid.
 @compute @workgroup_size(64)
 fn layernorm_forward_rows(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -124,18 +140,33 @@ fn layernorm_forward_rows(
     if (row >= p.n) { return; }
     let base = row * p.c;
     var s = 0.0;
+    var v = 0.0;
+    if (p.c % 4u == 0u) {
+        let b4 = base / 4u;
+        let c4 = p.c / 4u;
+        for (var i = 0u; i < c4; i++) { s = sum4(s, lr_inp[b4 + i]); }
+        let m = s / f32(p.c);
+        for (var i = 0u; i < c4; i++) { let d = lr_inp[b4 + i] - m; v = sum4(v, d * d); }
+        let r = 1.0 / sqrt(v / f32(p.c) + EPS);
+        for (var i = 0u; i < c4; i++) { lr_out[b4 + i] = (lr_inp[b4 + i] - m) * r * lr_weight[i] + lr_bias[i]; }
+        lnf_mean[row] = m;
+        lnf_rstd[row] = r;
+        return;
+    }
     for (var i = 0u; i < p.c; i++) {
-        s += lnf_inp[base + i];
+        let e = base + i;
+        s += lr_inp[e / 4u][e % 4u];
     }
     let m = s / f32(p.c);
-    var v = 0.0;
     for (var i = 0u; i < p.c; i++) {
-        let d = lnf_inp[base + i] - m;
+        let e = base + i;
+        let d = lr_inp[e / 4u][e % 4u] - m;
         v += d * d;
     }
     let r = 1.0 / sqrt(v / f32(p.c) + EPS);
     for (var i = 0u; i < p.c; i++) {
-        lnf_out[base + i] = (lnf_inp[base + i] - m) * r * lnf_weight[i] + lnf_bias[i];
+        let e = base + i;
+        lr_out[e / 4u][e % 4u] = (lr_inp[e / 4u][e % 4u] - m) * r * lr_weight[i / 4u][i % 4u] + lr_bias[i / 4u][i % 4u];
     }
     lnf_mean[row] = m;
     lnf_rstd[row] = r;
@@ -190,7 +221,8 @@ fn residual_layernorm_forward(
 }
 
 // residual_layernorm_forward_rows: residual_layernorm_forward with one invocation per row (as layernorm_forward_rows).
-// bindings: as residual_layernorm_forward. grid: `grid_1d(N, 64)` workgroups of 64.
+// bindings: 41 a, 59 b, 60 res, 42 weight, 43 bias, 44 out (vec4 views), 5 mean, 6 rstd. grid: `grid_1d(N, 64)`
+// workgroups of 64.
 @compute @workgroup_size(64)
 fn residual_layernorm_forward_rows(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -201,20 +233,39 @@ fn residual_layernorm_forward_rows(
     if (row >= p.n) { return; }
     let base = row * p.c;
     var s = 0.0;
+    var v = 0.0;
+    if (p.c % 4u == 0u) {
+        let b4 = base / 4u;
+        let c4 = p.c / 4u;
+        for (var i = 0u; i < c4; i++) {
+            let x = lr_inp[b4 + i] + lr_b[b4 + i];
+            lr_res[b4 + i] = x;
+            s = sum4(s, x);
+        }
+        let m = s / f32(p.c);
+        for (var i = 0u; i < c4; i++) { let d = lr_res[b4 + i] - m; v = sum4(v, d * d); }
+        let r = 1.0 / sqrt(v / f32(p.c) + EPS);
+        for (var i = 0u; i < c4; i++) { lr_out[b4 + i] = (lr_res[b4 + i] - m) * r * lr_weight[i] + lr_bias[i]; }
+        lnf_mean[row] = m;
+        lnf_rstd[row] = r;
+        return;
+    }
     for (var i = 0u; i < p.c; i++) {
-        let x = lnf_inp[base + i] + rlf_b[base + i];
-        rlf_res[base + i] = x;
+        let e = base + i;
+        let x = lr_inp[e / 4u][e % 4u] + lr_b[e / 4u][e % 4u];
+        lr_res[e / 4u][e % 4u] = x;
         s += x;
     }
     let m = s / f32(p.c);
-    var v = 0.0;
     for (var i = 0u; i < p.c; i++) {
-        let d = rlf_res[base + i] - m;
+        let e = base + i;
+        let d = lr_res[e / 4u][e % 4u] - m;
         v += d * d;
     }
     let r = 1.0 / sqrt(v / f32(p.c) + EPS);
     for (var i = 0u; i < p.c; i++) {
-        lnf_out[base + i] = (rlf_res[base + i] - m) * r * lnf_weight[i] + lnf_bias[i];
+        let e = base + i;
+        lr_out[e / 4u][e % 4u] = (lr_res[e / 4u][e % 4u] - m) * r * lr_weight[i / 4u][i % 4u] + lr_bias[i / 4u][i % 4u];
     }
     lnf_mean[row] = m;
     lnf_rstd[row] = r;
@@ -266,7 +317,13 @@ fn layernorm_backward_dinp(
 }
 
 // layernorm_backward_dinp_rows: layernorm_backward_dinp with one invocation per row, sums in channel order.
-// bindings: as layernorm_backward_dinp. grid: `grid_1d(N, 64)` workgroups of 64, as layernorm_forward_rows.
+// bindings: 47 inp, 48 dout, 49 weight, 52 dinp (vec4 views, as the forward's `_rows` kernel), 10 mean, 11 rstd.
+// grid: `grid_1d(N, 64)` workgroups of 64, as layernorm_forward_rows.
+@group(0) @binding(47) var<storage, read> ldr_inp: array<vec4<f32>>;
+@group(0) @binding(48) var<storage, read> ldr_dout: array<vec4<f32>>;
+@group(0) @binding(49) var<storage, read> ldr_weight: array<vec4<f32>>;
+@group(0) @binding(52) var<storage, read_write> ldr_dinp: array<vec4<f32>>;
+
 @compute @workgroup_size(64)
 fn layernorm_backward_dinp_rows(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -280,18 +337,38 @@ fn layernorm_backward_dinp_rows(
     let r = lnd_rstd[row];
     var dnorm_sum = 0.0;
     var dnorm_norm_sum = 0.0;
+    if (p.c % 4u == 0u) {
+        let b4 = base / 4u;
+        let c4 = p.c / 4u;
+        for (var i = 0u; i < c4; i++) {
+            let norm = (ldr_inp[b4 + i] - m) * r;
+            let dnorm = ldr_weight[i] * ldr_dout[b4 + i];
+            dnorm_sum = sum4(dnorm_sum, dnorm);
+            dnorm_norm_sum = sum4(dnorm_norm_sum, dnorm * norm);
+        }
+        let dnorm_mean = dnorm_sum / f32(p.c);
+        let dnorm_norm_mean = dnorm_norm_sum / f32(p.c);
+        for (var i = 0u; i < c4; i++) {
+            let norm = (ldr_inp[b4 + i] - m) * r;
+            let dnorm = ldr_weight[i] * ldr_dout[b4 + i];
+            ldr_dinp[b4 + i] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * r;
+        }
+        return;
+    }
     for (var i = 0u; i < p.c; i++) {
-        let norm = (lnd_inp[base + i] - m) * r;
-        let dnorm = lnd_weight[i] * lnd_dout[base + i];
+        let e = base + i;
+        let norm = (ldr_inp[e / 4u][e % 4u] - m) * r;
+        let dnorm = ldr_weight[i / 4u][i % 4u] * ldr_dout[e / 4u][e % 4u];
         dnorm_sum += dnorm;
         dnorm_norm_sum += dnorm * norm;
     }
     let dnorm_mean = dnorm_sum / f32(p.c);
     let dnorm_norm_mean = dnorm_norm_sum / f32(p.c);
     for (var i = 0u; i < p.c; i++) {
-        let norm = (lnd_inp[base + i] - m) * r;
-        let dnorm = lnd_weight[i] * lnd_dout[base + i];
-        lnd_dinp[base + i] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * r;
+        let e = base + i;
+        let norm = (ldr_inp[e / 4u][e % 4u] - m) * r;
+        let dnorm = ldr_weight[i / 4u][i % 4u] * ldr_dout[e / 4u][e % 4u];
+        ldr_dinp[e / 4u][e % 4u] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * r;
     }
 }
 
@@ -345,4 +422,46 @@ fn layernorm_backward_params(
         lnp_dweight[ch] += red_a[lid.x];
         lnp_dbias[ch] += red_b[lid.x];
     }
+}
+
+// layernorm_backward_params_cols4: layernorm_backward_params for CPU adapters, without workgroup memory or barriers:
+// one invocation per 4 channels keeps the 8 row lanes' partial sums (rows y, y + 8, ... for y = 0..7) as vec4s and
+// adds them by the workgroup kernel's tree, so the results are bit for bit its own; inp and dout are read a vec4 (4
+// channels of a row) at a time. Requires C to be a multiple of 4 (checked on the host).
+// bindings: 55 inp, 56 dout (vec4 views) read, 15 mean, 16 rstd read, 57 dweight, 58 dbias (vec4 views) read_write.
+// grid: `grid_1d(C / 4, 8)` workgroups of 8; channel group = (wid.x + wid.y * nwg.x) * 8 + lid.x.
+@group(0) @binding(55) var<storage, read> lnp4_inp: array<vec4<f32>>;
+@group(0) @binding(56) var<storage, read> lnp4_dout: array<vec4<f32>>;
+@group(0) @binding(57) var<storage, read_write> lnp4_dweight: array<vec4<f32>>;
+@group(0) @binding(58) var<storage, read_write> lnp4_dbias: array<vec4<f32>>;
+
+@compute @workgroup_size(8)
+fn layernorm_backward_params_cols4(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let n4 = p.c / 4u;
+    let c4 = (wid.x + wid.y * nwg.x) * 8u + lid;
+    if (c4 >= n4) { return; }
+    var w0 = vec4<f32>(0.0); var w1 = vec4<f32>(0.0); var w2 = vec4<f32>(0.0); var w3 = vec4<f32>(0.0);
+    var w4 = vec4<f32>(0.0); var w5 = vec4<f32>(0.0); var w6 = vec4<f32>(0.0); var w7 = vec4<f32>(0.0);
+    var b0 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0); var b3 = vec4<f32>(0.0);
+    var b4 = vec4<f32>(0.0); var b5 = vec4<f32>(0.0); var b6 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0);
+    for (var r = 0u; r < p.n; r += PARAM_LANES) {
+        { let row = r + 0u; let d = lnp4_dout[row * n4 + c4]; let norm = (lnp4_inp[row * n4 + c4] - lnp_mean[row]) * lnp_rstd[row]; w0 += norm * d; b0 += d; }
+        if (r + 1u < p.n) { let row = r + 1u; let d = lnp4_dout[row * n4 + c4]; let norm = (lnp4_inp[row * n4 + c4] - lnp_mean[row]) * lnp_rstd[row]; w1 += norm * d; b1 += d; }
+        if (r + 2u < p.n) { let row = r + 2u; let d = lnp4_dout[row * n4 + c4]; let norm = (lnp4_inp[row * n4 + c4] - lnp_mean[row]) * lnp_rstd[row]; w2 += norm * d; b2 += d; }
+        if (r + 3u < p.n) { let row = r + 3u; let d = lnp4_dout[row * n4 + c4]; let norm = (lnp4_inp[row * n4 + c4] - lnp_mean[row]) * lnp_rstd[row]; w3 += norm * d; b3 += d; }
+        if (r + 4u < p.n) { let row = r + 4u; let d = lnp4_dout[row * n4 + c4]; let norm = (lnp4_inp[row * n4 + c4] - lnp_mean[row]) * lnp_rstd[row]; w4 += norm * d; b4 += d; }
+        if (r + 5u < p.n) { let row = r + 5u; let d = lnp4_dout[row * n4 + c4]; let norm = (lnp4_inp[row * n4 + c4] - lnp_mean[row]) * lnp_rstd[row]; w5 += norm * d; b5 += d; }
+        if (r + 6u < p.n) { let row = r + 6u; let d = lnp4_dout[row * n4 + c4]; let norm = (lnp4_inp[row * n4 + c4] - lnp_mean[row]) * lnp_rstd[row]; w6 += norm * d; b6 += d; }
+        if (r + 7u < p.n) { let row = r + 7u; let d = lnp4_dout[row * n4 + c4]; let norm = (lnp4_inp[row * n4 + c4] - lnp_mean[row]) * lnp_rstd[row]; w7 += norm * d; b7 += d; }
+    }
+    // layernorm_backward_params's tree over its 8 row lanes: strides 4, 2, 1.
+    w0 += w4; w1 += w5; w2 += w6; w3 += w7; b0 += b4; b1 += b5; b2 += b6; b3 += b7;
+    w0 += w2; w1 += w3; b0 += b2; b1 += b3;
+    w0 += w1; b0 += b1;
+    lnp4_dweight[c4] += w0;
+    lnp4_dbias[c4] += b0;
 }

@@ -465,6 +465,40 @@ fn matmul_dbias_tall(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(work
     }
 }
 
+// matmul_dbias_cols4: matmul_dbias's sums for CPU adapters, without workgroup memory or barriers: one invocation per 4
+// columns keeps the 8 row lanes' partial sums (rows y, y + 8, ... for y = 0..7) as 8 vec4s and adds them in matmul_dbias's
+// order, so the result is bit for bit matmul_dbias's; it reads dout a vec4 (4 columns of a row) at a time. Requires
+// OC, dout's batch stride and dbias's batch stride to be multiples of 4 (checked on the host).
+// bindings: 53 dout (vec4 view) read, 54 dbias (vec4 view) read_write.
+// grid: (ceil(OC / 32), 1, batch), workgroup 8 (x 4 columns = 32 columns per workgroup).
+@group(0) @binding(53) var<storage, read> dbc_dout: array<vec4<f32>>;
+@group(0) @binding(54) var<storage, read_write> dbc_dbias: array<vec4<f32>>;
+
+@compute @workgroup_size(8)
+fn matmul_dbias_cols4(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let n4 = p.n / 4u;
+    let c4 = wid.x * 8u + lid.x;
+    if (c4 >= n4) { return; }
+    let bt = wid.z;
+    let base = bt * p.a_bs / 4u + c4;
+    var s0 = vec4<f32>(0.0); var s1 = vec4<f32>(0.0); var s2 = vec4<f32>(0.0); var s3 = vec4<f32>(0.0);
+    var s4 = vec4<f32>(0.0); var s5 = vec4<f32>(0.0); var s6 = vec4<f32>(0.0); var s7 = vec4<f32>(0.0);
+    for (var r = 0u; r < p.m; r += 8u) {
+        let row = base + r * n4;
+        s0 += dbc_dout[row];
+        if (r + 1u < p.m) { s1 += dbc_dout[row + n4]; }
+        if (r + 2u < p.m) { s2 += dbc_dout[row + 2u * n4]; }
+        if (r + 3u < p.m) { s3 += dbc_dout[row + 3u * n4]; }
+        if (r + 4u < p.m) { s4 += dbc_dout[row + 4u * n4]; }
+        if (r + 5u < p.m) { s5 += dbc_dout[row + 5u * n4]; }
+        if (r + 6u < p.m) { s6 += dbc_dout[row + 6u * n4]; }
+        if (r + 7u < p.m) { s7 += dbc_dout[row + 7u * n4]; }
+    }
+    var t = vec4<f32>(0.0);
+    t += s0; t += s1; t += s2; t += s3; t += s4; t += s5; t += s6; t += s7;
+    dbc_dbias[bt * p.bias_bs / 4u + c4] += t;
+}
+
 // gemm_skinny8: C = alpha * A @ B + beta * C (+ bias) for few rows M. Each invocation owns 4 output columns (and
 // its batch) and loops over the rows 8 at a time, holding an 8 x 4 block of accumulators: per k it loads 8 elements of
 // A and 4 of B for 32 multiply-adds. On CPU adapters such as lavapipe every per-invocation load is a gather, so loads

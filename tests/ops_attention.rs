@@ -11,8 +11,17 @@ use dpo3d::reference::attention as cpu;
 use dpo3d::Gpu;
 
 /// (B, T, C, NH)
-const SHAPES: &[(usize, usize, usize, usize)] =
-    &[(1, 1, 4, 1), (2, 5, 12, 3), (3, 17, 16, 4), (1, 33, 8, 2), (1, 70, 8, 2), (2, 9, 10, 2), (1, 130, 24, 3)];
+const SHAPES: &[(usize, usize, usize, usize)] = &[
+    (1, 1, 4, 1),
+    (2, 5, 12, 3),
+    (3, 17, 16, 4),
+    (1, 33, 8, 2),
+    (1, 70, 8, 2),
+    (2, 9, 10, 2),
+    (1, 130, 24, 3),
+    (2, 8, 12, 3),
+    (1, 68, 8, 2),
+];
 
 struct Gpus {
     inp: Tensor,

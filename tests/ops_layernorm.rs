@@ -161,6 +161,23 @@ fn should_match_reference_layernorm_backward_accumulating() {
                 assert_close(&format!("{what} dinp"), &got_dinp, &dinp, 2e-5, 1e-4);
                 assert_close(&format!("{what} dweight"), &got_dw, &dw, 2e-5, 1e-4);
                 assert_close(&format!("{what} dbias"), &got_db, &db, 2e-5, 1e-4);
+                // The channels kernel's two forms (a workgroup with a tree in workgroup memory; an invocation per 4
+                // channels where C is a multiple of 4) add the same partial sums in the same order.
+                if form == ops::RowForm::Invocation {
+                    let (_, wg_dw, wg_db) = gpu_backward(
+                        &gpu,
+                        ops::RowForm::Workgroup,
+                        (&dinp0, &dw0, &db0),
+                        &dout,
+                        &inp,
+                        &weight,
+                        &mean,
+                        &rstd,
+                        n,
+                        c,
+                    );
+                    assert_eq!((&got_dw, &got_db), (&wg_dw, &wg_db), "{what}: dweight/dbias differ between forms");
+                }
             }
         }
     }

@@ -252,9 +252,9 @@ fn should_match_reference_gemm_subgroup() {
 }
 
 #[test]
-fn should_match_reference_dbias_both_kernels() {
+fn should_match_reference_dbias_every_kernel() {
     let gpu = gpu();
-    for &(bt, oc) in &[(1, 1), (3, 37), (130, 5), (2048, 67)] {
+    for &(bt, oc) in &[(1, 1), (3, 37), (130, 5), (2048, 67), (1, 4), (13, 36), (2049, 68)] {
         let dout = randn(800 + bt as u64, bt * oc, 1.0);
         let dbias0 = randn(900, oc, 1.0);
         let mut want = dbias0.clone();
@@ -263,12 +263,21 @@ fn should_match_reference_dbias_both_kernels() {
                 *w += dout[r * oc + j]; // independent of src/reference: the column sum written out
             }
         }
-        for tall in [false, true] {
+        let mut got = Vec::new();
+        for entry in ["matmul_dbias", "matmul_dbias_tall", "matmul_dbias_cols4"] {
+            if entry == "matmul_dbias_cols4" && !oc.is_multiple_of(4) {
+                continue;
+            }
             let t = upload(&gpu, &dbias0);
             let mut plan = Plan::new();
-            plan.push(ops::matmul_dbias_with(&gpu, tall, &t, &upload(&gpu, &dout), bt, oc));
+            plan.push(ops::matmul_dbias_with(&gpu, entry, &t, &upload(&gpu, &dout), bt, oc));
             plan.submit(&gpu);
-            assert_close(&format!("dbias bt={bt} oc={oc} tall={tall}"), &t.to_vec(&gpu).unwrap(), &want, 1e-4, 1e-4);
+            got.push(t.to_vec(&gpu).unwrap());
+            assert_close(&format!("dbias bt={bt} oc={oc} {entry}"), got.last().unwrap(), &want, 1e-4, 1e-4);
+        }
+        // cols4 keeps matmul_dbias's order of additions: the same bits.
+        if oc.is_multiple_of(4) {
+            assert_eq!(got[0], got[2], "dbias bt={bt} oc={oc}: matmul_dbias_cols4 differs from matmul_dbias");
         }
     }
 }

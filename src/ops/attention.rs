@@ -371,7 +371,8 @@ fn softmax(
             dispatch(gpu, "attention_softmax", b, t, c, nh, Grid::Rows(rows), &[(3, preatt), (4, att)])
         }
         SoftmaxForm::Invocation => {
-            dispatch(gpu, "attention_softmax_rows", b, t, c, nh, Grid::RowInvocations(rows), &[(3, preatt), (4, att)])
+            // the vec4 views of preatt and att
+            dispatch(gpu, "attention_softmax_rows", b, t, c, nh, Grid::RowInvocations(rows), &[(51, preatt), (52, att)])
         }
     }
 }
@@ -468,6 +469,7 @@ fn softmax_backward(
     match form {
         SoftmaxForm::Workgroup => dispatch(gpu, "attention_softmax_backward", b, t, c, nh, Grid::Rows(rows), &bindings),
         SoftmaxForm::Invocation => {
+            let bindings = [(53, att), (54, datt), (55, dpreatt)]; // the vec4 views
             dispatch(gpu, "attention_softmax_backward_rows", b, t, c, nh, Grid::RowInvocations(rows), &bindings)
         }
     }

@@ -2,8 +2,10 @@
 //! add before it (`residual_layernorm_forward`: a GPT block's `res = a + b; ln(res)` in one dispatch), and backward.
 //! The backward is two race-free dispatches: `dinp` per row, then `dweight`/`dbias` per channel; both accumulate.
 //! The row kernels come in two forms, a workgroup per row (GPUs) or an invocation per row (CPU adapters, where a
-//! workgroup's barriers dominate); the tuner times both per adapter and shape (`gpu::tune`), the `_with` functions
-//! take the form explicitly (tests compare both with the reference).
+//! workgroup's barriers dominate), and so does the channels kernel (a workgroup of 32 channels, or an invocation per
+//! 4 channels); the tuner times both per adapter and shape (`gpu::tune`), the `_with` functions take the form
+//! explicitly (tests compare both with the reference). The invocation forms read whole vec4s where C is a multiple of
+//! 4 (on lavapipe a quarter of the per-lane loads and stores).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -43,6 +45,17 @@ fn entry(form: RowForm, base: &'static str) -> &'static str {
     }
 }
 
+/// The bindings of a dispatch in `form`: the `_rows` kernels read the (N, C) arrays, weight and bias through vec4
+/// views declared 40 bindings above the workgroup kernels' scalar ones (see `shaders/layernorm.wgsl`); mean and rstd
+/// keep theirs.
+fn bindings<'a>(form: RowForm, list: &[(u32, &'a Tensor)]) -> Vec<(u32, &'a Tensor)> {
+    let vec4_view = |b: u32| match (form, b) {
+        (RowForm::Invocation, 1..=4 | 7..=9 | 12 | 19 | 20) => b + 40,
+        _ => b,
+    };
+    list.iter().map(|&(b, t)| (vec4_view(b), t)).collect()
+}
+
 fn grid(form: RowForm, n: usize) -> [u32; 3] {
     match form {
         RowForm::Workgroup => grid_1d(n, 1),
@@ -50,8 +63,8 @@ fn grid(form: RowForm, n: usize) -> [u32; 3] {
     }
 }
 
-/// The tuner's choice of row form for `what` ("forward" or "dinp") at (n, c); `time(form)` times one on scratch
-/// outputs. The rule (`DPO3D_KERNELS=rule`) keeps a workgroup per row.
+/// The tuner's choice of form for `what` ("forward", "dinp", or "params": the channels kernel) at (n, c); `time(form)`
+/// times one on scratch outputs. The rule (`DPO3D_KERNELS=rule`) keeps the workgroup forms.
 fn choose(gpu: &Gpu, what: &str, n: usize, c: usize, time: impl FnMut(RowForm) -> Option<f64>) -> RowForm {
     crate::gpu::tune::choose_row_form(gpu, "layernorm", &format!("{what} {n}x{c}"), RowForm::Workgroup, time)
 }
@@ -109,7 +122,7 @@ pub fn layernorm_forward_with(
         SRC,
         entry(form, "layernorm_forward"),
         Some(bytemuck::bytes_of(&p)),
-        &[(1, inp), (2, weight), (3, bias), (4, out), (5, mean), (6, rstd)],
+        &bindings(form, &[(1, inp), (2, weight), (3, bias), (4, out), (5, mean), (6, rstd)]),
         grid(form, n),
     )
 }
@@ -176,14 +189,15 @@ pub fn residual_layernorm_forward_with(
         SRC,
         entry(form, "residual_layernorm_forward"),
         Some(bytemuck::bytes_of(&p)),
-        &[(1, a), (19, b), (20, res), (2, weight), (3, bias), (4, out), (5, mean), (6, rstd)],
+        &bindings(form, &[(1, a), (19, b), (20, res), (2, weight), (3, bias), (4, out), (5, mean), (6, rstd)]),
         grid(form, n),
     )
 }
 
 /// dinp += d out / d inp, dweight += sum over rows of norm * dout, dbias += sum over rows of dout
-/// (llm.c's layernorm_backward), given the forward's mean and rstd. Two dispatches: rows, then channels. The row
-/// form of the first is the tuner's choice.
+/// (llm.c's layernorm_backward), given the forward's mean and rstd. Two dispatches: rows, then channels. The form of
+/// each is the tuner's choice (for the channels: a workgroup of 32 channels x 8 row lanes with a tree in workgroup
+/// memory, or, where C is a multiple of 4, an invocation per 4 channels with the same sums in registers).
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_backward(
     gpu: &Gpu,
@@ -198,23 +212,49 @@ pub fn layernorm_backward(
     n: usize,
     c: usize,
 ) -> Vec<Dispatch> {
-    let form = choose(gpu, "dinp", n, c, |form| {
-        let (dw, db, di) = (
-            Tensor::zeros(gpu, "tune ln dw", c).ok()?,
-            Tensor::zeros(gpu, "tune ln db", c).ok()?,
-            Tensor::zeros(gpu, "tune ln dinp", n * c).ok()?,
-        );
-        let ds = layernorm_backward_with(gpu, form, &di, &dw, &db, dout, inp, weight, mean, rstd, n, c);
-        crate::gpu::tune::time_dispatch(gpu, &ds[0])
-    });
-    layernorm_backward_with(gpu, form, dinp, dweight, dbias, dout, inp, weight, mean, rstd, n, c)
+    let scratch = || -> Option<(Tensor, Tensor, Tensor)> {
+        let z = |what, len| Tensor::zeros(gpu, what, len).ok();
+        Some((z("tune ln dinp", n * c)?, z("tune ln dw", c)?, z("tune ln db", c)?))
+    };
+    let forms = |dinp_form, params_form| {
+        let (di, dw, db) = scratch()?;
+        let ds = backward_dispatches(gpu, [dinp_form, params_form], &di, &dw, &db, dout, inp, weight, mean, rstd, n, c);
+        Some(ds)
+    };
+    let dinp_form = choose(gpu, "dinp", n, c, |form| crate::gpu::tune::time_dispatch(gpu, &forms(form, form)?[0]));
+    let params_form = if c.is_multiple_of(4) {
+        choose(gpu, "params", n, c, |form| crate::gpu::tune::time_dispatch(gpu, &forms(form, form)?[1]))
+    } else {
+        RowForm::Workgroup
+    };
+    backward_dispatches(gpu, [dinp_form, params_form], dinp, dweight, dbias, dout, inp, weight, mean, rstd, n, c)
 }
 
-/// `layernorm_backward` with the dinp kernel in the given row form.
+/// `layernorm_backward` with both kernels in the given form (`Invocation` for the channels kernel: an invocation
+/// per 4 channels, where C is a multiple of 4; otherwise its workgroup form).
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_backward_with(
     gpu: &Gpu,
     form: RowForm,
+    dinp: &Tensor,    // (N, C)
+    dweight: &Tensor, // (C)
+    dbias: &Tensor,   // (C)
+    dout: &Tensor,    // (N, C)
+    inp: &Tensor,     // (N, C)
+    weight: &Tensor,  // (C)
+    mean: &Tensor,    // (N)
+    rstd: &Tensor,    // (N)
+    n: usize,
+    c: usize,
+) -> Vec<Dispatch> {
+    backward_dispatches(gpu, [form, form], dinp, dweight, dbias, dout, inp, weight, mean, rstd, n, c)
+}
+
+/// The two backward dispatches, the rows kernel in `forms[0]` and the channels kernel in `forms[1]`.
+#[allow(clippy::too_many_arguments)]
+fn backward_dispatches(
+    gpu: &Gpu,
+    forms: [RowForm; 2],
     dinp: &Tensor,    // (N, C)
     dweight: &Tensor, // (C)
     dbias: &Tensor,   // (C)
@@ -240,16 +280,18 @@ pub fn layernorm_backward_with(
     }
     let p = params(n, c);
     let bytes = bytemuck::bytes_of(&p);
-    vec![
+    let [form, params_form] = forms;
+    let params = if params_form == RowForm::Invocation && c.is_multiple_of(4) {
         Dispatch::new(
             gpu,
             SHADER,
             SRC,
-            entry(form, "layernorm_backward_dinp"),
+            "layernorm_backward_params_cols4",
             Some(bytes),
-            &[(7, inp), (8, dout), (9, weight), (10, mean), (11, rstd), (12, dinp)],
-            grid(form, n),
-        ),
+            &[(55, inp), (56, dout), (15, mean), (16, rstd), (57, dweight), (58, dbias)],
+            grid_1d(c / 4, 8),
+        )
+    } else {
         Dispatch::new(
             gpu,
             SHADER,
@@ -258,6 +300,18 @@ pub fn layernorm_backward_with(
             Some(bytes),
             &[(13, inp), (14, dout), (15, mean), (16, rstd), (17, dweight), (18, dbias)],
             grid_1d(c, PARAM_COLS),
+        )
+    };
+    vec![
+        Dispatch::new(
+            gpu,
+            SHADER,
+            SRC,
+            entry(form, "layernorm_backward_dinp"),
+            Some(bytes),
+            &bindings(form, &[(7, inp), (8, dout), (9, weight), (10, mean), (11, rstd), (12, dinp)]),
+            grid(form, n),
         ),
+        params,
     ]
 }

@@ -1173,26 +1173,49 @@ pub fn matmul_dbias_replicas(
         .with_bias_batch(rep.param_stride)
         .accumulate();
     let p = params(&dims, false);
-    let build = |entry: &'static str, dbias: &Tensor| {
-        let cols = if entry == "matmul_dbias" { 32 } else { 4 };
-        let groups = [grid_dim(oc.div_ceil(cols), "OC"), 1, grid_dim(rep.count, "replicas")];
-        Dispatch::new(gpu, SHADER, SRC, entry, Some(bytemuck::bytes_of(&p)), &[(13, dout), (14, dbias)], groups)
-    };
-    // Measured per shape: 32 columns per workgroup (few, wide workgroups: CPU adapters) or 4 (GPUs).
-    let entry = gpu.tuner.choose("dbias", &format!("{bt}x{oc}"), &["matmul_dbias", "matmul_dbias_tall"], |entry| {
+    let build = |entry: &'static str, dbias: &Tensor| dbias_dispatch(gpu, entry, &p, dbias, dout, oc, rep.count);
+    // Measured per shape: 32 columns per workgroup (few, wide workgroups: CPU adapters), 4 (GPUs), or 4 per
+    // invocation without barriers (CPU adapters; where OC and both batch strides are multiples of 4).
+    let mut entries = vec!["matmul_dbias", "matmul_dbias_tall"];
+    if oc.is_multiple_of(4) && rep.param_stride.is_multiple_of(4) {
+        entries.push("matmul_dbias_cols4");
+    }
+    let entry = gpu.tuner.choose("dbias", &format!("{bt}x{oc}"), &entries, |entry| {
         let scratch = Tensor::zeros(gpu, "tune dbias", dbias.len).ok()?;
         crate::gpu::tune::time_dispatch(gpu, &build(entry, &scratch))
     });
     build(entry, dbias)
 }
 
-/// `matmul_dbias` with a chosen kernel: `tall` = matmul_dbias_tall (tests compare both with the reference).
-pub fn matmul_dbias_with(gpu: &Gpu, tall: bool, dbias: &Tensor, dout: &Tensor, bt: usize, oc: usize) -> Dispatch {
+/// One dbias dispatch of kernel `entry` (matmul_dbias, matmul_dbias_tall or matmul_dbias_cols4) over `batch` layers.
+fn dbias_dispatch(
+    gpu: &Gpu,
+    entry: &'static str,
+    p: &Params,
+    dbias: &Tensor,
+    dout: &Tensor,
+    oc: usize,
+    batch: usize,
+) -> Dispatch {
+    let cols = if entry == "matmul_dbias_tall" { 4 } else { 32 };
+    let groups = [grid_dim(oc.div_ceil(cols), "OC"), 1, grid_dim(batch, "replicas")];
+    let bindings = if entry == "matmul_dbias_cols4" { [(53, dout), (54, dbias)] } else { [(13, dout), (14, dbias)] };
+    Dispatch::new(gpu, SHADER, SRC, entry, Some(bytemuck::bytes_of(p)), &bindings, groups)
+}
+
+/// `matmul_dbias` with a chosen kernel (tests compare each with the reference): "matmul_dbias", "matmul_dbias_tall"
+/// or "matmul_dbias_cols4" (OC a multiple of 4).
+pub fn matmul_dbias_with(
+    gpu: &Gpu,
+    entry: &'static str,
+    dbias: &Tensor,
+    dout: &Tensor,
+    bt: usize,
+    oc: usize,
+) -> Dispatch {
+    assert!(entry != "matmul_dbias_cols4" || oc.is_multiple_of(4), "matmul_dbias_cols4 needs OC a multiple of 4");
     let dims = GemmDims::new(bt, oc, 0).with_a(MatrixLayout::strided(oc, 1, bt * oc)).accumulate();
-    let p = params(&dims, false);
-    let (entry, cols) = if tall { ("matmul_dbias_tall", 4) } else { ("matmul_dbias", 32) };
-    let groups = [grid_dim(oc.div_ceil(cols), "OC"), 1, 1];
-    Dispatch::new(gpu, SHADER, SRC, entry, Some(bytemuck::bytes_of(&p)), &[(13, dout), (14, dbias)], groups)
+    dbias_dispatch(gpu, entry, &params(&dims, false), dbias, dout, oc, 1)
 }
 
 /// Split-K for products with few output tiles and a long K (a linear layer's weight gradient, K = B*T): K is cut
