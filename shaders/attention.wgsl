@@ -240,7 +240,8 @@ fn attention_softmax_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     let row = r * p.t;
     if (p.t % 4u == 0u) {
         let r4 = row / 4u;
-        let full = (t + 1u) / 4u; // vec4s wholly inside 0..=t; the next one (if t + 1 is not a multiple of 4) is partial
+        // vec4s wholly inside 0..=t; the next one (if t + 1 is not a multiple of 4) is partial
+        let full = (t + 1u) / 4u;
         var m = smr_preatt[r4].x;
         for (var g = 0u; g <= t / 4u; g++) {
             let x = smr_preatt[r4 + g];

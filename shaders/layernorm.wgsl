@@ -435,6 +435,15 @@ fn layernorm_backward_params(
 @group(0) @binding(57) var<storage, read_write> lnp4_dweight: array<vec4<f32>>;
 @group(0) @binding(58) var<storage, read_write> lnp4_dbias: array<vec4<f32>>;
 
+// Row `row`'s terms for channels 4 c4 .. 4 c4 + 3: norm * dout (dweight's) and dout (dbias's).
+struct Lnp4 { dw: vec4<f32>, db: vec4<f32> }
+
+fn lnp4_row(row: u32, n4: u32, c4: u32) -> Lnp4 {
+    let d = lnp4_dout[row * n4 + c4];
+    let norm = (lnp4_inp[row * n4 + c4] - lnp_mean[row]) * lnp_rstd[row];
+    return Lnp4(norm * d, d);
+}
+
 @compute @workgroup_size(8)
 fn layernorm_backward_params_cols4(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -449,14 +458,14 @@ fn layernorm_backward_params_cols4(
     var b0 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0); var b3 = vec4<f32>(0.0);
     var b4 = vec4<f32>(0.0); var b5 = vec4<f32>(0.0); var b6 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0);
     for (var r = 0u; r < p.n; r += PARAM_LANES) {
-        { let row = r + 0u; let d = lnp4_dout[row * n4 + c4]; let norm = (lnp4_inp[row * n4 + c4] - lnp_mean[row]) * lnp_rstd[row]; w0 += norm * d; b0 += d; }
-        if (r + 1u < p.n) { let row = r + 1u; let d = lnp4_dout[row * n4 + c4]; let norm = (lnp4_inp[row * n4 + c4] - lnp_mean[row]) * lnp_rstd[row]; w1 += norm * d; b1 += d; }
-        if (r + 2u < p.n) { let row = r + 2u; let d = lnp4_dout[row * n4 + c4]; let norm = (lnp4_inp[row * n4 + c4] - lnp_mean[row]) * lnp_rstd[row]; w2 += norm * d; b2 += d; }
-        if (r + 3u < p.n) { let row = r + 3u; let d = lnp4_dout[row * n4 + c4]; let norm = (lnp4_inp[row * n4 + c4] - lnp_mean[row]) * lnp_rstd[row]; w3 += norm * d; b3 += d; }
-        if (r + 4u < p.n) { let row = r + 4u; let d = lnp4_dout[row * n4 + c4]; let norm = (lnp4_inp[row * n4 + c4] - lnp_mean[row]) * lnp_rstd[row]; w4 += norm * d; b4 += d; }
-        if (r + 5u < p.n) { let row = r + 5u; let d = lnp4_dout[row * n4 + c4]; let norm = (lnp4_inp[row * n4 + c4] - lnp_mean[row]) * lnp_rstd[row]; w5 += norm * d; b5 += d; }
-        if (r + 6u < p.n) { let row = r + 6u; let d = lnp4_dout[row * n4 + c4]; let norm = (lnp4_inp[row * n4 + c4] - lnp_mean[row]) * lnp_rstd[row]; w6 += norm * d; b6 += d; }
-        if (r + 7u < p.n) { let row = r + 7u; let d = lnp4_dout[row * n4 + c4]; let norm = (lnp4_inp[row * n4 + c4] - lnp_mean[row]) * lnp_rstd[row]; w7 += norm * d; b7 += d; }
+        { let x = lnp4_row(r, n4, c4); w0 += x.dw; b0 += x.db; }
+        if (r + 1u < p.n) { let x = lnp4_row(r + 1u, n4, c4); w1 += x.dw; b1 += x.db; }
+        if (r + 2u < p.n) { let x = lnp4_row(r + 2u, n4, c4); w2 += x.dw; b2 += x.db; }
+        if (r + 3u < p.n) { let x = lnp4_row(r + 3u, n4, c4); w3 += x.dw; b3 += x.db; }
+        if (r + 4u < p.n) { let x = lnp4_row(r + 4u, n4, c4); w4 += x.dw; b4 += x.db; }
+        if (r + 5u < p.n) { let x = lnp4_row(r + 5u, n4, c4); w5 += x.dw; b5 += x.db; }
+        if (r + 6u < p.n) { let x = lnp4_row(r + 6u, n4, c4); w6 += x.dw; b6 += x.db; }
+        if (r + 7u < p.n) { let x = lnp4_row(r + 7u, n4, c4); w7 += x.dw; b7 += x.db; }
     }
     // layernorm_backward_params's tree over its 8 row lanes: strides 4, 2, 1.
     w0 += w4; w1 += w5; w2 += w6; w3 += w7; b0 += b4; b1 += b5; b2 += b6; b3 += b7;

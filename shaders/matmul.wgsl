@@ -466,9 +466,9 @@ fn matmul_dbias_tall(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(work
 }
 
 // matmul_dbias_cols4: matmul_dbias's sums for CPU adapters, without workgroup memory or barriers: one invocation per 4
-// columns keeps the 8 row lanes' partial sums (rows y, y + 8, ... for y = 0..7) as 8 vec4s and adds them in matmul_dbias's
-// order, so the result is bit for bit matmul_dbias's; it reads dout a vec4 (4 columns of a row) at a time. Requires
-// OC, dout's batch stride and dbias's batch stride to be multiples of 4 (checked on the host).
+// columns keeps the 8 row lanes' partial sums (rows y, y + 8, ... for y = 0..7) as 8 vec4s and adds them in
+// matmul_dbias's order, so the result is bit for bit matmul_dbias's; it reads dout a vec4 (4 columns of a row) at a
+// time. Requires OC, dout's batch stride and dbias's batch stride to be multiples of 4 (checked on the host).
 // bindings: 53 dout (vec4 view) read, 54 dbias (vec4 view) read_write.
 // grid: (ceil(OC / 32), 1, batch), workgroup 8 (x 4 columns = 32 columns per workgroup).
 @group(0) @binding(53) var<storage, read> dbc_dout: array<vec4<f32>>;
