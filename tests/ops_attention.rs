@@ -19,6 +19,7 @@ const SHAPES: &[(usize, usize, usize, usize)] = &[
     (1, 70, 8, 2),
     (2, 9, 10, 2),
     (1, 130, 24, 3),
+    // T a multiple of 4: the per-row softmax kernels' vec4 path (the others take their element path)
     (2, 8, 12, 3),
     (1, 68, 8, 2),
 ];
