@@ -466,11 +466,30 @@ fn poem(md: &mut String, dir: &Path, res: &Value) -> R<()> {
         ordering(rate_of(res, "ppo"), full(res, &dpo_on), n)
     )
     .expect("string");
+    // Whether the rule-score PPO learnt is judged by its greedy held-out answers against SFT's: its training score
+    // (one sample per prompt at temperature 1, training prompts) moves much less than the greedy rate when it does.
+    let learnt = match (ppo_rule.and_then(|m| full(res, &[m])), rate_of(res, "sft")) {
+        (Some(a), Some(b)) => {
+            let two_se = 2.0 * ((a * (1.0 - a) + b * (1.0 - b)) / n.max(1.0)).sqrt();
+            let verdict = if a - b > two_se {
+                "it learnt: its row above compares a trained PPO with DPO"
+            } else {
+                "within noise of SFT (or below it), it has not learnt within this profile's budget, so its row above \
+                 says little about PPO against DPO"
+            };
+            format!(
+                "Its greedy held-out full rate is {:+.1} points from SFT's (2 standard errors = {:.1}): {verdict}.",
+                100.0 * (a - b),
+                100.0 * two_se
+            )
+        }
+        _ => "Its greedy held-out rate is missing, so whether it learnt cannot be told.".into(),
+    };
     writeln!(
         md,
-        "How far the PPO runs moved: PPO on the rule score: {}; RM + PPO (its reward model's score): {}. A rule-score \
-         PPO run whose score barely moves has not learnt within this profile's budget, so its row above says little \
-         about PPO against DPO.\n",
+        "How far the PPO runs moved: PPO on the rule score: {}; RM + PPO (its reward model's score): {}. The training \
+         score averages one sample per training prompt at temperature 1 (as the sampled column above), which can move much \
+         less than the greedy answers. {learnt}\n",
         ppo_trajectory(dir, "ppo-rule"),
         ppo_trajectory(dir, "ppo")
     )
