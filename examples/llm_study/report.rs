@@ -466,25 +466,7 @@ fn poem(md: &mut String, dir: &Path, res: &Value) -> R<()> {
         ordering(rate_of(res, "ppo"), full(res, &dpo_on), n)
     )
     .expect("string");
-    // Whether the rule-score PPO learnt is judged by its greedy held-out answers against SFT's: its training score
-    // (one sample per prompt at temperature 1, training prompts) moves much less than the greedy rate when it does.
-    let learnt = match (ppo_rule.and_then(|m| full(res, &[m])), rate_of(res, "sft")) {
-        (Some(a), Some(b)) => {
-            let two_se = 2.0 * ((a * (1.0 - a) + b * (1.0 - b)) / n.max(1.0)).sqrt();
-            let verdict = if a - b > two_se {
-                "it learnt: its row above compares a trained PPO with DPO"
-            } else {
-                "within noise of SFT (or below it), it has not learnt within this profile's budget, so its row above \
-                 says little about PPO against DPO"
-            };
-            format!(
-                "Its greedy held-out full rate is {:+.1} points from SFT's (2 standard errors = {:.1}): {verdict}.",
-                100.0 * (a - b),
-                100.0 * two_se
-            )
-        }
-        _ => "Its greedy held-out rate is missing, so whether it learnt cannot be told.".into(),
-    };
+    let learnt = ppo_learnt(ppo_rule.and_then(|m| full(res, &[m])), rate_of(res, "sft"), n);
     writeln!(
         md,
         "How far the PPO runs moved: PPO on the rule score: {}; RM + PPO (its reward model's score): {}. The training \
@@ -615,6 +597,28 @@ fn ppo_trajectory(dir: &Path, run: &str) -> String {
         }
         _ => "no training metrics".into(),
     }
+}
+
+/// Whether the rule-score PPO learnt, judged by its greedy held-out full rate `ppo` against SFT's `sft` over `n`
+/// prompts (beyond two standard errors of the difference: it did). Its training score averages one sample per training
+/// prompt at temperature 1, which can move much less: in the full profile's poem run 0.783 -> 0.799 while the greedy
+/// rate rose 20 points.
+fn ppo_learnt(ppo: Option<f64>, sft: Option<f64>, n: f64) -> String {
+    let (Some(a), Some(b)) = (ppo, sft) else {
+        return "Its greedy held-out rate is missing, so whether it learnt cannot be told.".into();
+    };
+    let two_se = 2.0 * ((a * (1.0 - a) + b * (1.0 - b)) / n.max(1.0)).sqrt();
+    let verdict = if a - b > two_se {
+        "it learnt: its row above compares a trained PPO with DPO"
+    } else {
+        "within noise of SFT (or below it), it has not learnt within this profile's budget, so its row above says \
+         little about PPO against DPO"
+    };
+    format!(
+        "Its greedy held-out full rate is {:+.1} points from SFT's (2 standard errors = {:.1}): {verdict}.",
+        100.0 * (a - b),
+        100.0 * two_se
+    )
 }
 
 fn table7(md: &mut String, res: &Value, label: &str) {
@@ -978,4 +982,23 @@ fn figures(out: &Path, task: &str, dir: &Path, res: &Value) -> R<()> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ppo_learnt;
+
+    #[test]
+    fn should_judge_ppo_by_its_greedy_rate_against_sft() {
+        // The full profile's poem run: 44.2% against 23.8% on 500 prompts; 2 SE = 2 sqrt((.442 .558 + .238 .762) / 500)
+        // = 5.85 points, so +20.4 is beyond it.
+        let s = ppo_learnt(Some(0.442), Some(0.238), 500.0);
+        assert!(s.contains("+20.4 points") && s.contains("= 5.9)") && s.contains("it learnt"), "{s}");
+        // The small profile's: 43.0% against 35.9% on 256 prompts, 2 SE = 8.6 points: within it.
+        let s = ppo_learnt(Some(0.430), Some(0.359), 256.0);
+        assert!(s.contains("+7.1 points") && s.contains("= 8.6)") && s.contains("has not learnt"), "{s}");
+        // Below SFT beyond the noise is not learning either.
+        assert!(ppo_learnt(Some(0.1), Some(0.4), 500.0).contains("has not learnt"));
+        assert!(ppo_learnt(None, Some(0.4), 500.0).contains("cannot be told"));
+    }
 }
