@@ -470,8 +470,8 @@ fn poem(md: &mut String, dir: &Path, res: &Value) -> R<()> {
     writeln!(
         md,
         "How far the PPO runs moved: PPO on the rule score: {}; RM + PPO (its reward model's score): {}. The training \
-         score averages one sample per training prompt at temperature 1 (as the sampled column above), which can move much \
-         less than the greedy answers. {learnt}\n",
+         score averages one sample per training prompt at temperature 1 (as the sampled column above), which can move \
+         much less than the greedy answers. {learnt}\n",
         ppo_trajectory(dir, "ppo-rule"),
         ppo_trajectory(dir, "ppo")
     )
