@@ -790,7 +790,8 @@ fn beta_neg_sweep(md: &mut String, res: &Value, task: &str) {
         .iter()
         .cloned()
         .fold(None, |a: Option<(f64, f64)>, b| if a.is_none_or(|a| b.1 > a.1) { Some(b) } else { a });
-    let at08 = sweep.iter().find(|x| (x.0 - 0.08).abs() < 1e-9).map(|x| x.1);
+    let at = |bn: f64| sweep.iter().find(|x| (x.0 - bn).abs() < 1e-9).map(|x| x.1);
+    let at08 = at(0.08);
     writeln!(
         md,
         "\n\"full\" is the mean over {seeds} seed(s) of each run (the same pairs in another order); the noise below \
@@ -809,8 +810,7 @@ fn beta_neg_sweep(md: &mut String, res: &Value, task: &str) {
     .expect("string");
     if task == "math" {
         // The paper's one statement on math: beta_neg 0.01 works well there.
-        let at01 = sweep.iter().find(|x| (x.0 - 0.01).abs() < 1e-9).map(|x| x.1);
-        if let (Some(a), Some(b)) = (at01, at08) {
+        if let (Some(a), Some(b)) = (at(0.01), at08) {
             writeln!(
                 md,
                 "Paper: beta_neg 0.01 reported good on math. Here 0.01 ({}) against 0.08 ({}): {}; against DPO ({}): \
