@@ -93,6 +93,32 @@ struct CacheFile {
 /// (`gpu::context`), which sped some GEMMs up by a third on lavapipe and others not at all.
 pub const SHADER_BUILD: u32 = 2;
 
+/// The class a size falls in for the tuner's keys: the size rounded up to the next number of the form 2^k or 3 * 2^k
+/// (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, ...), so sizes in one class differ by at most 1.5x.
+/// Keys are written in classes (`classes`), not exact sizes, because the sizes that follow the data (rows = B * T, the
+/// sequence length T, a generation's batch) take a new value in nearly every job: keyed exactly, each `dpo3d generate`
+/// over a new prompt file timed a fresh set of kernels at start (200 prompts: 4.0 s of generation in a 217.3 s job on
+/// a cold cache). Widths, head sizes and vocabularies usually sit on a class's bound already, so they keep their own
+/// keys. A choice is timed at the shape that first asked for its class and holds for the whole class; candidates are
+/// always those that apply to the exact shape in hand (`Tuner::choose` keeps them apart where they differ).
+pub fn class(n: usize) -> usize {
+    if n <= 4 {
+        return n;
+    }
+    let pow2 = n.next_power_of_two();
+    let three = pow2 / 4 * 3; // 3 * 2^(k-2), between pow2 / 2 and pow2
+    if n <= three {
+        three
+    } else {
+        pow2
+    }
+}
+
+/// `sizes` in classes (`class`), joined by 'x': the shape part of a tuner key ("24x48x16" for 21, 48, 16).
+pub fn classes(sizes: &[usize]) -> String {
+    sizes.iter().map(|&n| class(n).to_string()).collect::<Vec<_>>().join("x")
+}
+
 /// The cache file at `path`, or an empty one where it is missing, unreadable or from another `SHADER_BUILD`.
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // never read on wasm
 fn read_cache(path: &std::path::Path) -> CacheFile {
@@ -629,6 +655,22 @@ pub fn choose_row_form(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Classes are the numbers 2^k and 3 * 2^k, each size going to the smallest one not below it, checked against a
+    /// list of those numbers walked in order.
+    #[test]
+    fn should_round_sizes_up_to_their_class() {
+        let mut bounds: Vec<usize> = (0..20).flat_map(|k| [1usize << k, 3 << k]).collect();
+        bounds.sort_unstable();
+        bounds.dedup();
+        for n in 1..=(1 << 18) {
+            let want = *bounds.iter().find(|&&b| b >= n).unwrap();
+            assert_eq!(class(n), want, "class({n})");
+        }
+        assert_eq!(class(0), 0);
+        assert_eq!(classes(&[21, 48, 16]), "24x48x16");
+        assert_eq!(classes(&[6400, 7328, 50257]), "8192x8192x65536");
+    }
 
     /// One slow round (a burst of other work on the machine) does not decide the choice: each candidate keeps its
     /// best of `ROUNDS`, and the candidates are interleaved round by round.

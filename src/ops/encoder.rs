@@ -102,7 +102,7 @@ pub fn encoder_backward(
     c: usize,
     v: usize,
 ) -> Vec<Dispatch> {
-    let key = format!("wte {}x{v}x{c}", b * t);
+    let key = format!("wte {}", crate::gpu::tune::classes(&[b * t, v, c]));
     let form = crate::gpu::tune::choose_row_form(gpu, "encoder", &key, RowForm::Workgroup, |form| {
         let (w, pe) = (Tensor::zeros(gpu, "tune dwte", v * c).ok()?, Tensor::zeros(gpu, "tune dwpe", t * c).ok()?);
         crate::gpu::tune::time_dispatch(gpu, &encoder_backward_with(gpu, form, &w, &pe, dout, tokens, b, t, c, v)[1])

@@ -592,7 +592,7 @@ pub fn rule_kernel(dims: &GemmDims) -> MatmulKernel {
 
 /// The kernel for `dims` on this adapter: measured once per shape class (`crate::gpu::tune`) among the kernels
 /// that can compute it (all but Tiled16, which no adapter measured so far runs faster than Blocked64; it stays for
-/// the tests and the bench). The shape class is (M, N, K, which operands are transposed, alignment), not the batch:
+/// the tests and the bench). The shape class is (M, N, K in classes, which operands are transposed, alignment), not the batch:
 /// a replicated layer (batch = replicas) uses the kernel a lone layer uses, so replicas stay bit-for-bit equal to
 /// lone runs.
 pub fn choose_kernel(gpu: &Gpu, dims: &GemmDims, has_bias: bool) -> MatmulKernel {
@@ -628,8 +628,9 @@ fn gemm_candidates(gpu: &Gpu, dims: &GemmDims, extra: &[MatmulKernel]) -> Vec<&'
     candidates
 }
 
-/// The tuner's shape class of a product: (M, N, K), which operands are transposed, whether the vec4 kernel applies,
-/// whether it accumulates. Not the batch (see `choose_kernel`).
+/// The tuner's shape class of a product: (M, N, K) in classes (`crate::gpu::tune::class`), which operands are
+/// transposed, whether the vec4 kernel applies (else whether B's rows are 4-aligned), whether it accumulates, the
+/// causal offset. Not the batch (see `choose_kernel`).
 fn shape_key(dims: &GemmDims) -> String {
     let layout = |l: &MatrixLayout| {
         if l.col == 1 {
@@ -640,14 +641,15 @@ fn shape_key(dims: &GemmDims) -> String {
             "s"
         }
     };
+    let v4 = vec4_variant(dims).is_some();
     format!(
-        "{}x{}x{} {}{}{}{}{}",
-        dims.m,
-        dims.n,
-        dims.k,
+        "{} {}{}{}{}{}{}",
+        crate::gpu::tune::classes(&[dims.m, dims.n, dims.k]),
         layout(&dims.a),
         layout(&dims.b),
-        if vec4_variant(dims).is_some() { " v4" } else { "" },
+        if v4 { " v4" } else { "" },
+        // SubgroupRows' other condition (`supports`): with it in the key, a shape class has one candidate list
+        if !v4 && b_rows_aligned(dims) { " b4" } else { "" },
         if dims.beta != 0.0 { " acc" } else { "" },
         if dims.causal != 0 { format!(" causal{}", dims.causal) } else { String::new() }
     )
@@ -826,7 +828,7 @@ pub fn choose_forward_form(gpu: &Gpu, bt: usize, c: usize, oc: usize, has_bias: 
     if !c.is_multiple_of(4) || !oc.is_multiple_of(4) {
         return ForwardForm::Direct;
     }
-    let key = format!("forward {bt}x{oc}x{c}{}", if gelu { " gelu" } else { "" });
+    let key = format!("forward {}{}", crate::gpu::tune::classes(&[bt, oc, c]), if gelu { " gelu" } else { "" });
     // Both forms' dispatches are built (their kernels chosen) before this choice is timed: a choice made inside
     // another's timing would wait for the tuner's lock forever.
     let z = |what: &str, n: usize| Tensor::zeros(gpu, what, n).ok();
@@ -1177,10 +1179,12 @@ pub fn matmul_dbias_replicas(
     // Measured per shape: 32 columns per workgroup (few, wide workgroups: CPU adapters), 4 (GPUs), or 4 per
     // invocation without barriers (CPU adapters; where OC and both batch strides are multiples of 4).
     let mut entries = vec!["matmul_dbias", "matmul_dbias_tall"];
-    if oc.is_multiple_of(4) && rep.param_stride.is_multiple_of(4) {
+    let cols4 = oc.is_multiple_of(4) && rep.param_stride.is_multiple_of(4);
+    if cols4 {
         entries.push("matmul_dbias_cols4");
     }
-    let entry = gpu.tuner.choose("dbias", &format!("{bt}x{oc}"), &entries, |entry| {
+    let key = format!("{}{}", crate::gpu::tune::classes(&[bt, oc]), if cols4 { " c4" } else { "" });
+    let entry = gpu.tuner.choose("dbias", &key, &entries, |entry| {
         let scratch = Tensor::zeros(gpu, "tune dbias", dbias.len).ok()?;
         crate::gpu::tune::time_dispatch(gpu, &build(entry, &scratch))
     });
