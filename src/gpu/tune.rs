@@ -96,10 +96,10 @@ pub const SHADER_BUILD: u32 = 2;
 /// The class a size falls in for the tuner's keys: the size rounded up to the next number of the form 2^k or 3 * 2^k
 /// (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, ...), so sizes in one class differ by at most 1.5x.
 /// Keys are written in classes (`classes`), not exact sizes, because the sizes that follow the data (rows = B * T, the
-/// sequence length T, a generation's batch) take a new value in nearly every job: keyed exactly, each `dpo3d generate`
-/// over a new prompt file timed a fresh set of kernels at start (200 prompts: 4.0 s of generation in a 217.3 s job on
-/// a cold cache). Widths, head sizes and vocabularies usually sit on a class's bound already, so they keep their own
-/// keys. A choice is timed at the shape that first asked for its class and holds for the whole class; candidates are
+/// sequence length T, a generation's batch) take a new value in nearly every job: keyed exactly, `dpo3d generate` at
+/// each new batch size timed a fresh set of kernels at start (on a 2-core EPYC 50-56 s per job for 2-4 s of generation;
+/// `docs/bench/lavapipe-2026-12-02/tuner-classes/`). Widths, head sizes and vocabularies usually sit on a class's bound
+/// already, so they keep their own keys. A choice is timed at the shape that first asked for its class and holds for the whole class; candidates are
 /// always those that apply to the exact shape in hand (`Tuner::choose` keeps them apart where they differ).
 pub fn class(n: usize) -> usize {
     if n <= 4 {

@@ -592,9 +592,9 @@ pub fn rule_kernel(dims: &GemmDims) -> MatmulKernel {
 
 /// The kernel for `dims` on this adapter: measured once per shape class (`crate::gpu::tune`) among the kernels
 /// that can compute it (all but Tiled16, which no adapter measured so far runs faster than Blocked64; it stays for
-/// the tests and the bench). The shape class is (M, N, K in classes, which operands are transposed, alignment), not the batch:
-/// a replicated layer (batch = replicas) uses the kernel a lone layer uses, so replicas stay bit-for-bit equal to
-/// lone runs.
+/// the tests and the bench). The shape class is (M, N, K in classes, which operands are transposed, alignment), not
+/// the batch: a replicated layer (batch = replicas) uses the kernel a lone layer uses, so replicas stay bit-for-bit
+/// equal to lone runs.
 pub fn choose_kernel(gpu: &Gpu, dims: &GemmDims, has_bias: bool) -> MatmulKernel {
     let rule = rule_kernel(dims);
     let candidates = gemm_candidates(gpu, dims, &[MatmulKernel::Naive]);
