@@ -63,7 +63,12 @@ pub const FUSED_MAX_T: usize = DECODE_MAX_T;
 /// The tuner's key for a whole pass ("forward" / "backward") at this shape: BNHxTxHS in classes, and whether the
 /// products are x4.
 fn pass_key(pass: &str, k: AttentionKernels, b: usize, t: usize, c: usize, nh: usize) -> String {
-    format!("{pass} {}{}", crate::gpu::tune::classes(&[b * nh, t, c / nh]), if k.x4 { " x4" } else { "" })
+    format!("{pass} {}{}", head_classes(b, t, c, nh), if k.x4 { " x4" } else { "" })
+}
+
+/// The shape part of the attention's tuner keys: (B NH, T, HS) in classes (`crate::gpu::tune::class`).
+fn head_classes(b: usize, t: usize, c: usize, nh: usize) -> String {
+    crate::gpu::tune::classes(&[b * nh, t, c / nh])
 }
 
 /// Whether the tuner picks the fused form of `pass` ("forward" / "backward") at this shape, given the separate form
@@ -232,7 +237,7 @@ fn time_all(gpu: &Gpu, dispatches: &[Dispatch]) -> Option<f64> {
 /// Whether the tuner picks the `_x4` products at this shape, timed on the forward's scores and values.
 #[allow(clippy::too_many_arguments)]
 fn choose_x4(gpu: &Gpu, inp: &Tensor, att: &Tensor, b: usize, t: usize, c: usize, nh: usize) -> bool {
-    let key = format!("products {}", crate::gpu::tune::classes(&[b * nh, t, c / nh]));
+    let key = format!("products {}", head_classes(b, t, c, nh));
     let name = gpu.tuner.choose("attention", &key, &["elementwise", "x4"], |k| {
         let x4 = k == "x4";
         let (pre, out) =
@@ -284,16 +289,11 @@ fn choose_form(
     out_len: usize,
     build: impl Fn(SoftmaxForm, &Tensor) -> Dispatch,
 ) -> SoftmaxForm {
-    crate::gpu::tune::choose_row_form(
-        gpu,
-        "softmax",
-        &format!("{entry} {}", crate::gpu::tune::classes(&[rows, t])),
-        SoftmaxForm::Workgroup,
-        |form| {
-            let scratch = Tensor::zeros(gpu, "tune softmax", out_len).ok()?;
-            crate::gpu::tune::time_dispatch(gpu, &build(form, &scratch))
-        },
-    )
+    let key = format!("{entry} {}", crate::gpu::tune::classes(&[rows, t]));
+    crate::gpu::tune::choose_row_form(gpu, "softmax", &key, SoftmaxForm::Workgroup, |form| {
+        let scratch = Tensor::zeros(gpu, "tune softmax", out_len).ok()?;
+        crate::gpu::tune::time_dispatch(gpu, &build(form, &scratch))
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -564,7 +564,7 @@ pub fn attention_decode(
     nh: usize,
 ) -> Dispatch {
     let form = if (c / nh.max(1)).is_multiple_of(4) {
-        let key = format!("decode {}", crate::gpu::tune::classes(&[b * nh, t, c / nh]));
+        let key = format!("decode {}", head_classes(b, t, c, nh));
         let all: &[&str] =
             if (c / nh).is_multiple_of(16) { &["scalar", "x4", "rows", "rows16"] } else { &["scalar", "x4", "rows"] };
         let name = gpu.tuner.choose("attention", &key, all, |k| {

@@ -66,13 +66,8 @@ fn grid(form: RowForm, n: usize) -> [u32; 3] {
 /// The tuner's choice of form for `what` ("forward", "dinp", or "params": the channels kernel) at (n, c); `time(form)`
 /// times one on scratch outputs. The rule (`DPO3D_KERNELS=rule`) keeps the workgroup forms.
 fn choose(gpu: &Gpu, what: &str, n: usize, c: usize, time: impl FnMut(RowForm) -> Option<f64>) -> RowForm {
-    crate::gpu::tune::choose_row_form(
-        gpu,
-        "layernorm",
-        &format!("{what} {}", crate::gpu::tune::classes(&[n, c])),
-        RowForm::Workgroup,
-        time,
-    )
+    let key = format!("{what} {}", crate::gpu::tune::classes(&[n, c]));
+    crate::gpu::tune::choose_row_form(gpu, "layernorm", &key, RowForm::Workgroup, time)
 }
 
 /// out = (inp - mean) * rstd * weight + bias per row; saves mean and rstd (eps 1e-5). Overwrites out, mean, rstd.

@@ -72,16 +72,11 @@ pub fn logprobs_forward_replicas(
     replicas: usize,
     v: usize,
 ) -> Dispatch {
-    let form = crate::gpu::tune::choose_row_form(
-        gpu,
-        "logprobs",
-        &format!("forward {}", crate::gpu::tune::classes(&[rows, v])),
-        rule(v),
-        |form| {
-            let (a, b) = (Tensor::zeros(gpu, "tune logps", rows).ok()?, Tensor::zeros(gpu, "tune lse", rows).ok()?);
-            crate::gpu::tune::time_dispatch(gpu, &logprobs_forward_with(gpu, form, &a, &b, logits, targets, rows, v))
-        },
-    );
+    let key = format!("forward {}", crate::gpu::tune::classes(&[rows, v]));
+    let form = crate::gpu::tune::choose_row_form(gpu, "logprobs", &key, rule(v), |form| {
+        let (a, b) = (Tensor::zeros(gpu, "tune logps", rows).ok()?, Tensor::zeros(gpu, "tune lse", rows).ok()?);
+        crate::gpu::tune::time_dispatch(gpu, &logprobs_forward_with(gpu, form, &a, &b, logits, targets, rows, v))
+    });
     logprobs_forward_with(gpu, form, logps, lse, logits, targets, rows * replicas, v)
 }
 
@@ -136,12 +131,12 @@ pub fn logprobs_backward(
 ) -> Dispatch {
     let names = ["rows", "elements"];
     let form = |k: &str| if k == "rows" { BackwardForm::Rows } else { BackwardForm::Elements };
-    let chosen =
-        gpu.tuner.choose("logprobs", &format!("backward {}", crate::gpu::tune::classes(&[n, v])), &names, |k| {
-            let scratch = Tensor::zeros(gpu, "tune dlogits", n * v).ok()?;
-            let d = logprobs_backward_with(gpu, form(k), &scratch, dlogps, lse, targets, n, v);
-            crate::gpu::tune::time_dispatch(gpu, &d)
-        });
+    let key = format!("backward {}", crate::gpu::tune::classes(&[n, v]));
+    let chosen = gpu.tuner.choose("logprobs", &key, &names, |k| {
+        let scratch = Tensor::zeros(gpu, "tune dlogits", n * v).ok()?;
+        let d = logprobs_backward_with(gpu, form(k), &scratch, dlogps, lse, targets, n, v);
+        crate::gpu::tune::time_dispatch(gpu, &d)
+    });
     logprobs_backward_with(gpu, form(chosen), logits, dlogps, lse, targets, n, v)
 }
 
