@@ -63,6 +63,7 @@ const WG: u32 = 64u;
 @group(0) @binding(12) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(13) var<storage, read> h1t: array<vec4<f32>>;
 @group(0) @binding(14) var<storage, read> dt: array<vec4<f32>>;
+@group(0) @binding(25) var<storage, read> params4: array<vec4<f32>>;
 
 var<workgroup> red: array<f32, 64>;
 
@@ -104,7 +105,16 @@ fn h1_of(base: u32, k: u32, bias: bool) -> vec4<f32> {
     return max(x, vec4<f32>(0.0)) * prompt_mask();
 }
 
-fn forward_units(wid: vec3<u32>, lid: u32, bias: bool, from_input: bool) {
+// h1_of for P = 4 (fc1.weight's row k is one vec4 of the vec4 view).
+fn h1_of4(base: u32, k: u32, bias: bool) -> vec4<f32> {
+    var x = params4[(base + t.o_w1) / 4u + k];
+    if (bias) {
+        x = x + params[base + t.o_b1 + k];
+    }
+    return max(x, vec4<f32>(0.0));
+}
+
+fn forward_units(wid: vec3<u32>, lid: u32, bias: bool, from_input: bool, v4: bool) {
     let g = wid.y;
     let base = g * t.stride;
     let n0 = (wid.x * 16u + lid) * 4u;
@@ -117,17 +127,52 @@ fn forward_units(wid: vec3<u32>, lid: u32, bias: bool, from_input: bool) {
     var a1 = vec4<f32>(0.0);
     var a2 = vec4<f32>(0.0);
     var a3 = vec4<f32>(0.0);
-    for (var k = 0u; k < t.h; k = k + 1u) {
-        var x: vec4<f32>;
-        if (from_input) {
-            x = h2t[g * t.h + k];
-        } else {
-            x = h1_of(base, k, bias);
+    if (v4) {
+        // H a multiple of 4: the 4 rows' weights at k..k+3 as one vec4 each (rows start on a vec4), the same sums in
+        // the same order.
+        for (var k = 0u; k < t.h; k = k + 4u) {
+            var x0: vec4<f32>;
+            var x1: vec4<f32>;
+            var x2: vec4<f32>;
+            var x3: vec4<f32>;
+            if (from_input) {
+                x0 = h2t[g * t.h + k];
+                x1 = h2t[g * t.h + k + 1u];
+                x2 = h2t[g * t.h + k + 2u];
+                x3 = h2t[g * t.h + k + 3u];
+            } else if (t.p == 4u) {
+                x0 = h1_of4(base, k, bias);
+                x1 = h1_of4(base, k + 1u, bias);
+                x2 = h1_of4(base, k + 2u, bias);
+                x3 = h1_of4(base, k + 3u, bias);
+            } else {
+                x0 = h1_of(base, k, bias);
+                x1 = h1_of(base, k + 1u, bias);
+                x2 = h1_of(base, k + 2u, bias);
+                x3 = h1_of(base, k + 3u, bias);
+            }
+            let q0 = params4[(w0 + k) / 4u];
+            let q1 = params4[(w1 + k) / 4u];
+            let q2 = params4[(w2 + k) / 4u];
+            let q3 = params4[(w3 + k) / 4u];
+            a0 = a0 + x0 * q0.x + x1 * q0.y + x2 * q0.z + x3 * q0.w;
+            a1 = a1 + x0 * q1.x + x1 * q1.y + x2 * q1.z + x3 * q1.w;
+            a2 = a2 + x0 * q2.x + x1 * q2.y + x2 * q2.z + x3 * q2.w;
+            a3 = a3 + x0 * q3.x + x1 * q3.y + x2 * q3.z + x3 * q3.w;
         }
-        a0 = a0 + x * params[w0 + k];
-        a1 = a1 + x * params[w1 + k];
-        a2 = a2 + x * params[w2 + k];
-        a3 = a3 + x * params[w3 + k];
+    } else {
+        for (var k = 0u; k < t.h; k = k + 1u) {
+            var x: vec4<f32>;
+            if (from_input) {
+                x = h2t[g * t.h + k];
+            } else {
+                x = h1_of(base, k, bias);
+            }
+            a0 = a0 + x * params[w0 + k];
+            a1 = a1 + x * params[w1 + k];
+            a2 = a2 + x * params[w2 + k];
+            a3 = a3 + x * params[w3 + k];
+        }
     }
     let acc = array<vec4<f32>, 4>(a0, a1, a2, a3);
     for (var j = 0u; j < 4u; j = j + 1u) {
@@ -143,13 +188,32 @@ fn forward_units(wid: vec3<u32>, lid: u32, bias: bool, from_input: bool) {
 
 @compute @workgroup_size(16)
 fn toy_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    forward_units(wid, lid, false, false);
+    forward_units(wid, lid, false, false, false);
+}
+
+// The `4` entry points (toy_forward4, toy_forward4_bias, toy_hidden_forward4, toy_hidden_backward4,
+// toy_mid_backward4): the same kernels for H a multiple of 4, reading fc2.weight's rows as vec4s through binding
+// 25 (a vec4 view of params; every part of a replica's arena starts on a vec4, `TensorArena` aligns parts to 64
+// floats). On lavapipe, where each load in a loop is a per-lane gather, one vec4 load replaces four scalar ones.
+@compute @workgroup_size(16)
+fn toy_forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    forward_units(wid, lid, false, false, true);
+}
+
+@compute @workgroup_size(16)
+fn toy_forward4_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    forward_units(wid, lid, true, false, true);
+}
+
+@compute @workgroup_size(16)
+fn toy_hidden_forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    forward_units(wid, lid, false, true, true);
 }
 
 // toy_forward with a first-layer bias (fc1.bias at o_b1).
 @compute @workgroup_size(16)
 fn toy_forward_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    forward_units(wid, lid, true, false);
+    forward_units(wid, lid, true, false, false);
 }
 
 // toy_hidden_forward: a further H -> H layer (weight at o_w2, bias at o_b2) from the layer below:
@@ -158,7 +222,7 @@ fn toy_forward_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 // grid: (nblk, N), workgroup 16.
 @compute @workgroup_size(16)
 fn toy_hidden_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    forward_units(wid, lid, false, true);
+    forward_units(wid, lid, false, true, false);
 }
 
 // toy_head, replica g: logits[u, r] = fc3.bias[r] + sum_n fc3.weight[r, n] h2[u, n]; table[g, u, :] = log_softmax
@@ -286,7 +350,12 @@ var<workgroup> red16: array<f32, 16>;
 
 @compute @workgroup_size(16)
 fn toy_hidden_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    backward_units(wid, lid, true);
+    backward_units(wid, lid, true, false);
+}
+
+@compute @workgroup_size(16)
+fn toy_hidden_backward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    backward_units(wid, lid, true, true);
 }
 
 // toy_mid_backward: the same through a further H -> H layer (weight at o_w2, its input h at binding 13, its
@@ -296,10 +365,15 @@ fn toy_hidden_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_inv
 // grid: (nblk, N), workgroup 16.
 @compute @workgroup_size(16)
 fn toy_mid_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    backward_units(wid, lid, false);
+    backward_units(wid, lid, false, false);
 }
 
-fn backward_units(wid: vec3<u32>, lid: u32, first: bool) {
+@compute @workgroup_size(16)
+fn toy_mid_backward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    backward_units(wid, lid, false, true);
+}
+
+fn backward_units(wid: vec3<u32>, lid: u32, first: bool, v4: bool) {
     let g = wid.y;
     let base = g * t.stride;
     let k0 = (wid.x * 16u + lid) * 4u;
@@ -315,15 +389,30 @@ fn backward_units(wid: vec3<u32>, lid: u32, first: bool) {
     var d2 = vec4<f32>(0.0);
     var d3 = vec4<f32>(0.0);
     var sq = vec4<f32>(0.0);
-    for (var n = 0u; n < t.h; n = n + 1u) {
-        let d = dt[g * t.h + n];
-        let row = base + t.o_w2 + n * t.h;
-        d0 = d0 + d * params[row + kk.x];
-        d1 = d1 + d * params[row + kk.y];
-        d2 = d2 + d * params[row + kk.z];
-        d3 = d3 + d * params[row + kk.w];
-        let gw = vec4<f32>(dot(h0, d), dot(h1, d), dot(h2, d), dot(h3, d));
-        sq = sq + gw * gw;
+    if (v4) {
+        // H a multiple of 4: columns k0..k0+3 of a row as one vec4 (past H: the row's last vec4, never stored).
+        let kc = min(k0, t.h - 4u);
+        for (var n = 0u; n < t.h; n = n + 1u) {
+            let d = dt[g * t.h + n];
+            let w = params4[(base + t.o_w2 + n * t.h + kc) / 4u];
+            d0 = d0 + d * w.x;
+            d1 = d1 + d * w.y;
+            d2 = d2 + d * w.z;
+            d3 = d3 + d * w.w;
+            let gw = vec4<f32>(dot(h0, d), dot(h1, d), dot(h2, d), dot(h3, d));
+            sq = sq + gw * gw;
+        }
+    } else {
+        for (var n = 0u; n < t.h; n = n + 1u) {
+            let d = dt[g * t.h + n];
+            let row = base + t.o_w2 + n * t.h;
+            d0 = d0 + d * params[row + kk.x];
+            d1 = d1 + d * params[row + kk.y];
+            d2 = d2 + d * params[row + kk.z];
+            d3 = d3 + d * params[row + kk.w];
+            let gw = vec4<f32>(dot(h0, d), dot(h1, d), dot(h2, d), dot(h3, d));
+            sq = sq + gw * gw;
+        }
     }
     var ss = dot(sq, valid);
     let dh = array<vec4<f32>, 4>(
@@ -496,5 +585,81 @@ fn update_all(wid: vec3<u32>, lid: u32, sgd: bool) {
         if (j < t.stride) {
             update(base + j, up_grads[base + j] * scale, bias_correction1, bias_correction2, sgd);
         }
+    }
+}
+
+// toy_update4 / toy_update4_sgd: toy_update with the parameters, gradients and moments read and written as vec4s,
+// for H a multiple of 4 (every part of a replica's arena then starts on a vec4: `TensorArena` aligns parts to 64
+// floats). The same arithmetic per element as `update`; on lavapipe, where each load in a loop is a per-lane gather,
+// one vec4 load replaces four scalar ones. Same grid and bindings 19, 20, 13, 14 as toy_update; 21 params, 22 grads,
+// 23 m, 24 v (vec4 views of 15..18).
+@group(0) @binding(21) var<storage, read_write> up4_params: array<vec4<f32>>;
+@group(0) @binding(22) var<storage, read> up4_grads: array<vec4<f32>>;
+@group(0) @binding(23) var<storage, read_write> up4_m: array<vec4<f32>>;
+@group(0) @binding(24) var<storage, read_write> up4_v: array<vec4<f32>>;
+
+fn update4(i: u32, grad: vec4<f32>, bias_correction1: f32, bias_correction2: f32, sgd: bool) {
+    let param = up4_params[i];
+    if (sgd) {
+        let buf = hyper.momentum * up4_m[i] + grad;
+        up4_m[i] = buf;
+        up4_params[i] = param - hyper.lr * (buf + hyper.weight_decay * param);
+        return;
+    }
+    let m = hyper.beta1 * up4_m[i] + (1.0 - hyper.beta1) * grad;
+    let v = hyper.beta2 * up4_v[i] + (1.0 - hyper.beta2) * grad * grad;
+    up4_m[i] = m;
+    up4_v[i] = v;
+    let mhat = m / bias_correction1;
+    let vhat = v / bias_correction2;
+    up4_params[i] = param - hyper.lr * (mhat / (sqrt(vhat) + hyper.eps) + hyper.weight_decay * param);
+}
+
+@compute @workgroup_size(16)
+fn toy_update4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    update_all4(wid, lid, false);
+}
+
+@compute @workgroup_size(16)
+fn toy_update4_sgd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    update_all4(wid, lid, true);
+}
+
+fn update_all4(wid: vec3<u32>, lid: u32, sgd: bool) {
+    let g = wid.y;
+    if (!is_finite(norm[2u * g])) { return; }
+    let scale = norm[2u * g + 1u];
+    let st = 2u * t.replicas + 4u * g;
+    let bias_correction1 = 1.0 - norm[st + 1u];
+    let bias_correction2 = 1.0 - norm[st + 2u];
+    let base = g * t.stride;
+    let nw = t.nblk * t.nblk;
+    if (wid.x < nw) {
+        // fc2.weight: columns k0..k0+3 (one vec4 of each row), rows of block wid.x / nblk.
+        let k0 = ((wid.x % t.nblk) * 16u + lid) * 4u;
+        if (k0 >= t.h) { return; }
+        let h0 = h1t[g * t.h + k0] * scale;
+        let h1 = h1t[g * t.h + k0 + 1u] * scale;
+        let h2 = h1t[g * t.h + k0 + 2u] * scale;
+        let h3 = h1t[g * t.h + k0 + 3u] * scale;
+        let n0 = (wid.x / t.nblk) * 64u;
+        let n1 = min(n0 + 64u, t.h);
+        for (var n = n0; n < n1; n = n + 1u) {
+            let d = dt[g * t.h + n];
+            let row = (base + t.o_w2 + n * t.h + k0) / 4u;
+            update4(row, vec4<f32>(dot(h0, d), dot(h1, d), dot(h2, d), dot(h3, d)), bias_correction1,
+                    bias_correction2, sgd);
+        }
+        return;
+    }
+    // The other parameters: 64 consecutive elements of the replica's arena outside fc2.weight per workgroup, a
+    // vec4 per invocation (a vec4 lies wholly inside or outside fc2.weight: both ends are multiples of 4).
+    var j = (wid.x - nw) * 64u + lid * 4u;
+    if (j >= t.o_w2) {
+        j = j + t.h * t.h;
+    }
+    if (j < t.stride) {
+        let i = (base + j) / 4u;
+        update4(i, up4_grads[i] * scale, bias_correction1, bias_correction2, sgd);
     }
 }

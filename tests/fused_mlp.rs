@@ -1,13 +1,14 @@
 //! The fused toy MLP (`FusedMlp`, shaders/toy_mlp.wgsl) against the CPU reference (`reference::mlp`) and against the
 //! generic GPU path (`Mlp` + `Optimizer`): forward table and row log-probs, every gradient (fc2.weight's
 //! materialised from its factors), the gradient norm's partial sums, and whole training steps (Adam with clipping and
-//! weight decay, SGD), on odd shapes; replicas bit for bit equal to lone models; a non-finite gradient skipped.
+//! weight decay, SGD), on odd shapes; the vec4 and scalar kernel forms to the same bits; replicas bit for bit equal
+//! to lone models; a non-finite gradient skipped.
 
 mod common;
 use common::*;
 use dpo3d::gpu::Readback;
 use dpo3d::model::init::mlp_params;
-use dpo3d::model::{FusedMlp, Mlp, MlpConfig};
+use dpo3d::model::{FusedMlp, Mlp, MlpConfig, Policy};
 use dpo3d::objectives::PreferenceLoss;
 use dpo3d::reference::mlp::MlpRef;
 use dpo3d::train::{run_step, OptimConfig, OptimizerKind, PreferenceTrainer, ReferenceMode};
@@ -165,6 +166,80 @@ fn should_train_like_the_generic_mlp_and_optimizer() {
         for k in 0..n {
             assert_close(&format!("{} replica {k}: parameters after 6 steps", loss.name()), &pf[k], &pg[k], 2e-6, 2e-4);
         }
+    }
+}
+
+/// Pin every fused-MLP kernel of shape class (H, N) to its vec4 form (`toy_forward4`, ...) or its scalar one.
+fn pin_toy_forms(gpu: &dpo3d::Gpu, h: usize, n: usize, vec4: bool) {
+    let pairs = [
+        ("toy_forward4", "toy_forward"),
+        ("toy_forward4_bias", "toy_forward_bias"),
+        ("toy_hidden_forward4", "toy_hidden_forward"),
+        ("toy_hidden_backward4", "toy_hidden_backward"),
+        ("toy_mid_backward4", "toy_mid_backward"),
+        ("toy_update4", "toy_update"),
+        ("toy_update4_sgd", "toy_update_sgd"),
+    ];
+    let class = dpo3d::gpu::tune::classes(&[h, n]);
+    gpu.tuner.pin(
+        &pairs.iter().map(|&(v, s)| (format!("toy {s} {class}"), (if vec4 { v } else { s }).to_string())).collect(),
+    );
+}
+
+/// H a multiple of 4 has two forms of the forward, backward and update kernels (fc2.weight read as vec4s or as
+/// scalars), either of which the tuner may pick: both must train to the same bits (replicas stay bit for bit what
+/// they are alone whichever form a group size gets), and match the generic path. P = 4 with a bias reads fc1 as
+/// vec4s too; P = 3 and depth 3 take the other branches (the extra layer's forward and backward), with SGD.
+#[test]
+fn should_train_to_the_same_bits_in_the_vec4_and_scalar_forms() {
+    let n = 2;
+    let adam = OptimConfig { lr: 2e-2, grad_clip: 0.05, weight_decay: 0.01, ..Default::default() };
+    let sgd = OptimConfig {
+        kind: OptimizerKind::Sgd,
+        lr: 0.5,
+        momentum: 0.5,
+        grad_clip: 0.02,
+        weight_decay: 0.01,
+        ..Default::default()
+    };
+    let flex = PreferenceLoss::FlexDpo { beta_pos: 0.1, beta_neg: 0.05 };
+    let dpo = PreferenceLoss::Dpo { beta: 0.1 };
+    for (c, opt, loss) in [(cfg(4, 68, 10, true), adam, flex), (deep(cfg(3, 68, 7, false), 3), sgd, dpo)] {
+        let params: Vec<f32> = (0..n).flat_map(|k| mlp_params(&c, 40 + k as u64).unwrap()).collect();
+        let mut trained = vec![];
+        for vec4 in [false, true] {
+            let gpu = gpu();
+            pin_toy_forms(&gpu, c.hidden, n, vec4);
+            let (mut f, mut g) = trainers(&gpu, &c, n, 4, &params, &loss, &opt);
+            let labels: Vec<&str> = [f.policy.forward_plan(), f.policy.backward_plan(), &f.opt.plan]
+                .iter()
+                .flat_map(|p| p.dispatches.iter().map(|d| d.label))
+                .filter(|l| l.starts_with("toy_") && !l.starts_with("toy_head") && *l != "toy_w2_grad")
+                .collect();
+            let want = if c.depth == 3 { 5 } else { 3 };
+            assert_eq!(labels.len(), want, "{labels:?}");
+            for l in &labels {
+                assert_eq!(
+                    l.contains('4'),
+                    vec4,
+                    "{c:?}: kernel {l} in the {} form",
+                    if vec4 { "vec4" } else { "scalar" }
+                );
+            }
+            for _ in 0..4 {
+                pollster::block_on(f.step(&gpu)).unwrap();
+                pollster::block_on(g.step(&gpu)).unwrap();
+            }
+            let pf = pollster::block_on(f.policy.download_replica_params(&gpu)).unwrap();
+            let pg = pollster::block_on(g.policy.download_replica_params(&gpu)).unwrap();
+            let moved: f32 = pf[0].iter().zip(params.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            assert!(moved > 1e-3, "{c:?}: parameters barely moved ({moved})");
+            for k in 0..n {
+                assert_close(&format!("{c:?} vec4 {vec4} replica {k}"), &pf[k], &pg[k], 2e-6, 2e-4);
+            }
+            trained.push(pf);
+        }
+        assert_eq!(trained[0], trained[1], "{c:?}: the vec4 and scalar forms trained to different parameters");
     }
 }
 
