@@ -26,6 +26,8 @@
 //   dt = d loss / d fc2 pre-activation);
 //   table: (N, P, R) log-softmax; rows: (N, B) (prompt, response) u32 pairs; logps, dlogps: (N, B);
 //   partials: (N, depth nblk) sums of squares of the gradients, nblk per backward dispatch.
+//   params4 (binding 25), up4_* (21..24): vec4 views of the same buffers, read by the kernels' vec4 forms (H a
+//   multiple of 4; each part of the arena starts on a multiple of 64 floats).
 //
 // Deeper models (depth hidden layers, fc2 .. fc{depth} H -> H): each extra layer adds a toy_hidden_forward, a
 // toy_mid_backward and a toy_w2_grad (its gradient is materialised; only fc2's stays factored). Each dispatch gets

@@ -90,7 +90,8 @@ fn dispatch(gpu: &Gpu, entry: &'static str, s: &ToyShape, bindings: &[(u32, &Ten
 // toy_forward / toy_hidden_forward and toy_hidden_backward / toy_mid_backward share their bodies (the variant is a
 // constant the compiler folds), so each entry point's layout also lists its sibling's bindings: the unused one is
 // bound to a buffer the dispatch does not otherwise use (`params` again where read-only, `spare` where writable) and
-// is never accessed.
+// is never accessed. Likewise every one of them binds `params` a second time as the vec4 view (binding 25) that only
+// their vec4 forms read.
 
 /// h1t, h2t (N, H) vec4 (prompt u in component u) from the parameters.
 /// The kernel form (vec4 or scalar) is the tuner's choice for this adapter and shape.
