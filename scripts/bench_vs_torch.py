@@ -11,6 +11,8 @@ Called by `scripts/bench-vs-torch` (which installs and builds first). Rows:
 - the toy study's DPO-family runs (9 configurations x 5 seeds: `toy3d --no-ppo --no-token-toy`), dpo3d as it runs
   the study (seeds and scenarios as replicas) vs `scripts/toy_torch.py --study` (one eager model per run, as many
   single-thread worker processes as cores).
+- the toy study's RM+PPO runs (5 seeds: `toy3d --loss ppo --no-token-toy`, one run per job in dpo3d too) vs
+  `scripts/toy_torch.py --ppo` (the same reward model, value model and PPO step in eager PyTorch).
 Ratios above 1 mean dpo3d is faster. The toy rows compare with PyTorch on the CPU even where a GPU is present
 (for a 4-256-256-10 MLP that is PyTorch's fastest device).
 """
@@ -114,6 +116,12 @@ def main():
                             "--procs", cores]).strip().splitlines()[-1])
         rows.append({"work": f"toy study, DPO family: {n} runs x (SFT 400 + {epochs} epochs)", "dpo3d": f"{dt:.1f} s",
                      "torch": f'{tj["seconds"]:.1f} s ({tj["procs"]} procs)', "ratio": tj["seconds"] / dt})
+        n, dt = toy3d_seconds(sh([BIN / "toy3d", "--loss", "ppo", "--seeds", seeds, "--out", out / "toy_ppo"] + common))
+        tj = json.loads(sh([sys.executable, "scripts/toy_torch.py", "--ppo", "--seeds", seeds, "--epochs", epochs,
+                            "--procs", cores]).strip().splitlines()[-1])
+        rows.append({"work": f"toy study, RM+PPO: {n} runs x (SFT 400 + RM 300 + {epochs} PPO steps)",
+                     "dpo3d": f"{dt:.1f} s", "torch": f'{tj["seconds"]:.1f} s ({tj["procs"]} procs)',
+                     "ratio": tj["seconds"] / dt})
         results["machine"]["torch_toy"] = f'torch {tj["torch"]} on the CPU'
 
     m = results["machine"]
