@@ -57,16 +57,7 @@ def run(job):
     model = nn.Sequential(nn.Linear(P, hidden, bias=False), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                           nn.Linear(hidden, R))
     eye = torch.eye(P)
-    target = torch.tensor(scenario_row(scenario)).repeat(P, 1)  # (P, R)
-
-    # SFT: soft-target cross-entropy of every prompt's row.
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(sft_epochs):
-        opt.zero_grad()
-        logp = torch.log_softmax(model(eye), dim=-1)
-        loss = -(target * logp).sum(dim=-1).mean()
-        loss.backward()
-        opt.step()
+    sft(model, scenario, sft_epochs)
     with torch.no_grad():
         ref = torch.log_softmax(model(eye), dim=-1)
     pr = torch.tensor([p for p, _, _ in PAIRS])
@@ -103,7 +94,7 @@ def run(job):
 
 
 def sft(model, scenario, sft_epochs):
-    """The SFT phase (as in `run`): soft-target cross-entropy of every prompt's row, Adam lr 1e-2."""
+    """The SFT phase: soft-target cross-entropy of every prompt's row, full batch, Adam lr 1e-2."""
     import torch
 
     eye = torch.eye(P)

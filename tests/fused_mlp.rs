@@ -116,6 +116,18 @@ fn trainers(
     (f, g)
 }
 
+/// SGD with momentum, clipping and weight decay: the deeper models' optimizer in the tests below.
+fn sgd_momentum() -> OptimConfig {
+    OptimConfig {
+        kind: OptimizerKind::Sgd,
+        lr: 0.5,
+        momentum: 0.5,
+        grad_clip: 0.02,
+        weight_decay: 0.01,
+        ..Default::default()
+    }
+}
+
 #[test]
 fn should_train_like_the_generic_mlp_and_optimizer() {
     let gpu = gpu();
@@ -135,17 +147,7 @@ fn should_train_like_the_generic_mlp_and_optimizer() {
     let c3 = deep(cfg(4, 33, 10, false), 3);
     let params3: Vec<f32> = (0..n).flat_map(|k| mlp_params(&c3, 30 + k as u64).unwrap()).collect();
     // SGD: Adam's normalised step would turn float noise in near-zero gradient elements into full-size steps.
-    let deeper = (
-        PreferenceLoss::Dpo { beta: 0.1 },
-        OptimConfig {
-            kind: OptimizerKind::Sgd,
-            lr: 0.5,
-            momentum: 0.5,
-            grad_clip: 0.02,
-            weight_decay: 0.01,
-            ..Default::default()
-        },
-    );
+    let deeper = (PreferenceLoss::Dpo { beta: 0.1 }, sgd_momentum());
     for (i, (loss, opt)) in cases.into_iter().chain([deeper]).enumerate() {
         let (c, params) = if i == 3 { (&c3, &params3) } else { (&c, &params) };
         let (mut f, mut g) = trainers(&gpu, c, n, 4, params, &loss, &opt);
@@ -194,14 +196,7 @@ fn pin_toy_forms(gpu: &dpo3d::Gpu, h: usize, n: usize, vec4: bool) {
 fn should_train_to_the_same_bits_in_the_vec4_and_scalar_forms() {
     let n = 2;
     let adam = OptimConfig { lr: 2e-2, grad_clip: 0.05, weight_decay: 0.01, ..Default::default() };
-    let sgd = OptimConfig {
-        kind: OptimizerKind::Sgd,
-        lr: 0.5,
-        momentum: 0.5,
-        grad_clip: 0.02,
-        weight_decay: 0.01,
-        ..Default::default()
-    };
+    let sgd = sgd_momentum();
     let flex = PreferenceLoss::FlexDpo { beta_pos: 0.1, beta_neg: 0.05 };
     let dpo = PreferenceLoss::Dpo { beta: 0.1 };
     for (c, opt, loss) in [(cfg(4, 68, 10, true), adam, flex), (deep(cfg(3, 68, 7, false), 3), sgd, dpo)] {
